@@ -1,0 +1,1 @@
+"""Placement of parallel ranks on the topology. Pure functions; imports only ``topology``."""

@@ -1,0 +1,1 @@
+"""The firsthop control plane: scheduling core, store, gRPC API, runtime and CLIs."""

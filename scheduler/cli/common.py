@@ -1,0 +1,166 @@
+"""Shared pieces of the firsthop command-line tools: output option, printing, error handling.
+
+Every command module uses these rather than its own: one ``--output table|json`` option, one
+function that prints a rich table for people or JSON for programs, and one handler that turns a
+known error into a single ``error: <reason>: <message>`` line on stderr and an exit code.
+
+Must not import ``scheduler.core``, ``scheduler.store``, ``placement`` or the generated protos:
+commands call a typed client and hold no logic. Error types are registered by the callers, so
+this module depends on no error hierarchy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Final, TypeAlias
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+EXIT_BAD_INPUT: Final = 2
+"""Exit code for input the command rejects (bad file, bad option value, unknown name)."""
+
+Row: TypeAlias = Mapping[str, object]
+"""One record to print: column name -> value."""
+
+ErrorExit: TypeAlias = tuple[type[Exception], int]
+"""An exception type the error handler catches, and the exit code it exits with."""
+
+
+class OutputFormat(StrEnum):
+    """How a read command prints its result."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+OutputOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output format: a table for people, or JSON for programs.",
+        case_sensitive=False,
+    ),
+]
+"""The ``--output`` option of every read command; default it to ``OutputFormat.TABLE``."""
+
+
+def print_result(
+    data: Row | Sequence[Row],
+    output: OutputFormat,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """Print a command's result to stdout as a rich table or as JSON.
+
+    Args:
+        data: One record (printed as a two-column field/value table) or a list of records
+            (printed as one row each).
+        output: The format the user chose with ``--output``.
+        columns: Columns to show in table form, in order; defaults to the keys of the records
+            in first-seen order. JSON output always holds every key.
+        title: Optional table title; not part of the JSON output.
+
+    Raises:
+        TypeError: If a value cannot be written as JSON.
+    """
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(data, indent=2, default=_json_default))
+        return
+    console = Console()
+    if isinstance(data, Mapping):
+        table = Table("field", "value", title=title)
+        for key in columns if columns is not None else list(data):
+            table.add_row(Text(key), _cell(data.get(key)))
+        console.print(table)
+        return
+    names = list(columns) if columns is not None else _columns_of(data)
+    table = Table(*names, title=title)
+    for row in data:
+        table.add_row(*(_cell(row.get(name)) for name in names))
+    console.print(table)
+
+
+@contextlib.contextmanager
+def exit_on_error(*handled: ErrorExit) -> Iterator[None]:
+    """Turn registered exceptions into one line on stderr and an exit code, never a traceback.
+
+    Use it as a context manager around a command's body, or as a decorator under the Typer
+    command decorator::
+
+        with exit_on_error((TopologyError, EXIT_BAD_INPUT)):
+            topology = load_topology(path)
+
+    The first registered type the exception is an instance of decides the exit code, so list
+    subclasses before their bases. The line is ``error: <reason>: <message>``, where reason is
+    the exception's ``reason`` attribute (the stable machine-readable reason of firsthop
+    errors) or its class name. Exceptions of other types propagate unchanged: an unknown error
+    is a bug and keeps its traceback.
+
+    Args:
+        handled: Pairs of (exception type, exit code).
+
+    Raises:
+        typer.Exit: With the registered exit code, after printing the line.
+    """
+    try:
+        yield
+    except Exception as exc:
+        for exc_type, exit_code in handled:
+            if isinstance(exc, exc_type):
+                typer.echo(format_error(exc), err=True)
+                raise typer.Exit(exit_code) from None
+        raise
+
+
+def format_error(exc: BaseException) -> str:
+    """Return the one-line ``error: <reason>: <message>`` form of an exception."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, Enum):
+        reason = reason.value
+    if not isinstance(reason, str) or not reason:
+        reason = type(exc).__name__
+    message = " ".join(str(exc).split())
+    return f"error: {reason}: {message}" if message else f"error: {reason}"
+
+
+def _columns_of(rows: Sequence[Row]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _cell(value: object) -> Text:
+    # Text, not str: rich must not read brackets in names or messages as markup.
+    if value is None:
+        return Text("")
+    if isinstance(value, Enum):
+        return Text(str(value.value))
+    if isinstance(value, Mapping | list | tuple | BaseModel):
+        return Text(json.dumps(value, default=_json_default, separators=(",", ":")))
+    return Text(str(value))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")

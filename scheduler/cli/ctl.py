@@ -1,0 +1,33 @@
+"""``firsthopctl``: the cluster administration CLI; one sub-app per command group.
+
+This module only assembles the command groups (each in its own ``scheduler.cli.*_cmd``
+module) under one Typer app. Must not import ``scheduler.core`` or ``scheduler.store``:
+commands call a typed client or the pure packages and hold no logic.
+"""
+
+import typer
+
+from scheduler.cli.topology_cmd import app as topology_app
+
+app = typer.Typer(
+    name="firsthopctl",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(topology_app, name="topology")
+
+
+@app.callback()
+def _root() -> None:
+    """Administer a firsthop cluster.
+
+    Topologies are under `topology`. Offline placement dry runs, nodes, jobs and rolling
+    maintenance campaigns will follow as further command groups.
+    """
+
+
+def main() -> None:
+    """Console-script entry point of ``firsthopctl``."""
+    app(prog_name="firsthopctl")

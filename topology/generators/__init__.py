@@ -1,0 +1,1 @@
+"""Generators for common GPU cluster fabrics (fat-tree, rail-optimized, dual-plane)."""
