@@ -29,9 +29,6 @@ class FirsthopError(Exception):
         self.reason = reason or self.default_reason
         self.message = message
 
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
-
 
 class InvalidInputError(FirsthopError):
     """Input that can never be accepted (bad file, bad flag, malformed spec)."""
@@ -45,7 +42,9 @@ class TopologyError(InvalidInputError):
 
     Stable reasons: ``invalid_topology`` (schema), ``topology_cycle``, ``duplicate_name``,
     ``unknown_tier``, ``unknown_switch``, ``host_multiple_parents``, ``tier_order``,
-    ``mixed_depth``, ``empty_topology``, ``invalid_csv``, ``unreadable_file``.
+    ``mixed_depth``, ``empty_topology``, ``invalid_csv``, ``unreadable_file``,
+    ``invalid_generator_args``, ``invalid_hostlist``, ``invalid_host_name``,
+    ``invalid_block_sizes``.
     """
 
     default_reason = "invalid_topology"

@@ -78,6 +78,9 @@ def print_result(
         typer.echo(json.dumps(data, indent=2, default=_json_default))
         return
     console = Console()
+    if not console.is_terminal:
+        # Piped output: lay tables out for a wide page rather than truncating cells at 80.
+        console = Console(width=160)
     if isinstance(data, Mapping):
         table = Table("field", "value", title=title)
         for key in columns if columns is not None else list(data):
