@@ -54,7 +54,7 @@ def test_show_json_summary(small: Path) -> None:
     assert list(tiers) == ["host", "leaf", "pod", "cluster"]
     assert tiers["leaf"]["domains"] == 6
     assert tiers["pod"]["gpus_max"] == 96
-    assert tiers["cluster"]["bandwidth_gbps"] == pytest.approx(50 / 7)
+    assert tiers["cluster"]["bandwidth_gbytes_per_s"] == pytest.approx(50 / 7)
 
 
 def test_show_table_and_tree(small: Path) -> None:

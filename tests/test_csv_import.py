@@ -154,11 +154,11 @@ def test_tier_overrides_replace_fields() -> None:
     spec = parse_hosts_csv(
         "host,leaf,spine\nh1,l1,s1\n",
         name="t",
-        tier_overrides={"spine": {"oversubscription": 3.0, "bandwidth_gbps": 25.0}},
+        tier_overrides={"spine": {"oversubscription": 3.0, "bandwidth_gbytes_per_s": 25.0}},
     )
     spine = spec.tiers[1]
     assert spine.oversubscription == 3.0
-    assert spine.bandwidth_gbps == 25.0
+    assert spine.bandwidth_gbytes_per_s == 25.0
     assert spine.latency_us == POD_SPINE.latency_us
     assert spec.tiers[0] == LEAF_400G
 

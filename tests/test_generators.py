@@ -100,7 +100,7 @@ def test_fat_tree_tiers_and_bandwidths() -> None:
     topo = build(fat_tree(2, 2, 2, oversubscription=4.0))
     assert [t.name for t in topo.tiers] == ["leaf", "pod"]
     assert topo.tiers[1].oversubscription == 4.0
-    assert topo.bandwidths_gbps == (450.0, 50.0, 50.0, 12.5)
+    assert topo.bandwidths_gbytes_per_s == (450.0, 50.0, 50.0, 12.5)
     assert topo.name == "fat-tree-2x2x2"
     assert build(fat_tree(1, 1, 1, name="lab")).name == "lab"
 
@@ -115,7 +115,7 @@ def test_fat_tree_nvl72_racks_are_nvlink_domains() -> None:
     assert index.num_domains(1) == 8
     assert index.gpus_per_domain(1).tolist() == [72] * 8
     assert topo.tiers[0].nvlink
-    assert topo.host_fabric.bandwidth_gbps == topo.tiers[0].bandwidth_gbps
+    assert topo.host_fabric.bandwidth_gbytes_per_s == topo.tiers[0].bandwidth_gbytes_per_s
     rack = next(s for s in spec.switches if s.tier == "rack")
     assert rack.name == "pod00-leaf00-rack00"
     assert rack.parent == "pod00-leaf00"
@@ -164,8 +164,8 @@ def test_dual_plane_defaults_are_one_hpn_pod() -> None:
     assert segment.rails == 8
     assert segment.oversubscription == pytest.approx(16 / 15)
     assert pod.oversubscription == 15.0
-    assert topo.bandwidths_gbps[2] == pytest.approx(50.0 * 15 / 16)
-    assert topo.bandwidths_gbps[3] == pytest.approx(50.0 * 15 / 16 / 15)
+    assert topo.bandwidths_gbytes_per_s[2] == pytest.approx(50.0 * 15 / 16)
+    assert topo.bandwidths_gbytes_per_s[3] == pytest.approx(50.0 * 15 / 16 / 15)
 
 
 def test_dual_plane_pods_and_names() -> None:

@@ -68,7 +68,7 @@ def test_levels_domains_and_graph() -> None:
 def test_bandwidth_tiers_follow_oversubscription() -> None:
     topo = Topology.from_spec(two_level())
     # NVLink, leaf NIC rate, non-blocking pod, then the pod's 1:7 uplinks.
-    assert topo.bandwidths_gbps == pytest.approx((450.0, 50.0, 50.0, 50.0 / 7.0))
+    assert topo.bandwidths_gbytes_per_s == pytest.approx((450.0, 50.0, 50.0, 50.0 / 7.0))
     assert topo.latencies_us[0] < topo.latencies_us[1] < topo.latencies_us[3]
 
 
@@ -92,7 +92,7 @@ def test_nvl72_rack_is_the_nvlink_domain() -> None:
     assert topo.nvlink_level == 1
     index = topo.index
     assert index.gpus_per_domain(1).tolist() == [72, 72]
-    assert index.bandwidth_gbps[1] == NVL72_RACK.bandwidth_gbps
+    assert index.bandwidth_gbytes_per_s[1] == NVL72_RACK.bandwidth_gbytes_per_s
 
 
 def test_cycle_is_rejected_with_its_path() -> None:
@@ -142,7 +142,7 @@ def test_structural_errors_have_stable_reasons(mutate: Any, reason: str) -> None
         (lambda d: d.update(gpus_per_host=0), "gpus_per_host"),
         (lambda d: d["switches"][1]["hosts"].append({"name": "z", "gpus": 0}), "gpus"),
         (lambda d: d.update(colour="blue"), "colour"),
-        (lambda d: d["tiers"][0].update(bandwidth_gbps=-1), "bandwidth_gbps"),
+        (lambda d: d["tiers"][0].update(bandwidth_gbytes_per_s=-1), "bandwidth_gbytes_per_s"),
         (lambda d: d.update(format="other/v9"), "format"),
     ],
 )
@@ -173,7 +173,11 @@ def test_declared_optional_tier_may_be_skipped() -> None:
 def test_nvlink_tier_above_network_tier_is_rejected() -> None:
     spec = TopologySpec(
         name="bad",
-        tiers=(LEAF_400G, TierSpec(name="rack", bandwidth_gbps=900, nvlink=True), POD_SPINE),
+        tiers=(
+            LEAF_400G,
+            TierSpec(name="rack", bandwidth_gbytes_per_s=900, nvlink=True),
+            POD_SPINE,
+        ),
         switches=(SwitchSpec(name="x", tier="leaf", hosts=("a",)),),
     )
     with pytest.raises(TopologyError) as excinfo:

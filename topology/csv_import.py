@@ -71,7 +71,7 @@ SPINE_NONBLOCKING = POD_SPINE.model_copy(update={"oversubscription": 1.0})
 class TierOverride(TypedDict, total=False):
     """Tier fields a caller may override for one CSV tier (see :class:`TierSpec`)."""
 
-    bandwidth_gbps: float
+    bandwidth_gbytes_per_s: float
     latency_us: float
     oversubscription: float
     nvlink: bool

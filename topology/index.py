@@ -42,7 +42,7 @@ class TopologyIndex:
     """Dense-id view of a topology. Construct with :meth:`build`."""
 
     level_names: tuple[str, ...]
-    bandwidth_gbps: FloatArray
+    bandwidth_gbytes_per_s: FloatArray
     """Effective per-GPU GB/s of traffic whose lowest common level is each level."""
     latency_us: FloatArray
     nvlink_level: int
@@ -106,7 +106,9 @@ class TopologyIndex:
         virtual.append(np.zeros(1, dtype=np.bool_))
         return cls(
             level_names=topology.level_names,
-            bandwidth_gbps=_frozen(np.array(topology.bandwidths_gbps, dtype=np.float64)),
+            bandwidth_gbytes_per_s=_frozen(
+                np.array(topology.bandwidths_gbytes_per_s, dtype=np.float64)
+            ),
             latency_us=_frozen(np.array(topology.latencies_us, dtype=np.float64)),
             nvlink_level=topology.nvlink_level,
             host_names=host_names,

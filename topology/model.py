@@ -99,7 +99,7 @@ class Topology:
         return (HOST_LEVEL, *(t.name for t in self.tiers), CLUSTER_LEVEL)
 
     @property
-    def bandwidths_gbps(self) -> tuple[float, ...]:
+    def bandwidths_gbytes_per_s(self) -> tuple[float, ...]:
         """Effective per-GPU GB/s of traffic whose lowest common level is each level."""
         return tuple(effective_bandwidths(self.host_fabric, list(self.tiers)))
 

@@ -6,10 +6,10 @@ hosts cabled to them::
     format: firsthop.topology/v1
     name: lab
     gpus_per_host: 8
-    host_fabric: {name: nvlink, bandwidth_gbps: 450.0, latency_us: 0.47, nvlink: true}
+    host_fabric: {name: nvlink, bandwidth_gbytes_per_s: 450.0, latency_us: 0.47, nvlink: true}
     tiers:
-      - {name: leaf, bandwidth_gbps: 50.0, latency_us: 2.7}
-      - {name: pod, bandwidth_gbps: 50.0, latency_us: 4.0, oversubscription: 7.0}
+      - {name: leaf, bandwidth_gbytes_per_s: 50.0, latency_us: 2.7}
+      - {name: pod, bandwidth_gbytes_per_s: 50.0, latency_us: 4.0, oversubscription: 7.0}
     switches:
       - {name: pod0, tier: pod}
       - {name: pod0-leaf0, tier: leaf, parent: pod0, hosts: [h0001, h0002]}

@@ -25,7 +25,7 @@ class TierSummary:
     hosts_max: int
     gpus_min: int
     gpus_max: int
-    bandwidth_gbps: float
+    bandwidth_gbytes_per_s: float
     """Effective per-GPU bandwidth of traffic whose lowest common level is this one."""
     latency_us: float
     oversubscription: float
@@ -70,7 +70,7 @@ def summarize(topology: Topology) -> TopologySummary:
                 hosts_max=int(hosts.max()),
                 gpus_min=int(gpus.min()),
                 gpus_max=int(gpus.max()),
-                bandwidth_gbps=float(index.bandwidth_gbps[level]),
+                bandwidth_gbytes_per_s=float(index.bandwidth_gbytes_per_s[level]),
                 latency_us=float(index.latency_us[level]),
                 oversubscription=spec.oversubscription if spec else 1.0,
                 nvlink=spec.nvlink if spec else False,

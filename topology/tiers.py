@@ -29,7 +29,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class TierSpec(BaseModel):
     """One tier of the fabric.
 
-    ``bandwidth_gbps`` is the per-GPU bandwidth (GB/s, one direction) of the links at this
+    ``bandwidth_gbytes_per_s`` is the per-GPU bandwidth (GB/s, one direction) of the links at this
     tier. ``oversubscription`` is the downlink:uplink ratio of this tier's switches, so it
     throttles every tier above it: the effective bandwidth of traffic whose lowest common tier
     is ``t`` is ``bandwidth(t) / prod(oversubscription(s) for s below t)``.
@@ -38,7 +38,7 @@ class TierSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    bandwidth_gbps: PositiveFloat
+    bandwidth_gbytes_per_s: PositiveFloat
     latency_us: Annotated[float, Field(ge=0)] = 0.0
     oversubscription: Annotated[float, Field(ge=1.0)] = 1.0
     nvlink: bool = False
@@ -57,17 +57,17 @@ class TierSpec(BaseModel):
 
 
 #: Intra-host fabric of an H100 SXM host (NVLink4 through NVSwitch).
-NVLINK_H100 = TierSpec(name="nvlink", bandwidth_gbps=450.0, latency_us=0.47, nvlink=True)
+NVLINK_H100 = TierSpec(name="nvlink", bandwidth_gbytes_per_s=450.0, latency_us=0.47, nvlink=True)
 #: NVLink rack domain of a GB200 NVL72 (72 GPUs over 18 hosts).
-NVL72_RACK = TierSpec(name="rack", bandwidth_gbps=900.0, latency_us=0.7, nvlink=True)
+NVL72_RACK = TierSpec(name="rack", bandwidth_gbytes_per_s=900.0, latency_us=0.7, nvlink=True)
 #: Leaf / ToR: one NDR 400 Gb/s NIC per GPU, non-blocking.
-LEAF_400G = TierSpec(name="leaf", bandwidth_gbps=50.0, latency_us=2.7)
+LEAF_400G = TierSpec(name="leaf", bandwidth_gbytes_per_s=50.0, latency_us=2.7)
 #: Rail group: the leaf-level domain of a rail-optimized fabric (8 rails).
-RAIL_GROUP_400G = TierSpec(name="rail_group", bandwidth_gbps=50.0, latency_us=2.7, rails=8)
+RAIL_GROUP_400G = TierSpec(name="rail_group", bandwidth_gbytes_per_s=50.0, latency_us=2.7, rails=8)
 #: Pod / spine: non-blocking inside, 1:7 to the layer above (Meta's aggregation layer).
-POD_SPINE = TierSpec(name="pod", bandwidth_gbps=50.0, latency_us=4.0, oversubscription=7.0)
+POD_SPINE = TierSpec(name="pod", bandwidth_gbytes_per_s=50.0, latency_us=4.0, oversubscription=7.0)
 #: Core above the pods.
-CORE = TierSpec(name="core", bandwidth_gbps=50.0, latency_us=10.0)
+CORE = TierSpec(name="core", bandwidth_gbytes_per_s=50.0, latency_us=10.0)
 
 
 def effective_bandwidths(host_fabric: TierSpec, tiers: list[TierSpec]) -> list[float]:
@@ -76,12 +76,12 @@ def effective_bandwidths(host_fabric: TierSpec, tiers: list[TierSpec]) -> list[f
     The cluster level is what traffic between two top-level switches gets: the top tier's
     bandwidth throttled by the oversubscription of every tier, the top one included.
     """
-    out = [host_fabric.bandwidth_gbps]
+    out = [host_fabric.bandwidth_gbytes_per_s]
     throttle = 1.0
     for tier in tiers:
-        out.append(tier.bandwidth_gbps / throttle)
+        out.append(tier.bandwidth_gbytes_per_s / throttle)
         throttle *= tier.oversubscription
-    top = tiers[-1].bandwidth_gbps if tiers else host_fabric.bandwidth_gbps
+    top = tiers[-1].bandwidth_gbytes_per_s if tiers else host_fabric.bandwidth_gbytes_per_s
     out.append(top / throttle)
     return out
 

@@ -7,6 +7,7 @@ commands call a typed client or the pure packages and hold no logic.
 
 import typer
 
+from scheduler.cli.place_cmd import place
 from scheduler.cli.topology_cmd import app as topology_app
 
 app = typer.Typer(
@@ -17,14 +18,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(topology_app, name="topology")
+app.command("place")(place)
 
 
 @app.callback()
 def _root() -> None:
     """Administer a firsthop cluster.
 
-    Topologies are under `topology`. Offline placement dry runs, nodes, jobs and rolling
-    maintenance campaigns will follow as further command groups.
+    Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
+    Nodes, jobs, queues and rolling maintenance campaigns follow as further command groups.
     """
 
 

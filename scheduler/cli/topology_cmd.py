@@ -184,7 +184,7 @@ def show(
             "domains": f"{t.domains:,}",
             "hosts": _span(t.hosts_min, t.hosts_max),
             "GPUs": _span(t.gpus_min, t.gpus_max),
-            "GB/s/GPU": f"{t.bandwidth_gbps:.3g}",
+            "GB/s/GPU": f"{t.bandwidth_gbytes_per_s:.3g}",
             "lat us": f"{t.latency_us:.3g}",
             "oversub": f"{t.oversubscription:.3g}:1",
             "notes": ", ".join(_notes(t.nvlink, t.rails, t.virtual_domains)),

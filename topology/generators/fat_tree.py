@@ -38,7 +38,7 @@ from topology.tiers import LEAF_400G, NVL72_RACK, NVLINK_H100, POD_SPINE, TierSp
 #: Intra-host fabric of a GB200 compute tray: the same NVLink5 fabric as its rack.
 NVLINK_NVL72_HOST = TierSpec(
     name="nvlink",
-    bandwidth_gbps=NVL72_RACK.bandwidth_gbps,
+    bandwidth_gbytes_per_s=NVL72_RACK.bandwidth_gbytes_per_s,
     latency_us=NVLINK_H100.latency_us,
     nvlink=True,
 )

@@ -1,0 +1,151 @@
+"""The job spec users submit (YAML or JSON), validated by pydantic (DESIGN.md).
+
+Keys: ``name``, ``gpus``, ``parallelism`` (``tp``, ``cp``, ``ep``, ``pp``, ``dp``, ``order``,
+``order_convention``; :class:`placement.Parallelism`), ``command`` (argv list), ``env``,
+``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``), ``max_restarts``,
+``time_limit_s``. A job without ``parallelism`` is pure data parallelism (``dp = gpus``);
+with it, ``tp*cp*ep*dp*pp`` must equal ``gpus``. Unknown keys are errors.
+
+One optional extension block, ``placement``, carries placement hints: ``required_tier``
+(per dimension, a tier name such as ``pod``), ``nvlink_dims`` (dimensions that must stay in one
+NVLink domain besides ``tp``), ``max_leaves`` (like Slurm ``--switches``), ``model`` (a
+:class:`placement.ModelShape`) and ``volumes_gb`` (bytes per GPU per step per dimension).
+
+Errors are one line: :class:`~topology.errors.InvalidInputError` with reason
+``invalid_job_spec`` (or the stable reason of the rule broken, such as
+``parallelism_mismatch`` or ``invalid_order``), prefixed with the file name.
+
+Must not import ``scheduler.core``, ``scheduler.store`` or the generated protos.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from placement import Dim, ModelShape, Parallelism, PlacementRequest
+from placement.dims import DIMS
+from placement.errors import InvalidRequestError
+from topology.errors import FirsthopError, InvalidInputError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class CheckpointSpec(BaseModel):
+    """Where and how often the job checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Annotated[str, Field(min_length=1)]
+    interval_s: Annotated[int, Field(ge=1)]
+
+
+class PlacementHints(BaseModel):
+    """The optional ``placement`` block (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required_tier: dict[Dim, str] = Field(default_factory=dict)
+    nvlink_dims: frozenset[Dim] = frozenset()
+    max_leaves: Annotated[int, Field(ge=1)] | None = None
+    model: ModelShape | None = None
+    volumes_gb: dict[Dim, Annotated[float, Field(ge=0)]] | None = None
+
+
+class JobSpec(BaseModel):
+    """A job as submitted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
+    gpus: Annotated[int, Field(ge=1)]
+    parallelism: Parallelism | None = None
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    queue: Annotated[str, Field(min_length=1)] = "default"
+    checkpoint: CheckpointSpec | None = None
+    max_restarts: Annotated[int, Field(ge=0)] = 0
+    time_limit_s: Annotated[int, Field(ge=1)] | None = None
+    placement: PlacementHints = Field(default_factory=PlacementHints)
+
+    @model_validator(mode="after")
+    def _product(self) -> JobSpec:
+        if self.parallelism is None:
+            object.__setattr__(self, "parallelism", Parallelism(dp=self.gpus))
+        par = self.par
+        if par.world_size != self.gpus:
+            sizes = par.sizes
+            product = "*".join(str(sizes[d]) for d in DIMS)
+            raise InvalidRequestError(
+                f"tp*cp*ep*dp*pp = {product} = {par.world_size}, but gpus is {self.gpus}",
+                reason="parallelism_mismatch",
+            )
+        return self
+
+    @property
+    def par(self) -> Parallelism:
+        """The parallelism (pure DP when the spec gives none)."""
+        if self.parallelism is None:  # pragma: no cover - set by the validator
+            raise AssertionError("parallelism is set by validation")
+        return self.parallelism
+
+    def to_request(self, excluded_hosts: Iterable[str] = ()) -> PlacementRequest:
+        """The placement request of this job."""
+        hints = self.placement
+        return PlacementRequest(
+            gpus=self.gpus,
+            parallelism=self.par,
+            model=hints.model,
+            volumes_gb=hints.volumes_gb,
+            required_tier=hints.required_tier,
+            nvlink_dims=hints.nvlink_dims | {"tp"},
+            max_leaves=hints.max_leaves,
+            excluded_hosts=frozenset(excluded_hosts),
+        )
+
+
+def job_spec_from_data(data: Any, *, source: str = "job spec") -> JobSpec:
+    """Validate parsed data, turning every error into one line prefixed with ``source``."""
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"{source}: expected a mapping at the top level", reason="invalid_job_spec"
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"{source}: {_first_error(exc)}", reason="invalid_job_spec"
+        ) from None
+    except FirsthopError as exc:
+        raise type(exc)(f"{source}: {exc.message}", reason=exc.reason) from None
+
+
+def load_job_spec(path: Path) -> JobSpec:
+    """Read and validate a job spec file (``.json``, or YAML for anything else)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidInputError(f"cannot read {path}: {detail}", reason="unreadable_file") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(
+            f"{path}: not valid YAML/JSON: {first}", reason="invalid_job_spec"
+        ) from None
+    return job_spec_from_data(data, source=str(path))
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    err = errors[0]
+    loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc}: {err['msg']}{more}"
