@@ -1,0 +1,159 @@
+"""What to do: the actions :meth:`Scheduler.handle` returns (imperative, frozen dataclasses).
+
+The runtime executes them in the order given:
+
+1. :class:`PersistChanges` comes first whenever the event changed anything; the runtime makes
+   it durable before it acknowledges the request that caused the event or sends any command;
+2. :class:`NotifyJobChanged` / :class:`NotifyNodeChanged` feed watch streams and metrics;
+3. :class:`StopRanks` come before :class:`StartRanks`, so an agent told to stop one job's ranks
+   and start another's on the same GPUs receives them in that order.
+
+Agent commands are idempotent: each carries a ``command_id`` derived from the job id, attempt
+and host, so an agent can drop a repeat (the core resends commands after a restart).
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
+``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from scheduler.core.records import Job, Node, Queue, RankSlot
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """Records created or changed by one handled event (at most one version of each).
+
+    Every record's ``version`` is one more than the version last handed out for it (1 for a
+    new record), which is what the store's optimistic check relies on.
+    """
+
+    jobs: tuple[Job, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    queues: tuple[Queue, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.nodes or self.queues)
+
+    def merged(self, later: ChangeSet) -> ChangeSet:
+        """This change set followed by ``later`` (newest version of each record wins).
+
+        Lets a runtime commit several events in one transaction (group commit).
+        """
+        jobs = {j.id: j for j in (*self.jobs, *later.jobs)}
+        nodes = {n.name: n for n in (*self.nodes, *later.nodes)}
+        queues = {q.name: q for q in (*self.queues, *later.queues)}
+        return ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class PersistChanges:
+    """Make these records durable (atomically) before acknowledging or sending commands."""
+
+    changes: ChangeSet
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyJobChanged:
+    """A job changed state (or reason): tell its watchers."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyNodeChanged:
+    """A node changed state or health."""
+
+    node: Node
+
+
+def _no_env() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class StartRanks:
+    """Start a job's ranks on one host.
+
+    The agent derives each rank's environment from these fields: ``RANK`` (``slot.rank``),
+    ``LOCAL_RANK`` (position in ``ranks``), ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``
+    (``len(ranks)``), ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``,
+    ``CUDA_VISIBLE_DEVICES`` (the slots' GPUs), ``FIRSTHOP_JOB_ID``,
+    ``FIRSTHOP_RESTART_COUNT`` (``attempt``) and ``FIRSTHOP_CHECKPOINT_DIR``.
+
+    Attributes:
+        command_id: ``start:<job>:<attempt>:<host>``; repeats of it are the same command.
+        job_id: the job.
+        node: the host that runs these ranks.
+        attempt: the job's restart count; echo it in every report about these ranks.
+        job_name: the spec's name.
+        user: the submitting user.
+        ranks: this host's ranks (rank, host, local GPU), in rank order.
+        node_rank: position of this host in the job's host order.
+        num_nodes: hosts of the job.
+        world_size: ranks of the job.
+        master_addr: host of rank 0.
+        master_port: rendezvous port, derived from job id and attempt.
+        command: argv of every rank.
+        env: the spec's environment.
+        checkpoint_dir: the spec's checkpoint directory, if any.
+        time_limit_s: the spec's time limit, if any.
+    """
+
+    command_id: str
+    job_id: str
+    node: str
+    attempt: int
+    job_name: str
+    user: str
+    ranks: tuple[RankSlot, ...]
+    node_rank: int
+    num_nodes: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=_no_env)
+    checkpoint_dir: str | None = None
+    time_limit_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopRanks:
+    """Stop a job's ranks on one host: SIGTERM, then SIGKILL after ``grace_s``.
+
+    Attributes:
+        command_id: ``stop:<job>:<attempt>:<host>`` (``...:force`` for a forced resend).
+        job_id: the job.
+        node: the host.
+        attempt: the attempt whose ranks to stop (ranks of another attempt are left alone).
+        grace_s: seconds between SIGTERM and SIGKILL (0: kill at once).
+        reason: stable reason (``preempted``, ``cancelled``, ``failed``, ``time_limit``,
+            ``orphan``, ``node_failed``, ``rank_exited``).
+    """
+
+    command_id: str
+    job_id: str
+    node: str
+    attempt: int
+    grace_s: float
+    reason: str
+
+
+Action = PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks
+"""Every action :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` returns."""
+
+
+def start_command_id(job_id: str, attempt: int, node: str) -> str:
+    """The id of the start command of ``job_id``'s attempt on ``node``."""
+    return f"start:{job_id}:{attempt}:{node}"
+
+
+def stop_command_id(job_id: str, attempt: int, node: str, *, force: bool = False) -> str:
+    """The id of the stop command of ``job_id``'s attempt on ``node``."""
+    suffix = ":force" if force else ""
+    return f"stop:{job_id}:{attempt}:{node}{suffix}"

@@ -1,0 +1,294 @@
+"""The scheduling cycle: admit queued jobs in order, with backfill and preemption.
+
+One cycle (run on every :class:`~scheduler.core.events.TimerFired`):
+
+1. walk queued jobs in :class:`~scheduler.core.queueing.CycleOrder` (queue priority, fair
+   share, job priority, submit time); skip a job over its queue's quota;
+2. turn a job away in microseconds when the counts say it cannot fit
+   (:class:`~scheduler.core.capacity.FreeCapacity`) or when the placer already refused the
+   same request since capacity last grew (:class:`PlacementCache`); otherwise call the placer
+   (at most ``max_placements_per_cycle`` calls, or ``max_placement_seconds_per_cycle`` of
+   placer time; the rest wait for the next cycle);
+3. a job that fits is admitted (gang: all its ranks at once, or nothing);
+4. the first job that does not fit is the *head*: if jobs being preempted or fenced GPUs would
+   make room, it waits for them; else, with preemption on, lower-priority victims are chosen
+   (:mod:`~scheduler.core.preemption`); else it gets a backfill reservation
+   (:mod:`~scheduler.core.backfill`). Later jobs start only without delaying it. With backfill
+   off, nothing after a blocked head starts. A head that fits nowhere even on an emptied
+   cluster (drained hosts, exclusions) does not block; up to three heads are tried per cycle.
+
+The outcome per examined job (``blocked`` reasons) and the reservation are kept in a
+:class:`CycleReport` for :mod:`~scheduler.core.explain` and metrics.
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
+``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from placement import Placement, PlacementFailure, PlacementParams, PlacementRequest, Snapshot
+from placement import place as run_placer
+from scheduler.core.backfill import Reservation, ends_before, find_reservation
+from scheduler.core.capacity import FreeCapacity, gpu_mask, placement_gpu_ids
+from scheduler.core.context import Ctx
+from scheduler.core.jobs import admit, preempt
+from scheduler.core.preemption import plan_preemption
+from scheduler.core.queueing import CycleOrder, within_quota
+from scheduler.core.records import Job
+from scheduler.core.state import SchedulerState
+from scheduler.core.states import JobState
+from topology.errors import InvalidInputError
+from topology.index import BoolArray
+
+MAX_HEADS = 3
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (volatile: for explanations and metrics).
+
+    Attributes:
+        at: the cycle's time.
+        examined: queued jobs looked at.
+        placements: placer calls (admission, reservation and preemption together).
+        placement_seconds: solve time the placer reported for the admission calls.
+        admitted: ids of jobs admitted, in order.
+        backfilled: those admitted while a head job held a reservation.
+        preempted: ids of jobs chosen as preemption victims.
+        reservation: the head job's reservation, if any.
+        blocked: per examined job that was not admitted, a stable reason: ``quota``,
+            ``insufficient_capacity``, a placer failure reason, ``backfill_would_delay``,
+            ``reserved``, ``preempting``, ``waiting_for_preemption``,
+            ``blocked_by_head`` (backfill off) or ``cycle_budget``.
+        truncated: the placer budget ran out before every queued job was examined.
+    """
+
+    at: datetime
+    examined: int = 0
+    placements: int = 0
+    placement_seconds: float = 0.0
+    admitted: list[str] = field(default_factory=list)
+    backfilled: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
+    reservation: Reservation | None = None
+    blocked: dict[str, str] = field(default_factory=dict)
+    truncated: bool = False
+
+
+class PlacementCache:
+    """Placement requests per job, and requests the placer refused, per capacity epoch.
+
+    A refusal stays valid while ``capacity_epoch`` is unchanged: capacity only shrank since,
+    so the same request cannot fit now either. Jobs with equal requests share the entry, so
+    10,000 queued jobs of a few shapes cost a few placer calls, not 10,000.
+    """
+
+    def __init__(self, params: PlacementParams) -> None:
+        self.params = params
+        self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
+        self._shapes: dict[str, str] = {}
+        self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
+
+    def request(self, job: Job) -> PlacementRequest:
+        """The job's placement request (with its excluded hosts)."""
+        return self._entry(job)[1]
+
+    def key(self, job: Job) -> tuple[str, tuple[str, ...]]:
+        """A key equal for jobs whose placement requests are equal."""
+        entry = self._entry(job)
+        return (self._shape(job), entry[2])
+
+    def _shape(self, job: Job) -> str:
+        shape = self._shapes.get(job.id)
+        if shape is None:
+            shape = job.spec.to_request().model_dump_json()
+            self._shapes[job.id] = shape
+        return shape
+
+    def _entry(self, job: Job) -> tuple[frozenset[str], PlacementRequest, tuple[str, ...]]:
+        entry = self._requests.get(job.id)
+        if entry is None or entry[0] != job.excluded_hosts:
+            entry = (
+                job.excluded_hosts,
+                job.spec.to_request(job.excluded_hosts),
+                tuple(sorted(job.excluded_hosts)),
+            )
+            self._requests[job.id] = entry
+        return entry
+
+    def refused(self, key: tuple[str, tuple[str, ...]], epoch: int) -> str | None:
+        """The placer's reason if this request was refused at ``epoch``."""
+        hit = self._refused.get(key)
+        return hit[1] if hit is not None and hit[0] == epoch else None
+
+    def refuse(self, key: tuple[str, tuple[str, ...]], epoch: int, reason: str) -> None:
+        """Remember a refusal at ``epoch``."""
+        self._refused[key] = (epoch, reason)
+
+    def place(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
+        """Run the placer for ``job`` on ``snapshot``."""
+        return run_placer(snapshot, self.request(job), self.params)
+
+    @property
+    def size(self) -> int:
+        """Jobs with a cached request."""
+        return len(self._requests)
+
+    def prune(self, keep: set[str]) -> None:
+        """Forget jobs not in ``keep`` (call now and then to bound memory)."""
+        for table in (self._requests, self._shapes):
+            for job_id in [j for j in table if j not in keep]:
+                del table[job_id]
+        if len(self._refused) > 4 * max(len(keep), 64):
+            self._refused.clear()
+
+
+def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
+    """One scheduling cycle at ``at`` (see the module docstring)."""
+    state, config = ctx.state, ctx.config
+    report = CycleReport(at)
+    seconds_budget = config.max_placement_seconds_per_cycle
+    plain = FreeCapacity(state, state.busy)
+    held_back: FreeCapacity | None = None
+    refused_held_back: set[tuple[str, tuple[str, ...]]] = set()
+    heads = 0
+    for job in CycleOrder(state):
+        report.examined += 1
+        if not within_quota(state.queues[job.queue], state.queue_usage.get(job.queue, 0), job):
+            report.blocked[job.id] = "quota"
+            continue
+        reservation = report.reservation
+        avoid = held_back is not None and not (
+            reservation is not None and ends_before(job, at, reservation.start)
+        )
+        capacity = held_back if avoid and held_back is not None else plain
+        key = cache.key(job)
+        reason: str | None = None
+        placement: Placement | None = None
+        if not capacity.could_fit(job):
+            reason = "insufficient_capacity"
+        elif avoid and key in refused_held_back:
+            reason = "backfill_would_delay"
+        elif not avoid and (hit := cache.refused(key, state.capacity_epoch)) is not None:
+            reason = hit
+        elif _out_of_budget(report, config.max_placements_per_cycle, seconds_budget):
+            report.blocked[job.id] = "cycle_budget"
+            report.truncated = True
+            break
+        else:
+            report.placements += 1
+            try:
+                result = cache.place(capacity.snapshot(), job)
+            except InvalidInputError as exc:
+                _fail_unplaceable(ctx, job, at, exc)
+                continue
+            report.placement_seconds += result.solve_seconds
+            if isinstance(result, Placement):
+                placement = result
+            elif avoid:
+                refused_held_back.add(key)
+                reason = "backfill_would_delay"
+            else:
+                reason = result.reason.value
+                cache.refuse(key, state.capacity_epoch, reason)
+        if placement is not None:
+            new = admit(ctx, job, placement, at)
+            if new.allocation is not None:
+                ids = state.gpu_ids(new.allocation)
+                plain.take(ids)
+                if held_back is not None:
+                    held_back.take(ids)
+            report.admitted.append(job.id)
+            if report.reservation is not None:
+                report.backfilled.append(job.id)
+            continue
+        if avoid and reason == "insufficient_capacity" and plain.could_fit(job):
+            reason = "backfill_would_delay"
+        if report.reservation is None and heads < MAX_HEADS and not avoid:
+            heads += 1
+            found, code = _head_of_line(ctx, job, at, cache, report)
+            report.blocked[job.id] = code if found is not None else (reason or code)
+            if found is not None:
+                report.reservation = found
+                held_back = FreeCapacity(state, state.busy | found.mask)
+                if not config.backfill:
+                    break
+            continue
+        report.blocked[job.id] = reason or "insufficient_capacity"
+    return report
+
+
+def _out_of_budget(report: CycleReport, calls: int, seconds: float | None) -> bool:
+    if report.placements >= calls:
+        return True
+    return seconds is not None and report.placement_seconds >= seconds
+
+
+def _fail_unplaceable(ctx: Ctx, job: Job, at: datetime, exc: InvalidInputError) -> None:
+    ctx.state.transition(
+        job, JobState.FAILED, at, "unplaceable_job", f"{exc.reason}: {exc.message}"
+    )
+
+
+def _in_flight(state: SchedulerState) -> BoolArray:
+    """GPUs on their way to being free: held by preempted jobs, or fenced."""
+    mask = np.zeros(state.index.num_gpus, dtype=np.bool_)
+    for job_id in state.allocated:
+        job = state.jobs[job_id]
+        if job.state is JobState.PREEMPTED and job.allocation is not None:
+            mask[state.gpu_ids(job.allocation)] = True
+    for fence in state.fences.values():
+        mask[list(fence.gpus)] = True
+    return mask
+
+
+def _head_of_line(
+    ctx: Ctx, job: Job, at: datetime, cache: PlacementCache, report: CycleReport
+) -> tuple[Reservation | None, str]:
+    state, config = ctx.state, ctx.config
+    index = state.index
+    in_flight = _in_flight(state)
+    base = state.busy & ~in_flight
+    if in_flight.any():
+        soon = FreeCapacity(state, base.copy())
+        if soon.could_fit(job):
+            report.placements += 1
+            result = cache.place(soon.snapshot(), job)
+            if isinstance(result, Placement):
+                mask = gpu_mask(index, placement_gpu_ids(index, result))
+                return Reservation(job.id, at, mask, "preemption", result), (
+                    "waiting_for_preemption"
+                )
+    if config.preemption:
+        plan, spent = plan_preemption(
+            state,
+            job,
+            at,
+            base_busy=base,
+            place=cache.place,
+            max_placements=config.max_preemption_placements,
+        )
+        report.placements += spent
+        if plan is not None and plan.victims:
+            for victim_id in plan.victims:
+                preempt(ctx, state.jobs[victim_id], at, job)
+                report.preempted.append(victim_id)
+            mask = gpu_mask(index, placement_gpu_ids(index, plan.placement))
+            return Reservation(job.id, at, mask, "preemption", plan.placement), "preempting"
+    found, spent = find_reservation(
+        state,
+        job,
+        at,
+        default_limit_s=config.default_time_limit_s,
+        place=cache.place,
+        max_placements=config.max_reservation_placements,
+    )
+    report.placements += spent
+    if found is None:
+        return None, "insufficient_capacity"
+    return found, "reserved"

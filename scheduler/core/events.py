@@ -1,0 +1,184 @@
+"""What happened: the events the scheduling core handles (past tense, frozen dataclasses).
+
+Every event carries ``at``, the aware UTC instant it happened (stamped by the runtime from its
+clock, or by the simulator); the core takes time from nowhere else. Events from agents about a
+job carry the job's ``attempt`` (its restart count when the ranks were started), so a late
+report from an earlier attempt is recognised and ignored.
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
+``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from scheduler.core.records import Queue
+from scheduler.core.states import Health
+from scheduler.jobspec import JobSpec
+
+
+def _empty() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStarted:
+    """The scheduler (re)started on its stored state.
+
+    Every known node gets a fresh heartbeat deadline, hosts of the default queue and the
+    topology that the store lacked are created, and start/stop commands that may not have
+    reached their agents before the restart are sent again (they are idempotent).
+    """
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted:
+    """A user submitted a job (the server assigned ``job_id``)."""
+
+    at: datetime
+    job_id: str
+    spec: JobSpec
+    user: str
+    submission_id: str | None = None
+    """Client idempotency key: resubmitting the same spec with it returns the first job."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancelRequested:
+    """A user or operator asked to cancel a job."""
+
+    at: datetime
+    job_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRegistered:
+    """An agent registered its host (first start, restart or reconnection)."""
+
+    at: datetime
+    node: str
+    gpus: int
+    agent_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReceived:
+    """An agent's heartbeat: its health verdict and the job attempts it is running."""
+
+    at: datetime
+    node: str
+    health: Health = Health.HEALTHY
+    running: Mapping[str, int] = field(default_factory=_empty)
+    """Job id -> attempt of every job with live ranks on the host."""
+    detail: str = ""
+    """The agent's one-line reason for a SUSPECT or FAILED verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDrainRequested:
+    """An operator asked that a node take no new jobs (running ones continue)."""
+
+    at: datetime
+    node: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResumeRequested:
+    """An operator returned a drained or draining node to service."""
+
+    at: datetime
+    node: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartAcknowledged:
+    """An agent accepted a job's start command and is launching its ranks."""
+
+    at: datetime
+    job_id: str
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RanksStarted:
+    """All of a job's ranks on one host are running."""
+
+    at: datetime
+    job_id: str
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankExited:
+    """One rank of a job exited on its own (not because it was asked to stop)."""
+
+    at: datetime
+    job_id: str
+    node: str
+    attempt: int
+    rank: int
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class RanksStopped:
+    """A job's ranks on one host are gone after a stop command."""
+
+    at: datetime
+    job_id: str
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointReported:
+    """A job wrote a complete checkpoint (work up to ``at`` is safe)."""
+
+    at: datetime
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSet:
+    """An operator created or changed a queue."""
+
+    at: datetime
+    queue: Queue
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """The periodic tick: heartbeat timeouts, time limits, stop deadlines, then a cycle."""
+
+    at: datetime
+
+
+Event = (
+    SchedulerStarted
+    | JobSubmitted
+    | JobCancelRequested
+    | NodeRegistered
+    | HeartbeatReceived
+    | NodeDrainRequested
+    | NodeResumeRequested
+    | StartAcknowledged
+    | RanksStarted
+    | RankExited
+    | RanksStopped
+    | CheckpointReported
+    | QueueSet
+    | TimerFired
+)
+"""Every event :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` takes."""

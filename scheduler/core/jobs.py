@@ -1,0 +1,456 @@
+"""Job lifecycle handlers: submit, cancel, rank reports, checkpoints, failures, admission.
+
+Each handler validates its event first and raises (changing nothing) on bad input; then it
+changes jobs only through :meth:`SchedulerState.transition`, i.e. through the transitions
+table. Reports from agents about an older attempt, an unknown host of the job, or a job that
+already left the state they refer to are ignored: agents repeat and reorder reports, and the
+core must be idempotent towards them.
+
+The failure path (:func:`interrupt`): a job that loses a node or a rank records a
+:class:`~scheduler.core.records.Failure` with its lost work (time since the last checkpoint),
+stops its remaining ranks, and is REQUEUED (the failed node excluded, when a node is to blame)
+while its failure-caused restarts stay within ``max_restarts``; otherwise it FAILS.
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
+``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from placement import Placement
+from scheduler.core.context import Ctx
+from scheduler.core.errors import (
+    DuplicateJobError,
+    DuplicateSubmissionError,
+    QuotaExceededError,
+    UnknownJobError,
+    UnknownQueueError,
+)
+from scheduler.core.events import (
+    CheckpointReported,
+    JobCancelRequested,
+    JobSubmitted,
+    RankExited,
+    RanksStarted,
+    RanksStopped,
+    StartAcknowledged,
+)
+from scheduler.core.records import Allocation, Failure, Job, RankSlot
+from scheduler.core.state import SchedulerState
+from scheduler.core.states import (
+    ALLOCATED_JOB_STATES,
+    QUEUED_JOB_STATES,
+    InvalidTransitionError,
+    JobState,
+)
+
+J = JobState
+
+
+def get_job(state: SchedulerState, job_id: str) -> Job:
+    """The job with ``job_id`` or :class:`UnknownJobError`."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise UnknownJobError(f"unknown job {job_id!r}")
+    return job
+
+
+def _since_safe(job: Job) -> datetime | None:
+    """Start of the work not yet saved by a checkpoint in the current run."""
+    if job.started_at is None:
+        return None
+    if job.last_checkpoint_at is not None and job.last_checkpoint_at > job.started_at:
+        return job.last_checkpoint_at
+    return job.started_at
+
+
+def lost_seconds(job: Job, at: datetime) -> float:
+    """Seconds of work lost if the current run stops at ``at``."""
+    since = _since_safe(job) if job.state is J.RUNNING else None
+    return 0.0 if since is None else max(0.0, (at - since).total_seconds())
+
+
+# ---------------------------------------------------------------------------- submit / cancel
+
+
+def check_submission(state: SchedulerState, event: JobSubmitted) -> Job | None:
+    """Validate a submission; return the existing job for a repeated submission id.
+
+    Raises:
+        DuplicateJobError, DuplicateSubmissionError, UnknownQueueError, QuotaExceededError.
+    """
+    if event.job_id in state.jobs:
+        raise DuplicateJobError(f"job id {event.job_id!r} is already in use")
+    if event.submission_id is not None:
+        existing = state.job_for_submission(event.user, event.submission_id)
+        if existing is not None:
+            if existing.spec != event.spec:
+                raise DuplicateSubmissionError(
+                    f"submission id {event.submission_id!r} was used for job {existing.id} "
+                    "with a different spec"
+                )
+            return existing
+    queue = state.queues.get(event.spec.queue)
+    if queue is None:
+        raise UnknownQueueError(
+            f"unknown queue {event.spec.queue!r} (queues: {', '.join(sorted(state.queues))})"
+        )
+    if queue.gpu_quota is not None and event.spec.gpus > queue.gpu_quota:
+        raise QuotaExceededError(
+            f"the job needs {event.spec.gpus} GPUs; queue {queue.name!r} may hold at most "
+            f"{queue.gpu_quota}"
+        )
+    return None
+
+
+def submit(ctx: Ctx, event: JobSubmitted) -> Job:
+    """Create the job (PENDING). Call after :func:`check_submission` returned ``None``."""
+    job = Job(
+        id=event.job_id,
+        spec=event.spec,
+        user=event.user,
+        state=J.PENDING,
+        submitted_at=event.at,
+        updated_at=event.at,
+        submission_id=event.submission_id,
+        reason="submitted",
+    )
+    return ctx.state.put_job(job)
+
+
+def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
+    """Cancel a job in any live state; repeating a cancel is a no-op.
+
+    Raises:
+        UnknownJobError; InvalidTransitionError (``job_finished``) for a job that already
+        succeeded or failed.
+    """
+    state = ctx.state
+    job = get_job(state, event.job_id)
+    if job.state is J.CANCELLED:
+        return
+    if job.state in (J.SUCCEEDED, J.FAILED):
+        raise InvalidTransitionError(
+            f"job {job.id} already finished ({job.state})", reason="job_finished"
+        )
+    message = event.reason or "cancelled by request"
+    if job.state in QUEUED_JOB_STATES:
+        state.transition(job, J.CANCELLED, event.at, "cancelled", message)
+        return
+    held = job
+    skip = job.stopped_hosts if job.state is J.PREEMPTED else frozenset()
+    state.transition(
+        job,
+        J.CANCELLED,
+        event.at,
+        "cancelled",
+        message,
+        allocation=None,
+        stopped_hosts=frozenset(),
+        stop_deadline=None,
+    )
+    ctx.stop_and_fence(held, event.at, "cancelled", skip=skip)
+
+
+# ---------------------------------------------------------------------------- agent reports
+
+
+def _current(state: SchedulerState, job_id: str, node: str, attempt: int) -> Job | None:
+    """The job if the report is about its current attempt on one of its hosts."""
+    job = get_job(state, job_id)
+    if job.restarts != attempt or job.allocation is None or node not in job.allocation.hosts:
+        return None
+    return job
+
+
+def start_acknowledged(ctx: Ctx, event: StartAcknowledged) -> None:
+    """ADMITTED -> STARTING once an agent accepts the start command."""
+    job = _current(ctx.state, event.job_id, event.node, event.attempt)
+    if job is not None and job.state is J.ADMITTED:
+        ctx.state.transition(job, J.STARTING, event.at, "starting")
+
+
+def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
+    """Record a host's ranks running; RUNNING once every host reported."""
+    state = ctx.state
+    job = _current(state, event.job_id, event.node, event.attempt)
+    if job is None or job.state not in (J.ADMITTED, J.STARTING):
+        return
+    if job.state is J.ADMITTED:
+        job = state.transition(job, J.STARTING, event.at, "starting")
+    started = job.started_hosts | {event.node}
+    alloc = job.allocation
+    if alloc is not None and started >= set(alloc.hosts):
+        state.transition(
+            job,
+            J.RUNNING,
+            event.at,
+            "running",
+            started_hosts=started,
+            started_at=event.at,
+            first_started_at=job.first_started_at or event.at,
+        )
+    else:
+        state.put_job(replace(job, started_hosts=started, updated_at=event.at))
+
+
+def rank_exited(ctx: Ctx, event: RankExited) -> None:
+    """A rank ended by itself: success when all ranks exit 0, the failure path otherwise."""
+    state = ctx.state
+    job = _current(state, event.job_id, event.node, event.attempt)
+    if job is None or job.state not in (J.ADMITTED, J.STARTING, J.RUNNING):
+        return
+    if not 0 <= event.rank < job.gpus:
+        return
+    if event.exit_code != 0:
+        interrupt(
+            ctx,
+            job,
+            event.at,
+            "rank_exited",
+            event.node,
+            exclude=False,
+            message=f"rank {event.rank} on {event.node} exited with status {event.exit_code}",
+        )
+        return
+    exited = job.exited_ranks | {event.rank}
+    if len(exited) < job.gpus:
+        state.put_job(replace(job, exited_ranks=exited, updated_at=event.at))
+        return
+    since = _since_safe(job)
+    gained = 0.0 if since is None else max(0.0, (event.at - since).total_seconds())
+    hosts = job.allocation.hosts if job.allocation else ()
+    state.transition(
+        job,
+        J.SUCCEEDED,
+        event.at,
+        "succeeded",
+        allocation=None,
+        exited_ranks=exited,
+        productive_s=job.productive_s + gained,
+    )
+    ctx.settle_drains(hosts)
+
+
+def ranks_stopped(ctx: Ctx, event: RanksStopped) -> None:
+    """A host's ranks are gone: release a fence, or advance a preemption."""
+    state = ctx.state
+    get_job(state, event.job_id)
+    state.release_fence(event.job_id, event.node, event.attempt)
+    job = _current(state, event.job_id, event.node, event.attempt)
+    if job is not None and job.state is J.PREEMPTED:
+        host_stopped(ctx, job, event.node, event.at)
+
+
+def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime) -> None:
+    """A preempted job's ranks on ``node`` are gone (stopped or lost); requeue when all are."""
+    state = ctx.state
+    stopped = job.stopped_hosts | {node}
+    alloc = job.allocation
+    if alloc is None or not stopped >= set(alloc.hosts):
+        state.put_job(replace(job, stopped_hosts=stopped, updated_at=at))
+        return
+    state.transition(
+        job,
+        J.REQUEUED,
+        at,
+        "preempted",
+        job.message,
+        allocation=None,
+        restarts=job.restarts + 1,
+        started_at=None,
+        started_hosts=frozenset(),
+        exited_ranks=frozenset(),
+        stopped_hosts=frozenset(),
+        stop_deadline=None,
+    )
+    ctx.settle_drains(alloc.hosts)
+
+
+def checkpoint_reported(ctx: Ctx, event: CheckpointReported) -> None:
+    """Work up to ``at`` is safe: count it as productive."""
+    state = ctx.state
+    job = get_job(state, event.job_id)
+    if job.restarts != event.attempt or job.state is not J.RUNNING:
+        return
+    since = _since_safe(job)
+    if since is None or event.at <= since:
+        return
+    gained = (event.at - since).total_seconds()
+    state.put_job(
+        replace(
+            job,
+            last_checkpoint_at=event.at,
+            productive_s=job.productive_s + gained,
+            updated_at=event.at,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- failure path
+
+
+def interrupt(
+    ctx: Ctx,
+    job: Job,
+    at: datetime,
+    reason: str,
+    node: str | None,
+    *,
+    exclude: bool,
+    message: str = "",
+    unreachable: frozenset[str] = frozenset(),
+    requeue: bool = True,
+) -> Job:
+    """The failure path (module docstring). ``unreachable`` hosts get no stop command."""
+    state = ctx.state
+    held = job
+    failure = Failure(at=at, reason=reason, host=node, lost_s=lost_seconds(job, at))
+    failures = (*job.failures, failure)
+    faults = job.fault_restarts + 1
+    message = message or reason
+    if requeue and faults <= job.spec.max_restarts:
+        excluded = job.excluded_hosts | {node} if exclude and node else job.excluded_hosts
+        new = state.transition(
+            job,
+            J.REQUEUED,
+            at,
+            reason,
+            message,
+            allocation=None,
+            failures=failures,
+            restarts=job.restarts + 1,
+            excluded_hosts=excluded,
+            started_at=None,
+            started_hosts=frozenset(),
+            exited_ranks=frozenset(),
+        )
+    else:
+        if requeue:
+            message = f"{message}; restarts exhausted ({job.spec.max_restarts} allowed)"
+        new = state.transition(
+            job, J.FAILED, at, reason, message, allocation=None, failures=failures
+        )
+    ctx.stop_and_fence(held, at, reason, skip=unreachable)
+    return new
+
+
+def preempt(ctx: Ctx, victim: Job, at: datetime, by: Job) -> None:
+    """Start preempting ``victim`` for ``by``: PREEMPTED, stop commands with grace."""
+    failure = Failure(at=at, reason="preempted", host=None, lost_s=lost_seconds(victim, at))
+    new = ctx.state.transition(
+        victim,
+        J.PREEMPTED,
+        at,
+        "preempted",
+        f"preempted by job {by.id}",
+        failures=(*victim.failures, failure),
+        stopped_hosts=frozenset(),
+        stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+    )
+    if new.allocation is not None:
+        for node in new.allocation.hosts:
+            ctx.stop(new, node, "preempted")
+
+
+def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
+    """Time limits of running jobs, start timeouts, forced stops of slow preemptions, and
+    expired fences."""
+    state = ctx.state
+    for job_id in sorted(state.allocated):
+        job = state.jobs[job_id]
+        limit = job.spec.time_limit_s
+        if (
+            job.state is J.RUNNING
+            and limit is not None
+            and job.started_at is not None
+            and at >= job.started_at + timedelta(seconds=limit)
+        ):
+            interrupt(
+                ctx,
+                job,
+                at,
+                "time_limit",
+                None,
+                exclude=False,
+                message=f"ran past its time limit of {limit} s",
+                requeue=False,
+            )
+        elif (
+            job.state in (J.ADMITTED, J.STARTING)
+            and job.allocation is not None
+            and at >= job.allocation.placed_at + timedelta(seconds=ctx.config.start_timeout_s)
+        ):
+            missing = [h for h in job.allocation.hosts if h not in job.started_hosts]
+            interrupt(
+                ctx,
+                job,
+                at,
+                "start_timeout",
+                missing[0] if missing else None,
+                exclude=False,
+                message=f"ranks on {', '.join(missing[:3])} not running after "
+                f"{ctx.config.start_timeout_s:.0f} s",
+            )
+        elif job.state is J.PREEMPTED and job.stop_deadline is not None and at >= job.stop_deadline:
+            alloc = job.allocation
+            hosts = [h for h in (alloc.hosts if alloc else ()) if h not in job.stopped_hosts]
+            for node in hosts:
+                ctx.stop(job, node, "preempted", force=True)
+            deadline = at + timedelta(seconds=ctx.config.stop_grace_s)
+            state.put_job(replace(job, stop_deadline=deadline))
+    for key, fence in sorted(state.fences.items()):
+        if at >= fence.deadline:
+            state.release_fence(*key)
+
+
+# ---------------------------------------------------------------------------- admission
+
+
+def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
+    """Give ``job`` its placement (ADMITTED) and queue its start commands."""
+    index = ctx.state.index
+    names = index.host_names
+    ranks = tuple(
+        RankSlot(rank, names[h], g)
+        for rank, (h, g) in enumerate(
+            zip(placement.ranks.hosts.tolist(), placement.ranks.gpus.tolist(), strict=True)
+        )
+    )
+    allocation = Allocation(
+        ranks=ranks,
+        cost=float(placement.cost_ms),
+        lower_bound=float(placement.lower_bound.total_ms),
+        placed_at=at,
+    )
+    new = ctx.state.transition(
+        job,
+        J.ADMITTED,
+        at,
+        "placed",
+        f"placed on {len(allocation.hosts)} host(s)",
+        allocation=allocation,
+        started_hosts=frozenset(),
+        exited_ranks=frozenset(),
+    )
+    ctx.start_all(new)
+    return new
+
+
+def resend_commands(ctx: Ctx) -> None:
+    """After a restart: repeat start and stop commands that may not have been delivered."""
+    state = ctx.state
+    for job_id in sorted(state.allocated):
+        job = state.jobs[job_id]
+        alloc = job.allocation
+        if alloc is None or job.state not in ALLOCATED_JOB_STATES:  # pragma: no cover
+            continue
+        if job.state in (J.ADMITTED, J.STARTING):
+            ctx.start_hosts(job, [h for h in alloc.hosts if h not in job.started_hosts])
+        elif job.state is J.PREEMPTED:
+            for node in alloc.hosts:
+                if node not in job.stopped_hosts:
+                    ctx.stop(job, node, "preempted")

@@ -1,0 +1,238 @@
+"""Node lifecycle handlers: registration, heartbeats, drain/resume, lost nodes.
+
+::
+
+    UNKNOWN --register--> READY <--drain/resume--> DRAINING --last job leaves--> DRAINED
+    READY | DRAINING | DRAINED --no heartbeat for heartbeat_timeout_s--> LOST
+    LOST --register or heartbeat--> READY (or DRAINED if the agent reports FAILED health)
+
+- A LOST node's jobs go through the failure path at once (requeued with the node excluded,
+  or failed once out of restarts); no stop command goes to the lost host.
+- A FAILED health verdict drains the node (DRAINED, reason ``health_failed``) and sends its
+  jobs through the failure path too; SUSPECT only keeps new jobs off the node. Only an
+  operator's resume returns a drained node to service; a resumed node's health is UNKNOWN
+  until its next heartbeat.
+- Heartbeats are not persisted (4,096 hosts every 5 s would be ~800 writes/s for nothing a
+  restart needs: after a restart every node gets a fresh timeout); changes of state or health
+  are. A heartbeat also reconciles: ranks of a job attempt that should not run on the host
+  are stopped (``orphan``), and fences of attempts the agent no longer runs are released.
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
+``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from scheduler.core.actions import StopRanks, stop_command_id
+from scheduler.core.context import Ctx
+from scheduler.core.errors import UnknownNodeError
+from scheduler.core.events import (
+    HeartbeatReceived,
+    NodeDrainRequested,
+    NodeRegistered,
+    NodeResumeRequested,
+)
+from scheduler.core.jobs import host_stopped, interrupt
+from scheduler.core.records import Node
+from scheduler.core.state import SchedulerState
+from scheduler.core.states import (
+    Health,
+    InvalidTransitionError,
+    JobState,
+    NodeState,
+)
+from topology.errors import InvalidInputError
+
+N = NodeState
+WATCHED = frozenset({N.READY, N.DRAINING, N.DRAINED})
+"""States in which missing heartbeats make a node LOST."""
+
+
+def get_node(state: SchedulerState, name: str) -> Node:
+    """The node called ``name`` or :class:`UnknownNodeError`."""
+    node = state.nodes.get(name)
+    if node is None:
+        raise UnknownNodeError(f"unknown node {name!r} (not a host of the topology)")
+    return node
+
+
+def register(ctx: Ctx, event: NodeRegistered) -> None:
+    """An agent (re)registered: UNKNOWN/LOST -> READY; other states keep the operator's say.
+
+    Raises:
+        UnknownNodeError; InvalidInputError (``gpu_count_mismatch``).
+    """
+    state = ctx.state
+    node = get_node(state, event.node)
+    if event.gpus != node.gpus:
+        raise InvalidInputError(
+            f"node {node.name} registered {event.gpus} GPUs; the topology has {node.gpus}",
+            reason="gpu_count_mismatch",
+        )
+    fields = {
+        "agent_version": event.agent_version,
+        "registered_at": event.at,
+        "last_heartbeat_at": event.at,
+    }
+    if node.state in (N.UNKNOWN, N.LOST):
+        state.move_node(node, N.READY, "registered", **fields)
+    else:
+        state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+
+
+def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
+    """A heartbeat: liveness, health verdict, reconciliation of running ranks.
+
+    Raises:
+        UnknownNodeError; InvalidTransitionError (``node_not_registered``) before the agent
+        registered.
+    """
+    state = ctx.state
+    node = get_node(state, event.node)
+    if node.state is N.UNKNOWN:
+        raise InvalidTransitionError(
+            f"node {node.name} has not registered", reason="node_not_registered"
+        )
+    state.touch_node(node, event.at)
+    node = state.nodes[node.name]
+    failed_now = event.health is Health.FAILED and node.health is not Health.FAILED
+    if node.state is N.LOST:
+        dst = N.DRAINED if event.health is Health.FAILED else N.READY
+        node = state.move_node(node, dst, "reconnected", health=event.health)
+    elif event.health is not node.health:
+        reason = node.reason
+        if event.health is not Health.HEALTHY:
+            reason = f"health {event.health.value.lower()}: {event.detail}".rstrip(": ")
+        node = state.put_node(replace(node, health=event.health, reason=reason))
+    if failed_now:
+        _fail_node(ctx, node, event.at, event.detail)
+    _reconcile(ctx, node.name, event)
+
+
+def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
+    state = ctx.state
+    reason = f"health_failed: {detail}" if detail else "health_failed"
+    for job in state.jobs_on(node.name):
+        if job.state is JobState.PREEMPTED:
+            ctx.stop(job, node.name, "node_failed", force=True)
+            host_stopped(ctx, job, node.name, at)
+            continue
+        interrupt(
+            ctx,
+            job,
+            at,
+            "node_failed",
+            node.name,
+            exclude=True,
+            message=f"node {node.name} failed: {detail or 'health check'}",
+        )
+    node = state.nodes[node.name]
+    if node.state in (N.READY, N.DRAINING) and not state.host_jobs.get(node.name):
+        state.move_node(node, N.DRAINED, reason)
+    elif node.state is not N.DRAINED:
+        state.put_node(replace(node, reason=reason))
+
+
+def _reconcile(ctx: Ctx, name: str, event: HeartbeatReceived) -> None:
+    state = ctx.state
+    for fence in state.fences_on(name):
+        if event.running.get(fence.job_id) != fence.attempt:
+            state.release_fence(fence.job_id, name, fence.attempt)
+    for job_id, attempt in sorted(event.running.items()):
+        job = state.jobs.get(job_id)
+        expected = (
+            job is not None
+            and job.restarts == attempt
+            and job.allocation is not None
+            and name in job.allocation.hosts
+        )
+        if expected or (job_id, name, attempt) in state.fences:
+            continue
+        ctx.out.stops.append(
+            StopRanks(
+                command_id=stop_command_id(job_id, attempt, name, force=True),
+                job_id=job_id,
+                node=name,
+                attempt=attempt,
+                grace_s=0.0,
+                reason="orphan",
+            )
+        )
+
+
+def drain(ctx: Ctx, event: NodeDrainRequested) -> None:
+    """No new jobs on the node: DRAINING while it holds jobs, else DRAINED."""
+    state = ctx.state
+    node = get_node(state, event.node)
+    reason = event.reason or "drained by operator"
+    if node.state in (N.DRAINING, N.DRAINED):
+        if node.reason != reason:
+            state.put_node(replace(node, reason=reason))
+        return
+    dst = N.DRAINING if state.host_jobs.get(node.name) else N.DRAINED
+    state.move_node(node, dst, reason)
+
+
+def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
+    """Back to service: DRAINING/DRAINED -> READY (health UNKNOWN until the next heartbeat).
+
+    Raises:
+        UnknownNodeError; InvalidTransitionError for a node never registered or LOST.
+    """
+    state = ctx.state
+    node = get_node(state, event.node)
+    if node.state is N.READY:
+        return
+    if node.state in (N.UNKNOWN, N.LOST) or node.registered_at is None:
+        raise InvalidTransitionError(
+            f"node {node.name} is {node.state}: its agent must register first",
+            reason="node_not_registered",
+        )
+    health = Health.UNKNOWN if node.health is Health.FAILED else node.health
+    state.move_node(node, N.READY, event.reason or "resumed", health=health)
+
+
+def detect_lost(ctx: Ctx, at: datetime) -> None:
+    """Nodes silent for longer than the heartbeat timeout become LOST (failure path)."""
+    state = ctx.state
+    cutoff = at - timedelta(seconds=ctx.config.heartbeat_timeout_s)
+    for node in list(state.nodes.values()):
+        if node.state not in WATCHED or node.last_heartbeat_at is None:
+            continue
+        if node.last_heartbeat_at < cutoff:
+            lose(ctx, node, at)
+
+
+def lose(ctx: Ctx, node: Node, at: datetime) -> None:
+    """Mark ``node`` LOST and send its jobs through the failure path."""
+    state = ctx.state
+    silent = (at - node.last_heartbeat_at).total_seconds() if node.last_heartbeat_at else 0.0
+    for job in state.jobs_on(node.name):
+        if job.state is JobState.PREEMPTED:
+            host_stopped(ctx, job, node.name, at)
+            continue
+        interrupt(
+            ctx,
+            job,
+            at,
+            "node_lost",
+            node.name,
+            exclude=True,
+            message=f"node {node.name} lost (no heartbeat for {silent:.0f} s)",
+            unreachable=frozenset({node.name}),
+        )
+    for fence in state.fences_on(node.name):
+        state.release_fence(fence.job_id, node.name, fence.attempt)
+    node = state.nodes[node.name]
+    state.move_node(node, N.LOST, "heartbeat_timeout")
+
+
+def refresh_heartbeats(ctx: Ctx, at: datetime) -> None:
+    """After a restart, give every watched node a full timeout from ``at``."""
+    state = ctx.state
+    for node in list(state.nodes.values()):
+        if node.state in WATCHED:
+            state.touch_node(node, at)

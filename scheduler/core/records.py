@@ -1,0 +1,163 @@
+"""The records the scheduler keeps: jobs, nodes, queues, and what a job was given.
+
+Frozen, slotted dataclasses; a change is a new record (``dataclasses.replace``). Timestamps
+are timezone-aware UTC ``datetime`` values supplied by events, never read from a clock here.
+These are the types the store persists and the API translates; they import no protobuf.
+
+Must not import grpc, generated protos, databases or clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from scheduler.core.states import Health, JobState, NodeState
+from scheduler.jobspec import JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RankSlot:
+    """One rank of a placed job: which host and which local GPU runs it."""
+
+    rank: int
+    host: str
+    gpu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """What a job was given by the placer: its rank table and the quality of that choice."""
+
+    ranks: tuple[RankSlot, ...]
+    cost: float
+    """Modelled communication time per step (ms) of this placement."""
+    lower_bound: float
+    """Lower bound on that cost for the free capacity at placement time (ms)."""
+    placed_at: datetime
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Hosts in rank order, each once (node rank order for launchers)."""
+        return tuple(dict.fromkeys(slot.host for slot in self.ranks))
+
+    def gpus_on(self, host: str) -> tuple[int, ...]:
+        """Local GPU indices the job holds on ``host``, in rank order."""
+        return tuple(slot.gpu for slot in self.ranks if slot.host == host)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One interruption of a job and what it cost."""
+
+    at: datetime
+    reason: str
+    """Stable reason: ``node_lost``, ``node_failed``, ``rank_exited``, ``preempted``..."""
+    host: str | None
+    lost_s: float
+    """Work lost: time since the last checkpoint (or since start) when it failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A submitted job and everything the scheduler knows about it."""
+
+    id: str
+    spec: JobSpec
+    user: str
+    state: JobState
+    submitted_at: datetime
+    updated_at: datetime
+    submission_id: str | None = None
+    """Client-chosen idempotency key: a second submission with it returns the first job."""
+    reason: str = ""
+    """Stable reason for the latest state change (``placed``, ``node_lost``, ``cancelled``...)."""
+    message: str = ""
+    allocation: Allocation | None = None
+    first_started_at: datetime | None = None
+    started_at: datetime | None = None
+    """Start of the current run (all ranks running)."""
+    finished_at: datetime | None = None
+    last_checkpoint_at: datetime | None = None
+    restarts: int = 0
+    """Times the job went back to the queue (failures and preemptions alike). It is also the
+    attempt number of the current run: agents report it with every rank event, reports of an
+    older attempt are ignored, and ranks see it as ``FIRSTHOP_RESTART_COUNT``."""
+    failures: tuple[Failure, ...] = ()
+    excluded_hosts: frozenset[str] = frozenset()
+    productive_s: float = 0.0
+    """Run time up to each run's last checkpoint (or its successful end), summed over runs."""
+    started_hosts: frozenset[str] = frozenset()
+    """Hosts whose ranks of the current attempt report running."""
+    exited_ranks: frozenset[int] = frozenset()
+    """Ranks of the current attempt that exited with status 0."""
+    stopped_hosts: frozenset[str] = frozenset()
+    """While ``PREEMPTED``: hosts whose ranks have stopped (or were lost)."""
+    stop_deadline: datetime | None = None
+    """While ``PREEMPTED``: when a forced stop is sent to hosts still running ranks."""
+    version: int = 0
+    """One more per handled event that changed the record (1 when created); the store
+    refuses to overwrite a version with an older or equal one."""
+
+    @property
+    def fault_restarts(self) -> int:
+        """Requeues caused by failures (preemptions excluded); ``max_restarts`` bounds these."""
+        return sum(1 for f in self.failures if f.reason != "preempted")
+
+    @property
+    def lost_s(self) -> float:
+        """Work lost to interruptions, summed over failures and preemptions."""
+        return sum(f.lost_s for f in self.failures)
+
+    @property
+    def priority(self) -> int:
+        """The job's priority within its queue."""
+        return self.spec.priority
+
+    @property
+    def queue(self) -> str:
+        """The queue the job was submitted to."""
+        return self.spec.queue
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the job needs (all at once)."""
+        return self.spec.gpus
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A host as the scheduler sees it."""
+
+    name: str
+    state: NodeState
+    gpus: int
+    health: Health = Health.UNKNOWN
+    reason: str = ""
+    """Why it is drained, draining, lost or unhealthy (operator text or stable reason)."""
+    agent_version: str = ""
+    registered_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+    """Kept current in memory on every heartbeat, but stored only with other changes of the
+    node: after a restart every node gets a fresh heartbeat timeout anyway."""
+    version: int = 0
+    """As :attr:`Job.version`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A queue: jobs in it compete by priority then submit time; queues share by weight."""
+
+    name: str
+    priority: int = 0
+    """Jobs of a higher-priority queue may preempt jobs of lower-priority queues."""
+    gpu_quota: int | None = None
+    """Most GPUs the queue's jobs may hold at once (None: no limit)."""
+    weight: float = 1.0
+    """Fair-share weight between queues of equal priority."""
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    version: int = 0
+    """One more per handled event that changed the record (1 when created); the store
+    refuses to overwrite a version with an older or equal one."""

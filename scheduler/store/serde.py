@@ -1,0 +1,190 @@
+"""Records <-> storage rows: plain dicts of column values, JSON for nested parts.
+
+Enums are stored as their string values and come back as enums; datetimes stay
+timezone-aware UTC; the job spec is stored as its JSON form and validated again on load. The
+nested job data (allocation, failures, bookkeeping) is one JSON document per job, so adding a
+field to a record needs no schema migration when it has a default.
+
+Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime`` or
+``scheduler.cli``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
+from scheduler.core.states import Health, JobState, NodeState
+from scheduler.jobspec import JobSpec
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """``value`` as aware UTC (naive values are taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else utc(datetime.fromisoformat(value))
+
+
+def _required(value: datetime | None) -> datetime:
+    if value is None:  # pragma: no cover - columns are NOT NULL
+        raise ValueError("missing timestamp")
+    return value
+
+
+def job_to_row(job: Job) -> dict[str, Any]:
+    """Column values of a job."""
+    alloc = job.allocation
+    data: dict[str, Any] = {
+        "reason": job.reason,
+        "message": job.message,
+        "allocation": None
+        if alloc is None
+        else {
+            "ranks": [[s.rank, s.host, s.gpu] for s in alloc.ranks],
+            "cost": alloc.cost,
+            "lower_bound": alloc.lower_bound,
+            "placed_at": _iso(alloc.placed_at),
+        },
+        "first_started_at": _iso(job.first_started_at),
+        "started_at": _iso(job.started_at),
+        "last_checkpoint_at": _iso(job.last_checkpoint_at),
+        "restarts": job.restarts,
+        "failures": [
+            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            for f in job.failures
+        ],
+        "excluded_hosts": sorted(job.excluded_hosts),
+        "productive_s": job.productive_s,
+        "started_hosts": sorted(job.started_hosts),
+        "exited_ranks": sorted(job.exited_ranks),
+        "stopped_hosts": sorted(job.stopped_hosts),
+        "stop_deadline": _iso(job.stop_deadline),
+    }
+    return {
+        "id": job.id,
+        "user": job.user,
+        "queue": job.queue,
+        "state": job.state.value,
+        "priority": job.priority,
+        "submission_id": job.submission_id,
+        "submitted_at": utc(job.submitted_at),
+        "updated_at": utc(job.updated_at),
+        "finished_at": utc(job.finished_at),
+        "version": job.version,
+        "spec": job.spec.model_dump(mode="json"),
+        "data": data,
+    }
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A job from its column values."""
+    data = row["data"]
+    alloc = data.get("allocation")
+    allocation = None
+    if alloc is not None:
+        allocation = Allocation(
+            ranks=tuple(RankSlot(int(r), str(h), int(g)) for r, h, g in alloc["ranks"]),
+            cost=float(alloc["cost"]),
+            lower_bound=float(alloc["lower_bound"]),
+            placed_at=_required(_from_iso(alloc["placed_at"])),
+        )
+    return Job(
+        id=row["id"],
+        spec=JobSpec.model_validate(row["spec"]),
+        user=row["user"],
+        state=JobState(row["state"]),
+        submitted_at=_required(utc(row["submitted_at"])),
+        updated_at=_required(utc(row["updated_at"])),
+        submission_id=row["submission_id"],
+        reason=data.get("reason", ""),
+        message=data.get("message", ""),
+        allocation=allocation,
+        first_started_at=_from_iso(data.get("first_started_at")),
+        started_at=_from_iso(data.get("started_at")),
+        finished_at=utc(row["finished_at"]),
+        last_checkpoint_at=_from_iso(data.get("last_checkpoint_at")),
+        restarts=int(data.get("restarts", 0)),
+        failures=tuple(
+            Failure(
+                at=_required(_from_iso(f["at"])),
+                reason=f["reason"],
+                host=f["host"],
+                lost_s=float(f["lost_s"]),
+            )
+            for f in data.get("failures", ())
+        ),
+        excluded_hosts=frozenset(data.get("excluded_hosts", ())),
+        productive_s=float(data.get("productive_s", 0.0)),
+        started_hosts=frozenset(data.get("started_hosts", ())),
+        exited_ranks=frozenset(int(r) for r in data.get("exited_ranks", ())),
+        stopped_hosts=frozenset(data.get("stopped_hosts", ())),
+        stop_deadline=_from_iso(data.get("stop_deadline")),
+        version=int(row["version"]),
+    )
+
+
+def node_to_row(node: Node) -> dict[str, Any]:
+    """Column values of a node."""
+    return {
+        "name": node.name,
+        "state": node.state.value,
+        "health": node.health.value,
+        "gpus": node.gpus,
+        "reason": node.reason,
+        "agent_version": node.agent_version,
+        "registered_at": utc(node.registered_at),
+        "last_heartbeat_at": utc(node.last_heartbeat_at),
+        "version": node.version,
+    }
+
+
+def node_from_row(row: Mapping[str, Any]) -> Node:
+    """A node from its column values."""
+    return Node(
+        name=row["name"],
+        state=NodeState(row["state"]),
+        gpus=int(row["gpus"]),
+        health=Health(row["health"]),
+        reason=row["reason"],
+        agent_version=row["agent_version"],
+        registered_at=utc(row["registered_at"]),
+        last_heartbeat_at=utc(row["last_heartbeat_at"]),
+        version=int(row["version"]),
+    )
+
+
+def queue_to_row(queue: Queue) -> dict[str, Any]:
+    """Column values of a queue."""
+    return {
+        "name": queue.name,
+        "priority": queue.priority,
+        "gpu_quota": queue.gpu_quota,
+        "weight": queue.weight,
+        "labels": dict(queue.labels),
+        "version": queue.version,
+    }
+
+
+def queue_from_row(row: Mapping[str, Any]) -> Queue:
+    """A queue from its column values."""
+    return Queue(
+        name=row["name"],
+        priority=int(row["priority"]),
+        gpu_quota=None if row["gpu_quota"] is None else int(row["gpu_quota"]),
+        weight=float(row["weight"]),
+        labels=MappingProxyType(dict(row["labels"] or {})),
+        version=int(row["version"]),
+    )
