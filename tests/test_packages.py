@@ -25,7 +25,7 @@ OUR_MODULES = [
 ]
 
 CONSOLE_SCRIPTS = {
-    "firsthop": "scheduler.cli.submit:main",
+    "firsthop": "scheduler.cli.user:main",
     "firsthopctl": "scheduler.cli.ctl:main",
     "firsthop-scheduler": "scheduler.cli.server:main",
     "firsthop-agent": "agents.cli:main",

@@ -1,12 +1,15 @@
 """``firsthopctl``: the cluster administration CLI; one sub-app per command group.
 
 This module only assembles the command groups (each in its own ``scheduler.cli.*_cmd``
-module) under one Typer app. Must not import ``scheduler.core`` or ``scheduler.store``:
-commands call a typed client or the pure packages and hold no logic.
+module) under one Typer app: the offline ``topology`` and ``place`` commands, and ``nodes``,
+``jobs``, ``queues`` and ``cluster`` against a live scheduler. Must not import
+``scheduler.core`` or ``scheduler.store``: commands call a typed client or the pure packages
+and hold no logic.
 """
 
 import typer
 
+from scheduler.cli.cluster_cmd import cluster_app, jobs_app, nodes_app, queues_app
 from scheduler.cli.place_cmd import place
 from scheduler.cli.topology_cmd import app as topology_app
 
@@ -19,6 +22,10 @@ app = typer.Typer(
 )
 app.add_typer(topology_app, name="topology")
 app.command("place")(place)
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(queues_app, name="queues")
+app.add_typer(cluster_app, name="cluster")
 
 
 @app.callback()
@@ -26,7 +33,8 @@ def _root() -> None:
     """Administer a firsthop cluster.
 
     Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
-    Nodes, jobs, queues and rolling maintenance campaigns follow as further command groups.
+    Against a live scheduler (`--server` or `FIRSTHOP_SERVER`): `nodes`, `jobs`, `queues`,
+    `cluster status` and `topology show --server`.
     """
 
 

@@ -3,6 +3,8 @@
 Commands only parse options, call ``topology`` functions and print through
 ``scheduler.cli.common``; the topology logic lives in the ``topology`` package.
 
+``show --server`` asks a live scheduler through :mod:`scheduler.cli.remote`.
+
 Must not import ``scheduler.core``, ``scheduler.store``, ``agents`` or the generated protos.
 """
 
@@ -24,6 +26,7 @@ from scheduler.cli.common import (
     exit_on_error,
     print_result,
 )
+from scheduler.cli.remote import connect
 from topology.csv_import import import_hosts_csv
 from topology.errors import FirsthopError
 from topology.generators import dual_plane, fat_tree, rail_optimized
@@ -159,7 +162,18 @@ def import_csv(
 
 @app.command("show")
 def show(
-    topology_file: TopologyArg,
+    topology_file: Annotated[
+        Path | None,
+        typer.Argument(help="Topology file (.yaml or .json); omit with --server."),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            "-s",
+            help="Show the topology a live scheduler serves (HOST:PORT) instead of a file.",
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.TABLE,
     tree: Annotated[bool, typer.Option("--tree", help="Draw the switch tree.")] = False,
     depth: Annotated[
@@ -167,9 +181,19 @@ def show(
     ] = 2,
     width: Annotated[int, typer.Option("--width", help="Children drawn per node.")] = 8,
 ) -> None:
-    """Summarise a topology tier by tier (or draw its tree with --tree)."""
-    with exit_on_error(*ERRORS):
-        topology = Topology.load(topology_file)
+    """Summarise a topology tier by tier (or draw its tree with --tree).
+
+    Give a topology file, or `--server HOST:PORT` for the one a running scheduler uses.
+    """
+    if server is not None and topology_file is None:
+        with connect(server) as client:
+            topology = client.get_topology()
+    elif topology_file is not None and server is None:
+        with exit_on_error(*ERRORS):
+            topology = Topology.load(topology_file)
+    else:
+        typer.echo("error: usage: give a topology file or --server (not both)", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     summary = summarize(topology)
     if output is OutputFormat.JSON:
         print_result(summary.to_dict(), output)

@@ -42,6 +42,7 @@ class Tier(_message.Message):
     OVERSUBSCRIPTION_FIELD_NUMBER: _builtins.int
     NVLINK_FIELD_NUMBER: _builtins.int
     RAILS_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Tier name, unique within the topology, for example "nvlink", "leaf", "spine", "core".
     Domain.tier refers to a tier by this name.
@@ -69,6 +70,10 @@ class Tier(_message.Message):
     NIC of GPU i of every host in a rail group reaches rail switch i, so rails equals the GPUs
     per host. 0 or 1 means the tier is not rail-optimized.
     """
+    optional: _builtins.bool
+    """True when hosts or switches may skip this tier (the topology then holds virtual
+    pass-through domains of it).
+    """
     def __init__(
         self,
         *,
@@ -79,10 +84,11 @@ class Tier(_message.Message):
         oversubscription: _builtins.float | None = ...,
         nvlink: _builtins.bool = ...,
         rails: _builtins.int = ...,
+        optional: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_us", b"_latency_us", "_oversubscription", b"_oversubscription", "latency_us", b"latency_us", "oversubscription", b"oversubscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_us", b"_latency_us", "_oversubscription", b"_oversubscription", "bandwidth_gbytes_per_s", b"bandwidth_gbytes_per_s", "latency_us", b"latency_us", "level", b"level", "name", b"name", "nvlink", b"nvlink", "oversubscription", b"oversubscription", "rails", b"rails"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_us", b"_latency_us", "_oversubscription", b"_oversubscription", "bandwidth_gbytes_per_s", b"bandwidth_gbytes_per_s", "latency_us", b"latency_us", "level", b"level", "name", b"name", "nvlink", b"nvlink", "optional", b"optional", "oversubscription", b"oversubscription", "rails", b"rails"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_us: _TypeAlias = _typing.Literal["latency_us"]  # noqa: Y015
     _WhichOneofArgType__latency_us: _TypeAlias = _typing.Literal["_latency_us", b"_latency_us"]  # noqa: Y015

@@ -1,0 +1,288 @@
+"""Running a job's ranks on one host: the executor seam, a simulated and a process executor,
+and the supervisor that tracks what runs.
+
+- :class:`RankExecutor` runs one rank to its end and says how it ended. Two implementations:
+  :class:`SimulatedExecutor` (work of a given duration, for tests, the demo and benchmarks)
+  and :class:`ProcessExecutor` (a real local process, argv list only, SIGTERM then SIGKILL
+  after a grace period).
+- :class:`RankSupervisor` starts ranks (at most once per job attempt and rank), stops and
+  signals them, and calls back when ranks start, exit or checkpoint. The agent session turns
+  those callbacks into reports.
+
+Time enters only through an injected wait function, so tests never sleep.
+
+Must not import ``scheduler`` or the generated protos (the session translates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal as signals
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+from agents.timing import WaitFn, wait_or_stop
+
+SIM_DURATION_ENV: Final = "FIRSTHOP_SIM_DURATION_S"
+"""Seconds a simulated rank runs (default: the executor's default duration)."""
+SIM_EXIT_CODE_ENV: Final = "FIRSTHOP_SIM_EXIT_CODE"
+"""Exit code a simulated rank ends with (default 0)."""
+SIM_CHECKPOINT_ENV: Final = "FIRSTHOP_SIM_CHECKPOINT_S"
+"""Seconds between the simulated checkpoints of rank 0 (default: none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RankKey:
+    """One rank of one attempt of a job."""
+
+    job_id: str
+    attempt: int
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankLaunch:
+    """Everything needed to start one rank."""
+
+    key: RankKey
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    """The full environment of the rank (job env, launcher variables, rank variables)."""
+    gpu: int
+    local_rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankExit:
+    """How a rank ended."""
+
+    exit_code: int | None
+    signal: int | None = None
+    reason: str = "completed"
+    """``completed``, ``failed``, ``stopped`` or ``start_failed``."""
+    message: str = ""
+
+
+@dataclass(slots=True)
+class RankControl:
+    """What the supervisor can ask of a running rank."""
+
+    checkpoint: Callable[[int, str], None]
+    """Call with (step, path) when the rank wrote a checkpoint."""
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    grace_s: float = 0.0
+    signals: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+
+    def request_stop(self, grace_s: float) -> None:
+        """Ask the rank to stop, killing it after ``grace_s`` seconds."""
+        self.grace_s = grace_s
+        self.stop_requested.set()
+
+
+class RankExecutor(Protocol):
+    """Runs one rank until it ends."""
+
+    async def run(self, launch: RankLaunch, control: RankControl) -> RankExit:
+        """Run the rank; return how it ended (never raise for the rank's own failure)."""
+        ...
+
+
+class SimulatedExecutor:
+    """Simulated work: the rank "runs" for ``FIRSTHOP_SIM_DURATION_S`` seconds.
+
+    It ends with ``FIRSTHOP_SIM_EXIT_CODE`` (default 0), or ``stopped`` (signal 15) when
+    stopped first. With ``FIRSTHOP_SIM_CHECKPOINT_S``, rank 0 reports a checkpoint every that
+    many seconds.
+    """
+
+    def __init__(self, default_duration_s: float = 60.0, wait: WaitFn = wait_or_stop) -> None:
+        self._default = default_duration_s
+        self._wait = wait
+
+    async def run(self, launch: RankLaunch, control: RankControl) -> RankExit:
+        env = launch.env
+        try:
+            remaining = float(env.get(SIM_DURATION_ENV, self._default))
+            code = int(env.get(SIM_EXIT_CODE_ENV, "0"))
+            every = float(env.get(SIM_CHECKPOINT_ENV, "0"))
+        except ValueError as exc:
+            return RankExit(None, reason="start_failed", message=f"bad simulation env: {exc}")
+        step = 0
+        while True:
+            segment = min(every, remaining) if every > 0 and launch.key.rank == 0 else remaining
+            if await self._wait(control.stop_requested, max(segment, 0.0)):
+                return RankExit(None, signals.SIGTERM, "stopped", "stopped before the end")
+            remaining -= segment
+            if remaining <= 0:
+                break
+            step += 1
+            control.checkpoint(step, f"sim://{launch.key.job_id}/step-{step}")
+        return RankExit(code, None, "completed" if code == 0 else "failed")
+
+
+class ProcessExecutor:
+    """A real local process per rank (argv list, never a shell), logs in ``log_dir``."""
+
+    def __init__(self, log_dir: Path, wait: WaitFn = wait_or_stop) -> None:
+        self._log_dir = log_dir
+        self._wait = wait
+
+    async def run(self, launch: RankLaunch, control: RankControl) -> RankExit:
+        key = launch.key
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / f"{key.job_id}.{key.attempt}.rank{key.rank}.log"
+        env = {**os.environ, **launch.env}
+        try:
+            with log_path.open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            return RankExit(None, reason="start_failed", message=f"{launch.argv[:1]}: {exc}")
+        return await self._supervise(proc, control)
+
+    async def _supervise(self, proc: asyncio.subprocess.Process, control: RankControl) -> RankExit:
+        done = asyncio.ensure_future(proc.wait())
+        stop = asyncio.ensure_future(control.stop_requested.wait())
+        try:
+            while not done.done():
+                sig = asyncio.ensure_future(control.signals.get())
+                finished, _ = await asyncio.wait(
+                    {done, stop, sig}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if sig in finished:
+                    _send(proc, sig.result())
+                else:
+                    sig.cancel()
+                if stop in finished and not done.done():
+                    return await self._terminate(proc, done, control.grace_s)
+        finally:
+            stop.cancel()
+        return _exit_of(done.result(), stopped=False)
+
+    async def _terminate(
+        self, proc: asyncio.subprocess.Process, done: asyncio.Future[int], grace_s: float
+    ) -> RankExit:
+        _send(proc, signals.SIGTERM)
+        exited = asyncio.Event()
+        done.add_done_callback(lambda _: exited.set())
+        if not await self._wait(exited, grace_s):
+            _send(proc, signals.SIGKILL)
+        return _exit_of(await done, stopped=True)
+
+
+def _send(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _exit_of(returncode: int, *, stopped: bool) -> RankExit:
+    if returncode < 0:
+        return RankExit(None, -returncode, "stopped" if stopped else "failed")
+    reason = "stopped" if stopped else ("completed" if returncode == 0 else "failed")
+    return RankExit(returncode, None, reason)
+
+
+StartedFn = Callable[[str, int, Sequence[int]], None]
+ExitedFn = Callable[[RankKey, RankExit], None]
+CheckpointFn = Callable[[RankKey, int, str], None]
+
+
+class RankSupervisor:
+    """The ranks running on one host; starts each (job, attempt, rank) at most once."""
+
+    def __init__(
+        self,
+        executor: RankExecutor,
+        *,
+        on_started: StartedFn,
+        on_exited: ExitedFn,
+        on_checkpoint: CheckpointFn,
+    ) -> None:
+        self._executor = executor
+        self._on_started = on_started
+        self._on_exited = on_exited
+        self._on_checkpoint = on_checkpoint
+        self._running: dict[RankKey, tuple[asyncio.Task[None], RankControl]] = {}
+        self._seen: set[RankKey] = set()
+
+    def running(self) -> dict[tuple[str, int], list[int]]:
+        """Running ranks by (job id, attempt), ranks ascending."""
+        out: dict[tuple[str, int], list[int]] = {}
+        for key in sorted(self._running, key=lambda k: (k.job_id, k.attempt, k.rank)):
+            out.setdefault((key.job_id, key.attempt), []).append(key.rank)
+        return out
+
+    def start(self, launches: Sequence[RankLaunch]) -> list[int]:
+        """Start the launches not started before; return the ranks started now."""
+        fresh = [launch for launch in launches if launch.key not in self._seen]
+        for launch in fresh:
+            key = launch.key
+            self._seen.add(key)
+            control = RankControl(checkpoint=self._checkpointer(key))
+            task = asyncio.create_task(self._run(launch, control), name=f"rank {key}")
+            self._running[key] = (task, control)
+        if fresh:
+            first = fresh[0].key
+            self._on_started(first.job_id, first.attempt, [launch.key.rank for launch in fresh])
+        return [launch.key.rank for launch in fresh]
+
+    def stop(self, job_id: str, attempt: int, ranks: Sequence[int], grace_s: float) -> int:
+        """Ask ranks (all of the attempt when ``ranks`` is empty) to stop; return how many."""
+        count = 0
+        for key, (_, control) in list(self._running.items()):
+            if _matches(key, job_id, attempt, ranks):
+                control.request_stop(grace_s)
+                count += 1
+        return count
+
+    def signal(self, job_id: str, attempt: int, ranks: Sequence[int], sig: int) -> int:
+        """Queue a signal for ranks (all of the attempt when ``ranks`` is empty)."""
+        count = 0
+        for key, (_, control) in self._running.items():
+            if _matches(key, job_id, attempt, ranks):
+                control.signals.put_nowait(sig)
+                count += 1
+        return count
+
+    async def stop_all(self, grace_s: float) -> None:
+        """Stop every rank and wait for them (agent shutdown)."""
+        tasks = [task for task, _ in self._running.values()]
+        for _, control in self._running.values():
+            control.request_stop(grace_s)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def cancel_all(self) -> list[Awaitable[None]]:
+        """Cancel every rank task without reports (the agent process is going away)."""
+        tasks = [task for task, _ in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        self._running.clear()
+        return list(tasks)
+
+    def _checkpointer(self, key: RankKey) -> Callable[[int, str], None]:
+        def report(step: int, path: str) -> None:
+            self._on_checkpoint(key, step, path)
+
+        return report
+
+    async def _run(self, launch: RankLaunch, control: RankControl) -> None:
+        try:
+            result = await self._executor.run(launch, control)
+        except Exception as exc:  # a broken executor must not kill the agent
+            result = RankExit(None, reason="start_failed", message=f"{type(exc).__name__}: {exc}")
+        self._running.pop(launch.key, None)
+        self._on_exited(launch.key, result)
+
+
+def _matches(key: RankKey, job_id: str, attempt: int, ranks: Sequence[int]) -> bool:
+    return key.job_id == job_id and key.attempt == attempt and (not ranks or key.rank in ranks)

@@ -1,0 +1,358 @@
+"""Control-plane benchmark: the real server process, 4,096 simulated agents, 10,000 jobs.
+
+For each store (``memory://`` as the baseline, SQLite in WAL mode with ``synchronous=FULL``,
+PostgreSQL started with ``fsync=on``), one run of:
+
+1. ``firsthop-scheduler`` on a 16 pods x 16 leaves x 16 hosts x 8 GPUs fat tree (4,096 hosts,
+   32,768 GPUs), heartbeat interval 5 s and timeout 30 s, tick 1 s;
+2. ``firsthop-agent simulate`` for all 4,096 hosts (one process, real gRPC streams; ranks run
+   for an hour, so admitted jobs stay running);
+3. fill: 1,000 jobs of the mix below are submitted and the scheduler admits what fits (about
+   530 jobs fill the cluster); the admission rate of this phase is reported as well;
+4. steady state: 10,000 more ``SubmitJob`` calls from this process, ``CONCURRENCY`` in flight,
+   sizes 8/16/64/128/512 GPUs (40/20/25/10/5 %), into the full cluster. Every call returns only
+   once its job is durable, so calls per second is the durable submission rate;
+5. an observation window longer than the heartbeat timeout with ~10,500 jobs pending:
+   scheduling cycle times (the server's ``firsthop_scheduling_cycle_seconds`` histogram over
+   the window: mean, and the bucket bound under which 99 % of cycles fell), and the nodes the
+   scheduler marked LOST (every agent is alive, so any LOST node is a false one).
+
+The three processes share this machine's cores; the figures are end-to-end (gRPC, runtime,
+core, store). Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs);
+writes ``bench/results/control_plane.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import queue
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+
+from bench.common import write_results
+from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from scheduler.api.serde import job_spec_to_proto
+from scheduler.jobspec import JobSpec, job_spec_from_data
+from scheduler.store.pg_server import PostgresUnavailableError, start_throwaway_postgres
+from topology.generators import fat_tree
+from topology.spec import dump_spec
+
+BIN = Path(sys.executable).parent
+CONCURRENCY = 64
+SIZES = ((8, 0.40), (16, 0.20), (64, 0.25), (128, 0.10), (512, 0.05))
+HEARTBEAT_S = 5.0
+TIMEOUT_S = 30.0
+START_WAIT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Cluster and load size."""
+
+    pods: int
+    leaves: int
+    hosts: int
+    jobs: int
+    observe_s: float
+
+
+FULL = Scale(16, 16, 16, 10_000, 45.0)
+QUICK = Scale(4, 8, 16, 2_000, 35.0)
+FILL_JOBS = 1_000
+
+
+class Proc:
+    """A child process with its stdout lines in a queue."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self._log = log.open("ab")
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        stdout = self.popen.stdout
+        if stdout is None:
+            return
+        with stdout:
+            for line in stdout:
+                self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_line(self, prefix: str, timeout: float = START_WAIT_S) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                raise RuntimeError(f"process exited before {prefix!r}")
+            if line.startswith(prefix):
+                return line
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            code = self.popen.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        self._thread.join(10)
+        self._log.close()
+        return code
+
+
+def _specs(count: int, seed: int = 7, prefix: str = "bench") -> list[JobSpec]:
+    rng = random.Random(seed)
+    sizes = [s for s, _ in SIZES]
+    weights = [w for _, w in SIZES]
+    out = []
+    for i in range(count):
+        gpus = rng.choices(sizes, weights)[0]
+        parallelism = {"tp": 8, "dp": gpus // 8} if gpus >= 8 else {"dp": gpus}
+        out.append(
+            job_spec_from_data(
+                {
+                    "name": f"{prefix}-{i}",
+                    "gpus": gpus,
+                    "parallelism": parallelism,
+                    "command": ["train"],
+                    "env": {"FIRSTHOP_SIM_DURATION_S": "3600"},
+                    "time_limit_s": rng.choice((3600, 7200, 14400)),
+                }
+            )
+        )
+    return out
+
+
+async def _submit_all(address: str, specs: list[JobSpec]) -> dict[str, Any]:
+    requests = [
+        jobs_pb2.SubmitJobRequest(spec=job_spec_to_proto(s), submission_id=f"{s.name}-{i}")
+        for i, s in enumerate(specs)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        await stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=1), timeout=60)
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index, errors
+            while next_index < len(requests):
+                request = requests[next_index]
+                next_index += 1
+                started = time.perf_counter()
+                try:
+                    await stub.SubmitJob(request, timeout=120)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "jobs": len(requests),
+        "errors": errors,
+        "concurrency": CONCURRENCY,
+        "wall_s": round(wall, 3),
+        "durable_submissions_per_s": round(len(requests) / wall, 1),
+        "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
+def _histogram(metrics_url: str, name: str) -> dict[str, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def _cycle_stats(before: dict[str, float], after: dict[str, float], name: str) -> dict[str, Any]:
+    count = after[f"{name}_count"] - before.get(f"{name}_count", 0.0)
+    total = after[f"{name}_sum"] - before.get(f"{name}_sum", 0.0)
+    buckets = []
+    for key, value in after.items():
+        if key.startswith(f"{name}_bucket"):
+            bound = key.split('le="')[1].rstrip('"}')
+            buckets.append((float(bound), value - before.get(key, 0.0)))
+    buckets.sort()
+    p99 = next((bound for bound, n in buckets if count and n >= 0.99 * count), float("inf"))
+    below_1s = next((n for bound, n in buckets if bound == 1.0), 0.0)
+    return {
+        "cycles": int(count),
+        "mean_s": round(total / count, 4) if count else None,
+        "p99_below_s": p99,
+        "share_under_1s": round(below_1s / count, 4) if count else None,
+    }
+
+
+def _wait_full(address: str) -> float:
+    """Seconds until the admissions of the fill phase are over (pending count settles)."""
+    started = time.perf_counter()
+    last = -1
+    while True:
+        status = asyncio.run(_status(address))
+        pending = status.jobs_by_state.get("PENDING", 0)
+        if pending == last and status.gpus_free < 512:
+            return time.perf_counter() - started
+        last = pending
+        time.sleep(2.0)  # sampling period of a benchmark probe
+
+
+async def _status(address: str) -> admin_pb2.ClusterStatus:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        response = await stub.GetClusterStatus(admin_pb2.GetClusterStatusRequest(), timeout=60)
+        return response.status
+
+
+def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, Any]:
+    """One full run against one store."""
+    topology = work / "cluster.yaml"
+    dump_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8), topology)
+    hosts = scale.pods * scale.leaves * scale.hosts
+    env_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db_url,
+        "--topology",
+        str(topology),
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+    scheduler = Proc([str(BIN / "firsthop-scheduler"), *env_args], work / f"{name}-scheduler.log")
+    agents: Proc | None = None
+    try:
+        address = scheduler.wait_line("listening on ").split()[-1]
+        metrics = scheduler.wait_line("metrics on ").split()[-1]
+        started = time.perf_counter()
+        agents = Proc(
+            [
+                str(BIN / "firsthop-agent"),
+                "simulate",
+                "--server",
+                address,
+                "--topology",
+                str(topology),
+                "--duration",
+                "3600",
+            ],
+            work / f"{name}-agents.log",
+        )
+        agents.wait_line("connected ")
+        connect_s = time.perf_counter() - started
+        fill = asyncio.run(_submit_all(address, _specs(FILL_JOBS, seed=1, prefix="fill")))
+        fill_s = _wait_full(address)
+        submit = asyncio.run(_submit_all(address, _specs(scale.jobs)))
+        before = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
+        observe_started = time.perf_counter()
+        lost_seen = 0
+        pending: list[int] = []
+        while time.perf_counter() - observe_started < scale.observe_s:
+            status = asyncio.run(_status(address))
+            lost_seen = max(lost_seen, status.hosts_by_state.get("LOST", 0))
+            pending.append(status.jobs_by_state.get("PENDING", 0))
+            time.sleep(5.0)  # a sampling period of the observation, not synchronisation
+        after = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
+        status = asyncio.run(_status(address))
+        return {
+            "store": name,
+            "hosts": hosts,
+            "agents_connect_s": round(connect_s, 2),
+            "fill_submit": fill,
+            "fill_admitted_after_s": round(fill_s, 2),
+            "submit": submit,
+            "observe_s": scale.observe_s,
+            "cycle": _cycle_stats(before, after, "firsthop_scheduling_cycle_seconds"),
+            "pending_jobs_during_window": (min(pending), max(pending)) if pending else None,
+            "running_jobs": status.jobs_by_state.get("RUNNING", 0),
+            "gpus_allocated": status.gpus_allocated,
+            "lost_nodes_max": max(lost_seen, status.hosts_by_state.get("LOST", 0)),
+            "ready_nodes": status.hosts_by_state.get("READY", 0),
+        }
+    finally:
+        if agents is not None:
+            agents.stop()
+        scheduler.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="512 hosts, 2,000 jobs")
+    parser.add_argument("--stores", default="memory,sqlite,postgresql")
+    args = parser.parse_args()
+    scale = QUICK if args.quick else FULL
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="firsthop-bench-") as tmp:
+        work = Path(tmp)
+        for store in args.stores.split(","):
+            if store == "memory":
+                results.append(run_backend("memory", "memory://", scale, work))
+            elif store == "sqlite":
+                url = f"sqlite:///{work / 'bench.db'}"
+                results.append(run_backend("sqlite", url, scale, work))
+            elif store == "postgresql":
+                try:
+                    server = start_throwaway_postgres(fsync=True)
+                except PostgresUnavailableError as exc:
+                    results.append({"store": "postgresql", "skipped": str(exc)})
+                    continue
+                try:
+                    url = server.create_database("firsthop_bench")
+                    results.append(run_backend("postgresql", url, scale, work))
+                finally:
+                    server.stop()
+            _print(results[-1])
+    baseline = next((r for r in results if r.get("store") == "memory"), None)
+    if baseline is not None:
+        base_rate = baseline["submit"]["durable_submissions_per_s"]
+        for r in results:
+            if "submit" in r:
+                r["submit_rate_vs_memory"] = round(
+                    r["submit"]["durable_submissions_per_s"] / base_rate, 3
+                )
+    path = write_results(
+        "control_plane" + ("_quick" if args.quick else ""),
+        {"scale": scale.__dict__, "results": results},
+    )
+    print(f"wrote {path}")
+
+
+def _print(r: dict[str, Any]) -> None:
+    if "skipped" in r:
+        print(f"{r['store']:>10}: skipped ({r['skipped']})")
+        return
+    s, c = r["submit"], r["cycle"]
+    print(
+        f"{r['store']:>10}: {s['durable_submissions_per_s']:8.1f} durable submits/s "
+        f"(p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, errors {s['errors']}); "
+        f"cycle mean {c['mean_s']} s, p99 < {c['p99_below_s']} s over {c['cycles']} cycles; "
+        f"{r['hosts']} agents connected in {r['agents_connect_s']} s; "
+        f"LOST nodes {r['lost_nodes_max']}; pending {r['pending_jobs_during_window']}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

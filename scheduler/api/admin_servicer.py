@@ -1,0 +1,137 @@
+"""``AdminService``: translates operator requests to runtime calls and records back.
+
+Must not import ``scheduler.store`` or ``agents``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc.aio
+
+from firsthop.v1 import admin_pb2, admin_pb2_grpc
+from scheduler.api.cluster_serde import (
+    cluster_status_to_proto,
+    queue_status_to_proto,
+    topology_to_proto,
+)
+from scheduler.api.serde import (
+    node_state_from_proto,
+    node_to_proto,
+    queue_from_proto,
+    queue_to_proto,
+)
+from scheduler.core.events import Event, NodeDrainRequested, NodeResumeRequested, QueueSet
+from scheduler.core.records import Node
+from scheduler.runtime import queries
+from scheduler.runtime.fleet import location_of
+from scheduler.runtime.runtime import Runtime
+from topology.model import Topology
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """The AdminService over one runtime and its topology."""
+
+    def __init__(self, runtime: Runtime, topology: Topology) -> None:
+        self._runtime = runtime
+        self._topology = topology
+        self._topology_msg = topology_to_proto(topology)
+        self._locations = {name: location_of(topology, name) for name in topology.hosts}
+
+    def _node(self, node: Node) -> admin_pb2.Node:
+        msg = node_to_proto(node)
+        gpus, job_ids = queries.node_usage(self._runtime.state, node.name)
+        msg.gpus_allocated = gpus
+        msg.job_ids.extend(job_ids)
+        msg.location.extend(self._locations.get(node.name, ()))
+        return msg
+
+    async def ListNodes(  # noqa: N802 - gRPC method name
+        self, request: admin_pb2.ListNodesRequest, context: Context
+    ) -> admin_pb2.ListNodesResponse:
+        page = queries.list_nodes(
+            self._runtime.state,
+            states=[node_state_from_proto(s) for s in request.states],
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return admin_pb2.ListNodesResponse(
+            nodes=[self._node(n) for n in page.items],
+            next_page_token=page.next_token,
+            total_size=page.total,
+        )
+
+    async def GetNode(  # noqa: N802
+        self, request: admin_pb2.GetNodeRequest, context: Context
+    ) -> admin_pb2.GetNodeResponse:
+        return admin_pb2.GetNodeResponse(node=self._node(self._runtime.get_node(request.name)))
+
+    async def DrainNode(  # noqa: N802
+        self, request: admin_pb2.DrainNodeRequest, context: Context
+    ) -> admin_pb2.DrainNodeResponse:
+        name, reason = request.name, request.reason
+        self._runtime.get_node(name)
+
+        def drain(at: Any) -> Event:
+            return NodeDrainRequested(at=at, node=name, reason=reason)
+
+        node = await self._runtime.apply(drain, lambda _: self._runtime.get_node(name))
+        if node is None:  # pragma: no cover - apply returns the result
+            raise RuntimeError("drain produced no node")
+        return admin_pb2.DrainNodeResponse(node=self._node(node))
+
+    async def ResumeNode(  # noqa: N802
+        self, request: admin_pb2.ResumeNodeRequest, context: Context
+    ) -> admin_pb2.ResumeNodeResponse:
+        name, reason = request.name, request.reason
+        self._runtime.get_node(name)
+
+        def resume(at: Any) -> Event:
+            return NodeResumeRequested(at=at, node=name, reason=reason)
+
+        node = await self._runtime.apply(resume, lambda _: self._runtime.get_node(name))
+        if node is None:  # pragma: no cover - apply returns the result
+            raise RuntimeError("resume produced no node")
+        return admin_pb2.ResumeNodeResponse(node=self._node(node))
+
+    async def GetTopology(  # noqa: N802
+        self, request: admin_pb2.GetTopologyRequest, context: Context
+    ) -> admin_pb2.GetTopologyResponse:
+        return admin_pb2.GetTopologyResponse(topology=self._topology_msg)
+
+    async def GetClusterStatus(  # noqa: N802
+        self, request: admin_pb2.GetClusterStatusRequest, context: Context
+    ) -> admin_pb2.GetClusterStatusResponse:
+        status = self._runtime.core.status(self._runtime.now())
+        return admin_pb2.GetClusterStatusResponse(status=cluster_status_to_proto(status))
+
+    async def SetQueue(  # noqa: N802
+        self, request: admin_pb2.SetQueueRequest, context: Context
+    ) -> admin_pb2.SetQueueResponse:
+        queue = queue_from_proto(request.queue)
+
+        def set_queue(at: Any) -> Event:
+            return QueueSet(at=at, queue=queue)
+
+        stored = await self._runtime.apply(
+            set_queue, lambda _: self._runtime.state.queues[queue.name]
+        )
+        if stored is None:  # pragma: no cover - apply returns the result
+            raise RuntimeError("set queue produced no queue")
+        return admin_pb2.SetQueueResponse(queue=queue_to_proto(stored))
+
+    async def ListQueues(  # noqa: N802
+        self, request: admin_pb2.ListQueuesRequest, context: Context
+    ) -> admin_pb2.ListQueuesResponse:
+        state = self._runtime.state
+        status = self._runtime.core.status(self._runtime.now())
+        out = []
+        for queue_status in status.queues:
+            msg = queue_status_to_proto(queue_status)
+            record = state.queues.get(queue_status.name)
+            if record is not None:
+                msg.queue.CopyFrom(queue_to_proto(record))
+            out.append(msg)
+        return admin_pb2.ListQueuesResponse(queues=out)

@@ -1,0 +1,112 @@
+"""``JobService``: translates job requests to runtime calls and records back to messages.
+
+No rules live here: validation is the job spec's and the core's, ordering and durability the
+runtime's, errors the interceptor's (:mod:`scheduler.api.errors`).
+
+Must not import ``scheduler.store`` or ``agents``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc.aio
+
+from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
+from scheduler.api.cluster_serde import explanation_to_proto
+from scheduler.api.serde import job_spec_from_proto, job_state_from_proto, job_to_proto
+from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
+from scheduler.core.records import Job
+from scheduler.runtime import queries
+from scheduler.runtime.runtime import Runtime
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+ANONYMOUS = "anonymous"
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    """The JobService over one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def SubmitJob(  # noqa: N802 - gRPC method name
+        self, request: jobs_pb2.SubmitJobRequest, context: Context
+    ) -> jobs_pb2.SubmitJobResponse:
+        spec = job_spec_from_proto(request.spec)
+        job_id = self._runtime.new_job_id()
+        user = request.user or ANONYMOUS
+        submission_id = request.submission_id or None
+
+        def submitted(at: Any) -> Event:
+            return JobSubmitted(
+                at=at, job_id=job_id, spec=spec, user=user, submission_id=submission_id
+            )
+
+        job = await self._runtime.apply(submitted, self._job_for)
+        if job is None:  # pragma: no cover - apply returns the result
+            raise RuntimeError("submission produced no job")
+        return jobs_pb2.SubmitJobResponse(job=job_to_proto(job), created=job.id == job_id)
+
+    def _job_for(self, event: Event) -> Job:
+        if not isinstance(event, JobSubmitted):  # pragma: no cover - only used for those
+            raise TypeError(f"not a submission: {event!r}")
+        return self._runtime.core.job_for(event)
+
+    async def GetJob(  # noqa: N802
+        self, request: jobs_pb2.GetJobRequest, context: Context
+    ) -> jobs_pb2.GetJobResponse:
+        return jobs_pb2.GetJobResponse(job=job_to_proto(self._runtime.get_job(request.job_id)))
+
+    async def ListJobs(  # noqa: N802
+        self, request: jobs_pb2.ListJobsRequest, context: Context
+    ) -> jobs_pb2.ListJobsResponse:
+        page = queries.list_jobs(
+            self._runtime.state,
+            states=[job_state_from_proto(s) for s in request.states],
+            queue=request.queue,
+            user=request.user,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return jobs_pb2.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in page.items],
+            next_page_token=page.next_token,
+            total_size=page.total,
+        )
+
+    async def CancelJob(  # noqa: N802
+        self, request: jobs_pb2.CancelJobRequest, context: Context
+    ) -> jobs_pb2.CancelJobResponse:
+        job_id, reason = request.job_id, request.reason
+        self._runtime.get_job(job_id)  # unknown_job before queueing anything
+
+        def cancelled(at: Any) -> Event:
+            return JobCancelRequested(at=at, job_id=job_id, reason=reason)
+
+        job = await self._runtime.apply(cancelled, lambda _: self._runtime.get_job(job_id))
+        if job is None:  # pragma: no cover - apply returns the result
+            raise RuntimeError("cancel produced no job")
+        return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+
+    async def WatchJob(  # noqa: N802
+        self, request: jobs_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
+        watch = self._runtime.watchers.subscribe(request.job_id)
+        try:
+            first = self._runtime.get_job(request.job_id)
+            async for job in watch.updates(first):
+                yield jobs_pb2.WatchJobResponse(job=job_to_proto(job))
+        finally:
+            watch.close()
+
+    async def ExplainJob(  # noqa: N802
+        self, request: jobs_pb2.ExplainJobRequest, context: Context
+    ) -> jobs_pb2.ExplainJobResponse:
+        runtime = self._runtime
+        now = runtime.now()
+        explanation = runtime.core.explain(request.job_id, now)
+        job = runtime.get_job(request.job_id)
+        return explanation_to_proto(explanation, job, runtime.state.index, now)

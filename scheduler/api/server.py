@@ -1,0 +1,297 @@
+"""The composition root: :func:`build_server` wires a whole scheduler server from its config.
+
+Topology file -> topology index; ``db_url`` -> store (``memory://`` for a throwaway one);
+store -> scheduling core (restored records); core + store + clock -> runtime; runtime ->
+servicers; servicers + interceptors (RPC metrics outermost, then errors) + health checking +
+server reflection -> a ``grpc.aio`` server. Nothing else in the scheduler reads configuration.
+
+:func:`build_server` returns a :class:`SchedulerServer`, which holds the ``grpc.aio.Server``
+(``.grpc``) together with the runtime, because the two start and stop together: ``start``
+loads the store and begins serving, ``stop`` drains RPCs, stops the runtime and closes the
+store.
+
+Must not import ``agents``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from firsthop.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agent_pb2,
+    agent_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
+from scheduler.api.admin_servicer import AdminServicer
+from scheduler.api.agent_servicer import AgentServicer
+from scheduler.api.errors import (
+    ErrorInterceptor,
+    Handler,
+    HandlerCache,
+    Interceptor,
+    wrap_handler,
+)
+from scheduler.api.jobs_servicer import JobServicer
+from scheduler.config import ServerConfig
+from scheduler.core.clock import Clock
+from scheduler.core.config import SchedulerConfig
+from scheduler.core.scheduler import Scheduler
+from scheduler.runtime.fleet import Fleet
+from scheduler.runtime.metrics import Metrics
+from scheduler.runtime.runtime import Runtime
+from scheduler.store.memory import MemoryStore
+from scheduler.store.protocol import Store
+from scheduler.store.sql import open_store
+from topology.errors import InvalidInputError
+from topology.model import Topology
+
+MEMORY_URL: Final = "memory://"
+
+SERVICE_NAMES: Final = (
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+)
+
+SERVER_OPTIONS: Final = (
+    # Agents keep long-lived streams and ping to keep NAT and load balancers honest.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+_log = logging.getLogger(__name__)
+
+AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+
+class SystemClock:
+    """The real clock: aware UTC wall time."""
+
+    def now(self) -> datetime:
+        """The current instant."""
+        return datetime.now(UTC)
+
+
+def open_configured_store(url: str) -> Store:
+    """The store a ``db_url`` names (``memory://``, SQLite or PostgreSQL)."""
+    if url == MEMORY_URL:
+        return MemoryStore()
+    return open_store(url)
+
+
+class RpcMetricsInterceptor(Interceptor):
+    """Records every RPC's duration and final status code (outermost interceptor)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._wrapped = HandlerCache()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        full_name = handler_call_details.method
+        return self._wrapped.get(full_name, handler, lambda: self._timed(handler, full_name))
+
+    def _timed(self, handler: Handler, full_name: str) -> Handler:
+        method = full_name.rsplit("/", 1)[-1]
+        histogram = self._metrics.rpc_seconds
+
+        def timed_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await behavior(request, context)
+                finally:
+                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+
+            return run
+
+        def timed_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                started = time.perf_counter()
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+
+            return run
+
+        return wrap_handler(handler, timed_unary, timed_stream)
+
+
+def _code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "OK" if code is None else str(code)
+
+
+@dataclass
+class SchedulerServer:
+    """A built server: the gRPC server, the runtime, and how to start and stop both."""
+
+    config: ServerConfig
+    grpc: grpc.aio.Server
+    runtime: Runtime
+    store: Store
+    health: Any
+    """The ``grpc_health`` asyncio health servicer."""
+    port: int
+    """The bound gRPC port (the real one when the config asked for port 0)."""
+    metrics_port: int | None = None
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` clients can dial."""
+        host = self.config.listen.rsplit(":", 1)[0] or "127.0.0.1"
+        host = host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Load the store into the core, begin ticking, and serve."""
+        await self.runtime.start()
+        await self.grpc.start()
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.runtime.metrics.serve(
+                self.config.metrics_host, self.config.metrics_port
+            )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop gracefully: NOT_SERVING, drain RPCs, stop the runtime, close the store."""
+        await self.health.enter_graceful_shutdown()
+        self.runtime.close_streams()
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        await self.grpc.stop(grace)
+        await self.runtime.stop()
+        self.runtime.metrics.close()
+        self.store.close()
+
+    async def wait(self) -> None:
+        """Wait until the gRPC server terminates."""
+        await self.grpc.wait_for_termination()
+
+
+def build_server(
+    config: ServerConfig,
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    topology: Topology | None = None,
+) -> SchedulerServer:
+    """Wire a scheduler server from ``config`` (module docstring); nothing runs yet.
+
+    Args:
+        config: The server configuration.
+        clock: The runtime's clock (default: the system clock).
+        store: A store to use instead of opening ``config.db_url``.
+        topology: A topology to use instead of loading ``config.topology``.
+
+    Raises:
+        InvalidInputError: no topology, a bad topology file, a bad ``listen`` address or
+            database URL; ``address_in_use`` when the port cannot be bound.
+        StoreError: the database cannot be opened or migrated.
+    """
+    if topology is None:
+        if config.topology is None:
+            raise InvalidInputError(
+                "no topology: pass --topology FILE (or topology: in the config file)",
+                reason="invalid_config",
+            )
+        topology = Topology.load(config.topology)
+    store = store if store is not None else open_configured_store(config.db_url)
+    index = topology.index
+    core_config = SchedulerConfig(
+        heartbeat_timeout_s=config.heartbeat_timeout_s,
+        stop_grace_s=config.stop_grace_s,
+        placement=config.placement,
+    )
+
+    def build_core() -> Scheduler:
+        stored = store.load()
+        return Scheduler(
+            index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+        )
+
+    metrics = Metrics()
+    runtime = Runtime(
+        build_core,
+        store,
+        clock or SystemClock(),
+        metrics=metrics,
+        tick_interval_s=config.tick_interval_s,
+        max_batch=config.max_batch,
+    )
+    fleet = Fleet(runtime, topology)
+    server = grpc.aio.server(
+        interceptors=(RpcMetricsInterceptor(metrics), ErrorInterceptor()),
+        options=SERVER_OPTIONS,
+    )
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(runtime), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime, topology), server)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(
+        AgentServicer(
+            runtime,
+            fleet,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            heartbeat_timeout_s=config.heartbeat_timeout_s,
+        ),
+        server,
+    )
+    health_servicer = AsyncHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = _bind(server, config.listen)
+    return SchedulerServer(config, server, runtime, store, health_servicer, port)
+
+
+def _bind(server: grpc.aio.Server, listen: str) -> int:
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise InvalidInputError(
+            f"listen address {listen!r} is not HOST:PORT", reason="invalid_listen_address"
+        )
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise InvalidInputError(
+            f"cannot listen on {listen}: {exc}", reason="address_in_use"
+        ) from None
+    if port == 0:
+        raise InvalidInputError(f"cannot listen on {listen}", reason="address_in_use")
+    return port
+
+
+async def serve_until_stopped(server: SchedulerServer, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully."""
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,197 @@
+"""``firsthopctl nodes|jobs|queues|cluster``: operate a live scheduler.
+
+- ``nodes list|show|drain|resume``: node states, health and what runs where;
+- ``jobs list``: every user's jobs;
+- ``queues list|set``: queues with priority, weight and GPU quota;
+- ``cluster status``: utilisation and fragmentation per tier, queue depths, the largest job
+  placeable per tier, and how many jobs of common sizes would fit.
+
+Exit codes are those of :mod:`scheduler.cli.remote`. Must not import ``scheduler.core``
+internals, ``scheduler.store``, ``placement`` or the generated protos.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from scheduler.cli.common import OutputFormat, OutputOption, print_result
+from scheduler.cli.remote import DEFAULT, ServerOption, connect
+from scheduler.cli.views import (
+    ADMIN_JOB_COLUMNS,
+    NODE_COLUMNS,
+    QUEUE_COLUMNS,
+    cluster_dict,
+    job_dict,
+    job_row,
+    node_dict,
+    node_row,
+    queue_dict,
+)
+from scheduler.client import JobState, NodeState, Queue
+
+
+def _typer(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        no_args_is_help=True,
+        help=help_text,
+        add_completion=False,
+        rich_markup_mode="markdown",
+        pretty_exceptions_show_locals=False,
+    )
+
+
+nodes_app = _typer("Nodes: list, show, drain and resume.")
+jobs_app = _typer("Jobs of every user.")
+queues_app = _typer("Queues: priorities, weights and GPU quotas.")
+cluster_app = _typer("The cluster as a whole.")
+
+NodeArg = Annotated[str, typer.Argument(help="Host name.")]
+
+
+@nodes_app.command("list")
+def nodes_list(
+    server: ServerOption = DEFAULT,
+    state: Annotated[
+        list[NodeState] | None,
+        typer.Option(
+            "--state", help="Only nodes in this state (repeatable).", case_sensitive=False
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List nodes with state, health, allocated GPUs and jobs."""
+    with connect(server) as client:
+        views = client.list_nodes(state or ())
+    if output is OutputFormat.JSON:
+        print_result([node_dict(v) for v in views], output)
+        return
+    print_result([node_row(v) for v in views], output, columns=NODE_COLUMNS)
+
+
+@nodes_app.command("show")
+def nodes_show(
+    name: NodeArg, server: ServerOption = DEFAULT, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Show one node."""
+    with connect(server) as client:
+        view = client.get_node(name)
+    print_result(node_dict(view), output, title=f"node {name}")
+
+
+@nodes_app.command("drain")
+def nodes_drain(
+    name: NodeArg,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")],
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Take a node out of scheduling; running jobs continue until they end."""
+    with connect(server) as client:
+        view = client.drain_node(name, reason)
+    typer.echo(f"{name}: {view.node.state.value} ({view.node.reason})")
+
+
+@nodes_app.command("resume")
+def nodes_resume(
+    name: NodeArg,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")] = "",
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Return a drained or draining node to service."""
+    with connect(server) as client:
+        view = client.resume_node(name, reason)
+    typer.echo(f"{name}: {view.node.state.value}")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    server: ServerOption = DEFAULT,
+    state: Annotated[
+        list[JobState] | None,
+        typer.Option("--state", help="Only jobs in this state (repeatable).", case_sensitive=False),
+    ] = None,
+    queue: Annotated[str, typer.Option(help="Only jobs of this queue.")] = "",
+    user: Annotated[str, typer.Option(help="Only jobs of this user.")] = "",
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 500,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List the jobs of every user, oldest submission first."""
+    with connect(server) as client:
+        jobs = list(client.list_jobs(states=state or (), queue=queue, user=user, limit=limit))
+    if output is OutputFormat.JSON:
+        print_result([job_dict(j) for j in jobs], output)
+        return
+    now = datetime.now(UTC)
+    print_result([job_row(j, now) for j in jobs], output, columns=ADMIN_JOB_COLUMNS)
+
+
+@queues_app.command("list")
+def queues_list(server: ServerOption = DEFAULT, output: OutputOption = OutputFormat.TABLE) -> None:
+    """List queues with their settings, queued and active jobs."""
+    with connect(server) as client:
+        views = client.list_queues()
+    print_result([queue_dict(v) for v in views], output, columns=QUEUE_COLUMNS)
+
+
+@queues_app.command("set")
+def queues_set(
+    name: Annotated[str, typer.Argument(help="Queue name (created if new).")],
+    priority: Annotated[int, typer.Option(help="Higher may preempt lower.")] = 0,
+    weight: Annotated[float, typer.Option(min=0.0, help="Fair-share weight (> 0).")] = 1.0,
+    gpu_quota: Annotated[
+        int | None, typer.Option(min=0, help="Most GPUs the queue may hold (default: none).")
+    ] = None,
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Create a queue or replace its settings."""
+    with connect(server) as client:
+        queue = client.set_queue(
+            Queue(name=name, priority=priority, weight=weight, gpu_quota=gpu_quota)
+        )
+    quota = "no quota" if queue.gpu_quota is None else f"quota {queue.gpu_quota} GPUs"
+    typer.echo(f"queue {queue.name}: priority {queue.priority}, weight {queue.weight:g}, {quota}")
+
+
+@cluster_app.command("status")
+def cluster_status(
+    server: ServerOption = DEFAULT, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Utilisation, fragmentation per tier, queue depths and what would fit now."""
+    with connect(server) as client:
+        status = client.cluster_status()
+    data = cluster_dict(status)
+    if output is OutputFormat.JSON:
+        print_result(data, output)
+        return
+    console = Console()
+    states = ", ".join(f"{k} {v}" for k, v in status.nodes_by_state.items() if v)
+    console.print(
+        f"[bold]{status.hosts:,} hosts[/] ({states}); GPUs: {status.allocated_gpus:,} of "
+        f"{status.schedulable_gpus:,} in service allocated ({status.utilisation:.1%}), "
+        f"{status.free_gpus:,} free, {status.gpus - status.schedulable_gpus:,} out of service; "
+        f"stranded: {status.stranded_gpus} GPUs, {status.stranded_hosts} hosts",
+        highlight=False,
+    )
+    print_result(
+        [
+            {
+                "tier": t["tier"],
+                "domains": t["domains"],
+                "whole free": t["whole_free"],
+                "partly free": t["partly_free"],
+                "full": t["full"],
+                "largest job (GPUs)": t["largest_placeable_gpus"],
+            }
+            for t in data["tiers"]
+        ],
+        output,
+        title="fragmentation per tier",
+    )
+    fits = [{"job GPUs": size, "would fit": count} for size, count in sorted(status.fits.items())]
+    print_result(fits, output, title="jobs that would fit now")
+    print_result(data["queues"], output, title="queues")
+    jobs = [{"state": s, "jobs": n} for s, n in status.jobs_by_state.items()]
+    print_result(jobs, output, title="jobs by state")

@@ -1,0 +1,213 @@
+"""``firsthop``: the users' client: submit, status, list, cancel, watch and explain jobs.
+
+Stable for scripts: ``submit`` prints the job id as the last word of its output;
+``status ID --output json`` prints an object with ``id``, ``state`` (upper case) and
+``placement`` (``hosts`` and ``ranks``) once placed (:mod:`scheduler.cli.views`). Every read
+command takes ``--output json``. Exit codes are those of :mod:`scheduler.cli.remote`, plus
+``watch``: 0 when the job succeeded, :data:`EXIT_JOB_DID_NOT_SUCCEED` when it ended otherwise.
+
+Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement``, ``topology``
+internals or the generated protos: commands call the typed client and hold no logic.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from scheduler.cli.common import OutputFormat, OutputOption, print_result
+from scheduler.cli.remote import DEFAULT, ServerOption, connect, remote_errors
+from scheduler.cli.views import (
+    JOB_COLUMNS,
+    explanation_dict,
+    job_dict,
+    job_fields,
+    job_row,
+)
+from scheduler.client import Job, JobState
+from scheduler.jobspec import load_job_spec
+
+EXIT_JOB_DID_NOT_SUCCEED: Final = 5
+RANKS_SHOWN: Final = 8
+
+app = typer.Typer(
+    name="firsthop",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Submit and manage training jobs on a firsthop cluster.
+
+    The scheduler address comes from `--server` or `FIRSTHOP_SERVER`.
+    """
+
+
+@app.command("submit")
+def submit(
+    job_file: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON (DESIGN.md).")],
+    server: ServerOption = DEFAULT,
+    submission_id: Annotated[
+        str | None,
+        typer.Option(help="Idempotency key: repeating it returns the first job, not a new one."),
+    ] = None,
+    user: Annotated[str, typer.Option(help="Submit as this user.")] = "",
+) -> None:
+    """Submit a job; prints its id as the last word."""
+    with remote_errors():
+        spec = load_job_spec(job_file)
+    with connect(server) as client:
+        job, created = client.submit_job(spec, submission_id=submission_id, user=user)
+    verb = "submitted" if created else "already submitted"
+    typer.echo(f"{verb} {job.spec.name} ({job.spec.gpus} GPUs, queue {job.spec.queue}): {job.id}")
+
+
+@app.command("status")
+def status(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOption = DEFAULT,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show one job: state, reason, placement and rank table."""
+    with connect(server) as client:
+        job = client.get_job(job_id)
+    if output is OutputFormat.JSON:
+        print_result(job_dict(job), output)
+        return
+    print_result(job_fields(job), output, title=f"job {job.id}")
+    if job.allocation is not None:
+        ranks = [
+            {"rank": s.rank, "host": s.host, "gpu": s.gpu}
+            for s in job.allocation.ranks[:RANKS_SHOWN]
+        ]
+        total = len(job.allocation.ranks)
+        title = f"ranks 0-{len(ranks) - 1} of {total}" if total > len(ranks) else "ranks"
+        print_result(ranks, output, title=title)
+
+
+@app.command("list")
+def list_jobs(
+    server: ServerOption = DEFAULT,
+    state: Annotated[
+        list[JobState] | None,
+        typer.Option("--state", help="Only jobs in this state (repeatable).", case_sensitive=False),
+    ] = None,
+    queue: Annotated[str, typer.Option(help="Only jobs of this queue.")] = "",
+    user: Annotated[str, typer.Option(help="Only jobs of this user.")] = "",
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 200,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List jobs, oldest submission first."""
+    with connect(server) as client:
+        jobs = list(client.list_jobs(states=state or (), queue=queue, user=user, limit=limit))
+    if output is OutputFormat.JSON:
+        print_result([job_dict(j) for j in jobs], output)
+        return
+    now = datetime.now(UTC)
+    print_result([job_row(j, now) for j in jobs], output, columns=JOB_COLUMNS)
+
+
+@app.command("cancel")
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOption = DEFAULT,
+    reason: Annotated[str, typer.Option(help="Why (kept with the job).")] = "",
+) -> None:
+    """Cancel a job (running ranks are stopped)."""
+    with connect(server) as client:
+        job = client.cancel_job(job_id, reason)
+    typer.echo(f"{job.id}: {job.state.value} ({job.reason})")
+
+
+@app.command("watch")
+def watch(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOption = DEFAULT,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Follow a job live until it ends (JSON: one object per change, one per line)."""
+    last: Job | None = None
+    with connect(server) as client:
+        if output is OutputFormat.JSON:
+            for job in client.watch_job(job_id):
+                typer.echo(json.dumps(job_dict(job)))
+                last = job
+        else:
+            console = Console()
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                history: list[str] = []
+                for job in client.watch_job(job_id):
+                    if last is None or last.state is not job.state:
+                        history.append(_transition_line(job))
+                    live.update(_watch_view(job, history), refresh=True)
+                    last = job
+    if last is None or last.state is not JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_JOB_DID_NOT_SUCCEED)
+
+
+@app.command("explain")
+def explain(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOption = DEFAULT,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Say why a job is pending (the rule or the missing capacity) and where it would go."""
+    with connect(server) as client:
+        explanation = client.explain_job(job_id)
+    data = explanation_dict(explanation)
+    if output is OutputFormat.JSON:
+        print_result(data, output)
+        return
+    message = f": {data['message']}" if data["message"] else ""
+    typer.echo(f"{data['id']} is {data['state']}: {data['reason']}{message}")
+    for line in explanation.details:
+        typer.echo(f"  {line}")
+    if explanation.placement_failure:
+        typer.echo(f"  on the free GPUs now: {explanation.placement_failure}")
+    would = explanation.would_place
+    if would is not None:
+        typer.echo(
+            f"  would be placed on {len(would.hosts)} host(s): {', '.join(would.hosts[:8])}"
+            f"{' ...' if len(would.hosts) > 8 else ''} (cost {would.cost:.3f} ms, lower bound "
+            f"{would.lower_bound:.3f} ms)"
+        )
+
+
+def _transition_line(job: Job) -> str:
+    at = job.updated_at.astimezone(UTC).strftime("%H:%M:%S")
+    why = f" ({job.reason})" if job.reason else ""
+    return f"{at} {job.state.value}{why}"
+
+
+def _watch_view(job: Job, history: list[str]) -> Group:
+    table = Table.grid(padding=(0, 2))
+    table.add_row(Text("job", style="bold"), Text(f"{job.id} {job.spec.name}"))
+    table.add_row(Text("state", style="bold"), Text(job.state.value))
+    alloc = job.allocation
+    if alloc is not None:
+        hosts = alloc.hosts
+        table.add_row(
+            Text("hosts", style="bold"), Text(f"{len(job.started_hosts)}/{len(hosts)} running")
+        )
+        shown = ", ".join(hosts[:8]) + (f" (+{len(hosts) - 8})" if len(hosts) > 8 else "")
+        table.add_row(Text("placement", style="bold"), Text(shown))
+    if job.restarts:
+        table.add_row(Text("restarts", style="bold"), Text(str(job.restarts)))
+    return Group(table, Text("\n".join(history)))
+
+
+def main() -> None:
+    """Console-script entry point of ``firsthop``."""
+    app(prog_name="firsthop")

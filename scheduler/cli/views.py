@@ -1,0 +1,259 @@
+"""How the CLIs show jobs, nodes, queues and the cluster: plain dicts for JSON and tables.
+
+The JSON of a job is a stable contract (scripts rely on it): at least ``id``, ``state``
+(upper case: PENDING, ADMITTED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, PREEMPTED,
+REQUEUED) and, once placed, ``placement`` with ``hosts`` (node-rank order) and ``ranks``
+(``[{rank, host, gpu}]``); ``placement`` is ``null`` before that.
+
+Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement`` or the
+generated protos; it only reads the records the client returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from scheduler.client import ClusterStatus, Explanation, Job, NodeView, QueueView
+
+JOB_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "queue",
+    "priority",
+    "gpus",
+    "hosts",
+    "restarts",
+    "reason",
+    "age",
+)
+ADMIN_JOB_COLUMNS = (
+    "id",
+    "name",
+    "user",
+    "state",
+    "queue",
+    "priority",
+    "gpus",
+    "hosts",
+    "restarts",
+    "reason",
+)
+NODE_COLUMNS = ("name", "state", "health", "gpus", "allocated", "jobs", "leaf", "reason")
+QUEUE_COLUMNS = ("name", "priority", "weight", "gpu_quota", "pending", "active", "gpus_allocated")
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def placement_dict(job: Job) -> dict[str, Any] | None:
+    """The placement of a job for JSON (``None`` until placed)."""
+    alloc = job.allocation
+    if alloc is None:
+        return None
+    return {
+        "hosts": list(alloc.hosts),
+        "ranks": [{"rank": s.rank, "host": s.host, "gpu": s.gpu} for s in alloc.ranks],
+        "cost": alloc.cost,
+        "lower_bound": alloc.lower_bound,
+        "placed_at": _iso(alloc.placed_at),
+    }
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """Everything about a job, for ``--output json`` (see the module docstring)."""
+    spec = job.spec
+    return {
+        "id": job.id,
+        "name": spec.name,
+        "state": job.state.value,
+        "reason": job.reason,
+        "message": job.message,
+        "user": job.user,
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "gpus": spec.gpus,
+        "parallelism": spec.par.model_dump(mode="json"),
+        "submission_id": job.submission_id,
+        "submitted_at": _iso(job.submitted_at),
+        "updated_at": _iso(job.updated_at),
+        "first_started_at": _iso(job.first_started_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "last_checkpoint_at": _iso(job.last_checkpoint_at),
+        "restarts": job.restarts,
+        "failures": [
+            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            for f in job.failures
+        ],
+        "excluded_hosts": sorted(job.excluded_hosts),
+        "hosts_running": len(job.started_hosts),
+        "productive_s": job.productive_s,
+        "placement": placement_dict(job),
+    }
+
+
+def job_row(job: Job, now: datetime | None = None) -> dict[str, Any]:
+    """One table row of a job."""
+    hosts = job.allocation.hosts if job.allocation is not None else ()
+    shown = ",".join(hosts[:3]) + (f",+{len(hosts) - 3}" if len(hosts) > 3 else "")
+    age = ""
+    if now is not None:
+        age = _duration((now - job.submitted_at).total_seconds())
+    return {
+        "id": job.id,
+        "name": job.spec.name,
+        "user": job.user,
+        "state": job.state.value,
+        "queue": job.spec.queue,
+        "priority": job.spec.priority,
+        "gpus": job.spec.gpus,
+        "hosts": shown,
+        "restarts": job.restarts,
+        "reason": job.reason,
+        "age": age,
+    }
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """Field/value rows of ``status`` in table form (the rank table is shown apart)."""
+    data = job_dict(job)
+    data.pop("placement")
+    data.pop("failures")
+    alloc = job.allocation
+    if alloc is not None:
+        data["hosts"] = ", ".join(alloc.hosts)
+        ratio = alloc.cost / alloc.lower_bound if alloc.lower_bound > 0 else 1.0
+        data["cost_ms"] = f"{alloc.cost:.3f} (lower bound {alloc.lower_bound:.3f}, x{ratio:.2f})"
+    return data
+
+
+def explanation_dict(explanation: Explanation) -> dict[str, Any]:
+    """An explanation for JSON."""
+    would = explanation.would_place
+    return {
+        "id": explanation.job.id,
+        "state": explanation.job.state.value,
+        "reason": explanation.reason,
+        "message": explanation.message,
+        "details": list(explanation.details),
+        "queue_position": explanation.queue_position,
+        "reservation_start": _iso(explanation.reservation_start),
+        "placement_failure": explanation.placement_failure,
+        "would_place": (
+            None
+            if would is None
+            else {
+                "hosts": list(would.hosts),
+                "ranks": [{"rank": s.rank, "host": s.host, "gpu": s.gpu} for s in would.ranks],
+                "cost": would.cost,
+                "lower_bound": would.lower_bound,
+            }
+        ),
+    }
+
+
+def node_dict(view: NodeView) -> dict[str, Any]:
+    """A node for JSON."""
+    node = view.node
+    return {
+        "name": node.name,
+        "state": node.state.value,
+        "health": node.health.value,
+        "gpus": node.gpus,
+        "gpus_allocated": view.gpus_allocated,
+        "jobs": list(view.job_ids),
+        "location": list(view.location),
+        "reason": node.reason,
+        "agent_version": node.agent_version,
+        "registered_at": _iso(node.registered_at),
+        "last_heartbeat_at": _iso(node.last_heartbeat_at),
+    }
+
+
+def node_row(view: NodeView) -> dict[str, Any]:
+    """One table row of a node."""
+    node = view.node
+    return {
+        "name": node.name,
+        "state": node.state.value,
+        "health": node.health.value,
+        "gpus": node.gpus,
+        "allocated": view.gpus_allocated,
+        "jobs": ",".join(view.job_ids),
+        "leaf": view.location[0] if view.location else "",
+        "reason": node.reason,
+    }
+
+
+def queue_dict(view: QueueView) -> dict[str, Any]:
+    """A queue for JSON and tables."""
+    queue = view.queue
+    return {
+        "name": queue.name,
+        "priority": queue.priority,
+        "weight": queue.weight,
+        "gpu_quota": queue.gpu_quota,
+        "labels": dict(queue.labels),
+        "pending": view.pending_jobs,
+        "active": view.active_jobs,
+        "gpus_allocated": view.gpus_allocated,
+        "gpus_pending": view.gpus_pending,
+    }
+
+
+def cluster_dict(status: ClusterStatus) -> dict[str, Any]:
+    """The cluster status for JSON."""
+    return {
+        "at": _iso(status.at),
+        "hosts_total": status.hosts,
+        "hosts_by_state": status.nodes_by_state,
+        "hosts_by_health": status.nodes_by_health,
+        "gpus_total": status.gpus,
+        "gpus_schedulable": status.schedulable_gpus,
+        "gpus_allocated": status.allocated_gpus,
+        "gpus_free": status.free_gpus,
+        "gpus_fenced": status.fenced_gpus,
+        "utilisation": round(status.utilisation, 4),
+        "stranded_gpus": status.stranded_gpus,
+        "stranded_hosts": status.stranded_hosts,
+        "tiers": [
+            {
+                "tier": t.name,
+                "domains": t.domains,
+                "whole_free": t.whole_free,
+                "partly_free": t.partly_free,
+                "full": t.full,
+                "largest_placeable_gpus": t.largest_job,
+            }
+            for t in status.tiers
+        ],
+        "queues": [
+            {
+                "name": q.name,
+                "priority": q.priority,
+                "weight": q.weight,
+                "gpu_quota": q.gpu_quota,
+                "pending": q.pending_jobs,
+                "active": q.running_jobs,
+                "gpus_allocated": q.held_gpus,
+                "gpus_pending": q.pending_gpus,
+            }
+            for q in status.queues
+        ],
+        "jobs_by_state": status.jobs_by_state,
+        "fits": {str(size): count for size, count in sorted(status.fits.items())},
+    }
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

@@ -1,0 +1,357 @@
+"""A typed, synchronous client of the scheduler's JobService and AdminService.
+
+Methods take and return records (:class:`~scheduler.core.records.Job`, ``Node``, ``Queue``)
+or the small view types below, never protobuf messages, so the CLIs stay free of the wire.
+A failed call raises :class:`RemoteError` carrying the server's stable ``reason`` (from the
+``firsthop-reason`` trailing metadata) and its status code name, or
+:class:`ServerUnavailableError` when the server cannot be reached. Callers switch on
+``reason``, never on the message.
+
+Must not import ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import grpc
+
+from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from scheduler.api.cluster_serde import cluster_status_from_proto, topology_from_proto
+from scheduler.api.serde import (
+    allocation_from_proto,
+    job_from_proto,
+    job_spec_to_proto,
+    job_state_to_proto,
+    node_from_proto,
+    node_state_to_proto,
+    queue_from_proto,
+    queue_to_proto,
+    timestamp_from_proto,
+)
+from scheduler.core.records import Allocation, Job, Node, Queue
+from scheduler.core.states import JobState, NodeState
+from scheduler.core.status import ClusterStatus
+from scheduler.jobspec import JobSpec
+from topology.errors import FirsthopError
+from topology.model import Topology
+
+REASON_KEY: Final = "firsthop-reason"
+DEFAULT_SERVER: Final = "127.0.0.1:50051"
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class RemoteError(FirsthopError):
+    """The server refused a call; ``reason`` is its stable reason, ``code`` the status name."""
+
+    status_code = "UNKNOWN"
+    default_reason = "remote_error"
+
+    def __init__(self, message: str, *, reason: str, code: str) -> None:
+        super().__init__(message, reason=reason)
+        self.code = code
+
+
+class ServerUnavailableError(FirsthopError):
+    """The server could not be reached (or did not answer in time)."""
+
+    status_code = "UNAVAILABLE"
+    default_reason = "server_unavailable"
+
+
+def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:
+    """The firsthop error of a failed call."""
+    call: Any = exc  # failed calls are also grpc.Call objects
+    code: grpc.StatusCode = call.code()
+    details: str = call.details() or ""
+    reason = ""
+    for key, value in call.trailing_metadata() or ():
+        if key == REASON_KEY:
+            reason = value if isinstance(value, str) else bytes(value).decode()
+    if not reason and code in _UNAVAILABLE:
+        return ServerUnavailableError(f"cannot reach the scheduler at {server}: {details}")
+    message = details.removeprefix(f"{reason}: ") if reason else details
+    return RemoteError(message, reason=reason or code.name.lower(), code=code.name)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of a job listing."""
+
+    jobs: tuple[Job, ...]
+    next_page_token: str
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a job is where it is (see ``ExplainJobResponse`` in jobs.proto)."""
+
+    job: Job
+    reason: str
+    message: str
+    details: tuple[str, ...]
+    would_place: Allocation | None
+    queue_position: int
+    reservation_start: datetime | None
+    placement_failure: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node with the server's live view of it."""
+
+    node: Node
+    gpus_allocated: int
+    job_ids: tuple[str, ...]
+    location: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """A queue with its jobs and GPUs now."""
+
+    queue: Queue
+    pending_jobs: int
+    active_jobs: int
+    gpus_allocated: int
+    gpus_pending: int
+
+
+class FirsthopClient:
+    """Blocking client over one channel; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, *, timeout_s: float = 30.0) -> None:
+        self.server = server
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(server)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def __enter__(self) -> FirsthopClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit_job(
+        self, spec: JobSpec, *, submission_id: str | None = None, user: str = ""
+    ) -> tuple[Job, bool]:
+        """Submit a job; return it and whether this call created it.
+
+        A fresh submission id is generated when none is given, so a retried call inside this
+        method cannot create a second job.
+        """
+        request = jobs_pb2.SubmitJobRequest(
+            spec=job_spec_to_proto(spec),
+            submission_id=submission_id or uuid.uuid4().hex,
+            user=user,
+        )
+        response = self._call(self._jobs.SubmitJob, request)
+        return job_from_proto(response.job), response.created
+
+    def get_job(self, job_id: str) -> Job:
+        """One job."""
+        response = self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
+        return job_from_proto(response.job)
+
+    def list_jobs_page(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        queue: str = "",
+        user: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> JobPage:
+        """One page of jobs matching the filters, oldest submission first."""
+        request = jobs_pb2.ListJobsRequest(
+            states=[job_state_to_proto(s) for s in states],
+            queue=queue,
+            user=user,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response = self._call(self._jobs.ListJobs, request)
+        return JobPage(
+            tuple(job_from_proto(j) for j in response.jobs),
+            response.next_page_token,
+            response.total_size,
+        )
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        queue: str = "",
+        user: str = "",
+        limit: int | None = None,
+        page_size: int = 500,
+    ) -> Iterator[Job]:
+        """Every job matching the filters (up to ``limit``), fetched page by page."""
+        token, count = "", 0
+        while True:
+            page = self.list_jobs_page(
+                states=states, queue=queue, user=user, page_size=page_size, page_token=token
+            )
+            for job in page.jobs:
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str, reason: str = "") -> Job:
+        """Cancel a job; the job after the request."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+        return job_from_proto(self._call(self._jobs.CancelJob, request).job)
+
+    def watch_job(self, job_id: str) -> Iterator[Job]:
+        """The job now, then every change, until it ends (no deadline on the stream)."""
+        stream: Any = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
+        try:
+            for response in stream:
+                yield job_from_proto(response.job)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.server) from None
+        finally:
+            stream.cancel()
+
+    def explain_job(self, job_id: str) -> Explanation:
+        """Why a job is pending (or where it runs) and the placement it would get."""
+        response = self._call(self._jobs.ExplainJob, jobs_pb2.ExplainJobRequest(job_id=job_id))
+        return Explanation(
+            job=job_from_proto(response.job),
+            reason=response.reason,
+            message=response.message,
+            details=tuple(response.details),
+            would_place=(
+                allocation_from_proto(response.would_place)
+                if response.HasField("would_place")
+                else None
+            ),
+            queue_position=response.queue_position,
+            reservation_start=(
+                timestamp_from_proto(response.reservation_start)
+                if response.HasField("reservation_start")
+                else None
+            ),
+            placement_failure=response.placement_failure,
+        )
+
+    # ------------------------------------------------------------------ admin
+
+    def list_nodes(self, states: Sequence[NodeState] = ()) -> list[NodeView]:
+        """Every node (in the states given), in topology order."""
+        out: list[NodeView] = []
+        token = ""
+        while True:
+            request = admin_pb2.ListNodesRequest(
+                states=[node_state_to_proto(s) for s in states], page_token=token
+            )
+            response = self._call(self._admin.ListNodes, request)
+            out.extend(_node_view(n) for n in response.nodes)
+            token = response.next_page_token
+            if not token:
+                return out
+
+    def get_node(self, name: str) -> NodeView:
+        """One node."""
+        return _node_view(self._call(self._admin.GetNode, admin_pb2.GetNodeRequest(name=name)).node)
+
+    def drain_node(self, name: str, reason: str) -> NodeView:
+        """Stop placing jobs on a node."""
+        request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
+        return _node_view(self._call(self._admin.DrainNode, request).node)
+
+    def resume_node(self, name: str, reason: str = "") -> NodeView:
+        """Return a node to service."""
+        request = admin_pb2.ResumeNodeRequest(name=name, reason=reason)
+        return _node_view(self._call(self._admin.ResumeNode, request).node)
+
+    def get_topology(self) -> Topology:
+        """The cluster's topology."""
+        response = self._call(self._admin.GetTopology, admin_pb2.GetTopologyRequest())
+        return topology_from_proto(response.topology)
+
+    def cluster_status(self) -> ClusterStatus:
+        """Capacity, usage, fragmentation per tier, queue depths and fits."""
+        response = self._call(self._admin.GetClusterStatus, admin_pb2.GetClusterStatusRequest())
+        return cluster_status_from_proto(response.status)
+
+    def set_queue(self, queue: Queue) -> Queue:
+        """Create a queue or replace its settings."""
+        request = admin_pb2.SetQueueRequest(queue=queue_to_proto(queue))
+        return queue_from_proto(self._call(self._admin.SetQueue, request).queue)
+
+    def list_queues(self) -> list[QueueView]:
+        """Every queue with its jobs and GPUs now."""
+        response = self._call(self._admin.ListQueues, admin_pb2.ListQueuesRequest())
+        return [_queue_view(q) for q in response.queues]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.server) from None
+
+
+def _node_view(msg: admin_pb2.Node) -> NodeView:
+    return NodeView(
+        node=node_from_proto(msg),
+        gpus_allocated=msg.gpus_allocated,
+        job_ids=tuple(msg.job_ids),
+        location=tuple(msg.location),
+    )
+
+
+def _queue_view(msg: admin_pb2.QueueStatus) -> QueueView:
+    return QueueView(
+        queue=queue_from_proto(msg.queue),
+        pending_jobs=msg.pending_jobs,
+        active_jobs=msg.active_jobs,
+        gpus_allocated=msg.gpus_allocated,
+        gpus_pending=msg.gpus_pending,
+    )
+
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "ClusterStatus",
+    "Explanation",
+    "FirsthopClient",
+    "Job",
+    "JobPage",
+    "JobState",
+    "Node",
+    "NodeState",
+    "NodeView",
+    "Queue",
+    "QueueView",
+    "RemoteError",
+    "ServerUnavailableError",
+]

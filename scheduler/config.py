@@ -1,0 +1,155 @@
+"""The scheduler server's configuration, from flags, ``FIRSTHOP_*`` variables and a YAML file.
+
+Precedence, highest first: values passed in code (the command-line flags), environment
+variables (``FIRSTHOP_LISTEN``, ``FIRSTHOP_DB_URL``, nested with ``__`` as in
+``FIRSTHOP_PLACEMENT__TIME_LIMIT_S``), the ``--config`` YAML file, then the defaults below.
+Unknown keys are errors. Only :func:`load_config` reads the environment; everything else gets
+a :class:`ServerConfig` from the composition root.
+
+Pointing the scheduler at PostgreSQL: ``--db postgresql+psycopg://USER:PASS@HOST:5432/DB``
+(or ``db_url:`` in the config file, or ``FIRSTHOP_DB_URL``); the schema is migrated at start.
+
+Must not import grpc, generated protos, ``scheduler.core`` internals or ``agents``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from placement import PlacementParams
+from topology.errors import InvalidInputError
+
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("firsthop_config_file", default=None)
+
+Positive = Annotated[float, Field(gt=0)]
+
+
+class ServerConfig(BaseSettings):
+    """Everything the composition root needs to build a scheduler server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FIRSTHOP_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    listen: str = "127.0.0.1:50051"
+    """``HOST:PORT`` to serve gRPC on; port 0 picks a free port (printed at start)."""
+    db_url: str = "sqlite:///firsthop.db"
+    """SQLAlchemy URL of the store: ``sqlite:///PATH``, ``postgresql+psycopg://...``, or
+    ``memory://`` for a store that forgets everything on exit (tests and benchmarks)."""
+    topology: Path | None = None
+    """The cluster's topology file (required to serve)."""
+    heartbeat_interval_s: Positive = 5.0
+    """How often agents are told to send heartbeats."""
+    heartbeat_timeout_s: Positive = 30.0
+    """A node without a heartbeat for this long is LOST."""
+    tick_interval_s: Positive = 1.0
+    """Period of the scheduling tick (timeouts, time limits, retries of blocked jobs)."""
+    stop_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    """Grace period between SIGTERM and SIGKILL when ranks are stopped."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Serve Prometheus metrics over HTTP on this port (0: any free port); None: no endpoint."""
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 5.0
+    """On SIGTERM, how long in-flight RPCs may take before the server closes them."""
+    max_batch: Annotated[int, Field(ge=1)] = 512
+    """Most events applied and committed in one store transaction (group commit)."""
+    placement: PlacementParams = PlacementParams(time_limit_s=0.5)
+    """Placement solver limits for each job the scheduler places."""
+
+    @model_validator(mode="after")
+    def _timeout_covers_heartbeats(self) -> ServerConfig:
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings, file_secret_settings  # no .env files or secret dirs
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """The data of the ``--config`` file being loaded (set by :func:`load_config`)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        data = _FILE_DATA.get() or {}
+        return data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (``InvalidInputError`` if unreadable or not one)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot read {path}: {exc.strerror}", reason="unreadable_file"
+        ) from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInputError(
+            f"{path}: not valid YAML: {first}", reason="invalid_config"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: expected a mapping", reason="invalid_config")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+@contextmanager
+def _file_data(data: dict[str, Any]) -> Iterator[None]:
+    token = _FILE_DATA.set(data)
+    try:
+        yield
+    finally:
+        _FILE_DATA.reset(token)
+
+
+def load_config(config_file: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Build the configuration (precedence in the module docstring).
+
+    Args:
+        config_file: Optional YAML file with any of the :class:`ServerConfig` fields.
+        overrides: Values from command-line flags; ``None`` values are left out, so an unset
+            flag does not hide the environment or the file.
+
+    Raises:
+        InvalidInputError: reason ``invalid_config`` with the first problem, or
+            ``unreadable_file``.
+    """
+    data = read_config_file(config_file) if config_file is not None else {}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    source = str(config_file) if config_file is not None else "configuration"
+    try:
+        with _file_data(data):
+            return ServerConfig(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        raise InvalidInputError(f"{source}: {loc}: {err['msg']}", reason="invalid_config") from None

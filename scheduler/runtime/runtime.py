@@ -1,0 +1,383 @@
+"""The asyncio runtime that owns the scheduling core: one event at a time, durable before acked.
+
+Every request that changes state becomes an event *factory* queued here. One consumer task
+takes the queue in batches (group commit):
+
+1. for each queued factory, stamp the time (the runtime's clock, never going back), build the
+   event and call :meth:`Scheduler.handle` on it, one at a time; an event the core refuses
+   (a :class:`~topology.errors.FirsthopError`) changes nothing and fails only its caller;
+2. merge the :class:`~scheduler.core.actions.PersistChanges` of the whole batch and commit them
+   to the store in one transaction, on the store's own thread;
+3. only then answer the callers, publish the changed jobs to ``WatchJob`` streams and send the
+   agent commands (stops before starts, in the order the core gave them).
+
+If the commit fails, the batch's callers get ``store_unavailable`` and the core is rebuilt from
+the store, so memory never runs ahead of what is durable for longer than one commit. Reads
+(``GetJob``, ``ListJobs``...) look at the in-memory state and may see the batch being committed.
+
+A ticker queues :class:`~scheduler.core.events.TimerFired` every ``tick_interval_s`` after the
+previous tick was handled (ticks never pile up); its handling time is the scheduling cycle
+time metric.
+
+Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from scheduler.core.actions import (
+    Action,
+    ChangeSet,
+    NotifyJobChanged,
+    NotifyNodeChanged,
+    PersistChanges,
+    StartRanks,
+    StopRanks,
+)
+from scheduler.core.clock import Clock
+from scheduler.core.errors import UnknownJobError, UnknownNodeError
+from scheduler.core.events import Event, SchedulerStarted, TimerFired
+from scheduler.core.records import Job, Node
+from scheduler.core.scheduler import Scheduler
+from scheduler.core.state import SchedulerState
+from scheduler.core.states import JobState
+from scheduler.runtime.agents import AgentHub, ShuttingDownError
+from scheduler.runtime.metrics import Metrics, StateSnapshot
+from scheduler.runtime.watch import WatchHub
+from topology.errors import FirsthopError
+
+T = TypeVar("T")
+
+EventFactory = Callable[[datetime], Event]
+"""Builds the event once its time is known (stamped when it is handled)."""
+
+_log = logging.getLogger(__name__)
+
+
+class StoreUnavailableError(FirsthopError):
+    """The store did not accept a commit; nothing of the request was kept."""
+
+    status_code = "UNAVAILABLE"
+    default_reason = "store_unavailable"
+
+
+class DurableStore(Protocol):
+    """What the runtime needs of a :class:`~scheduler.store.protocol.Store`."""
+
+    def save(self, changes: ChangeSet) -> None:
+        """Make ``changes`` durable in one transaction (raise if not)."""
+        ...
+
+
+CoreFactory = Callable[[], Scheduler]
+"""Builds a core from what the store holds (at start, and after a failed commit)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    make: EventFactory
+    result: Callable[[Event], Any] | None
+    future: asyncio.Future[Any] | None
+
+
+class Runtime:
+    """Owns the core, the store's thread, the watchers and the agent hub."""
+
+    def __init__(
+        self,
+        build_core: CoreFactory,
+        store: DurableStore,
+        clock: Clock,
+        *,
+        metrics: Metrics | None = None,
+        tick_interval_s: float = 1.0,
+        max_batch: int = 512,
+    ) -> None:
+        self._build_core = build_core
+        self._store = store
+        self._clock = clock
+        self.metrics = metrics or Metrics()
+        self.watchers = WatchHub()
+        self.agents = AgentHub()
+        self._tick_s = tick_interval_s
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._core: Scheduler | None = None
+        self._last_at: datetime | None = None
+        self._closing = False
+        self.on_actions: list[Callable[[Action], None]] = []
+        """Extra observers of executed actions (the agent layer registers here)."""
+        self.ticks = 0
+        self._ticked = asyncio.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the core from the store, announce the (re)start, begin ticking."""
+        self._core = await self.in_store_thread(self._build_core)
+        self._tasks.append(asyncio.create_task(self._consume(), name="runtime consumer"))
+        await self.apply(lambda at: SchedulerStarted(at=at))
+        self._tasks.append(asyncio.create_task(self._tick(), name="runtime ticker"))
+        self.metrics.up.set(1)
+
+    def close_streams(self) -> None:
+        """End agent and watch streams (first step of a shutdown; requests still work)."""
+        self.agents.close_all()
+        self.watchers.close_all()
+
+    async def stop(self) -> None:
+        """Stop taking events, finish the queued ones, stop the tasks and the store thread."""
+        if self._closing:
+            return
+        self._closing = True
+        self.metrics.up.set(0)
+        for task in self._tasks[1:]:
+            task.cancel()
+        if self._tasks:
+            await self._queue.join()
+            self._tasks[0].cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._store_thread.shutdown(wait=True)
+
+    async def in_store_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the store's thread (every store call goes through this one thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def state(self) -> SchedulerState:
+        """The core's live state (do not mutate)."""
+        if self._core is None:
+            raise ShuttingDownError("the scheduler is not started")
+        return self._core.state
+
+    @property
+    def core(self) -> Scheduler:
+        """The core (queries only; changes go through :meth:`apply`)."""
+        if self._core is None:
+            raise ShuttingDownError("the scheduler is not started")
+        return self._core
+
+    def now(self) -> datetime:
+        """The runtime's current time."""
+        return self._clock.now()
+
+    def get_job(self, job_id: str) -> Job:
+        """A job by id (``unknown_job`` when none)."""
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(f"unknown job {job_id!r}")
+        return job
+
+    def get_node(self, name: str) -> Node:
+        """A node by name (``unknown_node`` when the topology has no such host)."""
+        node = self.state.nodes.get(name)
+        if node is None:
+            raise UnknownNodeError(f"unknown node {name!r} (not a host of the topology)")
+        return node
+
+    def new_job_id(self) -> str:
+        """A fresh job id: ``j-`` and 12 hex digits, unique across restarts."""
+        while True:
+            job_id = f"j-{secrets.token_hex(6)}"
+            if job_id not in self.state.jobs:
+                return job_id
+
+    # ------------------------------------------------------------------ writing
+
+    async def apply(
+        self, make: EventFactory, result: Callable[[Event], T] | None = None
+    ) -> T | None:
+        """Queue an event; return once it is handled and durable.
+
+        Args:
+            make: Builds the event from the time it is handled at.
+            result: Computed right after the event is handled (before the commit), from the
+                state of that moment; its value is returned once the commit succeeded.
+
+        Raises:
+            FirsthopError: the core refused the event (nothing changed), or the store failed
+                (``store_unavailable``), or the server is stopping (``shutting_down``).
+        """
+        if self._closing:
+            raise ShuttingDownError("the scheduler is shutting down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(make, result, future))
+        value: T | None = await future
+        return value
+
+    def post(self, make: EventFactory) -> None:
+        """Queue an event nobody waits for (heartbeats); errors are logged, not raised."""
+        if not self._closing:
+            self._queue.put_nowait(_Item(make, None, None))
+
+    async def _consume(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            # One turn of the loop lets RPCs that are already readable queue their events, so
+            # a burst commits as one transaction instead of one per request.
+            await asyncio.sleep(0)
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._process(batch)
+            except Exception:  # a bug in the runtime itself: keep serving, loudly
+                _log.exception("runtime batch failed")
+                for item in batch:
+                    _settle(item.future, StoreUnavailableError("internal error; see the log"))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _stamp(self) -> datetime:
+        now = self._clock.now()
+        if self._last_at is not None and now < self._last_at:
+            now = self._last_at
+        self._last_at = now
+        return now
+
+    async def _process(self, batch: list[_Item]) -> None:
+        core = self.core
+        changes = ChangeSet()
+        effects: list[Action] = []
+        outcomes: list[tuple[_Item, Any]] = []
+        for item in batch:
+            try:
+                event = item.make(self._stamp())
+                started = time.perf_counter()
+                actions = core.handle(event)
+                if isinstance(event, TimerFired):
+                    self.metrics.cycle_seconds.observe(time.perf_counter() - started)
+                self.metrics.events.labels(type(event).__name__).inc()
+                value = item.result(event) if item.result is not None else None
+            except FirsthopError as exc:
+                if item.future is None:
+                    _log.debug("event refused: %s: %s", exc.reason, exc)
+                outcomes.append((item, exc))
+                continue
+            except Exception as exc:
+                _log.exception("the core failed on an event")
+                outcomes.append((item, exc))
+                continue
+            for action in actions:
+                if isinstance(action, PersistChanges):
+                    changes = changes.merged(action.changes)
+                else:
+                    effects.append(action)
+            outcomes.append((item, value))
+        if changes:
+            started = time.perf_counter()
+            try:
+                await self.in_store_thread(lambda: self._store.save(changes))
+            except Exception as exc:
+                _log.exception("store commit failed; reloading the core from the store")
+                error = StoreUnavailableError(f"the store did not accept the change: {exc}")
+                try:
+                    # Reload before answering, so no caller sees the state that was refused.
+                    await self._reload()
+                finally:
+                    for item, _ in outcomes:
+                        _settle(item.future, error)
+                return
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            for job in changes.jobs:
+                self.watchers.publish(job)
+        for action in effects:
+            self._execute(action)
+        for item, value in outcomes:
+            _settle(item.future, value)
+
+    async def _reload(self) -> None:
+        self._core = await self.in_store_thread(self._build_core)
+        at = self._stamp()
+        actions = self._core.handle(SchedulerStarted(at=at))
+        persist = [a.changes for a in actions if isinstance(a, PersistChanges)]
+        for change in persist:
+            await self.in_store_thread(lambda c=change: self._store.save(c))  # type: ignore[misc]
+        for action in actions:
+            if not isinstance(action, PersistChanges):
+                self._execute(action)
+
+    def _execute(self, action: Action) -> None:
+        if isinstance(action, StartRanks | StopRanks):
+            self.agents.send(action)
+            self.metrics.commands.labels(
+                "start" if isinstance(action, StartRanks) else "stop"
+            ).inc()
+        elif isinstance(action, NotifyJobChanged):
+            job = action.job
+            if job.state is JobState.ADMITTED and job.allocation is not None:
+                alloc = job.allocation
+                if alloc.lower_bound > 0:
+                    self.metrics.placement_cost_ratio.observe(alloc.cost / alloc.lower_bound)
+        elif isinstance(action, NotifyNodeChanged):
+            pass
+        for observer in self.on_actions:
+            observer(action)
+
+    # ------------------------------------------------------------------ ticking
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self.apply(lambda at: TimerFired(at=at))
+            except FirsthopError as exc:
+                _log.warning("tick failed: %s", exc)
+            self.ticks += 1
+            self.metrics.set_snapshot(snapshot_of(self.state, self.agents.connected))
+            async with self._ticked:
+                self._ticked.notify_all()
+
+    async def next_tick(self) -> None:
+        """Return after the next tick was handled (tests and tools wait on this)."""
+        async with self._ticked:
+            await self._ticked.wait()
+
+
+def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
+    if future is None or future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
+    """Whole-state counts for the metrics endpoint."""
+    depth = {queue: len(keys) for queue, keys in state.pending.items()}
+    jobs: dict[str, int] = {}
+    for job in state.jobs.values():
+        jobs[job.state.value] = jobs.get(job.state.value, 0) + 1
+    nodes: dict[str, int] = {}
+    for node in state.nodes.values():
+        nodes[node.state.value] = nodes.get(node.state.value, 0) + 1
+    busy = int(state.busy.sum())
+    usable = state.usable_hosts()
+    index = state.index
+    free_per_host = index.free_gpus_per_host(state.busy)
+    free = int(free_per_host[usable].sum())
+    total = int(index.num_gpus)
+    return StateSnapshot(
+        queue_depth=depth,
+        jobs_by_state=jobs,
+        nodes_by_state=nodes,
+        gpus_allocated=busy,
+        gpus_free=free,
+        gpus_unavailable=total - busy - free,
+        agents_connected=agents_connected,
+    )

@@ -1,0 +1,174 @@
+"""The runtime without a network: one event at a time, group commit, durable before the answer,
+reload after a failed commit, watchers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+from server_builders import small_topology, spec
+
+from scheduler.core.actions import ChangeSet
+from scheduler.core.clock import ManualClock
+from scheduler.core.errors import UnknownQueueError
+from scheduler.core.events import Event, JobSubmitted
+from scheduler.core.records import Job
+from scheduler.core.scheduler import Scheduler
+from scheduler.core.states import JobState
+from scheduler.runtime.agents import ShuttingDownError
+from scheduler.runtime.runtime import Runtime, StoreUnavailableError
+from scheduler.runtime.watch import WatchHub
+from scheduler.store.memory import MemoryStore
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that counts commits and can be told to fail them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[ChangeSet] = []
+        self.fail = False
+
+    def save(self, changes: ChangeSet) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        super().save(changes)
+        self.saves.append(changes)
+
+
+def _runtime(store: RecordingStore) -> Runtime:
+    index = small_topology().index
+
+    def build() -> Scheduler:
+        stored = store.load()
+        return Scheduler(index, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues)
+
+    return Runtime(build, store, ManualClock(), tick_interval_s=3600)
+
+
+def _submit(job_id: str, queue: str = "default") -> object:
+    def make(at: datetime) -> Event:
+        return JobSubmitted(at=at, job_id=job_id, spec=spec(8, queue=queue), user="u")
+
+    return make
+
+
+async def test_events_commit_in_groups_and_are_durable_before_the_answer() -> None:
+    store = RecordingStore()
+    runtime = _runtime(store)
+    await runtime.start()
+    try:
+        saves_before = len(store.saves)
+        results = await asyncio.gather(
+            *(
+                runtime.apply(_submit(f"j-{i}"), lambda e: store.get_job(e.job_id))  # type: ignore[arg-type, attr-defined]
+                for i in range(50)
+            )
+        )
+        durable = [store.get_job(f"j-{i}") for i in range(50)]
+    finally:
+        await runtime.stop()
+
+    # The result is computed before the commit, so the store did not have the job yet...
+    assert results == [None] * 50
+    # ...and by the time apply() returned it did, in far fewer transactions than events.
+    assert all(job is not None and job.state is JobState.PENDING for job in durable)
+    assert len(store.saves) - saves_before < 10
+
+
+async def test_a_refused_event_fails_only_its_caller() -> None:
+    runtime = _runtime(RecordingStore())
+    await runtime.start()
+    try:
+        good, bad = await asyncio.gather(
+            runtime.apply(_submit("j-good"), lambda e: runtime.state.jobs["j-good"]),  # type: ignore[arg-type]
+            runtime.apply(_submit("j-bad", queue="nope")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+    finally:
+        await runtime.stop()
+
+    assert isinstance(good, Job)
+    assert isinstance(bad, UnknownQueueError)
+    assert "j-bad" not in runtime.state.jobs
+
+
+async def test_a_failed_commit_is_reported_and_memory_reloads_from_the_store() -> None:
+    store = RecordingStore()
+    runtime = _runtime(store)
+    await runtime.start()
+    try:
+        store.fail = True
+        with pytest.raises(StoreUnavailableError) as info:
+            await runtime.apply(_submit("j-lost"))  # type: ignore[arg-type]
+        lost_in_memory = "j-lost" in runtime.state.jobs
+        store.fail = False
+        await runtime.apply(_submit("j-kept"))  # type: ignore[arg-type]
+    finally:
+        await runtime.stop()
+
+    assert info.value.reason == "store_unavailable"
+    assert not lost_in_memory
+    assert store.get_job("j-lost") is None
+    assert store.get_job("j-kept") is not None
+
+
+async def test_requests_after_stop_are_refused() -> None:
+    runtime = _runtime(RecordingStore())
+    await runtime.start()
+    await runtime.stop()
+
+    with pytest.raises(ShuttingDownError):
+        await runtime.apply(_submit("j-late"))  # type: ignore[arg-type]
+
+
+def _version(job: Job, version: int, state: JobState = JobState.PENDING) -> Job:
+    return replace(job, version=version, state=state)
+
+
+async def test_a_slow_watcher_skips_to_the_newest_version() -> None:
+    hub = WatchHub()
+    base = Job(
+        id="j-1",
+        spec=spec(8),
+        user="u",
+        state=JobState.PENDING,
+        submitted_at=ManualClock().now(),
+        updated_at=ManualClock().now(),
+        version=1,
+    )
+    watch = hub.subscribe("j-1")
+    for version in range(2, 200):
+        hub.publish(_version(base, version))
+    hub.publish(_version(base, 200, JobState.CANCELLED))
+
+    seen = [job.version async for job in watch.updates(base)]
+    watch.close()
+
+    assert seen[0] == 1
+    assert seen == sorted(seen)
+    assert seen[-1] == 200
+    assert len(seen) < 100
+    assert hub.watchers == 0
+
+
+async def test_ending_watches_raises_shutting_down() -> None:
+    hub = WatchHub()
+    base = Job(
+        id="j-1",
+        spec=spec(8),
+        user="u",
+        state=JobState.PENDING,
+        submitted_at=ManualClock().now(),
+        updated_at=ManualClock().now(),
+        version=1,
+    )
+    watch = hub.subscribe("j-1")
+    hub.close_all()
+
+    updates = watch.updates(base)
+    assert (await anext(updates)).version == 1
+    with pytest.raises(ShuttingDownError):
+        await anext(updates)
