@@ -12,26 +12,31 @@ internals, ``scheduler.store``, ``placement`` or the generated protos.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from scheduler.cli.common import OutputFormat, OutputOption, print_result
-from scheduler.cli.remote import DEFAULT, ServerOption, connect
+from scheduler.cli.remote import (
+    DEFAULT,
+    QueueFilter,
+    ServerOption,
+    StateFilter,
+    UserFilter,
+    connect,
+    print_job_list,
+)
 from scheduler.cli.views import (
     ADMIN_JOB_COLUMNS,
     NODE_COLUMNS,
     QUEUE_COLUMNS,
     cluster_dict,
-    job_dict,
-    job_row,
     node_dict,
     node_row,
     queue_dict,
 )
-from scheduler.client import JobState, NodeState, Queue
+from scheduler.client import NodeState, Queue
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -109,23 +114,14 @@ def nodes_resume(
 @jobs_app.command("list")
 def jobs_list(
     server: ServerOption = DEFAULT,
-    state: Annotated[
-        list[JobState] | None,
-        typer.Option("--state", help="Only jobs in this state (repeatable).", case_sensitive=False),
-    ] = None,
-    queue: Annotated[str, typer.Option(help="Only jobs of this queue.")] = "",
-    user: Annotated[str, typer.Option(help="Only jobs of this user.")] = "",
+    state: StateFilter = None,
+    queue: QueueFilter = "",
+    user: UserFilter = "",
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 500,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List the jobs of every user, oldest submission first."""
-    with connect(server) as client:
-        jobs = list(client.list_jobs(states=state or (), queue=queue, user=user, limit=limit))
-    if output is OutputFormat.JSON:
-        print_result([job_dict(j) for j in jobs], output)
-        return
-    now = datetime.now(UTC)
-    print_result([job_row(j, now) for j in jobs], output, columns=ADMIN_JOB_COLUMNS)
+    print_job_list(server, state, queue, user, limit, output, ADMIN_JOB_COLUMNS)
 
 
 @queues_app.command("list")

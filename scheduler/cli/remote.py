@@ -20,12 +20,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Final
 
 import typer
 
-from scheduler.cli.common import EXIT_BAD_INPUT, format_error
-from scheduler.client import DEFAULT_SERVER, FirsthopClient, RemoteError, ServerUnavailableError
+from scheduler.cli.common import EXIT_BAD_INPUT, OutputFormat, format_error, print_result
+from scheduler.cli.views import job_dict, job_row
+from scheduler.client import (
+    DEFAULT_SERVER,
+    FirsthopClient,
+    JobState,
+    RemoteError,
+    ServerUnavailableError,
+)
 from topology.errors import InvalidInputError
 
 EXIT_ERROR: Final = 1
@@ -49,6 +57,32 @@ ServerOption = Annotated[
 """The ``--server`` option; default it to :data:`DEFAULT_SERVER`."""
 
 DEFAULT = DEFAULT_SERVER
+
+StateFilter = Annotated[
+    list[JobState] | None,
+    typer.Option("--state", help="Only jobs in this state (repeatable).", case_sensitive=False),
+]
+QueueFilter = Annotated[str, typer.Option("--queue", help="Only jobs of this queue.")]
+UserFilter = Annotated[str, typer.Option("--user", help="Only jobs of this user.")]
+
+
+def print_job_list(
+    server: str,
+    states: list[JobState] | None,
+    queue: str,
+    user: str,
+    limit: int,
+    output: OutputFormat,
+    columns: tuple[str, ...],
+) -> None:
+    """Fetch jobs matching the filters and print them (JSON: every field; table: columns)."""
+    with connect(server) as client:
+        jobs = list(client.list_jobs(states=states or (), queue=queue, user=user, limit=limit))
+    if output is OutputFormat.JSON:
+        print_result([job_dict(j) for j in jobs], output)
+        return
+    now = datetime.now(UTC)
+    print_result([job_row(j, now) for j in jobs], output, columns=columns)
 
 
 def exit_code_of(exc: Exception) -> int | None:

@@ -13,7 +13,7 @@ internals or the generated protos: commands call the typed client and hold no lo
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -24,13 +24,21 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.cli.common import OutputFormat, OutputOption, print_result
-from scheduler.cli.remote import DEFAULT, ServerOption, connect, remote_errors
+from scheduler.cli.remote import (
+    DEFAULT,
+    QueueFilter,
+    ServerOption,
+    StateFilter,
+    UserFilter,
+    connect,
+    print_job_list,
+    remote_errors,
+)
 from scheduler.cli.views import (
     JOB_COLUMNS,
     explanation_dict,
     job_dict,
     job_fields,
-    job_row,
 )
 from scheduler.client import Job, JobState
 from scheduler.jobspec import load_job_spec
@@ -100,23 +108,14 @@ def status(
 @app.command("list")
 def list_jobs(
     server: ServerOption = DEFAULT,
-    state: Annotated[
-        list[JobState] | None,
-        typer.Option("--state", help="Only jobs in this state (repeatable).", case_sensitive=False),
-    ] = None,
-    queue: Annotated[str, typer.Option(help="Only jobs of this queue.")] = "",
-    user: Annotated[str, typer.Option(help="Only jobs of this user.")] = "",
+    state: StateFilter = None,
+    queue: QueueFilter = "",
+    user: UserFilter = "",
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 200,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List jobs, oldest submission first."""
-    with connect(server) as client:
-        jobs = list(client.list_jobs(states=state or (), queue=queue, user=user, limit=limit))
-    if output is OutputFormat.JSON:
-        print_result([job_dict(j) for j in jobs], output)
-        return
-    now = datetime.now(UTC)
-    print_result([job_row(j, now) for j in jobs], output, columns=JOB_COLUMNS)
+    print_job_list(server, state, queue, user, limit, output, JOB_COLUMNS)
 
 
 @app.command("cancel")
