@@ -37,11 +37,12 @@ class Allocation:
     lower_bound: float
     """Lower bound on that cost for the free capacity at placement time (ms)."""
     placed_at: datetime
+    hosts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """Hosts in rank order, each once (node rank order for launchers); derived from ranks."""
 
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        """Hosts in rank order, each once (node rank order for launchers)."""
-        return tuple(dict.fromkeys(slot.host for slot in self.ranks))
+    def __post_init__(self) -> None:
+        # Computed once: heartbeats and acks ask for it on every event.
+        object.__setattr__(self, "hosts", tuple(dict.fromkeys(s.host for s in self.ranks)))
 
     def gpus_on(self, host: str) -> tuple[int, ...]:
         """Local GPU indices the job holds on ``host``, in rank order."""
