@@ -1,4 +1,17 @@
-"""``firsthop-agent``: the node agent; today its ``simulate`` command runs a simulated cluster.
+"""``firsthop-agent``: the node agent (``run``), its deep health check (``check``), and a
+simulated cluster (``simulate``).
+
+``firsthop-agent run --server ADDR --host NAME [--address A] [--location LEAF,POD]
+[--fake-gpus N] [--checkpoint-path DIR] [--log-dir DIR]`` runs this host's agent
+(:mod:`agents.node`): it registers, heartbeats with the health verdict of its probes, runs the
+ranks it is told to start as real processes, and reconnects after failures. It prints
+``agent HOST connected to ADDR`` (flushed) once its first stream is open, then runs until
+SIGTERM or SIGINT, which stop its ranks (SIGTERM, then SIGKILL after ``--stop-grace``).
+A host the scheduler refuses (unknown host, topology mismatch) exits 3; bad flags exit 2.
+
+``firsthop-agent check`` runs the deep health check here and prints its report
+(:func:`agents.health.deepcheck.check_command`; torch is imported only then). Exit codes: 0
+passed (or no GPU and none required), 1 a check failed, 2 no GPU with ``--require-gpu``.
 
 ``firsthop-agent simulate --server ADDR --topology FILE [--hosts N] [--exec]`` runs one
 simulated agent per host of the topology (the first N hosts with ``--hosts``) in this process,
@@ -17,19 +30,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import tempfile
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from agents.ranks import ProcessExecutor, RankExecutor, SimulatedExecutor
+from agents.launch import ProcessExecutor
+from agents.node import AgentSettings, FakeCheck, NodeAgent
+from agents.ranks import RankExecutor, SimulatedExecutor
+from agents.session import FatalAgentError
 from agents.simulate import SimulatedCluster, identities
 from topology.errors import FirsthopError
 from topology.model import Topology
 
 EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+
+
+class FakeDeepCheck(StrEnum):
+    """What a deep health check does on a host with fake GPUs."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    CPU = "cpu"
+
+
+class CheckDevice(StrEnum):
+    """Where ``check`` runs."""
+
+    CUDA = "cuda"
+    CPU = "cpu"
+
+
+class ReportFormat(StrEnum):
+    """How ``check`` prints its report."""
+
+    TEXT = "text"
+    JSON = "json"
+
 
 app = typer.Typer(
     name="firsthop-agent",
@@ -44,10 +86,122 @@ app = typer.Typer(
 def _root() -> None:
     """Run the firsthop node agent.
 
-    `simulate` runs one simulated agent per host of a topology in this process (fake GPUs,
-    real gRPC). The real per-host agent (health probes, rank supervision, maintenance
-    actions) comes next.
+    `run` is the per-host agent (health probes, rank launch and supervision, deep checks on
+    request); `check` runs the deep health check once; `simulate` runs one simulated agent per
+    host of a topology in this process (fake GPUs, real gRPC).
     """
+
+
+@app.command("run")
+def run(
+    server: Annotated[str, typer.Option("--server", "-s", help="Scheduler HOST:PORT.")],
+    host: Annotated[
+        str, typer.Option(help="This host's name in the topology (default: the hostname).")
+    ] = "",
+    address: Annotated[
+        str,
+        typer.Option(help="How ranks on other hosts reach this one (default: the host name)."),
+    ] = "",
+    location: Annotated[
+        str,
+        typer.Option(help="Switches above the host, nearest first, comma-separated (checked)."),
+    ] = "",
+    fake_gpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="Pretend to have N GPUs (fake probe) instead of using NVML."),
+    ] = None,
+    fake_fault: Annotated[
+        list[str] | None,
+        typer.Option(help="Fake probe fault POLL:KIND:GPU[:ARG...], e.g. 5:xid:1:79."),
+    ] = None,
+    fake_deep_check: Annotated[
+        FakeDeepCheck, typer.Option(help="With --fake-gpus, what a deep health check does.")
+    ] = FakeDeepCheck.PASS,
+    checkpoint_path: Annotated[
+        Path, typer.Option(help="File system whose free space the host probe watches.")
+    ] = Path("."),
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where rank logs go (default: a firsthop-logs-HOST temp directory)."),
+    ] = None,
+    stop_grace: Annotated[
+        float, typer.Option(min=0.0, help="SIGTERM-to-SIGKILL seconds when the agent stops.")
+    ] = 30.0,
+    max_backoff: Annotated[
+        float, typer.Option(min=0.01, help="Ceiling of the reconnection backoff in seconds.")
+    ] = 10.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+) -> None:
+    """Run this host's agent until SIGTERM."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    name = host or socket.gethostname()
+    fake_check: FakeCheck = fake_deep_check.value
+    try:
+        settings = AgentSettings(
+            server=server,
+            host=name,
+            address=address,
+            location=tuple(part for part in location.split(",") if part),
+            fake_gpus=fake_gpus,
+            fake_faults=tuple(fake_fault or ()),
+            fake_deep_check=fake_check,
+            checkpoint_path=checkpoint_path,
+            log_dir=log_dir or Path(tempfile.gettempdir()) / f"firsthop-logs-{name}",
+            stop_grace_s=stop_grace,
+            reconnect_max_s=max_backoff,
+        )
+        agent = NodeAgent(settings)
+    except FirsthopError as exc:
+        typer.echo(f"error: {exc.reason}: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
+        asyncio.run(_run_agent(agent))
+    except FatalAgentError as exc:
+        typer.echo(f"error: {exc.reason}: {exc.message}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+async def _run_agent(agent: NodeAgent) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(agent.run(stop))
+    announce = asyncio.create_task(_announce_agent(agent))
+    try:
+        await runner
+    finally:
+        announce.cancel()
+
+
+async def _announce_agent(agent: NodeAgent) -> None:
+    await agent.connected()
+    print(f"agent {agent.settings.host} connected to {agent.settings.server}", flush=True)
+
+
+@app.command("check")
+def check(
+    device: Annotated[
+        CheckDevice, typer.Option(help="cuda (the real check) or cpu (tiny sizes, to try it).")
+    ] = CheckDevice.CUDA,
+    require_gpu: Annotated[
+        bool, typer.Option(help="Without a CUDA device, exit 2 instead of skipping.")
+    ] = False,
+    output: Annotated[
+        ReportFormat, typer.Option("--output", "-o", help="Report format.")
+    ] = ReportFormat.TEXT,
+) -> None:
+    """Run the deep health check on this host and print its report."""
+    from agents.health.deepcheck import DeepCheckConfig, check_command
+
+    config = DeepCheckConfig(
+        device="cpu" if device is CheckDevice.CPU else "cuda", require_gpu=require_gpu
+    )
+    fmt: Literal["text", "json"] = "json" if output is ReportFormat.JSON else "text"
+    raise typer.Exit(check_command(config, output=fmt))
 
 
 @app.command("simulate")

@@ -3,8 +3,8 @@ and the supervisor that tracks what runs.
 
 - :class:`RankExecutor` runs one rank to its end and says how it ended. Two implementations:
   :class:`SimulatedExecutor` (work of a given duration, for tests, the demo and benchmarks)
-  and :class:`ProcessExecutor` (a real local process, argv list only, SIGTERM then SIGKILL
-  after a grace period).
+  and :class:`agents.launch.ProcessExecutor` (a real local process, argv list only, SIGTERM
+  then SIGKILL to its process group after a grace period).
 - :class:`RankSupervisor` starts ranks (at most once per job attempt and rank), stops and
   signals them, and calls back when ranks start, exit or checkpoint. The agent session turns
   those callbacks into reports.
@@ -17,12 +17,9 @@ Must not import ``scheduler`` or the generated protos (the session translates).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal as signals
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Protocol
 
 from agents.timing import WaitFn, wait_or_stop
@@ -54,6 +51,14 @@ class RankLaunch:
     """The full environment of the rank (job env, launcher variables, rank variables)."""
     gpu: int
     local_rank: int
+    covers: tuple[int, ...] = ()
+    """Every rank this one process stands for (a per-host launch such as torchrun, keyed by
+    the host's first rank); empty: just ``key.rank``."""
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """The ranks this process runs."""
+        return self.covers or (self.key.rank,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,74 +129,6 @@ class SimulatedExecutor:
         return RankExit(code, None, "completed" if code == 0 else "failed")
 
 
-class ProcessExecutor:
-    """A real local process per rank (argv list, never a shell), logs in ``log_dir``."""
-
-    def __init__(self, log_dir: Path, wait: WaitFn = wait_or_stop) -> None:
-        self._log_dir = log_dir
-        self._wait = wait
-
-    async def run(self, launch: RankLaunch, control: RankControl) -> RankExit:
-        key = launch.key
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / f"{key.job_id}.{key.attempt}.rank{key.rank}.log"
-        env = {**os.environ, **launch.env}
-        try:
-            with log_path.open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *launch.argv,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            return RankExit(None, reason="start_failed", message=f"{launch.argv[:1]}: {exc}")
-        return await self._supervise(proc, control)
-
-    async def _supervise(self, proc: asyncio.subprocess.Process, control: RankControl) -> RankExit:
-        done = asyncio.ensure_future(proc.wait())
-        stop = asyncio.ensure_future(control.stop_requested.wait())
-        try:
-            while not done.done():
-                sig = asyncio.ensure_future(control.signals.get())
-                finished, _ = await asyncio.wait(
-                    {done, stop, sig}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if sig in finished:
-                    _send(proc, sig.result())
-                else:
-                    sig.cancel()
-                if stop in finished and not done.done():
-                    return await self._terminate(proc, done, control.grace_s)
-        finally:
-            stop.cancel()
-        return _exit_of(done.result(), stopped=False)
-
-    async def _terminate(
-        self, proc: asyncio.subprocess.Process, done: asyncio.Future[int], grace_s: float
-    ) -> RankExit:
-        _send(proc, signals.SIGTERM)
-        exited = asyncio.Event()
-        done.add_done_callback(lambda _: exited.set())
-        if not await self._wait(exited, grace_s):
-            _send(proc, signals.SIGKILL)
-        return _exit_of(await done, stopped=True)
-
-
-def _send(proc: asyncio.subprocess.Process, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
-def _exit_of(returncode: int, *, stopped: bool) -> RankExit:
-    if returncode < 0:
-        return RankExit(None, -returncode, "stopped" if stopped else "failed")
-    reason = "stopped" if stopped else ("completed" if returncode == 0 else "failed")
-    return RankExit(returncode, None, reason)
-
-
 StartedFn = Callable[[str, int, Sequence[int]], None]
 ExitedFn = Callable[[RankKey, RankExit], None]
 CheckpointFn = Callable[[RankKey, int, str], None]
@@ -213,14 +150,15 @@ class RankSupervisor:
         self._on_exited = on_exited
         self._on_checkpoint = on_checkpoint
         self._running: dict[RankKey, tuple[asyncio.Task[None], RankControl]] = {}
+        self._covers: dict[RankKey, tuple[int, ...]] = {}
         self._seen: set[RankKey] = set()
 
     def running(self) -> dict[tuple[str, int], list[int]]:
         """Running ranks by (job id, attempt), ranks ascending."""
         out: dict[tuple[str, int], list[int]] = {}
-        for key in sorted(self._running, key=lambda k: (k.job_id, k.attempt, k.rank)):
-            out.setdefault((key.job_id, key.attempt), []).append(key.rank)
-        return out
+        for key in self._running:
+            out.setdefault((key.job_id, key.attempt), []).extend(self._covers[key])
+        return {k: sorted(v) for k, v in sorted(out.items())}
 
     def start(self, launches: Sequence[RankLaunch]) -> list[int]:
         """Start the launches not started before; return the ranks started now."""
@@ -231,16 +169,18 @@ class RankSupervisor:
             control = RankControl(checkpoint=self._checkpointer(key))
             task = asyncio.create_task(self._run(launch, control), name=f"rank {key}")
             self._running[key] = (task, control)
+            self._covers[key] = launch.ranks
+        started = [rank for launch in fresh for rank in launch.ranks]
         if fresh:
             first = fresh[0].key
-            self._on_started(first.job_id, first.attempt, [launch.key.rank for launch in fresh])
-        return [launch.key.rank for launch in fresh]
+            self._on_started(first.job_id, first.attempt, started)
+        return started
 
     def stop(self, job_id: str, attempt: int, ranks: Sequence[int], grace_s: float) -> int:
         """Ask ranks (all of the attempt when ``ranks`` is empty) to stop; return how many."""
         count = 0
         for key, (_, control) in list(self._running.items()):
-            if _matches(key, job_id, attempt, ranks):
+            if self._matches(key, job_id, attempt, ranks):
                 control.request_stop(grace_s)
                 count += 1
         return count
@@ -249,7 +189,7 @@ class RankSupervisor:
         """Queue a signal for ranks (all of the attempt when ``ranks`` is empty)."""
         count = 0
         for key, (_, control) in self._running.items():
-            if _matches(key, job_id, attempt, ranks):
+            if self._matches(key, job_id, attempt, ranks):
                 control.signals.put_nowait(sig)
                 count += 1
         return count
@@ -267,6 +207,7 @@ class RankSupervisor:
         for task in tasks:
             task.cancel()
         self._running.clear()
+        self._covers.clear()
         return list(tasks)
 
     def _checkpointer(self, key: RankKey) -> Callable[[int, str], None]:
@@ -281,8 +222,12 @@ class RankSupervisor:
         except Exception as exc:  # a broken executor must not kill the agent
             result = RankExit(None, reason="start_failed", message=f"{type(exc).__name__}: {exc}")
         self._running.pop(launch.key, None)
-        self._on_exited(launch.key, result)
+        self._covers.pop(launch.key, None)
+        key = launch.key
+        for rank in launch.ranks:
+            self._on_exited(RankKey(key.job_id, key.attempt, rank), result)
 
-
-def _matches(key: RankKey, job_id: str, attempt: int, ranks: Sequence[int]) -> bool:
-    return key.job_id == job_id and key.attempt == attempt and (not ranks or key.rank in ranks)
+    def _matches(self, key: RankKey, job_id: str, attempt: int, ranks: Sequence[int]) -> bool:
+        if key.job_id != job_id or key.attempt != attempt:
+            return False
+        return not ranks or any(rank in ranks for rank in self._covers.get(key, (key.rank,)))

@@ -12,8 +12,11 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
   attempt), and every copy is acknowledged, so the scheduler can resend freely.
-- **Reports** (ranks started, rank exited, checkpoint) wait in an outbox until the scheduler
-  acknowledges them, and are sent again in order after a reconnect.
+- **Reports** (ranks started, rank exited, checkpoint, health check result) wait in an outbox
+  until the scheduler acknowledges them, and are sent again in order after a reconnect.
+- **Deep health checks** (``RunHealthCheck``) run in the background through an injected
+  :data:`HealthCheckFn`, one at a time; the result is a report. **Log reads** (``FetchLogs``)
+  go through an injected :data:`LogReadFn` and are answered at once with a ``LogChunk``.
 
 Every message up the stream goes through one writer task (gRPC allows one write at a time).
 
@@ -27,13 +30,14 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agents.launch import LogPiece
 from agents.ranks import RankExecutor, RankExit, RankKey, RankLaunch, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
@@ -45,11 +49,28 @@ FATAL_REASONS: Final = frozenset(
 )
 """Registration refusals that retrying cannot fix."""
 REREGISTER_REASONS: Final = frozenset({"unknown_session", "session_replaced"})
+PER_RANK_VARIABLES: Final = frozenset({"RANK", "LOCAL_RANK"})
+"""Left out of the environment of a per-host process (its launcher sets them per worker)."""
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
 
 HealthProbe = Callable[[], tuple["admin_pb2.Health.ValueType", str]]
 """Returns the host's health verdict and, when not healthy, why."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckOutcome:
+    """What a deep health check found, as the scheduler is told."""
+
+    passed: bool
+    summary: str
+    report_json: str = ""
+
+
+HealthCheckFn = Callable[[], Awaitable[HealthCheckOutcome]]
+"""Runs the host's deep health check (must not block the event loop)."""
+LogReadFn = Callable[[str, int, int, int, int], LogPiece]
+"""``read(job_id, attempt, rank, offset, max_bytes)``: part of a rank's log."""
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +91,8 @@ class AgentIdentity:
     agent_version: str = ""
     agent_instance: str = ""
     """Changes whenever the agent process restarts."""
+    address: str = ""
+    """How ranks on other hosts reach this one (``MASTER_ADDR``); empty: the host name."""
 
 
 @dataclass(slots=True)
@@ -83,6 +106,10 @@ class SessionOptions:
     health: HealthProbe = always_healthy
     remembered_commands: int = 4096
     """How many applied command ids are kept to recognise resent copies."""
+    health_check: HealthCheckFn | None = None
+    """Runs ``RunHealthCheck`` commands; ``None`` rejects them."""
+    logs: LogReadFn | None = None
+    """Serves ``FetchLogs`` commands; ``None`` answers that there is no log."""
 
 
 class FatalAgentError(FirsthopError):
@@ -123,6 +150,7 @@ class AgentSession:
         """Set while a stream is open and the hello was sent (tests wait on it)."""
         self.connections = 0
         """How many streams this session has opened."""
+        self._check: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ main loop
 
@@ -132,6 +160,13 @@ class AgentSession:
         Raises:
             FatalAgentError: the scheduler refused the host (unknown host, topology mismatch).
         """
+        try:
+            await self._run(stop)
+        finally:
+            if self._check is not None:
+                self._check.cancel()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if self._session_id is None:
@@ -163,6 +198,7 @@ class AgentSession:
                 location=list(ident.location),
                 agent_version=ident.agent_version,
                 agent_instance=ident.agent_instance,
+                address=ident.address,
             )
         )
         self._session_id = response.session_id
@@ -282,6 +318,11 @@ class AgentSession:
             sig = command.signal_ranks
             count = self.supervisor.signal(sig.job_id, sig.attempt, list(sig.ranks), sig.signal)
             message = f"signalled {count} ranks"
+        elif kind == "run_health_check":
+            status, message = self._start_check(command.run_health_check.check_id)
+        elif kind == "fetch_logs":
+            self._send(agent_pb2.AgentMessage(log_chunk=self._read_log(command.fetch_logs)))
+            message = "log read"
         else:
             status, message = agent_pb2.COMMAND_STATUS_REJECTED, f"unknown command {kind!r}"
         self._remember(cid)
@@ -301,10 +342,56 @@ class AgentSession:
             )
             for r in start.ranks
         ]
+        if start.per_host and launches:
+            # One process (torchrun, say) for the host's ranks: it sets RANK and LOCAL_RANK
+            # of the workers it starts itself.
+            first = launches[0]
+            env = {k: v for k, v in first.env.items() if k not in PER_RANK_VARIABLES}
+            covers = tuple(launch.key.rank for launch in launches)
+            launches = [replace(first, env=env, covers=covers)]
         started = self.supervisor.start(launches)
         if not started and launches:
             return agent_pb2.COMMAND_STATUS_DUPLICATE, "ranks already started"
         return agent_pb2.COMMAND_STATUS_APPLIED, f"started {len(started)} ranks"
+
+    def _start_check(self, check_id: str) -> tuple[agent_pb2.CommandStatus.ValueType, str]:
+        run = self._opts.health_check
+        if run is None:
+            return agent_pb2.COMMAND_STATUS_REJECTED, "this agent runs no deep health checks"
+        if self._check is not None and not self._check.done():
+            return agent_pb2.COMMAND_STATUS_REJECTED, "a deep health check is already running"
+        self._check = asyncio.create_task(self._run_check(check_id, run), name="deep check")
+        return agent_pb2.COMMAND_STATUS_APPLIED, "deep health check started"
+
+    async def _run_check(self, check_id: str, run: HealthCheckFn) -> None:
+        try:
+            outcome = await run()
+        except Exception as exc:  # a broken check is a failed check, not a dead agent
+            _log.warning("%s: deep health check failed to run", self.identity.host, exc_info=True)
+            outcome = HealthCheckOutcome(False, f"the check could not run: {exc}")
+        result = agent_pb2.HealthCheckResult(
+            check_id=check_id,
+            passed=outcome.passed,
+            summary=outcome.summary,
+            report_json=outcome.report_json,
+            at=_now(),
+        )
+        self._report(agent_pb2.Report(health_check=result))
+
+    def _read_log(self, fetch: agent_pb2.FetchLogs) -> agent_pb2.LogChunk:
+        chunk = agent_pb2.LogChunk(request_id=fetch.request_id)
+        if self._opts.logs is None:
+            chunk.error = f"{self.identity.host} keeps no rank logs"
+            return chunk
+        piece = self._opts.logs(
+            fetch.job_id, fetch.attempt, fetch.rank, fetch.offset, fetch.max_bytes
+        )
+        chunk.found = piece.found
+        chunk.offset = piece.offset
+        chunk.data = piece.data
+        chunk.size = piece.size
+        chunk.error = piece.error
+        return chunk
 
     def _remember(self, command_id: str) -> None:
         self._applied[command_id] = None

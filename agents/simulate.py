@@ -3,8 +3,9 @@
 Each simulated agent registers its host (GPUs and location from the topology file), keeps a
 ``Connect`` stream, heartbeats every interval the scheduler asks for (jittered), and runs the
 ranks it is told to start, as simulated work (:class:`~agents.ranks.SimulatedExecutor`) or as
-real local processes (:class:`~agents.ranks.ProcessExecutor`). It speaks exactly the
-AgentService contract a real agent uses; only the executor and the health probe are fakes.
+real local processes (:class:`~agents.launch.ProcessExecutor`). It speaks exactly the
+AgentService contract a real agent uses; only the executor, the health probe and the deep
+health check (which always passes) are fakes.
 
 Agents share a few gRPC channels (HTTP/2 connections), :data:`AGENTS_PER_CHANNEL` each.
 
@@ -24,7 +25,13 @@ from typing import Final
 import grpc.aio
 
 from agents.ranks import RankExecutor
-from agents.session import AgentIdentity, AgentSession, FatalAgentError, SessionOptions
+from agents.session import (
+    AgentIdentity,
+    AgentSession,
+    FatalAgentError,
+    HealthCheckOutcome,
+    SessionOptions,
+)
 from agents.transport import GrpcAgentTransport
 from topology.model import Topology
 
@@ -71,6 +78,11 @@ def identities(topology: Topology, hosts: int | None = None) -> list[AgentIdenti
     ]
 
 
+async def simulated_deep_check() -> HealthCheckOutcome:
+    """A simulated host's deep health check: it always passes."""
+    return HealthCheckOutcome(True, "simulated host: no hardware to check")
+
+
 class SimulatedCluster:
     """Many simulated agents against one scheduler address."""
 
@@ -105,7 +117,7 @@ class SimulatedCluster:
                     ident,
                     GrpcAgentTransport(channels[i // AGENTS_PER_CHANNEL]),
                     self._executor,
-                    self._options(random.Random(self._seed * 1_000_003 + i)),
+                    self._session_options(i),
                 )
                 for i, ident in enumerate(self._identities)
             ]
@@ -118,6 +130,12 @@ class SimulatedCluster:
                         await task
             for channel in channels:
                 await channel.close(None)
+
+    def _session_options(self, i: int) -> SessionOptions:
+        options = self._options(random.Random(self._seed * 1_000_003 + i))
+        if options.health_check is None:
+            options.health_check = simulated_deep_check
+        return options
 
     async def _run_one(self, session: AgentSession, stop: asyncio.Event) -> None:
         try:

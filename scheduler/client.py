@@ -36,13 +36,15 @@ from scheduler.api.serde import (
 )
 from scheduler.core.records import Allocation, Job, Node, Queue
 from scheduler.core.states import JobState, NodeState
-from scheduler.core.status import ClusterStatus
+from scheduler.core.status import ClusterStatus, ettr
 from scheduler.jobspec import JobSpec
 from topology.errors import FirsthopError
 from topology.model import Topology
 
 REASON_KEY: Final = "firsthop-reason"
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
+RESUME_TIMEOUT_S: Final = 900.0
+"""Deadline of a resume, which waits for the node's deep health check."""
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -114,6 +116,27 @@ class NodeView:
     gpus_allocated: int
     job_ids: tuple[str, ...]
     location: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """The deep health check that gated a resume."""
+
+    passed: bool
+    summary: str
+    report_json: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    """Part of a rank's log: where it ran, which attempt, the bytes from ``offset``."""
+
+    host: str
+    attempt: int
+    offset: int
+    size: int
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +309,36 @@ class FirsthopClient:
         request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
         return _node_view(self._call(self._admin.DrainNode, request).node)
 
-    def resume_node(self, name: str, reason: str = "") -> NodeView:
-        """Return a node to service."""
-        request = admin_pb2.ResumeNodeRequest(name=name, reason=reason)
-        return _node_view(self._call(self._admin.ResumeNode, request).node)
+    def resume_node(
+        self, name: str, reason: str = "", *, skip_health_check: bool = False
+    ) -> tuple[NodeView, HealthCheck | None]:
+        """Return a node to service; a drained one after its deep health check passed.
+
+        Returns:
+            The node, and the deep health check that gated it (``None`` when none ran).
+        """
+        request = admin_pb2.ResumeNodeRequest(
+            name=name, reason=reason, skip_health_check=skip_health_check
+        )
+        # The server may wait for a deep health check (up to its health_check_timeout_s).
+        response = self._call(self._admin.ResumeNode, request, timeout=RESUME_TIMEOUT_S)
+        check = None
+        if response.HasField("health_check"):
+            msg = response.health_check
+            check = HealthCheck(msg.passed, msg.summary, msg.report_json, msg.duration_s)
+        return _node_view(response.node), check
+
+    def get_job_logs(
+        self, job_id: str, rank: int, *, offset: int = 0, max_bytes: int = 0
+    ) -> LogPiece:
+        """Part of one rank's log (the current attempt's, or the last one's)."""
+        request = jobs_pb2.GetJobLogsRequest(
+            job_id=job_id, rank=rank, offset=offset, max_bytes=max_bytes
+        )
+        response = self._call(self._jobs.GetJobLogs, request)
+        return LogPiece(
+            response.host, response.attempt, response.offset, response.size, response.data
+        )
 
     def get_topology(self) -> Topology:
         """The cluster's topology."""
@@ -313,9 +362,15 @@ class FirsthopClient:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _call(self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        timeout: float | None = None,
+    ) -> _Resp:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=timeout or self.timeout_s)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.server) from None
 
@@ -344,9 +399,11 @@ __all__ = [
     "ClusterStatus",
     "Explanation",
     "FirsthopClient",
+    "HealthCheck",
     "Job",
     "JobPage",
     "JobState",
+    "LogPiece",
     "Node",
     "NodeState",
     "NodeView",
@@ -354,4 +411,5 @@ __all__ = [
     "QueueView",
     "RemoteError",
     "ServerUnavailableError",
+    "ettr",
 ]

@@ -59,6 +59,11 @@ class ServerConfig(BaseSettings):
     """Period of the scheduling tick (timeouts, time limits, retries of blocked jobs)."""
     stop_grace_s: Annotated[float, Field(ge=0)] = 30.0
     """Grace period between SIGTERM and SIGKILL when ranks are stopped."""
+    return_lost_nodes: bool = False
+    """A LOST node whose agent returns goes back to READY by itself (default: DRAINED,
+    until ``firsthopctl nodes resume`` runs a deep health check and returns it)."""
+    health_check_timeout_s: Positive = 600.0
+    """Longest wait for an agent's deep health check before a resume."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """Serve Prometheus metrics over HTTP on this port (0: any free port); None: no endpoint."""
     metrics_host: str = "127.0.0.1"

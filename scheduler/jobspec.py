@@ -3,8 +3,10 @@
 Keys: ``name``, ``gpus``, ``parallelism`` (``tp``, ``cp``, ``ep``, ``pp``, ``dp``, ``order``,
 ``order_convention``; :class:`placement.Parallelism`), ``command`` (argv list), ``env``,
 ``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``), ``max_restarts``,
-``time_limit_s``. A job without ``parallelism`` is pure data parallelism (``dp = gpus``);
-with it, ``tp*cp*ep*dp*pp`` must equal ``gpus``. Unknown keys are errors.
+``time_limit_s``, and ``launch`` (``per_rank``, the default: the agent starts one process per
+rank; ``per_host``: one process per host, for launchers such as torchrun). A job without
+``parallelism`` is pure data parallelism (``dp = gpus``); with it, ``tp*cp*ep*dp*pp`` must
+equal ``gpus``. Unknown keys are errors.
 
 One optional extension block, ``placement``, carries placement hints: ``required_tier``
 (per dimension, a tier name such as ``pod``), ``nvlink_dims`` (dimensions that must stay in one
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +46,16 @@ class CheckpointSpec(BaseModel):
 
     dir: Annotated[str, Field(min_length=1)]
     interval_s: Annotated[int, Field(ge=1)]
+
+
+class Launch(StrEnum):
+    """How the agents start a job's ranks."""
+
+    PER_RANK = "per_rank"
+    """One process per rank, with ``RANK``, ``LOCAL_RANK``... set (the default)."""
+    PER_HOST = "per_host"
+    """One process per host that starts the host's ranks itself (torchrun with
+    ``--rdzv-backend=static``)."""
 
 
 class PlacementHints(BaseModel):
@@ -73,6 +86,7 @@ class JobSpec(BaseModel):
     max_restarts: Annotated[int, Field(ge=0)] = 0
     time_limit_s: Annotated[int, Field(ge=1)] | None = None
     placement: PlacementHints = Field(default_factory=PlacementHints)
+    launch: Launch = Launch.PER_RANK
 
     @model_validator(mode="after")
     def _product(self) -> JobSpec:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.launch import ProcessExecutor, rank_log_path
 from agents.ranks import (
-    ProcessExecutor,
     RankControl,
     RankExit,
     RankKey,
@@ -322,7 +322,7 @@ async def test_process_ranks_exit_with_their_status(tmp_path: Path) -> None:
     assert ok == RankExit(0, None, "completed")
     assert bad == RankExit(4, None, "failed")
     assert missing.reason == "start_failed"
-    assert (tmp_path / "j-1.0.rank0.log").exists()
+    assert rank_log_path(tmp_path, "j-1", 0, 0).exists()
 
 
 async def test_a_stopped_process_gets_sigterm(tmp_path: Path) -> None:

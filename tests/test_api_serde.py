@@ -24,6 +24,7 @@ from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSl
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.core.status import ClusterStatus, QueueStatus, TierStatus
 from scheduler.jobspec import load_job_spec
+from scheduler.runtime.agents import FetchLogs, RunHealthCheck
 from topology.errors import InvalidInputError, TopologyError
 from topology.generators import dual_plane, rail_optimized
 from topology.model import Topology
@@ -78,6 +79,7 @@ def test_job_spec_with_every_field_round_trips() -> None:
         checkpoint={"dir": "/ckpt", "interval_s": 600},
         max_restarts=4,
         time_limit_s=3600,
+        launch="per_host",
         placement={
             "required_tier": {"dp": "pod"},
             "nvlink_dims": ["cp"],
@@ -114,7 +116,14 @@ def test_invalid_wire_specs_fail_like_files() -> None:
             stopped_hosts=frozenset({"h0001"}),
             stop_deadline=T0 + timedelta(minutes=1),
         ),
-        _job(state=JobState.SUCCEEDED, allocation=None, finished_at=T0 + timedelta(hours=1)),
+        _job(
+            state=JobState.SUCCEEDED,
+            allocation=None,
+            last_allocation=Allocation(
+                ranks=(RankSlot(0, "h0003", 1),), cost=1.0, lower_bound=1.0, placed_at=T0
+            ),
+            finished_at=T0 + timedelta(hours=1),
+        ),
     ],
     ids=["running", "pending", "preempted", "succeeded"],
 )
@@ -153,6 +162,7 @@ def test_nodes_round_trip(state: NodeState, health: Health) -> None:
         health=health,
         reason="why",
         agent_version="v1",
+        address="10.0.0.7",
         registered_at=T0,
         last_heartbeat_at=T0 + timedelta(seconds=1),
         version=3,
@@ -284,6 +294,7 @@ def _start() -> StartRanks:
         env=MappingProxyType({"A": "1"}),
         checkpoint_dir="/ckpt",
         time_limit_s=60,
+        per_host=True,
     )
 
 
@@ -303,6 +314,9 @@ def test_start_commands_round_trip_and_carry_the_launcher_env() -> None:
         "CUDA_VISIBLE_DEVICES": "0,1",
         "FIRSTHOP_JOB_ID": "j-1",
         "FIRSTHOP_RESTART_COUNT": "2",
+        "FIRSTHOP_NODE_RANK": "1",
+        "FIRSTHOP_NNODES": "2",
+        "FIRSTHOP_HOST": "h0002",
         "FIRSTHOP_CHECKPOINT_DIR": "/ckpt",
     }
 
@@ -318,7 +332,7 @@ def test_stop_commands_round_trip() -> None:
 
 
 def test_agent_reports_round_trip_to_events() -> None:
-    registered = NodeRegistered(at=T0, node="h0001", gpus=8, agent_version="v2")
+    registered = NodeRegistered(at=T0, node="h0001", gpus=8, agent_version="v2", address="10.0.0.1")
     beat = HeartbeatReceived(
         at=T0,
         node="h0001",
@@ -357,3 +371,20 @@ def test_registration_with_gaps_in_gpu_indices_is_refused() -> None:
 
     with pytest.raises(InvalidInputError, match=r"0\.\.n-1"):
         agent_serde.node_registered_from_proto(request, T0)
+
+
+def test_agent_questions_round_trip() -> None:
+    check = RunHealthCheck("check:h1:1", "h0001", "check:h1:1")
+    logs = FetchLogs("logs:h1:2", "h0001", "logs:h1:2", "j-1", 3, 9, -4096, 65536)
+
+    assert (
+        agent_serde.run_health_check_from_proto(
+            agent_serde.run_health_check_to_proto(check), "h0001"
+        )
+        == check
+    )
+    assert agent_serde.fetch_logs_from_proto(agent_serde.fetch_logs_to_proto(logs), "h0001") == (
+        logs
+    )
+    with pytest.raises(InvalidInputError):
+        agent_serde.fetch_logs_from_proto(agent_serde.run_health_check_to_proto(check), "h0001")

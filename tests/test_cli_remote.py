@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,10 @@ def test_operators_commands(server: str) -> None:
     assert drained.strip() == "h0004: DRAINED (bios update)"
     assert shown["state"] == "DRAINED"
     assert shown["location"] == ["pod00-leaf00", "pod00"]
-    assert resumed.strip() == "h0004: READY"
+    first, check = resumed.splitlines()
+    assert first == "h0004: READY"
+    assert check.startswith("deep health check passed in ")
+    assert check.endswith(" s: simulated host: no hardware to check")
     assert queue.strip() == "queue research: priority 3, weight 1, quota 32 GPUs"
     assert {q["name"]: q["gpu_quota"] for q in queues} == {"default": None, "research": 32}
     assert status["hosts_total"] == 16
@@ -196,3 +200,59 @@ def test_errors_map_to_exit_codes_and_one_line(server: str, tmp_path: Path) -> N
     for result in (unknown, malformed, too_large, no_node, unreachable):
         assert "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_restarts_failures_lost_time_and_ettr(server: str, tmp_path: Path) -> None:
+    spec = _job_file(
+        tmp_path,
+        "crashy",
+        8,
+        0.2,
+        max_restarts=1,
+        env={"FIRSTHOP_SIM_DURATION_S": "0.2", "FIRSTHOP_SIM_EXIT_CODE": "3"},
+    )
+    job_id = _ok(_user(server, "submit", str(spec))).split()[-1]
+    _wait_state(server, job_id, JobState.FAILED)
+
+    status = json.loads(_ok(_user(server, "status", job_id, "-o", "json")))
+    table = _ok(_user(server, "status", job_id))
+
+    assert status["restarts"] == 1
+    assert [f["reason"] for f in status["failures"]] == ["rank_exited", "rank_exited"]
+    assert all(f["lost_s"] > 0 for f in status["failures"])
+    assert status["lost_s"] == pytest.approx(sum(f["lost_s"] for f in status["failures"]))
+    assert status["ettr"] == 0.0  # it never checkpointed: nothing it did was kept
+    assert "rank_exited on" in table
+    assert "ettr" in table
+
+
+def test_ettr_is_productive_time_over_wall_time_since_the_first_start() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from scheduler.cli.views import job_dict
+    from scheduler.client import Job
+    from scheduler.core.records import Failure
+    from scheduler.jobspec import job_spec_from_data
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    job = Job(
+        id="j-1",
+        spec=job_spec_from_data({"name": "x", "gpus": 8}),
+        user="u",
+        state=JobState.RUNNING,
+        submitted_at=t0,
+        updated_at=t0,
+        first_started_at=t0 + timedelta(seconds=10),
+        productive_s=75.0,
+        restarts=1,
+        failures=(Failure(t0 + timedelta(seconds=50), "node_lost", "h2", 15.0),),
+    )
+
+    data = job_dict(job, now=t0 + timedelta(seconds=110))
+
+    assert data["ettr"] == pytest.approx(0.75)
+    assert data["lost_s"] == 15.0
+    assert data["failures"] == [
+        {"at": "2026-01-01T00:00:50+00:00", "reason": "node_lost", "host": "h2", "lost_s": 15.0}
+    ]
+    assert job_dict(replace(job, first_started_at=None))["ettr"] is None

@@ -12,15 +12,13 @@ for those lines, never for a fixed time.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_builders import BIN, WAIT_S, Proc
 from server_builders import spec
 
 from scheduler.client import FirsthopClient, JobState, RemoteError
@@ -28,52 +26,6 @@ from topology.generators import fat_tree
 from topology.spec import dump_spec
 
 pytestmark = pytest.mark.e2e
-
-BIN = Path(sys.executable).parent
-WAIT_S = 60.0
-
-
-class Proc:
-    """A child process whose stdout lines are collected by a thread."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.log = log
-        self._err = log.open("ab")
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
-
-    def _pump(self) -> None:
-        stdout = self.popen.stdout
-        if stdout is None:  # pragma: no cover - always piped
-            return
-        with stdout:
-            for line in stdout:
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_line(self, prefix: str) -> str:
-        """The first stdout line starting with ``prefix`` (fails on exit or timeout)."""
-        while True:
-            try:
-                line = self.lines.get(timeout=WAIT_S)
-            except queue.Empty:
-                raise AssertionError(f"no {prefix!r} line; see {self.log}") from None
-            if line is None:
-                raise AssertionError(f"exited before {prefix!r}; see {self.log}")
-            if line.startswith(prefix):
-                return line
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-        try:
-            code = self.popen.wait(timeout=WAIT_S)
-            self._pump_thread.join(WAIT_S)
-        finally:
-            self._err.close()
-        return code
 
 
 @pytest.fixture

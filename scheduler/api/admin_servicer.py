@@ -21,10 +21,11 @@ from scheduler.api.serde import (
     queue_from_proto,
     queue_to_proto,
 )
-from scheduler.core.events import Event, NodeDrainRequested, NodeResumeRequested, QueueSet
+from scheduler.core.events import Event, NodeDrainRequested, QueueSet
 from scheduler.core.records import Node
 from scheduler.runtime import queries
 from scheduler.runtime.fleet import location_of
+from scheduler.runtime.requests import AgentRequests, resume_node
 from scheduler.runtime.runtime import Runtime
 from topology.model import Topology
 
@@ -34,8 +35,17 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The AdminService over one runtime and its topology."""
 
-    def __init__(self, runtime: Runtime, topology: Topology) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        topology: Topology,
+        requests: AgentRequests | None = None,
+        *,
+        health_check_timeout_s: float = 600.0,
+    ) -> None:
         self._runtime = runtime
+        self._requests = requests or AgentRequests(runtime)
+        self._check_timeout_s = health_check_timeout_s
         self._topology = topology
         self._topology_msg = topology_to_proto(topology)
         self._locations = {name: location_of(topology, name) for name in topology.hosts}
@@ -85,16 +95,25 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ResumeNode(  # noqa: N802
         self, request: admin_pb2.ResumeNodeRequest, context: Context
     ) -> admin_pb2.ResumeNodeResponse:
-        name, reason = request.name, request.reason
-        self._runtime.get_node(name)
-
-        def resume(at: Any) -> Event:
-            return NodeResumeRequested(at=at, node=name, reason=reason)
-
-        node = await self._runtime.apply(resume, lambda _: self._runtime.get_node(name))
-        if node is None:  # pragma: no cover - apply returns the result
-            raise RuntimeError("resume produced no node")
-        return admin_pb2.ResumeNodeResponse(node=self._node(node))
+        node, check = await resume_node(
+            self._runtime,
+            self._requests,
+            request.name,
+            request.reason,
+            skip_check=request.skip_health_check,
+            timeout_s=self._check_timeout_s,
+        )
+        response = admin_pb2.ResumeNodeResponse(node=self._node(node))
+        if check is not None:
+            response.health_check.CopyFrom(
+                admin_pb2.NodeHealthCheck(
+                    passed=check.passed,
+                    summary=check.summary,
+                    report_json=check.report_json,
+                    duration_s=check.duration_s,
+                )
+            )
+        return response
 
     async def GetTopology(  # noqa: N802
         self, request: admin_pb2.GetTopologyRequest, context: Context

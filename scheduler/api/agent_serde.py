@@ -11,7 +11,8 @@ skewed, and the core orders everything by its own clock.
 The launcher environment of every rank (DESIGN.md "Rank environment") is computed here, on
 the scheduler side, so every agent (simulated or real) launches ranks identically.
 
-Must not import ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
+Must not import ``scheduler.store`` or ``agents``; of ``scheduler.runtime`` only the
+command types the hub sends (:mod:`scheduler.runtime.agents`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scheduler.core.events import (
     RanksStarted,
 )
 from scheduler.core.records import RankSlot
+from scheduler.runtime.agents import FetchLogs, RunHealthCheck
 from topology.errors import InvalidInputError
 
 SIGNAL_EXIT_BASE: Final = 128
@@ -56,6 +58,9 @@ def rank_env(action: StartRanks, local_rank: int) -> dict[str, str]:
         "CUDA_VISIBLE_DEVICES": ",".join(str(s.gpu) for s in action.ranks),
         "FIRSTHOP_JOB_ID": action.job_id,
         "FIRSTHOP_RESTART_COUNT": str(action.attempt),
+        "FIRSTHOP_NODE_RANK": str(action.node_rank),
+        "FIRSTHOP_NNODES": str(action.num_nodes),
+        "FIRSTHOP_HOST": action.node,
     }
     if action.checkpoint_dir is not None:
         env["FIRSTHOP_CHECKPOINT_DIR"] = action.checkpoint_dir
@@ -82,6 +87,7 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
         master_port=action.master_port,
         job_name=action.job_name,
         user=action.user,
+        per_host=action.per_host,
     )
     if action.checkpoint_dir is not None:
         start.checkpoint_dir = action.checkpoint_dir
@@ -112,6 +118,7 @@ def start_ranks_from_proto(command: agent_pb2.Command, node: str) -> StartRanks:
         env=MappingProxyType(dict(start.env)),
         checkpoint_dir=start.checkpoint_dir if start.HasField("checkpoint_dir") else None,
         time_limit_s=start.time_limit_s if start.HasField("time_limit_s") else None,
+        per_host=start.per_host,
     )
 
 
@@ -138,6 +145,53 @@ def stop_ranks_from_proto(command: agent_pb2.Command, node: str) -> StopRanks:
     )
 
 
+def run_health_check_to_proto(command: RunHealthCheck) -> agent_pb2.Command:
+    """The command that runs a node's deep health check."""
+    return agent_pb2.Command(
+        command_id=command.command_id,
+        run_health_check=agent_pb2.RunHealthCheck(check_id=command.check_id),
+    )
+
+
+def run_health_check_from_proto(command: agent_pb2.Command, node: str) -> RunHealthCheck:
+    """The deep-check request of a command sent to ``node``."""
+    if command.WhichOneof("body") != "run_health_check":
+        raise InvalidInputError("not a run_health_check command", reason="invalid_command")
+    return RunHealthCheck(command.command_id, node, command.run_health_check.check_id)
+
+
+def fetch_logs_to_proto(command: FetchLogs) -> agent_pb2.Command:
+    """The command that reads part of a rank's log."""
+    return agent_pb2.Command(
+        command_id=command.command_id,
+        fetch_logs=agent_pb2.FetchLogs(
+            request_id=command.request_id,
+            job_id=command.job_id,
+            attempt=command.attempt,
+            rank=command.rank,
+            offset=command.offset,
+            max_bytes=command.max_bytes,
+        ),
+    )
+
+
+def fetch_logs_from_proto(command: agent_pb2.Command, node: str) -> FetchLogs:
+    """The log read of a command sent to ``node``."""
+    if command.WhichOneof("body") != "fetch_logs":
+        raise InvalidInputError("not a fetch_logs command", reason="invalid_command")
+    fetch = command.fetch_logs
+    return FetchLogs(
+        command_id=command.command_id,
+        node=node,
+        request_id=fetch.request_id,
+        job_id=fetch.job_id,
+        attempt=fetch.attempt,
+        rank=fetch.rank,
+        offset=fetch.offset,
+        max_bytes=fetch.max_bytes,
+    )
+
+
 # ---------------------------------------------------------------- reports up
 
 
@@ -147,6 +201,7 @@ def node_registered_to_proto(event: NodeRegistered) -> agent_pb2.RegisterNodeReq
         host=event.node,
         gpus=[topology_pb2.Gpu(index=i, rail=i) for i in range(event.gpus)],
         agent_version=event.agent_version,
+        address=event.address,
     )
 
 
@@ -163,7 +218,11 @@ def node_registered_from_proto(
             reason="invalid_input",
         )
     return NodeRegistered(
-        at=at, node=request.host, gpus=len(indices), agent_version=request.agent_version
+        at=at,
+        node=request.host,
+        gpus=len(indices),
+        agent_version=request.agent_version,
+        address=request.address,
     )
 
 

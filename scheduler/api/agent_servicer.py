@@ -23,10 +23,12 @@ import grpc.aio
 from firsthop.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.api.agent_serde import (
     checkpoint_from_proto,
+    fetch_logs_to_proto,
     heartbeat_from_proto,
     node_registered_from_proto,
     rank_exited_from_proto,
     ranks_started_from_proto,
+    run_health_check_to_proto,
     running_from_proto,
     start_ranks_to_proto,
     stop_ranks_to_proto,
@@ -36,8 +38,10 @@ from scheduler.core.actions import StartRanks
 from scheduler.core.events import Event
 from scheduler.runtime.agents import (
     AgentLink,
+    FetchLogs,
     Outgoing,
     ReportAcked,
+    RunHealthCheck,
     SessionReplacedError,
     ShuttingDownError,
 )
@@ -144,7 +148,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             elif kind == "ack":
                 ack = message.ack
                 status = _ACK_STATUS.get(ack.status, AckStatus.APPLIED)
-                await fleet.acknowledged(link, ack.command_id, status)
+                await fleet.acknowledged(link, ack.command_id, status, ack.message)
+            elif kind == "log_chunk":
+                chunk = message.log_chunk
+                fleet.requests.log_chunk(
+                    chunk.request_id,
+                    found=chunk.found,
+                    offset=chunk.offset,
+                    size=chunk.size,
+                    data=chunk.data,
+                    error=chunk.error,
+                )
 
     async def _report(self, link: AgentLink, report: agent_pb2.Report) -> None:
         fleet, node, now = self._fleet, link.node, self._runtime.now()
@@ -158,6 +172,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         elif kind == "checkpoint":
             checkpoint = checkpoint_from_proto(report.checkpoint, now)
             await fleet.report(link, report.report_id, lambda at: replace(checkpoint, at=at))
+        elif kind == "health_check":
+            result = report.health_check
+            fleet.health_check_reported(
+                link,
+                report.report_id,
+                result.check_id,
+                passed=result.passed,
+                summary=result.summary,
+                report_json=result.report_json,
+            )
 
 
 def _restamped(event: Event) -> Callable[[datetime], Event]:
@@ -172,4 +196,8 @@ def _outgoing(item: Outgoing) -> agent_pb2.SchedulerMessage:
         return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
     if isinstance(item, StartRanks):
         return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
+    if isinstance(item, RunHealthCheck):
+        return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
+    if isinstance(item, FetchLogs):
+        return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
     return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))

@@ -19,6 +19,7 @@ from scheduler.api.serde import job_spec_from_proto, job_state_from_proto, job_t
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
 from scheduler.runtime import queries
+from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,8 +30,9 @@ ANONYMOUS = "anonymous"
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """The JobService over one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, requests: AgentRequests | None = None) -> None:
         self._runtime = runtime
+        self._requests = requests or AgentRequests(runtime)
 
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
@@ -110,3 +112,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         explanation = runtime.core.explain(request.job_id, now)
         job = runtime.get_job(request.job_id)
         return explanation_to_proto(explanation, job, runtime.state.index, now)
+
+    async def GetJobLogs(  # noqa: N802
+        self, request: jobs_pb2.GetJobLogsRequest, context: Context
+    ) -> jobs_pb2.GetJobLogsResponse:
+        read = await self._requests.read_log(
+            request.job_id, request.rank, offset=request.offset, max_bytes=request.max_bytes
+        )
+        return jobs_pb2.GetJobLogsResponse(
+            host=read.host, attempt=read.attempt, offset=read.offset, size=read.size, data=read.data
+        )

@@ -30,7 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from firsthop.v1 import admin_pb2, jobs_pb2
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
-from scheduler.jobspec import JobSpec, job_spec_from_data
+from scheduler.jobspec import JobSpec, Launch, job_spec_from_data
 from topology.errors import InvalidInputError
 
 # ---------------------------------------------------------------- enums and times
@@ -125,6 +125,7 @@ def job_spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         priority=spec.priority,
         queue=spec.queue,
         max_restarts=spec.max_restarts,
+        launch="" if spec.launch is Launch.PER_RANK else spec.launch.value,
     )
     par = spec.par
     msg.parallelism.CopyFrom(
@@ -170,6 +171,8 @@ def job_spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
     }
     if msg.queue:
         data["queue"] = msg.queue
+    if msg.launch:
+        data["launch"] = msg.launch
     if msg.HasField("parallelism"):
         par = msg.parallelism
         data["parallelism"] = {
@@ -296,6 +299,8 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         msg.submission_id = job.submission_id
     if job.allocation is not None:
         msg.allocation.CopyFrom(allocation_to_proto(job.allocation))
+    if job.last_allocation is not None:
+        msg.last_allocation.CopyFrom(allocation_to_proto(job.last_allocation))
     for name in (
         "submitted_at",
         "updated_at",
@@ -322,6 +327,9 @@ def job_from_proto(msg: jobs_pb2.Job) -> Job:
         reason=msg.reason,
         message=msg.message,
         allocation=allocation_from_proto(msg.allocation) if msg.HasField("allocation") else None,
+        last_allocation=allocation_from_proto(msg.last_allocation)
+        if msg.HasField("last_allocation")
+        else None,
         first_started_at=get_time(msg, "first_started_at"),
         started_at=get_time(msg, "started_at"),
         finished_at=get_time(msg, "finished_at"),
@@ -351,6 +359,7 @@ def node_to_proto(node: Node) -> admin_pb2.Node:
         reason=node.reason,
         agent_version=node.agent_version,
         version=node.version,
+        address=node.address,
     )
     set_time(msg, "registered_at", node.registered_at)
     set_time(msg, "last_heartbeat_at", node.last_heartbeat_at)
@@ -366,6 +375,7 @@ def node_from_proto(msg: admin_pb2.Node) -> Node:
         health=health_from_proto(msg.health),
         reason=msg.reason,
         agent_version=msg.agent_version,
+        address=msg.address,
         registered_at=get_time(msg, "registered_at"),
         last_heartbeat_at=get_time(msg, "last_heartbeat_at"),
         version=msg.version,

@@ -229,6 +229,7 @@ def build_server(
         heartbeat_timeout_s=config.heartbeat_timeout_s,
         stop_grace_s=config.stop_grace_s,
         placement=config.placement,
+        return_lost_nodes=config.return_lost_nodes,
     )
 
     def build_core() -> Scheduler:
@@ -251,8 +252,16 @@ def build_server(
         interceptors=(RpcMetricsInterceptor(metrics), ErrorInterceptor()),
         options=SERVER_OPTIONS,
     )
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(runtime), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime, topology), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(runtime, fleet.requests), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(
+            runtime,
+            topology,
+            fleet.requests,
+            health_check_timeout_s=config.health_check_timeout_s,
+        ),
+        server,
+    )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(
             runtime,

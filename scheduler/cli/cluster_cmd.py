@@ -103,12 +103,22 @@ def nodes_drain(
 def nodes_resume(
     name: NodeArg,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")] = "",
+    skip_health_check: Annotated[
+        bool,
+        typer.Option(help="Return a drained node without its deep health check (you vouch)."),
+    ] = False,
     server: ServerOption = DEFAULT,
 ) -> None:
-    """Return a drained or draining node to service."""
+    """Return a drained or draining node to service.
+
+    A drained node's agent first runs the deep health check; the node returns only if it
+    passes (exit 2, `health_check_failed`, otherwise; the node stays drained).
+    """
     with connect(server) as client:
-        view = client.resume_node(name, reason)
+        view, check = client.resume_node(name, reason, skip_health_check=skip_health_check)
     typer.echo(f"{name}: {view.node.state.value}")
+    if check is not None:
+        typer.echo(f"deep health check passed in {check.duration_s:.1f} s: {check.summary}")
 
 
 @jobs_app.command("list")

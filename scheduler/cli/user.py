@@ -1,4 +1,5 @@
-"""``firsthop``: the users' client: submit, status, list, cancel, watch and explain jobs.
+"""``firsthop``: the users' client: submit, status, list, cancel, watch, explain jobs and read
+their ranks' logs (``logs``).
 
 Stable for scripts: ``submit`` prints the job id as the last word of its output;
 ``status ID --output json`` prints an object with ``id``, ``state`` (upper case) and
@@ -13,6 +14,7 @@ internals or the generated protos: commands call the typed client and hold no lo
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Final
@@ -154,6 +156,33 @@ def watch(
                     last = job
     if last is None or last.state is not JobState.SUCCEEDED:
         raise typer.Exit(EXIT_JOB_DID_NOT_SUCCEED)
+
+
+@app.command("logs")
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    rank: Annotated[int, typer.Option("--rank", "-r", min=0, help="Which rank.")] = 0,
+    tail: Annotated[
+        int | None, typer.Option(min=1, help="Only the last BYTES bytes of the log.")
+    ] = None,
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Print a rank's log (stdout and stderr of its process), read from its host's agent.
+
+    The log of the job's current attempt, or of its last one once it let go of its GPUs. The
+    log goes to standard output as it is; a header line (host, attempt) to standard error.
+    """
+    out = sys.stdout.buffer
+    with connect(server) as client:
+        piece = client.get_job_logs(job_id, rank, offset=-tail if tail else 0)
+        typer.echo(f"== rank {rank} of {job_id} on {piece.host}, attempt {piece.attempt}", err=True)
+        out.write(piece.data)
+        offset = piece.offset + len(piece.data)
+        while tail is None and piece.data and offset < piece.size:
+            piece = client.get_job_logs(job_id, rank, offset=offset)
+            out.write(piece.data)
+            offset = piece.offset + len(piece.data)
+    out.flush()
 
 
 @app.command("explain")

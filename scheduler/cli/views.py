@@ -3,7 +3,10 @@
 The JSON of a job is a stable contract (scripts rely on it): at least ``id``, ``state``
 (upper case: PENDING, ADMITTED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, PREEMPTED,
 REQUEUED) and, once placed, ``placement`` with ``hosts`` (node-rank order) and ``ranks``
-(``[{rank, host, gpu}]``); ``placement`` is ``null`` before that.
+(``[{rank, host, gpu}]``); ``placement`` is ``null`` before that. Recovery: ``restarts``,
+``failures`` (``[{at, reason, host, lost_s}]``: each interruption and the work it lost),
+``lost_s`` (their sum) and ``ettr`` (effective training time ratio: productive time over wall
+time since the first start; ``null`` before the job first ran).
 
 Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement`` or the
 generated protos; it only reads the records the client returns.
@@ -11,10 +14,10 @@ generated protos; it only reads the records the client returns.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.client import ClusterStatus, Explanation, Job, NodeView, QueueView
+from scheduler.client import ClusterStatus, Explanation, Job, NodeView, QueueView, ettr
 
 JOB_COLUMNS = (
     "id",
@@ -62,8 +65,11 @@ def placement_dict(job: Job) -> dict[str, Any] | None:
     }
 
 
-def job_dict(job: Job) -> dict[str, Any]:
-    """Everything about a job, for ``--output json`` (see the module docstring)."""
+def job_dict(job: Job, now: datetime | None = None) -> dict[str, Any]:
+    """Everything about a job, for ``--output json`` (see the module docstring).
+
+    ``now`` (default: the clock) ends the wall time of ``ettr`` for a job still running.
+    """
     spec = job.spec
     return {
         "id": job.id,
@@ -88,6 +94,8 @@ def job_dict(job: Job) -> dict[str, Any]:
             {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
             for f in job.failures
         ],
+        "lost_s": job.lost_s,
+        "ettr": ettr(job, now or datetime.now(UTC)),
         "excluded_hosts": sorted(job.excluded_hosts),
         "hosts_running": len(job.started_hosts),
         "productive_s": job.productive_s,
@@ -121,7 +129,19 @@ def job_fields(job: Job) -> dict[str, Any]:
     """Field/value rows of ``status`` in table form (the rank table is shown apart)."""
     data = job_dict(job)
     data.pop("placement")
-    data.pop("failures")
+    failures = data.pop("failures")
+    if data["ettr"] is not None:
+        data["ettr"] = f"{data['ettr']:.3f}"
+    data["lost_s"] = f"{job.lost_s:.1f}"
+    data["failures"] = (
+        "; ".join(
+            f"{f['reason']}"
+            + (f" on {f['host']}" if f["host"] else "")
+            + f" (lost {f['lost_s']:.1f} s)"
+            for f in failures
+        )
+        or "none"
+    )
     alloc = job.allocation
     if alloc is not None:
         data["hosts"] = ", ".join(alloc.hosts)

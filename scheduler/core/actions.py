@@ -96,12 +96,14 @@ class StartRanks:
         node_rank: position of this host in the job's host order.
         num_nodes: hosts of the job.
         world_size: ranks of the job.
-        master_addr: host of rank 0.
+        master_addr: the address of the host of rank 0 (as its agent registered it), or its
+            name.
         master_port: rendezvous port, derived from job id and attempt.
         command: argv of every rank.
         env: the spec's environment.
         checkpoint_dir: the spec's checkpoint directory, if any.
         time_limit_s: the spec's time limit, if any.
+        per_host: start one process for all of the host's ranks (``launch: per_host``).
     """
 
     command_id: str
@@ -120,6 +122,7 @@ class StartRanks:
     env: Mapping[str, str] = field(default_factory=_no_env)
     checkpoint_dir: str | None = None
     time_limit_s: int | None = None
+    per_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)

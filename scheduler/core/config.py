@@ -38,6 +38,9 @@ class SchedulerConfig(BaseModel):
             left), like Kueue's ``waitForPodsReady``.
         default_time_limit_s: run time assumed, for backfill reservations only, of jobs that
             set no ``time_limit_s`` (it is never enforced).
+        return_lost_nodes: a LOST node whose agent comes back returns to READY by itself;
+            off (the default), it comes back DRAINED and an operator's resume (which runs a
+            deep health check first) returns it.
         default_queue: the queue that always exists (created on first start).
         backfill: let smaller jobs start ahead of a blocked one when they do not delay it.
         preemption: let jobs of higher priority preempt lower-priority running jobs.
@@ -60,6 +63,7 @@ class SchedulerConfig(BaseModel):
     stop_grace_s: PositiveFloat = 30.0
     start_timeout_s: PositiveFloat = 600.0
     default_time_limit_s: PositiveInt = 24 * 3600
+    return_lost_nodes: bool = False
     default_queue: Annotated[str, Field(min_length=1)] = "default"
     backfill: bool = True
     preemption: bool = True

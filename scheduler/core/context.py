@@ -20,6 +20,7 @@ from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import NodeState
+from scheduler.jobspec import Launch
 
 MASTER_PORT_BASE = 20000
 MASTER_PORT_SPAN = 10000
@@ -99,7 +100,8 @@ class Ctx:
         for slot in sorted(alloc.ranks, key=lambda s: s.rank):
             by_host.setdefault(slot.host, []).append(slot)
         hosts = list(by_host)
-        master = hosts[0]
+        master_node = self.state.nodes.get(hosts[0])
+        master = (master_node.address if master_node else "") or hosts[0]
         port = master_port(job.id, job.restarts)
         spec = job.spec
         env = MappingProxyType(dict(spec.env))
@@ -124,6 +126,7 @@ class Ctx:
                     env=env,
                     checkpoint_dir=spec.checkpoint.dir if spec.checkpoint else None,
                     time_limit_s=spec.time_limit_s,
+                    per_host=spec.launch is Launch.PER_HOST,
                 )
             )
 

@@ -66,6 +66,8 @@ class NodeRegistered:
     node: str
     gpus: int
     agent_version: str = ""
+    address: str = ""
+    """How other hosts reach this one; empty: the host name."""
 
 
 @dataclass(frozen=True, slots=True)

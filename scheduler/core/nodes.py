@@ -4,14 +4,18 @@
 
     UNKNOWN --register--> READY <--drain/resume--> DRAINING --last job leaves--> DRAINED
     READY | DRAINING | DRAINED --no heartbeat for heartbeat_timeout_s--> LOST
-    LOST --register or heartbeat--> READY (or DRAINED if the agent reports FAILED health)
+    LOST --register or heartbeat--> DRAINED (READY with ``return_lost_nodes``, unless FAILED)
 
 - A LOST node's jobs go through the failure path at once (requeued with the node excluded,
   or failed once out of restarts); no stop command goes to the lost host.
 - A FAILED health verdict drains the node (DRAINED, reason ``health_failed``) and sends its
   jobs through the failure path too; SUSPECT only keeps new jobs off the node. Only an
-  operator's resume returns a drained node to service; a resumed node's health is UNKNOWN
-  until its next heartbeat.
+  operator's resume returns a drained node to service (the runtime runs a deep health check
+  on it first); a resumed node's health is UNKNOWN until its next heartbeat.
+- A LOST node whose agent comes back is DRAINED (reason ``returned_after_loss``): whatever
+  took it away may have damaged it, so it returns through the same checked resume. With
+  ``SchedulerConfig.return_lost_nodes`` it goes back to READY by itself (like Slurm's
+  ``ReturnToService=1``).
 - Heartbeats are not persisted (4,096 hosts every 5 s would be ~800 writes/s for nothing a
   restart needs: after a restart every node gets a fresh timeout); changes of state or health
   are. A heartbeat also reconciles: ranks of a job attempt that should not run on the host
@@ -60,7 +64,8 @@ def get_node(state: SchedulerState, name: str) -> Node:
 
 
 def register(ctx: Ctx, event: NodeRegistered) -> None:
-    """An agent (re)registered: UNKNOWN/LOST -> READY; other states keep the operator's say.
+    """An agent (re)registered: UNKNOWN -> READY, LOST -> DRAINED (module docstring); other
+    states keep the operator's say.
 
     Raises:
         UnknownNodeError; InvalidInputError (``gpu_count_mismatch``).
@@ -74,11 +79,15 @@ def register(ctx: Ctx, event: NodeRegistered) -> None:
         )
     fields = {
         "agent_version": event.agent_version,
+        "address": event.address,
         "registered_at": event.at,
         "last_heartbeat_at": event.at,
     }
-    if node.state in (N.UNKNOWN, N.LOST):
+    if node.state is N.UNKNOWN:
         state.move_node(node, N.READY, "registered", **fields)
+    elif node.state is N.LOST:
+        node = state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+        _return_lost(ctx, node, node.health)
     else:
         state.put_node(replace(node, **fields))  # type: ignore[arg-type]
 
@@ -100,8 +109,7 @@ def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
     node = state.nodes[node.name]
     failed_now = event.health is Health.FAILED and node.health is not Health.FAILED
     if node.state is N.LOST:
-        dst = N.DRAINED if event.health is Health.FAILED else N.READY
-        node = state.move_node(node, dst, "reconnected", health=event.health)
+        node = _return_lost(ctx, node, event.health)
     elif event.health is not node.health:
         reason = node.reason
         if event.health is not Health.HEALTHY:
@@ -110,6 +118,15 @@ def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
     if failed_now:
         _fail_node(ctx, node, event.at, event.detail)
     _reconcile(ctx, node.name, event)
+
+
+def _return_lost(ctx: Ctx, node: Node, health: Health) -> Node:
+    """A LOST node's agent is back: DRAINED awaiting a checked resume (or READY, see the
+    module docstring)."""
+    if ctx.config.return_lost_nodes and health is not Health.FAILED:
+        return ctx.state.move_node(node, N.READY, "reconnected", health=health)
+    reason = "returned_after_loss: resume it to run a deep health check and return it"
+    return ctx.state.move_node(node, N.DRAINED, reason, health=health)
 
 
 def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:

@@ -98,6 +98,9 @@ class Job:
     """While ``PREEMPTED``: hosts whose ranks have stopped (or were lost)."""
     stop_deadline: datetime | None = None
     """While ``PREEMPTED``: when a forced stop is sent to hosts still running ranks."""
+    last_allocation: Allocation | None = None
+    """The allocation of the latest attempt that let go of its GPUs (where its ranks ran, so
+    their logs can be found after the job finished or was requeued)."""
     version: int = 0
     """One more per handled event that changed the record (1 when created); the store
     refuses to overwrite a version with an older or equal one."""
@@ -139,6 +142,9 @@ class Node:
     reason: str = ""
     """Why it is drained, draining, lost or unhealthy (operator text or stable reason)."""
     agent_version: str = ""
+    address: str = ""
+    """How ranks on other hosts reach this host (``MASTER_ADDR`` when it runs rank 0), as
+    its agent registered it; empty: the host name."""
     registered_at: datetime | None = None
     last_heartbeat_at: datetime | None = None
     """Kept current in memory on every heartbeat, but stored only with other changes of the

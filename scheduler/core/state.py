@@ -207,6 +207,8 @@ class SchedulerState:
         new = replace(job, state=dst, updated_at=at, reason=reason, message=message)
         if fields:
             new = replace(new, **fields)  # type: ignore[arg-type]
+        if job.allocation is not None and new.allocation is None:
+            new = replace(new, last_allocation=job.allocation)
         if is_terminal(dst) and new.finished_at is None:
             new = replace(new, finished_at=at)
         return self.put_job(new)

@@ -3,10 +3,11 @@
 - ``register`` gives a host a new session id (an agent that registers again replaces its
   previous session, whose stream is told to close).
 - ``attach`` binds a ``Connect`` stream to a session; ``detach`` unbinds it.
-- ``send`` queues a start or stop command for a host: it is kept until the agent
-  acknowledges it, written at once if the host's stream is open, and written again on every
-  later stream of that host until acknowledged. A stop drops the unacknowledged start of the
-  same job attempt on that host (the agent would only start ranks to stop them).
+- ``send`` queues a command for a host (start or stop ranks, run a deep health check, read a
+  log): it is kept until the agent acknowledges it, written at once if the host's stream is
+  open, and written again on every later stream of that host until acknowledged. A stop
+  drops the unacknowledged start of the same job attempt on that host (the agent would only
+  start ranks to stop them).
 
 Sessions are not persisted: after a scheduler restart agents get ``unknown_session`` and
 register again, and the core (``SchedulerStarted``) re-issues the commands that matter.
@@ -25,8 +26,6 @@ from typing import Final
 
 from scheduler.core.actions import StartRanks, StopRanks
 from topology.errors import FirsthopError
-
-Command = StartRanks | StopRanks
 
 MAX_PENDING_PER_NODE: Final = 1024
 """Unacknowledged commands kept per host; the oldest are dropped beyond this."""
@@ -54,13 +53,40 @@ class ShuttingDownError(FirsthopError):
 
 
 @dataclass(frozen=True, slots=True)
+class RunHealthCheck:
+    """Ask ``node``'s agent to run its deep health check."""
+
+    command_id: str
+    node: str
+    check_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLogs:
+    """Ask ``node``'s agent for part of one rank's log."""
+
+    command_id: str
+    node: str
+    request_id: str
+    job_id: str
+    attempt: int
+    rank: int
+    offset: int
+    max_bytes: int
+
+
+Command = StartRanks | StopRanks | RunHealthCheck | FetchLogs
+"""What the hub keeps and resends until the agent acknowledges it."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReportAcked:
     """Tell the agent a report is durable."""
 
     report_id: str
 
 
-Outgoing = StartRanks | StopRanks | ReportAcked
+Outgoing = Command | ReportAcked
 
 
 @dataclass(eq=False, slots=True)

@@ -8,11 +8,14 @@ here, with the bookkeeping the core leaves to the runtime:
 - **Stops.** The core emits ``StopRanks`` and expects ``RanksStopped`` once the host's ranks
   of that attempt are gone. Rank exits reported after a stop count towards it (they are not
   ``RankExited`` failures); the stop completes when every rank the host was started with has
-  exited, or when a heartbeat after the acknowledged stop no longer lists the attempt (an
-  agent that restarted and never had the ranks).
+  exited, at once when they had all exited before the stop (a job whose surviving ranks died
+  with their peers), or when a heartbeat after the acknowledged stop no longer lists the
+  attempt (an agent that restarted and never had the ranks).
 - **Acknowledgements.** A start acknowledged (applied or duplicate) is ``StartAcknowledged``;
   a start the agent rejected is reported to the core as the exit of that host's first rank
   with status 127, so the job goes through the failure path.
+- **Questions** to one agent (deep health checks, log reads) are :attr:`Fleet.requests`
+  (:mod:`scheduler.runtime.requests`); a rejected one fails its waiting caller.
 - **Reports** are applied at most once per report id (agents resend unacknowledged reports
   after a reconnect) and acknowledged once durable. A report the core refuses (an unknown or
   finished job) is acknowledged too: retrying it could never succeed.
@@ -40,13 +43,16 @@ from scheduler.core.events import (
     StartAcknowledged,
 )
 from scheduler.core.records import Node
-from scheduler.runtime.agents import AgentLink
+from scheduler.runtime.agents import AgentLink, FetchLogs, RunHealthCheck
+from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import EventFactory, Runtime
 from topology.errors import FirsthopError
 from topology.model import Topology
 
 REMEMBERED_REPORTS: Final = 4096
 """Report ids remembered per host to recognise resent copies."""
+REMEMBERED_EXITS: Final = 4096
+"""Host attempts whose ranks all exited, remembered so a later stop of them is done at once."""
 START_REJECTED_EXIT: Final = 127
 
 _log = logging.getLogger(__name__)
@@ -89,6 +95,10 @@ class Fleet:
         self._stops: dict[str, dict[tuple[str, int], _Stop]] = {}
         """Stops in progress by host, then (job id, attempt)."""
         self._reports: dict[str, OrderedDict[str, None]] = {}
+        self._exited: OrderedDict[AttemptKey, None] = OrderedDict()
+        """Host attempts all of whose ranks reported their exit (newest last, bounded)."""
+        self.requests = AgentRequests(runtime)
+        """Deep health checks and log reads waiting for their agent's answer."""
         runtime.on_actions.append(self._observe)
 
     # ------------------------------------------------------------------ sessions
@@ -172,6 +182,22 @@ class Fleet:
         self._remember(link.node, report_id)
         self._runtime.agents.report_acked(link, report_id)
 
+    def health_check_reported(
+        self,
+        link: AgentLink,
+        report_id: str,
+        check_id: str,
+        *,
+        passed: bool,
+        summary: str,
+        report_json: str,
+    ) -> None:
+        """A deep health check's result: wake whoever waits for it, acknowledge the report."""
+        if not self._seen(link.node, report_id):
+            self.requests.health_check_result(check_id, passed, summary, report_json)
+            self._remember(link.node, report_id)
+        self._runtime.agents.report_acked(link, report_id)
+
     async def rank_exited(
         self, link: AgentLink, report_id: str, make: Callable[[datetime], RankExited]
     ) -> None:
@@ -196,13 +222,22 @@ class Fleet:
                     self._ranks[key] = left
                 else:
                     del self._ranks[key]
+                    self._exited[key] = None
+                    while len(self._exited) > REMEMBERED_EXITS:
+                        self._exited.popitem(last=False)
         self._remember(link.node, report_id)
         self._runtime.agents.report_acked(link, report_id)
 
-    async def acknowledged(self, link: AgentLink, command_id: str, status: AckStatus) -> None:
+    async def acknowledged(
+        self, link: AgentLink, command_id: str, status: AckStatus, message: str = ""
+    ) -> None:
         """An agent acknowledged a command."""
         command = self._runtime.agents.acknowledged(link.node, command_id)
         if command is None:
+            return
+        if isinstance(command, RunHealthCheck | FetchLogs):
+            if status is AckStatus.REJECTED:
+                self.requests.rejected(command, message)
             return
         if isinstance(command, StopRanks):
             stop = self._stops.get(command.node, {}).get((command.job_id, command.attempt))
@@ -243,6 +278,10 @@ class Fleet:
             self._ranks[key] = frozenset(slot.rank for slot in action.ranks)
         elif isinstance(action, StopRanks):
             key = (action.node, action.job_id, action.attempt)
+            if key in self._exited:  # nothing of that attempt runs there any more
+                del self._exited[key]
+                self._finish_stop(key)
+                return
             stops = self._stops.setdefault(action.node, {})
             if (action.job_id, action.attempt) not in stops:
                 ranks = self._ranks.get(key)

@@ -4,8 +4,8 @@ Migrations (``scheduler/store/migrations/versions``) create and change the table
 describes the result for queries and must be kept equal to it (a test compares them).
 
 - ``queues``: one row per queue;
-- ``nodes``: one row per host (state, health, agent; heartbeat times only as of the last
-  state change);
+- ``nodes``: one row per host (state, health, agent and its address; heartbeat times only
+  as of the last state change);
 - ``jobs``: the columns used to filter and order, the spec as JSON, and the rest of the record
   (allocation, failures, bookkeeping) as one JSON document.
 
@@ -74,6 +74,7 @@ nodes = sa.Table(
     sa.Column("gpus", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False, server_default=""),
     sa.Column("registered_at", UtcDateTime, nullable=True),
     sa.Column("last_heartbeat_at", UtcDateTime, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),

@@ -44,20 +44,35 @@ def _required(value: datetime | None) -> datetime:
     return value
 
 
+def _allocation_to_data(alloc: Allocation | None) -> dict[str, Any] | None:
+    if alloc is None:
+        return None
+    return {
+        "ranks": [[s.rank, s.host, s.gpu] for s in alloc.ranks],
+        "cost": alloc.cost,
+        "lower_bound": alloc.lower_bound,
+        "placed_at": _iso(alloc.placed_at),
+    }
+
+
+def _allocation_from_data(alloc: Mapping[str, Any] | None) -> Allocation | None:
+    if alloc is None:
+        return None
+    return Allocation(
+        ranks=tuple(RankSlot(int(r), str(h), int(g)) for r, h, g in alloc["ranks"]),
+        cost=float(alloc["cost"]),
+        lower_bound=float(alloc["lower_bound"]),
+        placed_at=_required(_from_iso(alloc["placed_at"])),
+    )
+
+
 def job_to_row(job: Job) -> dict[str, Any]:
     """Column values of a job."""
-    alloc = job.allocation
     data: dict[str, Any] = {
         "reason": job.reason,
         "message": job.message,
-        "allocation": None
-        if alloc is None
-        else {
-            "ranks": [[s.rank, s.host, s.gpu] for s in alloc.ranks],
-            "cost": alloc.cost,
-            "lower_bound": alloc.lower_bound,
-            "placed_at": _iso(alloc.placed_at),
-        },
+        "allocation": _allocation_to_data(job.allocation),
+        "last_allocation": _allocation_to_data(job.last_allocation),
         "first_started_at": _iso(job.first_started_at),
         "started_at": _iso(job.started_at),
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
@@ -92,15 +107,6 @@ def job_to_row(job: Job) -> dict[str, Any]:
 def job_from_row(row: Mapping[str, Any]) -> Job:
     """A job from its column values."""
     data = row["data"]
-    alloc = data.get("allocation")
-    allocation = None
-    if alloc is not None:
-        allocation = Allocation(
-            ranks=tuple(RankSlot(int(r), str(h), int(g)) for r, h, g in alloc["ranks"]),
-            cost=float(alloc["cost"]),
-            lower_bound=float(alloc["lower_bound"]),
-            placed_at=_required(_from_iso(alloc["placed_at"])),
-        )
     return Job(
         id=row["id"],
         spec=JobSpec.model_validate(row["spec"]),
@@ -111,7 +117,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         submission_id=row["submission_id"],
         reason=data.get("reason", ""),
         message=data.get("message", ""),
-        allocation=allocation,
+        allocation=_allocation_from_data(data.get("allocation")),
+        last_allocation=_allocation_from_data(data.get("last_allocation")),
         first_started_at=_from_iso(data.get("first_started_at")),
         started_at=_from_iso(data.get("started_at")),
         finished_at=utc(row["finished_at"]),
@@ -145,6 +152,7 @@ def node_to_row(node: Node) -> dict[str, Any]:
         "gpus": node.gpus,
         "reason": node.reason,
         "agent_version": node.agent_version,
+        "address": node.address,
         "registered_at": utc(node.registered_at),
         "last_heartbeat_at": utc(node.last_heartbeat_at),
         "version": node.version,
@@ -160,6 +168,7 @@ def node_from_row(row: Mapping[str, Any]) -> Node:
         health=Health(row["health"]),
         reason=row["reason"],
         agent_version=row["agent_version"],
+        address=row.get("address") or "",
         registered_at=utc(row["registered_at"]),
         last_heartbeat_at=utc(row["last_heartbeat_at"]),
         version=int(row["version"]),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from core_builders import Harness, cluster
 
 from scheduler.core.actions import PersistChanges, StartRanks
-from scheduler.core.states import JobState
+from scheduler.core.events import HeartbeatReceived, NodeRegistered
+from scheduler.core.states import Health, JobState
 
 J = JobState
 
@@ -52,6 +53,34 @@ def test_start_commands_carry_the_rank_table() -> None:
     assert first.env["A"] == "1"
     assert first.checkpoint_dir == "/ckpt"
     assert first.command_id == f"start:{job}:0:{first.node}"
+
+
+def test_master_addr_is_the_registered_address_of_the_first_host() -> None:
+    h = Harness(cluster(1, 1, 2))
+    for i, host in enumerate(h.hosts):
+        h.handle(NodeRegistered(h.clock.now(), host, 8, "test", address=f"10.0.0.{i + 1}"))
+        h.handle(HeartbeatReceived(h.clock.now(), host, Health.HEALTHY))
+    job = h.submit(16)
+    starts = [a for a in h.tick() if isinstance(a, StartRanks)]
+    first_host = h.hosts_of(job)[0]
+    assert h.state.nodes[first_host].address == f"10.0.0.{h.hosts.index(first_host) + 1}"
+    assert {s.master_addr for s in starts} == {h.state.nodes[first_host].address}
+    h.store_matches()
+
+
+def test_a_job_that_lets_go_of_its_gpus_remembers_where_it_ran() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    job = h.submit(16, max_restarts=1)
+    h.tick()
+    h.start(job)
+    placed = h.job(job).allocation
+    h.finish(job, 3, rank=5)
+    requeued = h.job(job)
+    assert requeued.state is JobState.REQUEUED
+    assert requeued.allocation is None
+    assert requeued.last_allocation == placed
+    h.store_matches()
 
 
 def test_lifecycle_to_success_goes_through_every_state() -> None:

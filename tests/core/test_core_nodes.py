@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from core_builders import Harness, cluster
 
-from scheduler.core.events import HeartbeatReceived, NodeDrainRequested, NodeResumeRequested
+from scheduler.core.config import SchedulerConfig
+from scheduler.core.events import (
+    HeartbeatReceived,
+    NodeDrainRequested,
+    NodeRegistered,
+    NodeResumeRequested,
+    RanksStarted,
+    StartAcknowledged,
+)
 from scheduler.core.states import Health, JobState, NodeState
 
 J = JobState
@@ -85,7 +93,7 @@ def test_restarts_exhausted_fails_the_job() -> None:
     assert failed.finished_at is not None
 
 
-def test_lost_node_that_returns_is_ready_and_orphans_are_stopped() -> None:
+def test_lost_node_that_returns_is_drained_and_orphans_are_stopped() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
     job = _running(h, 8, max_restarts=1)
@@ -95,11 +103,31 @@ def test_lost_node_that_returns_is_ready_and_orphans_are_stopped() -> None:
     assert h.state.nodes[host].state is N.LOST
     mark = len(h.actions)
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.HEALTHY, {job: 0}))
-    assert h.state.nodes[host].state is N.READY
+    node = h.state.nodes[host]
+    assert node.state is N.DRAINED
+    assert node.reason.startswith("returned_after_loss")
     orphan = [s for s in h.stops(mark) if s.job_id == job]
     assert len(orphan) == 1
     assert orphan[0].reason == "orphan"
     assert orphan[0].attempt == 0
+    h.handle(NodeResumeRequested(h.clock.now(), host, "checked"))
+    assert h.state.nodes[host].state is N.READY
+    h.store_matches()
+
+
+def test_lost_nodes_can_be_configured_to_return_by_themselves() -> None:
+    h = Harness(cluster(1, 1, 2), config=SchedulerConfig(return_lost_nodes=True))
+    h.register()
+    host = h.hosts[0]
+    h.wait(h.config.heartbeat_timeout_s + 10, except_=[host])
+    h.tick()
+    assert h.state.nodes[host].state is N.LOST
+    h.handle(NodeRegistered(h.clock.now(), host, 8, "test"))
+    assert h.state.nodes[host].state is N.READY
+    h.wait(h.config.heartbeat_timeout_s + 10, except_=[host])
+    h.tick()
+    h.handle(HeartbeatReceived(h.clock.now(), host, Health.FAILED, {}, "xid 79"))
+    assert h.state.nodes[host].state is N.DRAINED
 
 
 def test_failed_health_drains_the_node_and_requeues_its_jobs() -> None:
@@ -202,3 +230,73 @@ def test_fence_released_by_a_heartbeat_or_its_deadline() -> None:
     h.tick(0)
     assert int(h.state.busy.sum()) == 0
     assert h.state.nodes[host_b].state is N.READY
+
+
+def _starting(h: Harness, gpus: int, **fields: object) -> str:
+    """A job placed on two hosts whose first host acknowledged its start; the other did not."""
+    job = h.submit(gpus, **fields)
+    h.tick()
+    first = h.hosts_of(job)[0]
+    attempt = h.job(job).restarts
+    h.handle(StartAcknowledged(h.clock.now(), job, first, attempt))
+    h.handle(RanksStarted(h.clock.now(), job, first, attempt))
+    assert h.job(job).state is J.STARTING
+    return job
+
+
+def test_a_node_lost_while_its_job_starts_counts_as_a_failure() -> None:
+    h = Harness(cluster(1, 1, 3))
+    h.register()
+    job = _starting(h, 16, max_restarts=1)
+    first, second = h.hosts_of(job)
+    mark = len(h.actions)
+    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
+    h.tick()
+    requeued = h.job(job)
+    assert requeued.state is J.REQUEUED
+    assert requeued.restarts == requeued.fault_restarts == 1
+    assert requeued.excluded_hosts == {second}
+    assert [(f.reason, f.host, f.lost_s) for f in requeued.failures] == [("node_lost", second, 0.0)]
+    assert [s.node for s in h.stops(mark) if s.job_id == job] == [first]
+    h.stopped(job, attempt=0)
+    h.tick()
+    assert h.job(job).state is J.ADMITTED
+    assert second not in h.hosts_of(job)
+    # The restart limit holds for failures while starting too.
+    third = next(host for host in h.hosts_of(job) if host != first)
+    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second, third])
+    h.tick()
+    assert h.job(job).state is J.FAILED
+    assert "restarts exhausted" in h.job(job).message
+    h.store_matches()
+
+
+def test_a_failed_verdict_while_its_job_starts_drains_and_requeues() -> None:
+    h = Harness(cluster(1, 1, 3))
+    h.register()
+    job = _starting(h, 16, max_restarts=2)
+    _, second = h.hosts_of(job)
+    h.handle(HeartbeatReceived(h.clock.now(), second, Health.FAILED, {}, "gpu_lost: GPU 3"))
+    assert h.state.nodes[second].state is N.DRAINED
+    requeued = h.job(job)
+    assert requeued.state is J.REQUEUED
+    assert requeued.failures[-1].reason == "node_failed"
+    assert requeued.excluded_hosts == {second}
+
+
+def test_a_suspect_node_keeps_its_running_job_through_heartbeats_and_ticks() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    job = _running(h, 8, max_restarts=1)
+    (host,) = h.hosts_of(job)
+    h.handle(HeartbeatReceived(h.clock.now(), host, Health.SUSPECT, {job: 0}, "hot"))
+    other = h.submit(8)
+    for _ in range(5):
+        h.clock.advance(5)
+        h.handle(HeartbeatReceived(h.clock.now(), host, Health.SUSPECT, {job: 0}, "hot"))
+        h.tick(0)
+    assert h.job(job).state is J.RUNNING
+    assert h.job(job).restarts == 0
+    assert h.job(other).state is J.ADMITTED
+    assert host not in h.hosts_of(other)
+    assert h.state.nodes[host].reason.startswith("health suspect")

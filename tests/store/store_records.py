@@ -75,6 +75,9 @@ def rich_job(
         allocation=Allocation(ranks, cost=526.25, lower_bound=500.5, placed_at=at(10))
         if holds
         else None,
+        last_allocation=None
+        if holds
+        else Allocation(ranks[:8], cost=1.5, lower_bound=1.0, placed_at=at(3)),
         first_started_at=at(11),
         started_at=at(12),
         finished_at=at(99) if state in (JobState.SUCCEEDED, JobState.FAILED) else None,
@@ -103,6 +106,7 @@ def rich_node(name: str = "h001", *, version: int = 1) -> Node:
         health=Health.SUSPECT,
         reason="health suspect: throttling",
         agent_version="0.1.0+abc",
+        address="10.1.2.3",
         registered_at=at(1),
         last_heartbeat_at=at(2).astimezone(timezone(timedelta(hours=2))),
         version=version,

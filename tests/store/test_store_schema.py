@@ -40,7 +40,7 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0001"
+        assert version == "0002"
     finally:
         store.close()
 
@@ -53,3 +53,35 @@ def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         create_engine(url)
     assert info.value.reason == "invalid_db_url"
+
+
+def test_a_database_of_revision_0001_upgrades_and_keeps_its_nodes(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from scheduler.store import migrations
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO nodes (name, state, health, gpus, reason, agent_version, version)"
+                    " VALUES ('h1', 'READY', 'HEALTHY', 8, '', 'v1', 1)"
+                )
+            )
+    finally:
+        engine.dispose()
+    store = SqlStore(url)
+    try:
+        (node,) = store.load().nodes
+    finally:
+        store.close()
+
+    assert node.name == "h1"
+    assert node.address == ""

@@ -95,6 +95,7 @@ class Node(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     GPUS_ALLOCATED_FIELD_NUMBER: _builtins.int
     JOB_IDS_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
@@ -106,6 +107,8 @@ class Node(_message.Message):
     """Why it is drained, draining, lost or unhealthy."""
     agent_version: _builtins.str
     version: _builtins.int
+    address: _builtins.str
+    """How other hosts reach it (the agent's --address); empty: the host name."""
     gpus_allocated: _builtins.int
     """Filled by the server from the live state; ignored on input.
     GPUs held by jobs on this node.
@@ -134,13 +137,14 @@ class Node(_message.Message):
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         last_heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
+        address: _builtins.str = ...,
         gpus_allocated: _builtins.int = ...,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
         location: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_at", b"last_heartbeat_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "gpus", b"gpus", "gpus_allocated", b"gpus_allocated", "health", b"health", "job_ids", b"job_ids", "last_heartbeat_at", b"last_heartbeat_at", "location", b"location", "name", b"name", "reason", b"reason", "registered_at", b"registered_at", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "gpus", b"gpus", "gpus_allocated", b"gpus_allocated", "health", b"health", "job_ids", b"job_ids", "last_heartbeat_at", b"last_heartbeat_at", "location", b"location", "name", b"name", "reason", b"reason", "registered_at", b"registered_at", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -607,17 +611,21 @@ class ResumeNodeRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SKIP_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     reason: _builtins.str
+    skip_health_check: _builtins.bool
+    """Return the node without the deep health check (the operator vouches for it)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         reason: _builtins.str = ...,
+        skip_health_check: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "skip_health_check", b"skip_health_check"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -628,20 +636,59 @@ class ResumeNodeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def node(self) -> Global___Node: ...
+    @_builtins.property
+    def health_check(self) -> Global___NodeHealthCheck:
+        """The deep health check that gated the resume; unset when none ran."""
+
     def __init__(
         self,
         *,
         node: Global___Node | None = ...,
+        health_check: Global___NodeHealthCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_health_check", b"_health_check", "health_check", b"health_check", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_health_check", b"_health_check", "health_check", b"health_check", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__health_check: _TypeAlias = _typing.Literal["health_check"]  # noqa: Y015
+    _WhichOneofArgType__health_check: _TypeAlias = _typing.Literal["_health_check", b"_health_check"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__health_check) -> _WhichOneofReturnType__health_check | None: ...
+
+Global___ResumeNodeResponse: _TypeAlias = ResumeNodeResponse  # noqa: Y015
+
+@_typing.final
+class NodeHealthCheck(_message.Message):
+    """The outcome of a deep health check on a node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSED_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    REPORT_JSON_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    passed: _builtins.bool
+    summary: _builtins.str
+    report_json: _builtins.str
+    """The agent's full report as JSON."""
+    duration_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        passed: _builtins.bool = ...,
+        summary: _builtins.str = ...,
+        report_json: _builtins.str = ...,
+        duration_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "passed", b"passed", "report_json", b"report_json", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ResumeNodeResponse: _TypeAlias = ResumeNodeResponse  # noqa: Y015
+Global___NodeHealthCheck: _TypeAlias = NodeHealthCheck  # noqa: Y015
 
 @_typing.final
 class GetTopologyRequest(_message.Message):

@@ -100,7 +100,10 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeNode(self, request, context):
-        """Return a drained or draining node to service.
+        """Return a drained or draining node to service. A DRAINED node's agent first runs the deep
+        health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
+        drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
+        "health_check_timeout" when no result came in time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,11 @@ class AdminServiceStub:
     DrainNode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DrainNodeRequest, _admin_pb2.DrainNodeResponse]
     """Stop placing new jobs on a node; running jobs continue."""
     ResumeNode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResumeNodeRequest, _admin_pb2.ResumeNodeResponse]
-    """Return a drained or draining node to service."""
+    """Return a drained or draining node to service. A DRAINED node's agent first runs the deep
+    health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
+    drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
+    "health_check_timeout" when no result came in time.
+    """
     GetTopology: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]
     SetQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]
@@ -56,7 +60,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     DrainNode: _aio.UnaryUnaryMultiCallable[_admin_pb2.DrainNodeRequest, _admin_pb2.DrainNodeResponse]  # type: ignore[assignment]
     """Stop placing new jobs on a node; running jobs continue."""
     ResumeNode: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResumeNodeRequest, _admin_pb2.ResumeNodeResponse]  # type: ignore[assignment]
-    """Return a drained or draining node to service."""
+    """Return a drained or draining node to service. A DRAINED node's agent first runs the deep
+    health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
+    drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
+    "health_check_timeout" when no result came in time.
+    """
     GetTopology: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]  # type: ignore[assignment]
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
     SetQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]  # type: ignore[assignment]
@@ -93,7 +101,11 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ResumeNodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ResumeNodeResponse, _abc.Awaitable[_admin_pb2.ResumeNodeResponse]]:
-        """Return a drained or draining node to service."""
+        """Return a drained or draining node to service. A DRAINED node's agent first runs the deep
+        health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
+        drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
+        "health_check_timeout" when no result came in time.
+        """
 
     @_abc_1.abstractmethod
     def GetTopology(

@@ -18,10 +18,13 @@ Protocol:
      Every report carries a report_id; the scheduler answers ReportAck once the report is
      durable. The agent keeps unacknowledged reports and sends them again, in order, after
      a reconnect; the scheduler ignores a report it has already applied.
-  4. Down the stream: commands (start ranks, stop ranks, signal ranks). Every command has a
+  4. Down the stream: commands (start ranks, stop ranks, signal ranks, run a deep health
+     check, fetch a rank's log). Every command has a
      command_id that names its effect (the same id is the same command); the agent applies
      a command at most once per id and acknowledges every copy it receives. The scheduler
      sends again every command not acknowledged when a stream ends, on the next stream.
+  5. Answers that are not reports: a LogChunk answers a FetchLogs command. It is not kept
+     or resent: a log read that a broken stream interrupted is simply asked again.
 
 Evolve by adding fields; never renumber or reuse a field number.
 """
@@ -79,10 +82,15 @@ class RegisterNodeRequest(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_INSTANCE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     agent_version: _builtins.str
     agent_instance: _builtins.str
     """Changes when the agent process restarts (a boot or process id); informational."""
+    address: _builtins.str
+    """How ranks on other hosts reach this host (MASTER_ADDR when it runs rank 0): an address
+    or a resolvable name. Empty: the host name.
+    """
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[_topology_pb2.Gpu]:
         """The host's GPUs, by local index."""
@@ -101,10 +109,11 @@ class RegisterNodeRequest(_message.Message):
         location: _abc.Iterable[_builtins.str] | None = ...,
         agent_version: _builtins.str = ...,
         agent_instance: _builtins.str = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_instance", b"agent_instance", "agent_version", b"agent_version", "gpus", b"gpus", "host", b"host", "location", b"location"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_instance", b"agent_instance", "agent_version", b"agent_version", "gpus", b"gpus", "host", b"host", "location", b"location"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -359,6 +368,44 @@ class CheckpointReported(_message.Message):
 Global___CheckpointReported: _TypeAlias = CheckpointReported  # noqa: Y015
 
 @_typing.final
+class HealthCheckResult(_message.Message):
+    """The outcome of a RunHealthCheck command."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    REPORT_JSON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    """The RunHealthCheck's check_id."""
+    passed: _builtins.bool
+    """No check failed (a check skipped for want of a GPU passes)."""
+    summary: _builtins.str
+    """One line for people: what failed, or what was skipped."""
+    report_json: _builtins.str
+    """The full report (agents.health.deepcheck.DeepCheckReport as JSON), for operators."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        summary: _builtins.str = ...,
+        report_json: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "check_id", b"check_id", "passed", b"passed", "report_json", b"report_json", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckResult: _TypeAlias = HealthCheckResult  # noqa: Y015
+
+@_typing.final
 class Report(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -366,6 +413,7 @@ class Report(_message.Message):
     RANKS_STARTED_FIELD_NUMBER: _builtins.int
     RANK_EXITED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Unique per agent instance; the scheduler acknowledges it by this id."""
     @_builtins.property
@@ -374,6 +422,8 @@ class Report(_message.Message):
     def rank_exited(self) -> Global___RankExited: ...
     @_builtins.property
     def checkpoint(self) -> Global___CheckpointReported: ...
+    @_builtins.property
+    def health_check(self) -> Global___HealthCheckResult: ...
     def __init__(
         self,
         *,
@@ -381,16 +431,57 @@ class Report(_message.Message):
         ranks_started: Global___RanksStarted | None = ...,
         rank_exited: Global___RankExited | None = ...,
         checkpoint: Global___CheckpointReported | None = ...,
+        health_check: Global___HealthCheckResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint", "health_check"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Report: _TypeAlias = Report  # noqa: Y015
+
+@_typing.final
+class LogChunk(_message.Message):
+    """A piece of one rank's log file, answering a FetchLogs command."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The FetchLogs's request_id."""
+    found: _builtins.bool
+    """False when the agent has no log of that rank and attempt (error says why)."""
+    offset: _builtins.int
+    """Offset of data in the file."""
+    data: _builtins.bytes
+    size: _builtins.int
+    """Size of the whole file when it was read."""
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        found: _builtins.bool = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        size: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "found", b"found", "offset", b"offset", "request_id", b"request_id", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
 
 @_typing.final
 class CommandAck(_message.Message):
@@ -425,6 +516,7 @@ class AgentMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
+    LOG_CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___ConnectHello: ...
     @_builtins.property
@@ -433,6 +525,8 @@ class AgentMessage(_message.Message):
     def report(self) -> Global___Report: ...
     @_builtins.property
     def ack(self) -> Global___CommandAck: ...
+    @_builtins.property
+    def log_chunk(self) -> Global___LogChunk: ...
     def __init__(
         self,
         *,
@@ -440,12 +534,13 @@ class AgentMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         report: Global___Report | None = ...,
         ack: Global___CommandAck | None = ...,
+        log_chunk: Global___LogChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "report", "ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "report", "ack", "log_chunk"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -490,8 +585,9 @@ class RankLaunch(_message.Message):
         """The launcher environment of this rank, computed by the scheduler from the other fields:
         RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT,
         CUDA_VISIBLE_DEVICES (this host's GPUs of the job, in local-rank order),
-        FIRSTHOP_JOB_ID, FIRSTHOP_RESTART_COUNT and, when the job checkpoints,
-        FIRSTHOP_CHECKPOINT_DIR. The agent sets StartRanks.env, then these on top.
+        FIRSTHOP_JOB_ID, FIRSTHOP_RESTART_COUNT, FIRSTHOP_NODE_RANK and FIRSTHOP_NNODES (for
+        `torchrun --rdzv-backend=static --node-rank ... --nnodes ...`), FIRSTHOP_HOST (the host's
+        name in the topology) and, when the job checkpoints, FIRSTHOP_CHECKPOINT_DIR. The agent sets StartRanks.env, then these on top.
         """
 
     def __init__(
@@ -550,6 +646,7 @@ class StartRanks(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     CHECKPOINT_DIR_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_S_FIELD_NUMBER: _builtins.int
+    PER_HOST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     """The job's restart count; echo it in every report about these ranks."""
@@ -564,6 +661,11 @@ class StartRanks(_message.Message):
     user: _builtins.str
     checkpoint_dir: _builtins.str
     time_limit_s: _builtins.int
+    per_host: _builtins.bool
+    """Start one process for all of this host's ranks (the job's launch is "per_host", e.g.
+    torchrun) instead of one per rank. It gets the first rank's environment without RANK
+    and LOCAL_RANK; its exit is the exit of every rank of the host.
+    """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """argv of every rank; never a shell string."""
@@ -593,10 +695,11 @@ class StartRanks(_message.Message):
         user: _builtins.str = ...,
         checkpoint_dir: _builtins.str | None = ...,
         time_limit_s: _builtins.int | None = ...,
+        per_host: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_dir", b"_checkpoint_dir", "_time_limit_s", b"_time_limit_s", "checkpoint_dir", b"checkpoint_dir", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_dir", b"_checkpoint_dir", "_time_limit_s", b"_time_limit_s", "argv", b"argv", "attempt", b"attempt", "checkpoint_dir", b"checkpoint_dir", "env", b"env", "job_id", b"job_id", "job_name", b"job_name", "master_addr", b"master_addr", "master_port", b"master_port", "node_rank", b"node_rank", "num_nodes", b"num_nodes", "ranks", b"ranks", "time_limit_s", b"time_limit_s", "user", b"user", "world_size", b"world_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_dir", b"_checkpoint_dir", "_time_limit_s", b"_time_limit_s", "argv", b"argv", "attempt", b"attempt", "checkpoint_dir", b"checkpoint_dir", "env", b"env", "job_id", b"job_id", "job_name", b"job_name", "master_addr", b"master_addr", "master_port", b"master_port", "node_rank", b"node_rank", "num_nodes", b"num_nodes", "per_host", b"per_host", "ranks", b"ranks", "time_limit_s", b"time_limit_s", "user", b"user", "world_size", b"world_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__checkpoint_dir: _TypeAlias = _typing.Literal["checkpoint_dir"]  # noqa: Y015
     _WhichOneofArgType__checkpoint_dir: _TypeAlias = _typing.Literal["_checkpoint_dir", b"_checkpoint_dir"]  # noqa: Y015
@@ -678,6 +781,67 @@ class SignalRanks(_message.Message):
 Global___SignalRanks: _TypeAlias = SignalRanks  # noqa: Y015
 
 @_typing.final
+class RunHealthCheck(_message.Message):
+    """Run the deep health check (agents.health.deepcheck) and report a HealthCheckResult. The
+    scheduler asks before an operator's resume returns a drained node to service.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunHealthCheck: _TypeAlias = RunHealthCheck  # noqa: Y015
+
+@_typing.final
+class FetchLogs(_message.Message):
+    """Read part of one rank's log and answer with a LogChunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    job_id: _builtins.str
+    attempt: _builtins.int
+    rank: _builtins.int
+    offset: _builtins.int
+    """Where to start; negative: that many bytes before the end (a tail)."""
+    max_bytes: _builtins.int
+    """Most bytes to return (the agent may cap it)."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        rank: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "max_bytes", b"max_bytes", "offset", b"offset", "rank", b"rank", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchLogs: _TypeAlias = FetchLogs  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -685,6 +849,8 @@ class Command(_message.Message):
     START_RANKS_FIELD_NUMBER: _builtins.int
     STOP_RANKS_FIELD_NUMBER: _builtins.int
     SIGNAL_RANKS_FIELD_NUMBER: _builtins.int
+    RUN_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    FETCH_LOGS_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Names the command's effect; a resent copy carries the same id."""
     @_builtins.property
@@ -693,6 +859,10 @@ class Command(_message.Message):
     def stop_ranks(self) -> Global___StopRanks: ...
     @_builtins.property
     def signal_ranks(self) -> Global___SignalRanks: ...
+    @_builtins.property
+    def run_health_check(self) -> Global___RunHealthCheck: ...
+    @_builtins.property
+    def fetch_logs(self) -> Global___FetchLogs: ...
     def __init__(
         self,
         *,
@@ -700,12 +870,14 @@ class Command(_message.Message):
         start_ranks: Global___StartRanks | None = ...,
         stop_ranks: Global___StopRanks | None = ...,
         signal_ranks: Global___SignalRanks | None = ...,
+        run_health_check: Global___RunHealthCheck | None = ...,
+        fetch_logs: Global___FetchLogs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

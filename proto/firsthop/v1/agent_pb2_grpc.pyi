@@ -18,10 +18,13 @@ Protocol:
      Every report carries a report_id; the scheduler answers ReportAck once the report is
      durable. The agent keeps unacknowledged reports and sends them again, in order, after
      a reconnect; the scheduler ignores a report it has already applied.
-  4. Down the stream: commands (start ranks, stop ranks, signal ranks). Every command has a
+  4. Down the stream: commands (start ranks, stop ranks, signal ranks, run a deep health
+     check, fetch a rank's log). Every command has a
      command_id that names its effect (the same id is the same command); the agent applies
      a command at most once per id and acknowledges every copy it receives. The scheduler
      sends again every command not acknowledged when a stream ends, on the next stream.
+  5. Answers that are not reports: a LogChunk answers a FetchLogs command. It is not kept
+     or resent: a log read that a broken stream interrupted is simply asked again.
 
 Evolve by adding fields; never renumber or reuse a field number.
 """

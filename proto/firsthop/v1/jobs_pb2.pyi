@@ -329,6 +329,7 @@ class JobSpec(_message.Message):
     MAX_RESTARTS_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_S_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
+    LAUNCH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     gpus: _builtins.int
     priority: _builtins.int
@@ -336,6 +337,11 @@ class JobSpec(_message.Message):
     """Empty means "default"."""
     max_restarts: _builtins.int
     time_limit_s: _builtins.int
+    launch: _builtins.str
+    """How the agents start the ranks: "per_rank" (default when empty: one process per rank,
+    each with RANK, LOCAL_RANK...) or "per_host" (one process per host, for launchers such as
+    torchrun that start the host's ranks themselves).
+    """
     @_builtins.property
     def parallelism(self) -> Global___Parallelism:
         """Unset: pure data parallelism over all GPUs."""
@@ -364,10 +370,11 @@ class JobSpec(_message.Message):
         max_restarts: _builtins.int = ...,
         time_limit_s: _builtins.int | None = ...,
         placement: Global___PlacementHints | None = ...,
+        launch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "parallelism", b"parallelism", "placement", b"placement", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "command", b"command", "env", b"env", "gpus", b"gpus", "max_restarts", b"max_restarts", "name", b"name", "parallelism", b"parallelism", "placement", b"placement", "priority", b"priority", "queue", b"queue", "time_limit_s", b"time_limit_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "command", b"command", "env", b"env", "gpus", b"gpus", "launch", b"launch", "max_restarts", b"max_restarts", "name", b"name", "parallelism", b"parallelism", "placement", b"placement", "priority", b"priority", "queue", b"queue", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__checkpoint: _TypeAlias = _typing.Literal["checkpoint"]  # noqa: Y015
     _WhichOneofArgType__checkpoint: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint"]  # noqa: Y015
@@ -521,6 +528,7 @@ class Job(_message.Message):
     EXITED_RANKS_FIELD_NUMBER: _builtins.int
     STOPPED_HOSTS_FIELD_NUMBER: _builtins.int
     STOP_DEADLINE_FIELD_NUMBER: _builtins.int
+    LAST_ALLOCATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     user: _builtins.str
     state: Global___JobState.ValueType
@@ -578,6 +586,10 @@ class Job(_message.Message):
     def stop_deadline(self) -> _timestamp_pb2.Timestamp:
         """While PREEMPTED: when a forced stop goes to hosts still running ranks."""
 
+    @_builtins.property
+    def last_allocation(self) -> Global___Allocation:
+        """The rank table of the latest attempt that let go of its GPUs (where its logs are)."""
+
     def __init__(
         self,
         *,
@@ -604,17 +616,22 @@ class Job(_message.Message):
         exited_ranks: _abc.Iterable[_builtins.int] | None = ...,
         stopped_hosts: _abc.Iterable[_builtins.str] | None = ...,
         stop_deadline: _timestamp_pb2.Timestamp | None = ...,
+        last_allocation: Global___Allocation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "last_checkpoint_at", b"last_checkpoint_at", "spec", b"spec", "started_at", b"started_at", "stop_deadline", b"stop_deadline", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "spec", b"spec", "started_at", b"started_at", "stop_deadline", b"stop_deadline", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "excluded_hosts", b"excluded_hosts", "exited_ranks", b"exited_ranks", "failures", b"failures", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "id", b"id", "last_checkpoint_at", b"last_checkpoint_at", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "started_hosts", b"started_hosts", "state", b"state", "stop_deadline", b"stop_deadline", "stopped_hosts", b"stopped_hosts", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "excluded_hosts", b"excluded_hosts", "exited_ranks", b"exited_ranks", "failures", b"failures", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "id", b"id", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "started_hosts", b"started_hosts", "state", b"state", "stop_deadline", b"stop_deadline", "stopped_hosts", b"stopped_hosts", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__allocation: _TypeAlias = _typing.Literal["allocation"]  # noqa: Y015
     _WhichOneofArgType__allocation: _TypeAlias = _typing.Literal["_allocation", b"_allocation"]  # noqa: Y015
+    _WhichOneofReturnType__last_allocation: _TypeAlias = _typing.Literal["last_allocation"]  # noqa: Y015
+    _WhichOneofArgType__last_allocation: _TypeAlias = _typing.Literal["_last_allocation", b"_last_allocation"]  # noqa: Y015
     _WhichOneofReturnType__submission_id: _TypeAlias = _typing.Literal["submission_id"]  # noqa: Y015
     _WhichOneofArgType__submission_id: _TypeAlias = _typing.Literal["_submission_id", b"_submission_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__allocation) -> _WhichOneofReturnType__allocation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_allocation) -> _WhichOneofReturnType__last_allocation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__submission_id) -> _WhichOneofReturnType__submission_id | None: ...
 
@@ -939,3 +956,66 @@ class ExplainJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__would_place) -> _WhichOneofReturnType__would_place | None: ...
 
 Global___ExplainJobResponse: _TypeAlias = ExplainJobResponse  # noqa: Y015
+
+@_typing.final
+class GetJobLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    rank: _builtins.int
+    offset: _builtins.int
+    """Where to start reading; negative: that many bytes before the end (a tail)."""
+    max_bytes: _builtins.int
+    """Most bytes to return; 0 means the server default (1 MiB), capped at 4 MiB."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        rank: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "max_bytes", b"max_bytes", "offset", b"offset", "rank", b"rank"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobLogsRequest: _TypeAlias = GetJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class GetJobLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The host that ran the rank and the attempt whose log this is."""
+    attempt: _builtins.int
+    offset: _builtins.int
+    """Offset of data in the log file, and the file's size when read."""
+    size: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        size: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "data", b"data", "host", b"host", "offset", b"offset", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobLogsResponse: _TypeAlias = GetJobLogsResponse  # noqa: Y015

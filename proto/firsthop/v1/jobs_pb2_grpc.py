@@ -64,6 +64,11 @@ class JobServiceStub:
                 request_serializer=firsthop_dot_v1_dot_jobs__pb2.ExplainJobRequest.SerializeToString,
                 response_deserializer=firsthop_dot_v1_dot_jobs__pb2.ExplainJobResponse.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/firsthop.v1.JobService/GetJobLogs',
+                request_serializer=firsthop_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_jobs__pb2.GetJobLogsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -113,6 +118,16 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """Part of one rank's log, read from the agent of the host that ran it (over its Connect
+        stream). The current attempt's rank table, or the latest one once the job let go of its
+        GPUs. NOT_FOUND "unknown_rank" / "no_log"; UNAVAILABLE "node_not_connected";
+        DEADLINE_EXCEEDED "log_timeout".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +160,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ExplainJob,
                     request_deserializer=firsthop_dot_v1_dot_jobs__pb2.ExplainJobRequest.FromString,
                     response_serializer=firsthop_dot_v1_dot_jobs__pb2.ExplainJobResponse.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=firsthop_dot_v1_dot_jobs__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_jobs__pb2.GetJobLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +329,33 @@ class JobService:
             '/firsthop.v1.JobService/ExplainJob',
             firsthop_dot_v1_dot_jobs__pb2.ExplainJobRequest.SerializeToString,
             firsthop_dot_v1_dot_jobs__pb2.ExplainJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.JobService/GetJobLogs',
+            firsthop_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+            firsthop_dot_v1_dot_jobs__pb2.GetJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class JobServiceStub:
     """The job now, then every change of it, until it ends (the stream then closes)."""
     ExplainJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ExplainJobRequest, _jobs_pb2.ExplainJobResponse]
     """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+    GetJobLogs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]
+    """Part of one rank's log, read from the agent of the host that ran it (over its Connect
+    stream). The current attempt's rank table, or the latest one once the job let go of its
+    GPUs. NOT_FOUND "unknown_rank" / "no_log"; UNAVAILABLE "node_not_connected";
+    DEADLINE_EXCEEDED "log_timeout".
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -70,6 +76,12 @@ class JobServiceAsyncStub(JobServiceStub):
     """The job now, then every change of it, until it ends (the stream then closes)."""
     ExplainJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ExplainJobRequest, _jobs_pb2.ExplainJobResponse]  # type: ignore[assignment]
     """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+    GetJobLogs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]  # type: ignore[assignment]
+    """Part of one rank's log, read from the agent of the host that ran it (over its Connect
+    stream). The current attempt's rank table, or the latest one once the job let go of its
+    GPUs. NOT_FOUND "unknown_rank" / "no_log"; UNAVAILABLE "node_not_connected";
+    DEADLINE_EXCEEDED "log_timeout".
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -122,5 +134,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ExplainJobResponse, _abc.Awaitable[_jobs_pb2.ExplainJobResponse]]:
         """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+
+    @_abc_1.abstractmethod
+    def GetJobLogs(
+        self,
+        request: _jobs_pb2.GetJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetJobLogsResponse, _abc.Awaitable[_jobs_pb2.GetJobLogsResponse]]:
+        """Part of one rank's log, read from the agent of the host that ran it (over its Connect
+        stream). The current attempt's rank table, or the latest one once the job let go of its
+        GPUs. NOT_FOUND "unknown_rank" / "no_log"; UNAVAILABLE "node_not_connected";
+        DEADLINE_EXCEEDED "log_timeout".
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

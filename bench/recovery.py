@@ -1,0 +1,347 @@
+"""Recovery benchmark: from a host's failure (SIGKILL) to all of its job's ranks running again.
+
+Real processes on this machine: ``firsthop-scheduler`` (SQLite), three ``firsthop-agent run``
+processes each pretending to be a host with two GPUs (``--fake-gpus 2``), and a four-rank job
+on two of them. Each trial SIGKILLs the agent of one of the job's hosts and the process groups
+of its ranks, then follows the job until it is RUNNING again on the remaining hosts, and
+splits the time, as the scheduler stamped it:
+
+- **detection**: SIGKILL to the failure the scheduler recorded (``failures[-1].at``);
+- **re-placement**: failure to the new placement (``allocation.placed_at``);
+- **relaunch**: placement to every host reporting its ranks running (``started_at``).
+
+Two kinds of job, because they are detected differently:
+
+- ``gloo``: the example training job (``examples/train_ddp_checkpoint.py``, torch, gloo). The
+  surviving ranks' collectives fail as soon as their peers die, they exit non-zero, and the
+  scheduler reacts to that exit; also reported is when rank 0 of the new attempt printed that
+  it resumed from the checkpoint (``training_resumed_s``: relaunch plus torch start-up).
+- ``silent``: ranks that never talk to each other (sleepers). Nothing but the missing
+  heartbeats reveals the failure, so detection is the heartbeat timeout.
+
+The baseline, measured in the same run, is the heartbeat timeout itself (the time to merely
+notice a silent host); the target is a total under heartbeat timeout + 5 s. After each trial
+the killed host's agent is started again and an operator's resume (with the deep health
+check, scripted to pass) returns it, so every trial starts from three healthy hosts.
+
+Run: ``python -m bench.recovery [--trials N]``; writes ``bench/results/recovery.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.common import write_results
+from scheduler.client import FirsthopClient, Job, JobState
+from scheduler.jobspec import job_spec_from_data
+from topology.generators import fat_tree
+from topology.spec import dump_spec
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = REPO / "examples" / "train_ddp_checkpoint.py"
+HOSTS = ("h0001", "h0002", "h0003")
+LOCATION = "pod00-leaf00,pod00"
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 5.0
+TARGET_MARGIN_S = 5.0
+WAIT_S = 120.0
+SERVER_ENV = {
+    "FIRSTHOP_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_INTERVAL_S),
+    "FIRSTHOP_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+    "FIRSTHOP_TICK_INTERVAL_S": "0.1",
+    "FIRSTHOP_STOP_GRACE_S": "2",
+}
+
+T = TypeVar("T")
+
+
+class Child:
+    """A child process; its stdout lines are collected by a thread, stderr goes to ``log``."""
+
+    def __init__(self, argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+        self._err = log.open("ab")
+        self.log = log
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_line(self, prefix: str) -> str:
+        """The first stdout line starting with ``prefix``."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise RuntimeError(f"exited before printing {prefix!r}; see {self.log}")
+            if line.startswith(prefix):
+                return line
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the process (if alive) and reap it."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        self.popen.wait(WAIT_S)
+        self._err.close()
+
+
+def wait_until(check: Callable[[], T | None], what: str) -> T:
+    """Poll ``check`` (every 10 ms) until it returns a value; fail after :data:`WAIT_S`."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # polling interval of a condition with a deadline
+
+
+class Cluster:
+    """The scheduler and the three agents."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        topology = root / "cluster.yaml"
+        dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
+        argv = [
+            str(BIN / "firsthop-scheduler"),
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            f"sqlite:///{root / 'firsthop.db'}",
+            "--topology",
+            str(topology),
+            "--log-level",
+            "WARNING",
+        ]
+        self.scheduler = Child(argv, root / "scheduler.log", SERVER_ENV)
+        self.address = self.scheduler.wait_line("listening on ").split()[-1]
+        self.agents: dict[str, Child] = {}
+        for host in HOSTS:
+            self.start_agent(host)
+
+    def start_agent(self, host: str) -> None:
+        """Start (or start again) the agent of ``host`` and wait for its stream."""
+        argv = [
+            str(BIN / "firsthop-agent"),
+            "run",
+            "--server",
+            self.address,
+            "--host",
+            host,
+            "--address",
+            "127.0.0.1",
+            "--location",
+            LOCATION,
+            "--fake-gpus",
+            "2",
+            "--checkpoint-path",
+            str(self.root),
+            "--log-dir",
+            str(self.log_dir(host)),
+            "--stop-grace",
+            "2",
+            "--max-backoff",
+            "0.5",
+        ]
+        self.agents[host] = Child(argv, self.root / f"agent-{host}.log")
+        self.agents[host].wait_line(f"agent {host} connected")
+
+    def log_dir(self, host: str) -> Path:
+        """Where ``host``'s agent writes rank logs."""
+        return self.root / f"logs-{host}"
+
+    def kill_host(self, host: str) -> datetime:
+        """SIGKILL the agent of ``host`` and its ranks' process groups; the time of the kill."""
+        agent = self.agents.pop(host)
+        children = Path(f"/proc/{agent.popen.pid}/task/{agent.popen.pid}/children")
+        ranks = [int(pid) for pid in children.read_text().split()]
+        at = datetime.now(UTC)
+        agent.popen.send_signal(signal.SIGKILL)
+        for pid in ranks:
+            os.killpg(pid, signal.SIGKILL)
+        agent.stop(signal.SIGKILL)
+        return at
+
+    def close(self) -> None:
+        """Stop every process this benchmark started."""
+        for agent in self.agents.values():
+            agent.stop()
+        self.scheduler.stop()
+
+
+def _job(client: FirsthopClient, job_id: str) -> Job:
+    return client.get_job(job_id)
+
+
+def _spec(kind: str, root: Path, trial: int) -> dict[str, Any]:
+    if kind == "gloo":
+        argv = [sys.executable, str(TRAIN), "--steps", "1000000", "--step-time", "0.05"]
+        checkpoint = {"dir": str(root / f"ckpt-{trial}"), "interval_s": 1}
+        return {"name": "gloo", "gpus": 4, "command": argv, "checkpoint": checkpoint}
+    argv = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    return {"name": "silent", "gpus": 4, "command": argv}
+
+
+def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
+    """One failure and recovery of a fresh job; the split of the time."""
+    with FirsthopClient(cluster.address) as client:
+        data = {**_spec(kind, cluster.root, number), "max_restarts": 3}
+        job, _ = client.submit_job(job_spec_from_data(data))
+
+        def ready() -> Job | None:
+            current = _job(client, job.id)
+            if current.state is not JobState.RUNNING:
+                return None
+            return current if kind == "silent" or current.last_checkpoint_at else None
+
+        running = wait_until(ready, f"{kind} job running")
+        assert running.allocation is not None
+        victim = running.allocation.hosts[0]
+        killed_at = cluster.kill_host(victim)
+
+        def recovered() -> Job | None:
+            current = _job(client, job.id)
+            return current if current.state is JobState.RUNNING and current.restarts else None
+
+        back = wait_until(recovered, f"{kind} job running again")
+        resumed_s = None
+        if kind == "gloo":
+            assert back.allocation is not None
+            log = cluster.log_dir(back.allocation.hosts[0]) / job.id / "attempt-1" / "rank-0.log"
+
+            def resumed() -> float | None:
+                text = log.read_text() if log.exists() else ""
+                if "starting at step" not in text:
+                    return None
+                return (datetime.now(UTC) - killed_at).total_seconds()
+
+            resumed_s = wait_until(resumed, "training resumed")
+        client.cancel_job(job.id, "benchmark trial over")
+        failure = back.failures[-1]
+        assert back.allocation is not None
+        assert back.started_at is not None
+        placed_at = back.allocation.placed_at
+        result = {
+            "kind": kind,
+            "victim": victim,
+            "failure_reason": failure.reason,
+            "detection_s": (failure.at - killed_at).total_seconds(),
+            "replacement_s": (placed_at - failure.at).total_seconds(),
+            "relaunch_s": (back.started_at - placed_at).total_seconds(),
+            "total_s": (back.started_at - killed_at).total_seconds(),
+            "training_resumed_s": resumed_s,
+        }
+        restarted = datetime.now(UTC)
+        cluster.start_agent(victim)
+
+        def attached() -> bool | None:
+            # The scheduler has the new agent's stream once it handled its first message.
+            node = client.get_node(victim).node
+            seen, registered = node.last_heartbeat_at, node.registered_at
+            if seen is None or registered is None or registered < restarted:
+                return None
+            return True if seen > registered else None
+
+        wait_until(attached, f"{victim}'s new agent attached")
+        started = time.monotonic()
+        view, check = client.resume_node(victim, "benchmark: host restarted")
+        result["resume_with_check_s"] = round(time.monotonic() - started, 3)
+        assert view.node.state.value == "READY"
+        assert check is not None
+        assert check.passed
+    return result
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("detection_s", "replacement_s", "relaunch_s", "total_s", "training_resumed_s")
+    out: dict[str, Any] = {"trials": len(rows)}
+    for key in keys:
+        values = [r[key] for r in rows if r[key] is not None]
+        if values:
+            out[key] = {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+    out["failure_reasons"] = sorted({r["failure_reason"] for r in rows})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the trials, print a table, write ``bench/results/recovery.json``."""
+    parser = argparse.ArgumentParser(description="firsthop recovery benchmark")
+    parser.add_argument("--trials", type=int, default=3, help="trials per kind of job")
+    parser.add_argument("--work-dir", type=Path, help="keep logs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="firsthop-recovery-") as tmp:
+        root = args.work_dir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        cluster = Cluster(root)
+        try:
+            for kind in ("gloo", "silent"):
+                for number in range(args.trials):
+                    rows.append(trial(cluster, kind, number))
+        finally:
+            cluster.close()
+    target = HEARTBEAT_TIMEOUT_S + TARGET_MARGIN_S
+    summary = {
+        kind: _summary([r for r in rows if r["kind"] == kind]) for kind in ("gloo", "silent")
+    }
+    worst = max(r["total_s"] for r in rows)
+    payload = {
+        "setup": {
+            "hosts": len(HOSTS),
+            "gpus_per_host": 2,
+            "job_ranks": 4,
+            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
+            "heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S,
+        },
+        "baseline_heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S,
+        "target_total_s": target,
+        "worst_total_s": round(worst, 3),
+        "meets_target": worst < target,
+        "summary": summary,
+        "trials": rows,
+    }
+    print(
+        f"heartbeat timeout (baseline) {HEARTBEAT_TIMEOUT_S:.1f} s; target total < {target:.1f} s"
+    )
+    print(f"{'job':<7} {'detect':>8} {'re-place':>9} {'relaunch':>9} {'total':>8} {'resumed':>8}")
+    for kind, s in summary.items():
+        resumed = s.get("training_resumed_s", {}).get("median")
+        print(
+            f"{kind:<7} {s['detection_s']['median']:>7.2f}s {s['replacement_s']['median']:>8.2f}s"
+            f" {s['relaunch_s']['median']:>8.2f}s {s['total_s']['median']:>7.2f}s"
+            f" {'' if resumed is None else f'{resumed:.2f}s':>8}   (medians of {s['trials']};"
+            f" detected by {', '.join(s['failure_reasons'])})"
+        )
+    print(f"worst total {worst:.2f} s: {'meets' if worst < target else 'MISSES'} the target")
+    path = write_results("recovery", payload)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

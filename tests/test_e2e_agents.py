@@ -1,0 +1,418 @@
+"""Real agents on one machine: a scheduler (SQLite), three ``firsthop-agent run`` processes each
+pretending to be a host with two GPUs (``--fake-gpus 2``), and real rank processes.
+
+- The ranks a program sees (``RANK``, ``LOCAL_RANK``, ``NODE_RANK``, ``CUDA_VISIBLE_DEVICES``,
+  host) are the placement's rank table, when the agent starts each rank and when torchrun
+  (``--rdzv-backend=static``, one process per host) starts them.
+- The scheduler restarted (SIGTERM, then SIGKILL) while a job runs: the agents reconnect and
+  re-report, the job keeps running in the same processes (same attempt, no restart).
+- A two-host torch job (gloo, four ranks) that checkpoints: one host's agent and ranks are
+  SIGKILLed mid-run; the scheduler restarts the job on the remaining hosts from the last
+  checkpoint and it ends with parameters identical to an uninterrupted run with the same seed.
+
+The tests share one cluster (module fixture) and run in this order; the last one kills a host.
+Waits poll conditions with deadlines or wait for announced lines; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from e2e_builders import BIN, Proc, alive, children_of, wait_until
+from typer.testing import CliRunner
+
+from scheduler.cli.user import app as user_app
+from scheduler.client import FirsthopClient, Job, JobState
+from scheduler.jobspec import job_spec_from_data
+from topology.generators import fat_tree
+from topology.spec import dump_spec
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = REPO / "examples" / "train_ddp_checkpoint.py"
+HOSTS = ("h0001", "h0002", "h0003")
+LOCATION = "pod00-leaf00,pod00"
+SERVER_ENV = {
+    "FIRSTHOP_HEARTBEAT_INTERVAL_S": "0.3",
+    "FIRSTHOP_HEARTBEAT_TIMEOUT_S": "3",
+    "FIRSTHOP_TICK_INTERVAL_S": "0.1",
+    "FIRSTHOP_STOP_GRACE_S": "3",
+}
+JOB_WAIT_S = 120.0
+
+
+@dataclass
+class Cluster:
+    """The scheduler and agents of the module."""
+
+    root: Path
+    topology: Path
+    address: str
+    scheduler: Proc
+    agents: dict[str, Proc]
+    restarts: int = 0
+
+    def start_scheduler(self, listen: str) -> Proc:
+        self.restarts += 1
+        argv = [
+            str(BIN / "firsthop-scheduler"),
+            "--listen",
+            listen,
+            "--db",
+            f"sqlite:///{self.root / 'firsthop.db'}",
+            "--topology",
+            str(self.topology),
+            "--log-level",
+            "WARNING",
+        ]
+        proc = Proc(argv, self.root / f"scheduler-{self.restarts}.log", SERVER_ENV)
+        self.address = proc.wait_line("listening on ").split()[-1]
+        self.scheduler = proc
+        return proc
+
+    def log_dir(self, host: str) -> Path:
+        return self.root / f"logs-{host}"
+
+    def client(self) -> FirsthopClient:
+        return FirsthopClient(self.address)
+
+
+def _agent(cluster: Cluster, host: str) -> Proc:
+    argv = [
+        str(BIN / "firsthop-agent"),
+        "run",
+        "--server",
+        cluster.address,
+        "--host",
+        host,
+        "--address",
+        "127.0.0.1",
+        "--location",
+        LOCATION,
+        "--fake-gpus",
+        "2",
+        "--checkpoint-path",
+        str(cluster.root),
+        "--log-dir",
+        str(cluster.log_dir(host)),
+        "--stop-grace",
+        "3",
+        "--max-backoff",
+        "0.3",
+    ]
+    return Proc(argv, cluster.root / f"agent-{host}.log")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("agents")
+    topology = root / "cluster.yaml"
+    dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
+    c = Cluster(root, topology, "", None, {})  # type: ignore[arg-type]
+    c.start_scheduler("127.0.0.1:0")
+    try:
+        for host in HOSTS:
+            c.agents[host] = _agent(c, host)
+        for host, proc in c.agents.items():
+            proc.wait_line(f"agent {host} connected")
+        yield c
+    finally:
+        for proc in c.agents.values():
+            proc.stop()
+        c.scheduler.stop()
+
+
+def _submit(cluster: Cluster, data: dict[str, object]) -> str:
+    with cluster.client() as client:
+        job, _ = client.submit_job(job_spec_from_data(data))
+    return job.id
+
+
+def _wait_job(cluster: Cluster, job_id: str, states: set[JobState]) -> Job:
+    def reached() -> Job | None:
+        with cluster.client() as client:
+            job = client.get_job(job_id)
+        return job if job.state in states else None
+
+    return wait_until(reached, f"job {job_id} in {sorted(states)}", JOB_WAIT_S)
+
+
+def _ranks_on(cluster: Cluster, host: str) -> list[int]:
+    """Pids of the rank processes (children of the agent) running on ``host``."""
+    return children_of(cluster.agents[host].pid)
+
+
+# ---------------------------------------------------------------------------- the rank table
+
+ENV_DUMP = (
+    "import json, os, pathlib, sys\n"
+    "keys = ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'MASTER_ADDR',"
+    " 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES', 'FIRSTHOP_HOST', 'FIRSTHOP_NODE_RANK',"
+    " 'FIRSTHOP_NNODES', 'FIRSTHOP_JOB_ID', 'FIRSTHOP_RESTART_COUNT']\n"
+    "out = pathlib.Path(sys.argv[1]) / ('rank-' + os.environ['RANK'] + '.json')\n"
+    "out.write_text(json.dumps({k: os.environ.get(k) for k in keys}))\n"
+)
+
+
+def test_ranks_see_the_placement_rank_table(cluster: Cluster) -> None:
+    out = cluster.root / "envs"
+    out.mkdir()
+    job_id = _submit(
+        cluster,
+        {"name": "env", "gpus": 4, "command": [sys.executable, "-c", ENV_DUMP, str(out)]},
+    )
+
+    job = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+
+    _check_rank_table(job, out)
+
+
+TORCHRUN = (
+    'exec "$0" -m torch.distributed.run --rdzv-backend=static'
+    ' --node-rank "$FIRSTHOP_NODE_RANK" --nnodes "$FIRSTHOP_NNODES"'
+    ' --nproc-per-node "$LOCAL_WORLD_SIZE" --master-addr "$MASTER_ADDR"'
+    ' --master-port "$MASTER_PORT" "$@"'
+)
+
+
+@pytest.mark.slow
+def test_torchrun_with_the_static_rendezvous_keeps_the_rank_table(cluster: Cluster) -> None:
+    out = cluster.root / "torchrun"
+    out.mkdir()
+    script = out / "env_dump.py"
+    script.write_text(ENV_DUMP)
+    command = ["bash", "-c", TORCHRUN, sys.executable, str(script), str(out)]
+    job_id = _submit(
+        cluster, {"name": "torchrun", "gpus": 4, "launch": "per_host", "command": command}
+    )
+
+    job = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+
+    _check_rank_table(job, out)
+
+
+def _check_rank_table(job: Job, out: Path) -> None:
+    """The environment each rank wrote to ``out`` is the job's rank table."""
+    assert job.state is JobState.SUCCEEDED, job.message
+    table = job.last_allocation
+    assert table is not None
+    seen = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert sorted(seen) == [0, 1, 2, 3]
+    hosts = table.hosts
+    for slot in table.ranks:
+        env = seen[slot.rank]
+        local = [s for s in table.ranks if s.host == slot.host]
+        devices = env["CUDA_VISIBLE_DEVICES"].split(",")
+        assert env["FIRSTHOP_HOST"] == slot.host
+        assert env["RANK"] == str(slot.rank)
+        assert env["LOCAL_RANK"] == str(local.index(slot))
+        assert devices == [str(s.gpu) for s in local]
+        assert devices[int(env["LOCAL_RANK"])] == str(slot.gpu)
+        assert env["NODE_RANK"] == env["FIRSTHOP_NODE_RANK"] == str(hosts.index(slot.host))
+        assert env["WORLD_SIZE"] == "4"
+        assert env["LOCAL_WORLD_SIZE"] == str(len(local))
+        assert env["FIRSTHOP_NNODES"] == str(len(hosts))
+        assert env["MASTER_ADDR"] == "127.0.0.1"
+        assert env["FIRSTHOP_JOB_ID"] == job.id
+        assert env["FIRSTHOP_RESTART_COUNT"] == "0"
+    assert len({e["MASTER_PORT"] for e in seen.values()}) == 1
+
+
+def test_an_agent_the_topology_does_not_know_exits_3(cluster: Cluster) -> None:
+    argv = [str(BIN / "firsthop-agent"), "run", "--server", cluster.address, "--host", "h9999"]
+    result = subprocess.run(
+        [*argv, "--fake-gpus", "2"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown_node: ")
+
+
+# ---------------------------------------------------------------------------- scheduler restart
+
+WAIT_FOR_GO = (
+    "import os, pathlib, sys, time\n"
+    "out = pathlib.Path(sys.argv[1])\n"
+    "(out / ('pid-' + os.environ['RANK'])).write_text(str(os.getpid()))\n"
+    "while not (out / 'go').exists():\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def _heard_from_all_since(cluster: Cluster, since: datetime) -> bool:
+    with cluster.client() as client:
+        nodes = client.list_nodes()
+    return all(
+        n.node.last_heartbeat_at is not None and n.node.last_heartbeat_at > since
+        for n in nodes
+        if n.node.name in HOSTS
+    )
+
+
+@pytest.mark.slow
+def test_a_restarted_scheduler_readopts_the_running_job(cluster: Cluster) -> None:
+    out = cluster.root / "readopt"
+    out.mkdir()
+    job_id = _submit(
+        cluster,
+        {"name": "long", "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(out)]},
+    )
+    running = _wait_job(cluster, job_id, {JobState.RUNNING})
+    pids = wait_until(
+        lambda: sorted(out.glob("pid-*")) if len(list(out.glob("pid-*"))) == 4 else None,
+        "four ranks running",
+    )
+    rank_pids = {p.name: int(p.read_text()) for p in pids}
+
+    states = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        address = cluster.address
+        cluster.scheduler.stop(sig)
+        restarted_at = datetime.now(UTC)
+        cluster.start_scheduler(address)
+        assert cluster.address == address
+        wait_until(lambda at=restarted_at: _heard_from_all_since(cluster, at), "agents back")
+        with cluster.client() as client:
+            states.append(client.get_job(job_id))
+    (out / "go").touch()
+    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+
+    assert [(j.state, j.restarts) for j in states] == [(JobState.RUNNING, 0)] * 2
+    assert all(j.started_at == running.started_at for j in states)
+    assert len(list(out.glob("pid-*"))) == 4  # no rank was started again
+    assert {p.name: int(p.read_text()) for p in out.glob("pid-*")} == rank_pids
+    assert done.state is JobState.SUCCEEDED
+    assert done.restarts == 0
+    assert done.failures == ()
+
+
+# ---------------------------------------------------------------------------- host failure
+
+STEPS = 60
+CHECKPOINT_EVERY = 5
+STEP_TIME_S = 0.05
+"""Enough for the job to be mid-run when the test has seen its first checkpoint."""
+
+
+def _train_argv(steps: int, step_time: float) -> list[str]:
+    return [
+        sys.executable,
+        str(TRAIN),
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        str(CHECKPOINT_EVERY),
+        "--step-time",
+        str(step_time),
+    ]
+
+
+def _reference_run(root: Path) -> tuple[list[Proc], Path]:
+    """Start the same training as plain local processes with the same environment contract."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ckpt = root / "reference"
+    procs = []
+    for rank in range(4):
+        env = {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank % 2),
+            "WORLD_SIZE": "4",
+            "LOCAL_WORLD_SIZE": "2",
+            "NODE_RANK": str(rank // 2),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "FIRSTHOP_CHECKPOINT_DIR": str(ckpt),
+            "FIRSTHOP_RESTART_COUNT": "0",
+        }
+        procs.append(Proc(_train_argv(STEPS, 0.0), root / f"reference-{rank}.log", env))
+    return procs, ckpt / "final.pt"
+
+
+def _kill_host(cluster: Cluster, host: str) -> None:
+    """SIGKILL the agent of ``host`` and the process group of each of its ranks."""
+    agent = cluster.agents[host]
+    ranks = _ranks_on(cluster, host)
+    agent.popen.send_signal(signal.SIGKILL)
+    for pid in ranks:
+        os.killpg(pid, signal.SIGKILL)
+    assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameters(
+    cluster: Cluster,
+) -> None:
+    import torch
+
+    reference_ranks, reference = _reference_run(cluster.root)  # runs beside the job
+    ckpt = cluster.root / "ckpt"
+    job_id = _submit(
+        cluster,
+        {
+            "name": "train",
+            "gpus": 4,
+            "command": _train_argv(STEPS, STEP_TIME_S),
+            "checkpoint": {"dir": str(ckpt), "interval_s": 1},
+            "max_restarts": 3,
+        },
+    )
+
+    def checkpointed() -> Job | None:
+        with cluster.client() as client:
+            job = client.get_job(job_id)
+        return job if job.last_checkpoint_at is not None else None
+
+    first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
+    assert first.state is JobState.RUNNING
+    assert first.allocation is not None
+    victim = first.allocation.hosts[0]  # the host of rank 0 (and of the rendezvous)
+    _kill_host(cluster, victim)
+    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+
+    assert codes == [0, 0, 0, 0], f"reference run failed; see {cluster.root}/reference-*.log"
+    assert done.state is JobState.SUCCEEDED, done.message
+    assert done.restarts == 1
+    assert len(done.failures) == 1
+    assert done.failures[0].reason in ("rank_exited", "node_lost")
+    assert done.last_allocation is not None
+    assert victim not in done.last_allocation.hosts
+    resumed = [
+        line
+        for host in done.last_allocation.hosts
+        for log in (cluster.log_dir(host) / job_id / "attempt-1").glob("rank-*.log")
+        for line in log.read_text().splitlines()
+        if "starting at step" in line
+    ]
+    steps = {int(line.split("starting at step ")[1].split()[0]) for line in resumed}
+    assert len(resumed) == 4
+    assert len(steps) == 1
+    (step,) = steps
+    assert 0 < step < STEPS
+    assert step % CHECKPOINT_EVERY == 0
+    want = torch.load(reference, weights_only=True)
+    got = torch.load(ckpt / "final.pt", weights_only=True)
+    assert sorted(got) == sorted(want)
+    assert all(torch.equal(got[name], want[name]) for name in want)
+    with cluster.client() as client:
+        assert client.get_node(victim).node.state.value == "LOST"
+    assert not any(alive(pid) for pid in _ranks_on(cluster, victim))
+    # `firsthop logs` reads rank 0's log of the last attempt from its host's agent.
+    logs = CliRunner().invoke(user_app, ["logs", job_id, "--rank", "0", "-s", cluster.address])
+    assert logs.exit_code == 0, logs.output
+    assert f"rank 0/4 starting at step {step} (restart count 1)" in logs.stdout
+    assert logs.stdout.rstrip().endswith(f"done after {STEPS} steps")
