@@ -183,18 +183,9 @@ class PlacementRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> PlacementRequest:
-        if self.parallelism is None:
-            object.__setattr__(self, "parallelism", Parallelism(dp=self.gpus))
+        object.__setattr__(self, "parallelism", resolve_parallelism(self.parallelism, self.gpus))
         if "tp" not in self.nvlink_dims:
             object.__setattr__(self, "nvlink_dims", self.nvlink_dims | {"tp"})
-        world = self.par.world_size
-        if world != self.gpus:
-            sizes = self.par.sizes
-            product = "*".join(str(sizes[d]) for d in DIMS)
-            raise InvalidRequestError(
-                f"tp*cp*ep*dp*pp = {product} = {world}, but the job asks for {self.gpus} GPUs",
-                reason="parallelism_mismatch",
-            )
         return self
 
     @property
@@ -213,3 +204,20 @@ __all__ = [
     "Parallelism",
     "PlacementRequest",
 ]
+
+
+def resolve_parallelism(parallelism: Parallelism | None, gpus: int) -> Parallelism:
+    """The parallelism of a job of ``gpus`` GPUs: pure data parallelism when none is given.
+
+    Raises:
+        InvalidRequestError: ``parallelism_mismatch`` when ``tp*cp*ep*dp*pp != gpus``.
+    """
+    par = parallelism if parallelism is not None else Parallelism(dp=gpus)
+    if par.world_size != gpus:
+        sizes = par.sizes
+        product = "*".join(str(sizes[d]) for d in DIMS)
+        raise InvalidRequestError(
+            f"tp*cp*ep*dp*pp = {product} = {par.world_size}, but the job asks for {gpus} GPUs",
+            reason="parallelism_mismatch",
+        )
+    return par

@@ -32,8 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from placement import Dim, ModelShape, Parallelism, PlacementRequest
-from placement.dims import DIMS
-from placement.errors import InvalidRequestError
+from placement.request import resolve_parallelism
 from topology.errors import FirsthopError, InvalidInputError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -90,16 +89,7 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _product(self) -> JobSpec:
-        if self.parallelism is None:
-            object.__setattr__(self, "parallelism", Parallelism(dp=self.gpus))
-        par = self.par
-        if par.world_size != self.gpus:
-            sizes = par.sizes
-            product = "*".join(str(sizes[d]) for d in DIMS)
-            raise InvalidRequestError(
-                f"tp*cp*ep*dp*pp = {product} = {par.world_size}, but gpus is {self.gpus}",
-                reason="parallelism_mismatch",
-            )
+        object.__setattr__(self, "parallelism", resolve_parallelism(self.parallelism, self.gpus))
         return self
 
     @property
