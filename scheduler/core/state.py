@@ -30,6 +30,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -176,14 +177,7 @@ class SchedulerState:
     def put_job(self, job: Job) -> Job:
         """Store ``job`` (new or changed), bumping its version once per event."""
         old = self.jobs.get(job.id)
-        if old is None:
-            version = 1
-        elif job.id in self._dirty_jobs:
-            version = old.version
-        else:
-            version = old.version + 1
-        if job.version != version:
-            job = replace(job, version=version)
+        job = _versioned(job, old, changed_this_event=job.id in self._dirty_jobs)
         if old is not None:
             self._unindex_job(old, keep=job)
         self.jobs[job.id] = job
@@ -216,14 +210,7 @@ class SchedulerState:
     def put_node(self, node: Node) -> Node:
         """Store ``node`` (new or changed), bumping its version once per event."""
         old = self.nodes.get(node.name)
-        if old is None:
-            version = 1
-        elif node.name in self._dirty_nodes:
-            version = old.version
-        else:
-            version = old.version + 1
-        if node.version != version:
-            node = replace(node, version=version)
+        node = _versioned(node, old, changed_this_event=node.name in self._dirty_nodes)
         self.nodes[node.name] = node
         self._index_node(node)
         self._dirty_nodes[node.name] = None
@@ -247,14 +234,7 @@ class SchedulerState:
     def put_queue(self, queue: Queue) -> Queue:
         """Store ``queue`` (new or changed), bumping its version once per event."""
         old = self.queues.get(queue.name)
-        if old is None:
-            version = 1
-        elif queue.name in self._dirty_queues:
-            version = old.version
-        else:
-            version = old.version + 1
-        if queue.version != version:
-            queue = replace(queue, version=version)
+        queue = _versioned(queue, old, changed_this_event=queue.name in self._dirty_queues)
         self.queues[queue.name] = queue
         self.pending.setdefault(queue.name, [])
         self.queue_usage.setdefault(queue.name, 0)
@@ -522,3 +502,18 @@ def _job_problems(job: Job, state: SchedulerState) -> list[str]:
     if any(not 0 <= r < job.gpus for r in job.exited_ranks):
         out.append(f"{name}: exited rank out of range")
     return out
+
+
+_R = TypeVar("_R", Job, Node, Queue)
+
+
+def _versioned(record: _R, old: _R | None, *, changed_this_event: bool) -> _R:
+    """``record`` with its version bumped once per event: 1 when new, +1 on an event's first
+    change, unchanged for further changes within the same event."""
+    if old is None:
+        version = 1
+    elif changed_this_event:
+        version = old.version
+    else:
+        version = old.version + 1
+    return record if record.version == version else replace(record, version=version)
