@@ -26,6 +26,17 @@ the work as safe. At start every rank resumes from that file when it exists (aft
 firsthop restarts the job with ``FIRSTHOP_RESTART_COUNT`` incremented and the same directory).
 The directory must be visible to the rank-0 host of every attempt (a shared file system).
 
+Checkpoint on request (the convention of Megatron-LM's ``--exit-signal-handler``, Lightning's
+SLURM requeue and Slurm's ``--signal``): before a planned stop (preemption, a graceful cancel,
+maintenance, a move) firsthop sends every rank the job's checkpoint signal, named in
+``$FIRSTHOP_CHECKPOINT_SIGNAL`` (default ``SIGTERM``), and waits up to
+``$FIRSTHOP_CHECKPOINT_GRACE_S`` seconds. The handler here only sets a flag; once per step the
+ranks agree on it with one small all-reduce (a signal may reach the ranks during different
+steps), then rank 0 saves and reports a checkpoint of the step just finished and every rank
+exits 0. Under torchrun the signal reaches the workers because torchrun forwards SIGTERM to
+them when it stops; with another signal, set ``TORCHELASTIC_SIGNALS_TO_HANDLE`` accordingly
+or handle it in the launcher.
+
 Training is deterministic: fixed seed, batches derived from (step, rank) alone, one intra-op
 thread, gradients averaged by one all-reduce per parameter (:func:`average_gradients`, which
 says why not DDP's buckets). So a run interrupted and resumed from a checkpoint ends with
@@ -39,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 import torch
 import torch.distributed as dist
@@ -122,9 +135,44 @@ def report_checkpoint(step: int, path: Path) -> None:
     os.replace(tmp, target)
 
 
+class StopRequest:
+    """Set by the checkpoint signal; the ranks agree on it once per step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> str:
+        """Handle ``$FIRSTHOP_CHECKPOINT_SIGNAL`` (default SIGTERM); returns its name."""
+        name = os.environ.get("FIRSTHOP_CHECKPOINT_SIGNAL", "SIGTERM")
+        signal.signal(signal.Signals[name], self._handle)
+        return name
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        self.requested = True
+
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank has been asked to stop (one all-reduce of one number)."""
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+
+def save_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, step: int, ckpt_path: Path
+) -> None:
+    """Rank 0: write the checkpoint of ``step`` and report it to the agent."""
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    save_atomically({**state, "step": step}, ckpt_path)
+    report_checkpoint(step, ckpt_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train, checkpointing and resuming (see the module docstring)."""
     args = parse_args(argv)
+    stop = StopRequest()
+    signal_name = stop.install()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -164,11 +212,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.step_time > 0:
             time.sleep(args.step_time)
         done = step + 1
+        if done < args.steps and stop.agreed(device):
+            if rank == 0:
+                save_checkpoint(model, optimizer, done, ckpt_path)
+                print(f"step {done}: {signal_name} received, checkpoint written", flush=True)
+            dist.barrier()
+            dist.destroy_process_group()
+            return
         if rank == 0 and (done % args.checkpoint_every == 0 or done == args.steps):
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-            save_atomically({**state, "step": done}, ckpt_path)
-            report_checkpoint(done, ckpt_path)
+            save_checkpoint(model, optimizer, done, ckpt_path)
             print(f"step {done}: loss {loss.item():.6f}, checkpoint written", flush=True)
 
     if rank == 0:
