@@ -7,7 +7,9 @@ describes the result for queries and must be kept equal to it (a test compares t
 - ``nodes``: one row per host (state, health, agent and its address; heartbeat times only
   as of the last state change);
 - ``jobs``: the columns used to filter and order, the spec as JSON, and the rest of the record
-  (allocation, failures, bookkeeping) as one JSON document.
+  (allocation, failures, bookkeeping) as one JSON document;
+- ``leader_lease``: one row per lease name: the fencing epoch and who holds it
+  (:mod:`scheduler.store.lease`).
 
 Enums are stored as strings, times as ``TIMESTAMP WITH TIME ZONE`` (UTC on SQLite).
 
@@ -100,4 +102,15 @@ jobs = sa.Table(
     sa.Index("ix_jobs_queue", "queue"),
     sa.Index("ix_jobs_user", "user"),
     sa.Index("ix_jobs_submitted", "submitted_at", "id"),
+)
+
+leader_lease = sa.Table(
+    "leader_lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("backend_pid", sa.Integer, nullable=True),
+    sa.Column("renewed_at", UtcDateTime, nullable=True),
 )
