@@ -25,14 +25,9 @@ from typing import Final
 import grpc.aio
 
 from agents.ranks import RankExecutor
-from agents.session import (
-    AgentIdentity,
-    AgentSession,
-    FatalAgentError,
-    HealthCheckOutcome,
-    SessionOptions,
-)
+from agents.session import AgentSession, FatalAgentError, SessionOptions
 from agents.transport import GrpcAgentTransport
+from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.model import Topology
 
 AGENTS_PER_CHANNEL: Final = 256

@@ -10,21 +10,12 @@ from types import MappingProxyType
 import pytest
 from server_builders import small_topology, spec
 
-from firsthop.v1 import admin_pb2, agent_pb2, jobs_pb2
-from scheduler.api import agent_serde, cluster_serde, serde
-from scheduler.core.actions import StartRanks, StopRanks
-from scheduler.core.events import (
-    CheckpointReported,
-    HeartbeatReceived,
-    NodeRegistered,
-    RankExited,
-    RanksStarted,
-)
+from firsthop.v1 import admin_pb2, jobs_pb2
+from scheduler.api import cluster_serde, serde
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.core.status import ClusterStatus, QueueStatus, TierStatus
 from scheduler.jobspec import load_job_spec
-from scheduler.runtime.agents import FetchLogs, RunHealthCheck
 from topology.errors import InvalidInputError, TopologyError
 from topology.generators import dual_plane, rail_optimized
 from topology.model import Topology
@@ -274,117 +265,3 @@ def test_cluster_status_round_trips() -> None:
     assert cluster_serde.cluster_status_from_proto(
         cluster_serde.cluster_status_to_proto(status)
     ) == (status)
-
-
-def _start() -> StartRanks:
-    return StartRanks(
-        command_id="start:j-1:2:h0002",
-        job_id="j-1",
-        node="h0002",
-        attempt=2,
-        job_name="train",
-        user="ann",
-        ranks=(RankSlot(8, "h0002", 0), RankSlot(9, "h0002", 1)),
-        node_rank=1,
-        num_nodes=2,
-        world_size=16,
-        master_addr="h0001",
-        master_port=23456,
-        command=("torchrun", "train.py"),
-        env=MappingProxyType({"A": "1"}),
-        checkpoint_dir="/ckpt",
-        time_limit_s=60,
-        per_host=True,
-    )
-
-
-def test_start_commands_round_trip_and_carry_the_launcher_env() -> None:
-    action = _start()
-    wire = agent_serde.start_ranks_to_proto(action)
-
-    assert agent_serde.start_ranks_from_proto(wire, "h0002") == action
-    assert dict(wire.start_ranks.ranks[1].env) == {
-        "RANK": "9",
-        "LOCAL_RANK": "1",
-        "WORLD_SIZE": "16",
-        "LOCAL_WORLD_SIZE": "2",
-        "NODE_RANK": "1",
-        "MASTER_ADDR": "h0001",
-        "MASTER_PORT": "23456",
-        "CUDA_VISIBLE_DEVICES": "0,1",
-        "FIRSTHOP_JOB_ID": "j-1",
-        "FIRSTHOP_RESTART_COUNT": "2",
-        "FIRSTHOP_NODE_RANK": "1",
-        "FIRSTHOP_NNODES": "2",
-        "FIRSTHOP_HOST": "h0002",
-        "FIRSTHOP_CHECKPOINT_DIR": "/ckpt",
-    }
-
-
-def test_stop_commands_round_trip() -> None:
-    action = StopRanks("stop:j-1:2:h0002", "j-1", "h0002", 2, 30.0, "preempted")
-
-    assert agent_serde.stop_ranks_from_proto(agent_serde.stop_ranks_to_proto(action), "h0002") == (
-        action
-    )
-    with pytest.raises(InvalidInputError):
-        agent_serde.stop_ranks_from_proto(agent_serde.start_ranks_to_proto(_start()), "h0002")
-
-
-def test_agent_reports_round_trip_to_events() -> None:
-    registered = NodeRegistered(at=T0, node="h0001", gpus=8, agent_version="v2", address="10.0.0.1")
-    beat = HeartbeatReceived(
-        at=T0,
-        node="h0001",
-        health=Health.SUSPECT,
-        running=MappingProxyType({"j-1": 2, "j-2": 0}),
-        detail="hot",
-    )
-    started = RanksStarted(at=T0, job_id="j-1", node="h0001", attempt=2)
-    exited = RankExited(at=T0, job_id="j-1", node="h0001", attempt=2, rank=3, exit_code=1)
-    killed = replace(exited, exit_code=128 + 9)
-    checkpoint = CheckpointReported(at=T0, job_id="j-1", attempt=2)
-
-    assert (
-        agent_serde.node_registered_from_proto(agent_serde.node_registered_to_proto(registered), T0)
-        == registered
-    )
-    assert (
-        agent_serde.heartbeat_from_proto(agent_serde.heartbeat_to_proto(beat), "h0001", T0) == beat
-    )
-    assert (
-        agent_serde.ranks_started_from_proto(
-            agent_serde.ranks_started_to_proto(started, [0, 1]), "h0001", T0
-        )
-        == started
-    )
-    for event in (exited, killed):
-        wire = agent_serde.rank_exited_to_proto(event)
-        assert agent_serde.rank_exited_from_proto(wire, "h0001", T0) == event
-    assert agent_serde.checkpoint_from_proto(agent_serde.checkpoint_to_proto(checkpoint), T0) == (
-        checkpoint
-    )
-
-
-def test_registration_with_gaps_in_gpu_indices_is_refused() -> None:
-    request = agent_pb2.RegisterNodeRequest(host="h1", gpus=[{"index": 0}, {"index": 2}])
-
-    with pytest.raises(InvalidInputError, match=r"0\.\.n-1"):
-        agent_serde.node_registered_from_proto(request, T0)
-
-
-def test_agent_questions_round_trip() -> None:
-    check = RunHealthCheck("check:h1:1", "h0001", "check:h1:1")
-    logs = FetchLogs("logs:h1:2", "h0001", "logs:h1:2", "j-1", 3, 9, -4096, 65536)
-
-    assert (
-        agent_serde.run_health_check_from_proto(
-            agent_serde.run_health_check_to_proto(check), "h0001"
-        )
-        == check
-    )
-    assert agent_serde.fetch_logs_from_proto(agent_serde.fetch_logs_to_proto(logs), "h0001") == (
-        logs
-    )
-    with pytest.raises(InvalidInputError):
-        agent_serde.fetch_logs_from_proto(agent_serde.run_health_check_to_proto(check), "h0001")

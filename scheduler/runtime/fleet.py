@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Final
@@ -205,6 +205,7 @@ class Fleet:
         if self._seen(link.node, report_id):
             self._runtime.agents.report_acked(link, report_id)
             return
+        # Read which rank it is; the core gets the event stamped when it is applied.
         event = make(self._runtime.now())
         key = (link.node, event.job_id, event.attempt)
         stop = self._stops.get(link.node, {}).get((event.job_id, event.attempt))
@@ -214,7 +215,7 @@ class Fleet:
                 if not stop.remaining:
                     self._finish_stop(key)
         else:
-            await self._apply_quietly(lambda at: replace(event, at=at))
+            await self._apply_quietly(make)
             ranks = self._ranks.get(key)
             if ranks is not None:
                 left = ranks - {event.rank}
