@@ -7,7 +7,7 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   ``Connect`` stream and sends a hello listing every running rank. When the stream breaks it
   waits (exponential backoff with jitter) and connects again; when the scheduler no longer
   knows the session (``unknown_session``, for example after a scheduler restart) it registers
-  again first. ``unknown_host`` and ``topology_mismatch`` are fatal: retrying cannot help.
+  again first. ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
 - **Heartbeats** go out every interval the scheduler asked for, jittered, with the health
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
@@ -44,14 +44,20 @@ from agents.ranks import RankExecutor, RankExit, RankKey, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
 from agents.wire import AckStatus, AgentIdentity, HealthCheckOutcome
+from firsthop.reasons import ErrorReason
 from firsthop.v1 import agent_pb2
 from topology.errors import FirsthopError
 
 FATAL_REASONS: Final = frozenset(
-    {"unknown_node", "unknown_host", "topology_mismatch", "gpu_count_mismatch", "invalid_input"}
+    {
+        ErrorReason.UNKNOWN_NODE,
+        ErrorReason.TOPOLOGY_MISMATCH,
+        ErrorReason.GPU_COUNT_MISMATCH,
+        ErrorReason.INVALID_INPUT,
+    }
 )
 """Registration refusals that retrying cannot fix."""
-REREGISTER_REASONS: Final = frozenset({"unknown_session", "session_replaced"})
+REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
 

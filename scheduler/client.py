@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 import grpc
 
+from firsthop.reasons import ErrorReason
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from scheduler.api.cluster_serde import cluster_status_from_proto, topology_from_proto
 from scheduler.api.serde import (
@@ -56,7 +57,7 @@ class RemoteError(FirsthopError):
     """The server refused a call; ``reason`` is its stable reason, ``code`` the status name."""
 
     status_code = "UNKNOWN"
-    default_reason = "remote_error"
+    default_reason = ErrorReason.REMOTE_ERROR
 
     def __init__(self, message: str, *, reason: str, code: str) -> None:
         super().__init__(message, reason=reason)
@@ -67,7 +68,7 @@ class ServerUnavailableError(FirsthopError):
     """The server could not be reached (or did not answer in time)."""
 
     status_code = "UNAVAILABLE"
-    default_reason = "server_unavailable"
+    default_reason = ErrorReason.SERVER_UNAVAILABLE
 
 
 def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firsthop.reasons import ErrorReason
 from placement import Dim, ModelShape, Parallelism, PlacementRequest
 from placement.request import resolve_parallelism
 from topology.errors import FirsthopError, InvalidInputError
@@ -118,13 +119,13 @@ def job_spec_from_data(data: Any, *, source: str = "job spec") -> JobSpec:
     """Validate parsed data, turning every error into one line prefixed with ``source``."""
     if not isinstance(data, dict):
         raise InvalidInputError(
-            f"{source}: expected a mapping at the top level", reason="invalid_job_spec"
+            f"{source}: expected a mapping at the top level", reason=ErrorReason.INVALID_JOB_SPEC
         )
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidInputError(
-            f"{source}: {_first_error(exc)}", reason="invalid_job_spec"
+            f"{source}: {_first_error(exc)}", reason=ErrorReason.INVALID_JOB_SPEC
         ) from None
     except FirsthopError as exc:
         raise type(exc)(f"{source}: {exc.message}", reason=exc.reason) from None
@@ -142,7 +143,7 @@ def load_job_spec(path: Path) -> JobSpec:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidInputError(
-            f"{path}: not valid YAML/JSON: {first}", reason="invalid_job_spec"
+            f"{path}: not valid YAML/JSON: {first}", reason=ErrorReason.INVALID_JOB_SPEC
         ) from None
     return job_spec_from_data(data, source=str(path))
 

@@ -158,7 +158,7 @@ async def test_bad_inputs_get_stable_reasons_and_change_nothing() -> None:
         await _expect_error(
             submit(s, spec(16), submission_id="dup"),
             grpc.StatusCode.ALREADY_EXISTS,
-            "duplicate_submission",
+            "duplicate_submission_id",
         )
         for call in (
             s.jobs.GetJob(jobs_pb2.GetJobRequest(job_id="j-missing")),

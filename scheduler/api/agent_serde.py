@@ -27,7 +27,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Final
 
-from firsthop.reasons import RankExitReason
+from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
 from scheduler.api.serde import health_from_proto
 from scheduler.core.actions import StartRanks, StopRanks
@@ -134,12 +134,12 @@ def node_registered_from_proto(
 ) -> Callable[[datetime], NodeRegistered]:
     """The registration event of a request (its location is checked by the caller)."""
     if not request.host:
-        raise InvalidInputError("RegisterNode: host is required", reason="invalid_input")
+        raise InvalidInputError("RegisterNode: host is required", reason=ErrorReason.INVALID_INPUT)
     indices = sorted(gpu.index for gpu in request.gpus)
     if indices != list(range(len(indices))):
         raise InvalidInputError(
             f"RegisterNode {request.host}: GPU indices must be 0..n-1, got {indices}",
-            reason="invalid_input",
+            reason=ErrorReason.INVALID_INPUT,
         )
     node, version, address = request.host, request.agent_version, request.address
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc.aio
 
+from firsthop.reasons import ErrorReason
 from firsthop.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.api.agent_serde import (
     ack_from_proto,
@@ -74,7 +75,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidInputError(
-                "the first message of a Connect stream must be a hello", reason="hello_required"
+                "the first message of a Connect stream must be a hello",
+                reason=ErrorReason.HELLO_REQUIRED,
             )
         hello = first.hello
         link = self._fleet.attach(hello.host, hello.session_id)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from firsthop.reasons import ErrorReason, FailureReason
 from firsthop.v1 import admin_pb2, jobs_pb2
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
@@ -45,7 +46,9 @@ def job_state_from_proto(value: jobs_pb2.JobState.ValueType) -> JobState:
     """The job state of a wire value; ``JOB_STATE_UNSPECIFIED`` is refused."""
     name = _enum_name(jobs_pb2.JobState, value, "JOB_STATE_")
     if name not in JobState.__members__:
-        raise InvalidInputError(f"job state {value} is not valid", reason="invalid_job_state")
+        raise InvalidInputError(
+            f"job state {value} is not valid", reason=ErrorReason.INVALID_JOB_STATE
+        )
     return JobState(name)
 
 
@@ -108,7 +111,7 @@ def get_time(message: Any, field: str) -> datetime | None:
 def require_time(message: Any, field: str, what: str) -> datetime:
     at = get_time(message, field)
     if at is None:
-        raise InvalidInputError(f"{what}: {field} is required", reason="invalid_input")
+        raise InvalidInputError(f"{what}: {field} is required", reason=ErrorReason.INVALID_INPUT)
     return at
 
 
@@ -271,7 +274,7 @@ def failure_from_proto(msg: jobs_pb2.Failure) -> Failure:
     """The interruption of a wire message."""
     return Failure(
         at=require_time(msg, "at", "failure"),
-        reason=msg.reason,
+        reason=FailureReason(msg.reason),
         host=msg.host if msg.HasField("host") else None,
         lost_s=msg.lost_s,
     )
@@ -399,11 +402,11 @@ def queue_to_proto(queue: Queue) -> admin_pb2.Queue:
 def queue_from_proto(msg: admin_pb2.Queue) -> Queue:
     """The queue of a wire message; a weight of 0 (unset) reads as 1.0."""
     if not msg.name:
-        raise InvalidInputError("queue: name is required", reason="invalid_queue")
+        raise InvalidInputError("queue: name is required", reason=ErrorReason.INVALID_QUEUE)
     if msg.weight < 0:
         raise InvalidInputError(
             f"queue {msg.name!r}: weight must be positive, not {msg.weight}",
-            reason="invalid_queue",
+            reason=ErrorReason.INVALID_QUEUE,
         )
     return Queue(
         name=msg.name,

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from firsthop.reasons import StopReason
 from scheduler.core.records import Job, Node, Queue, RankSlot
 
 
@@ -173,7 +174,7 @@ class StopRanks:
     node: str
     attempt: int
     grace_s: float
-    reason: str
+    reason: StopReason
 
 
 Action = PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from firsthop.reasons import PendingReason
 from placement import Placement, PlacementFailure
 from scheduler.core.capacity import FreeCapacity
 from scheduler.core.jobs import get_job
@@ -41,7 +42,9 @@ from topology.errors import FirsthopError
 if TYPE_CHECKING:
     from scheduler.core.scheduler import Scheduler
 
-HEAD_REASONS = frozenset({"reserved", "preempting", "waiting_for_preemption"})
+HEAD_REASONS = frozenset(
+    {PendingReason.RESERVED, PendingReason.PREEMPTING, PendingReason.WAITING_FOR_PREEMPTION}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         return Explanation(
             job.id,
             job.state,
-            "quota",
+            PendingReason.QUOTA,
             f"queue {queue.name} holds {held} of its {queue.gpu_quota} GPUs; the job needs "
             f"{job.gpus} more",
             tuple(details),
@@ -136,17 +139,17 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         message = _head_message(blocked, start, report.preempted if report else [])
     elif failure is not None:
         reason, message = failure.reason.value, failure.message
-    elif blocked == "backfill_would_delay":
+    elif blocked == PendingReason.BACKFILL_WOULD_DELAY:
         reason = blocked
         message = "it fits only on GPUs reserved for a blocked job it would delay"
-    elif blocked == "cycle_budget":
+    elif blocked == PendingReason.CYCLE_BUDGET:
         reason = blocked
         message = "the last scheduling cycle ran out of placement attempts before this job"
     elif not scheduler.config.backfill and reservation is not None and reservation.job_id != job.id:
-        reason = "blocked_by_head"
+        reason = PendingReason.BLOCKED_BY_HEAD
         message = f"backfill is off and job {reservation.job_id} ahead of it is blocked"
     else:
-        reason = "next_cycle"
+        reason = PendingReason.NEXT_CYCLE
         message = "it fits now and will be admitted by the next scheduling cycle"
     return Explanation(
         job.id,
@@ -162,9 +165,9 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
 
 
 def _head_message(reason: str, start: datetime | None, victims: list[str]) -> str:
-    if reason == "preempting":
+    if reason == PendingReason.PREEMPTING:
         return f"preempting lower-priority jobs to make room: {', '.join(victims)}"
-    if reason == "waiting_for_preemption":
+    if reason == PendingReason.WAITING_FOR_PREEMPTION:
         return "waiting for preempted jobs to stop; their GPUs are reserved for it"
     when = start.isoformat() if start is not None else "unknown"
     return f"blocked; GPUs reserved for it from {when} as running jobs reach their time limits"

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from firsthop.reasons import ErrorReason, JobReason
 from scheduler.core.actions import ChangeSet
 from scheduler.core.records import Allocation, Job, Node, Queue
 from scheduler.core.states import (
@@ -59,7 +60,7 @@ class InvariantError(FirsthopError):
     """The scheduler state broke one of its invariants (a bug, never bad input)."""
 
     status_code = "INTERNAL"
-    default_reason = "invariant_violated"
+    default_reason = ErrorReason.INVARIANT_VIOLATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ class SchedulerState:
         job: Job,
         dst: JobState,
         at: datetime,
-        reason: str,
+        reason: JobReason,
         message: str = "",
         **fields: object,
     ) -> Job:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
+from firsthop.reasons import ErrorReason
 from topology.errors import FirsthopError
 
 
@@ -104,7 +105,7 @@ class InvalidTransitionError(FirsthopError):
     """A state change the lifecycle does not allow (a bug, or a request in the wrong state)."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "invalid_transition"
+    default_reason = ErrorReason.INVALID_TRANSITION
 
 
 def is_terminal(state: JobState) -> bool:

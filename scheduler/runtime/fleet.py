@@ -33,6 +33,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.actions import Action, StartRanks, StopRanks
 from scheduler.core.events import (
     Event,
@@ -62,7 +63,7 @@ class TopologyMismatchError(FirsthopError):
     """An agent's GPUs or location disagree with the scheduler's topology."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "topology_mismatch"
+    default_reason = ErrorReason.TOPOLOGY_MISMATCH
 
 
 class AckStatus(Enum):
@@ -306,7 +307,7 @@ class Fleet:
         try:
             await self._runtime.apply(make)
         except FirsthopError as exc:
-            if exc.reason in ("store_unavailable", "shutting_down"):
+            if exc.reason in (ErrorReason.STORE_UNAVAILABLE, ErrorReason.SHUTTING_DOWN):
                 raise
             _log.debug("agent event refused: %s: %s", exc.reason, exc)
 

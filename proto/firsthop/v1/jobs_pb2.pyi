@@ -910,10 +910,11 @@ class ExplainJobResponse(_message.Message):
     RESERVATION_START_FIELD_NUMBER: _builtins.int
     PLACEMENT_FAILURE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Stable reason. Queued jobs: "quota", "reserved", "preempting", "waiting_for_preemption",
-    a placer failure reason ("insufficient_gpus", "insufficient_free_hosts",
-    "too_many_leaves"...), "backfill_would_delay", "blocked_by_head", "cycle_budget" or
-    "next_cycle". Other states: the job's own latest reason ("placed", "preempted"...).
+    """Stable reason (firsthop.reasons.PendingReason). Queued jobs: "quota", "reserved",
+    "preempting", "waiting_for_preemption", "insufficient_capacity", a placer failure reason
+    ("insufficient_gpus", "insufficient_free_hosts", "too_many_leaves"...),
+    "backfill_would_delay", "blocked_by_head", "cycle_budget" or "next_cycle". Other states:
+    the job's own latest reason ("placed", "preempted"...).
     """
     message: _builtins.str
     """One line for people."""
