@@ -42,7 +42,7 @@ import grpc.aio
 
 from bench.common import write_results
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from scheduler.api.serde import job_spec_to_proto
+from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
 from scheduler.store.pg_server import PostgresUnavailableError, start_throwaway_postgres
 from topology.generators import fat_tree

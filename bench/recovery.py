@@ -7,7 +7,7 @@ of its ranks, then follows the job until it is RUNNING again on the remaining ho
 splits the time, as the scheduler stamped it:
 
 - **detection**: SIGKILL to the failure the scheduler recorded (``failures[-1].at``);
-- **re-placement**: failure to the new placement (``allocation.placed_at``);
+- **re-placement**: failure to the new placement (``placement.placed_at``);
 - **relaunch**: placement to every host reporting its ranks running (``started_at``).
 
 Two kinds of job, because they are detected differently:
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.common import write_results
-from scheduler.client import FirsthopClient, Job, JobState
+from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -195,7 +195,7 @@ class Cluster:
         self.scheduler.stop()
 
 
-def _job(client: FirsthopClient, job_id: str) -> Job:
+def _job(client: FirsthopClient, job_id: str) -> JobView:
     return client.get_job(job_id)
 
 
@@ -214,26 +214,26 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
         data = {**_spec(kind, cluster.root, number), "max_restarts": 3}
         job, _ = client.submit_job(job_spec_from_data(data))
 
-        def ready() -> Job | None:
+        def ready() -> JobView | None:
             current = _job(client, job.id)
             if current.state is not JobState.RUNNING:
                 return None
             return current if kind == "silent" or current.last_checkpoint_at else None
 
         running = wait_until(ready, f"{kind} job running")
-        assert running.allocation is not None
-        victim = running.allocation.hosts[0]
+        assert running.placement is not None
+        victim = running.placement.hosts[0]
         killed_at = cluster.kill_host(victim)
 
-        def recovered() -> Job | None:
+        def recovered() -> JobView | None:
             current = _job(client, job.id)
             return current if current.state is JobState.RUNNING and current.restarts else None
 
         back = wait_until(recovered, f"{kind} job running again")
         resumed_s = None
         if kind == "gloo":
-            assert back.allocation is not None
-            log = cluster.log_dir(back.allocation.hosts[0]) / job.id / "attempt-1" / "rank-0.log"
+            assert back.placement is not None
+            log = cluster.log_dir(back.placement.hosts[0]) / job.id / "attempt-1" / "rank-0.log"
 
             def resumed() -> float | None:
                 text = log.read_text() if log.exists() else ""
@@ -244,9 +244,10 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
             resumed_s = wait_until(resumed, "training resumed")
         client.cancel_job(job.id, "benchmark trial over")
         failure = back.failures[-1]
-        assert back.allocation is not None
+        assert back.placement is not None
         assert back.started_at is not None
-        placed_at = back.allocation.placed_at
+        placed_at = back.placement.placed_at
+        assert placed_at is not None
         result = {
             "kind": kind,
             "victim": victim,
@@ -262,7 +263,7 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
 
         def attached() -> bool | None:
             # The scheduler has the new agent's stream once it handled its first message.
-            node = client.get_node(victim).node
+            node = client.get_node(victim)
             seen, registered = node.last_heartbeat_at, node.registered_at
             if seen is None or registered is None or registered < restarted:
                 return None
@@ -272,7 +273,7 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
         started = time.monotonic()
         view, check = client.resume_node(victim, "benchmark: host restarted")
         result["resume_with_check_s"] = round(time.monotonic() - started, 3)
-        assert view.node.state.value == "READY"
+        assert view.state.value == "READY"
         assert check is not None
         assert check.passed
     return result

@@ -23,8 +23,8 @@ from agents.session import SessionOptions
 from agents.simulate import SimulatedCluster, identities
 from agents.timing import Backoff
 from firsthop.v1 import admin_pb2_grpc, agent_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from scheduler.api.serde import job_spec_to_proto, job_state_to_proto
 from scheduler.api.server import SchedulerServer, build_server
+from scheduler.api.spec_serde import job_spec_to_proto, job_state_to_proto
 from scheduler.config import ServerConfig
 from scheduler.core.states import JobState
 from scheduler.jobspec import JobSpec, job_spec_from_data

@@ -10,17 +10,10 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
-from scheduler.api.cluster_serde import (
-    cluster_status_to_proto,
-    queue_status_to_proto,
-    topology_to_proto,
-)
-from scheduler.api.serde import (
-    node_state_from_proto,
-    node_to_proto,
-    queue_from_proto,
-    queue_to_proto,
-)
+from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
+from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
+from scheduler.api.spec_serde import node_state_from_proto
+from scheduler.api.topology_serde import topology_to_proto
 from scheduler.core.events import Event, NodeDrainRequested, QueueSet
 from scheduler.core.records import Node
 from scheduler.runtime import queries

@@ -29,7 +29,7 @@ from typing import Final
 
 from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
-from scheduler.api.serde import health_from_proto
+from scheduler.api.spec_serde import health_from_proto
 from scheduler.core.actions import StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
