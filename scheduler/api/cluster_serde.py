@@ -10,13 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from firsthop.v1 import admin_pb2, jobs_pb2
-from placement import Placement
 from scheduler.api.serde import allocation_to_proto, job_to_proto
 from scheduler.api.spec_serde import set_time, timestamp_to_proto
 from scheduler.core.explain import Explanation
-from scheduler.core.records import Allocation, Job, RankSlot
+from scheduler.core.records import Job
 from scheduler.core.status import ClusterStatus, QueueStatus
-from topology.index import TopologyIndex
 
 # ---------------------------------------------------------------- cluster status and explain
 
@@ -67,24 +65,10 @@ def cluster_status_to_proto(status: ClusterStatus) -> admin_pb2.ClusterStatus:
     )
 
 
-def placement_to_proto(
-    placement: Placement, index: TopologyIndex, at: datetime
-) -> jobs_pb2.Allocation:
-    """A placer result as the allocation it would give (host names from ``index``)."""
-    rows = placement.ranks.rows(index)
-    allocation = Allocation(
-        ranks=tuple(RankSlot(rank=r["rank"], host=r["host"], gpu=r["gpu"]) for r in rows),
-        cost=float(placement.cost_ms),
-        lower_bound=float(placement.lower_bound.total_ms),
-        placed_at=at,
-    )
-    return allocation_to_proto(allocation)
-
-
 def explanation_to_proto(
-    explanation: Explanation, job: Job, index: TopologyIndex, at: datetime
+    explanation: Explanation, job: Job, at: datetime
 ) -> jobs_pb2.ExplainJobResponse:
-    """The wire form of an explanation (one way: placer results do not travel back)."""
+    """The wire form of an explanation (the core converted the placer's result)."""
     msg = jobs_pb2.ExplainJobResponse(
         job=job_to_proto(job, at),
         reason=explanation.reason,
@@ -92,8 +76,8 @@ def explanation_to_proto(
         details=list(explanation.details),
         queue_position=explanation.queue_position or 0,
     )
-    if explanation.placement is not None:
-        msg.would_place.CopyFrom(placement_to_proto(explanation.placement, index, at))
+    if explanation.would_place is not None:
+        msg.would_place.CopyFrom(allocation_to_proto(explanation.would_place))
     if explanation.failure is not None:
         failure = explanation.failure
         msg.placement_failure = f"{failure.reason.value}: {failure.message}"

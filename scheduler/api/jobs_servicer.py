@@ -116,7 +116,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         now = runtime.now()
         explanation = runtime.core.explain(request.job_id, now)
         job = runtime.get_job(request.job_id)
-        return explanation_to_proto(explanation, job, runtime.state.index, now)
+        return explanation_to_proto(explanation, job, now)
 
     async def GetJobLogs(  # noqa: N802
         self, request: jobs_pb2.GetJobLogsRequest, context: Context

@@ -21,9 +21,9 @@ from typing import Annotated
 
 import typer
 
-from scheduler.api.server import build_server
 from scheduler.cli.common import EXIT_BAD_INPUT, exit_on_error
 from scheduler.config import ServerConfig, load_config
+from scheduler.server import build_server
 from topology.errors import FirsthopError
 
 app = typer.Typer(

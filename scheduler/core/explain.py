@@ -17,9 +17,9 @@ stable ``reason``:
 - ``next_cycle``: it fits now and will be admitted by the next cycle unless a job ahead of it
   takes the room.
 
-``placement`` is what the placer gives it on the free capacity now (ignoring reservations).
-For other states the reason is the job's own latest reason (``placed``, ``preempted``,
-``node_lost``, ...).
+``would_place`` is the allocation the placer gives it on the free capacity now (ignoring
+reservations), converted by :func:`~scheduler.core.jobs.allocation_of`. For other states the
+reason is the job's own latest reason (``placed``, ``preempted``, ``node_lost``, ...).
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 ``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 from firsthop.reasons import PendingReason
 from placement import Placement, PlacementFailure
 from scheduler.core.capacity import FreeCapacity
-from scheduler.core.jobs import get_job
+from scheduler.core.jobs import allocation_of, get_job
 from scheduler.core.queueing import queue_position, within_quota
+from scheduler.core.records import Allocation
 from scheduler.core.states import QUEUED_JOB_STATES, JobState
 from topology.errors import FirsthopError
 
@@ -58,7 +59,7 @@ class Explanation:
         message: one line for people.
         details: further lines (placer numbers, reservation, queue position).
         queue_position: 1-based position in its queue while queued.
-        placement: the placement it would get on the free capacity now (queued jobs).
+        would_place: the allocation it would get on the free capacity now (queued jobs).
         failure: the placer's refusal on the free capacity now (queued jobs).
         reservation_start: when the head job's reservation starts, if it holds one.
     """
@@ -69,7 +70,7 @@ class Explanation:
     message: str
     details: tuple[str, ...] = ()
     queue_position: int | None = None
-    placement: Placement | None = None
+    would_place: Allocation | None = None
     failure: PlacementFailure | None = None
     reservation_start: datetime | None = None
 
@@ -158,7 +159,7 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         message,
         tuple(details),
         position,
-        placement,
+        None if placement is None else allocation_of(placement, state.index, now),
         failure,
         start,
     )

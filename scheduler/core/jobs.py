@@ -47,6 +47,7 @@ from scheduler.core.states import (
     InvalidTransitionError,
     JobState,
 )
+from topology.index import TopologyIndex
 
 J = JobState
 
@@ -413,9 +414,13 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
 # ---------------------------------------------------------------------------- admission
 
 
-def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
-    """Give ``job`` its placement (ADMITTED) and queue its start commands."""
-    index = ctx.state.index
+def allocation_of(placement: Placement, index: TopologyIndex, at: datetime) -> Allocation:
+    """The allocation a placer result gives: its rank table with host names from ``index``,
+    its modelled cost and lower bound, placed at ``at``.
+
+    The one conversion of placer results into records: admission and explanations use it,
+    so the API never sees a placer type.
+    """
     names = index.host_names
     ranks = tuple(
         RankSlot(rank, names[h], g)
@@ -423,12 +428,17 @@ def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
             zip(placement.ranks.hosts.tolist(), placement.ranks.gpus.tolist(), strict=True)
         )
     )
-    allocation = Allocation(
+    return Allocation(
         ranks=ranks,
         cost=float(placement.cost_ms),
         lower_bound=float(placement.lower_bound.total_ms),
         placed_at=at,
     )
+
+
+def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
+    """Give ``job`` its placement (ADMITTED) and queue its start commands."""
+    allocation = allocation_of(placement, ctx.state.index, at)
     new = ctx.state.transition(
         job,
         J.ADMITTED,
