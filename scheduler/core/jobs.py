@@ -150,9 +150,7 @@ def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
         event.at,
         JobReason.CANCELLED,
         message,
-        allocation=None,
-        stopped_hosts=frozenset(),
-        stop_deadline=None,
+        updated=replace(job, allocation=None, stopped_hosts=frozenset(), stop_deadline=None),
     )
     ctx.stop_and_fence(held, event.at, StopReason.CANCELLED, skip=skip)
 
@@ -191,9 +189,12 @@ def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
             J.RUNNING,
             event.at,
             JobReason.RUNNING,
-            started_hosts=started,
-            started_at=event.at,
-            first_started_at=job.first_started_at or event.at,
+            updated=replace(
+                job,
+                started_hosts=started,
+                started_at=event.at,
+                first_started_at=job.first_started_at or event.at,
+            ),
         )
     else:
         state.put_job(replace(job, started_hosts=started, updated_at=event.at))
@@ -230,9 +231,9 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
         J.SUCCEEDED,
         event.at,
         JobReason.SUCCEEDED,
-        allocation=None,
-        exited_ranks=exited,
-        productive_s=job.productive_s + gained,
+        updated=replace(
+            job, allocation=None, exited_ranks=exited, productive_s=job.productive_s + gained
+        ),
     )
     ctx.settle_drains(hosts)
 
@@ -261,13 +262,16 @@ def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime) -> None:
         at,
         JobReason.PREEMPTED,
         job.message,
-        allocation=None,
-        restarts=job.restarts + 1,
-        started_at=None,
-        started_hosts=frozenset(),
-        exited_ranks=frozenset(),
-        stopped_hosts=frozenset(),
-        stop_deadline=None,
+        updated=replace(
+            job,
+            allocation=None,
+            restarts=job.restarts + 1,
+            started_at=None,
+            started_hosts=frozenset(),
+            exited_ranks=frozenset(),
+            stopped_hosts=frozenset(),
+            stop_deadline=None,
+        ),
     )
     ctx.settle_drains(alloc.hosts)
 
@@ -322,19 +326,27 @@ def interrupt(
             at,
             JobReason(reason),
             message,
-            allocation=None,
-            failures=failures,
-            restarts=job.restarts + 1,
-            excluded_hosts=excluded,
-            started_at=None,
-            started_hosts=frozenset(),
-            exited_ranks=frozenset(),
+            updated=replace(
+                job,
+                allocation=None,
+                failures=failures,
+                restarts=job.restarts + 1,
+                excluded_hosts=excluded,
+                started_at=None,
+                started_hosts=frozenset(),
+                exited_ranks=frozenset(),
+            ),
         )
     else:
         if requeue:
             message = f"{message}; restarts exhausted ({job.spec.max_restarts} allowed)"
         new = state.transition(
-            job, J.FAILED, at, JobReason(reason), message, allocation=None, failures=failures
+            job,
+            J.FAILED,
+            at,
+            JobReason(reason),
+            message,
+            updated=replace(job, allocation=None, failures=failures),
         )
     ctx.stop_and_fence(held, at, StopReason(reason), skip=unreachable)
     return new
@@ -351,9 +363,12 @@ def preempt(ctx: Ctx, victim: Job, at: datetime, by: Job) -> None:
         at,
         JobReason.PREEMPTED,
         f"preempted by job {by.id}",
-        failures=(*victim.failures, failure),
-        stopped_hosts=frozenset(),
-        stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+        updated=replace(
+            victim,
+            failures=(*victim.failures, failure),
+            stopped_hosts=frozenset(),
+            stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+        ),
     )
     if new.allocation is not None:
         for node in new.allocation.hosts:
@@ -445,9 +460,9 @@ def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
         at,
         JobReason.PLACED,
         f"placed on {len(allocation.hosts)} host(s)",
-        allocation=allocation,
-        started_hosts=frozenset(),
-        exited_ranks=frozenset(),
+        updated=replace(
+            job, allocation=allocation, started_hosts=frozenset(), exited_ranks=frozenset()
+        ),
     )
     ctx.start_all(new)
     return new

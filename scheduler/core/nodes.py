@@ -78,19 +78,20 @@ def register(ctx: Ctx, event: NodeRegistered) -> None:
             f"node {node.name} registered {event.gpus} GPUs; the topology has {node.gpus}",
             reason=ErrorReason.GPU_COUNT_MISMATCH,
         )
-    fields = {
-        "agent_version": event.agent_version,
-        "address": event.address,
-        "registered_at": event.at,
-        "last_heartbeat_at": event.at,
-    }
+    registered = replace(
+        node,
+        agent_version=event.agent_version,
+        address=event.address,
+        registered_at=event.at,
+        last_heartbeat_at=event.at,
+    )
     if node.state is N.UNKNOWN:
-        state.move_node(node, N.READY, NodeReason.REGISTERED, **fields)
+        state.move_node(node, N.READY, NodeReason.REGISTERED, updated=registered)
     elif node.state is N.LOST:
-        node = state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+        node = state.put_node(registered)
         _return_lost(ctx, node, node.health)
     else:
-        state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+        state.put_node(registered)
 
 
 def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
@@ -125,9 +126,11 @@ def _return_lost(ctx: Ctx, node: Node, health: Health) -> Node:
     """A LOST node's agent is back: DRAINED awaiting a checked resume (or READY, see the
     module docstring)."""
     if ctx.config.return_lost_nodes and health is not Health.FAILED:
-        return ctx.state.move_node(node, N.READY, NodeReason.RECONNECTED, health=health)
+        return ctx.state.move_node(
+            node, N.READY, NodeReason.RECONNECTED, updated=replace(node, health=health)
+        )
     reason = f"{NodeReason.RETURNED_AFTER_LOSS}: resume it to run a deep health check and return it"
-    return ctx.state.move_node(node, N.DRAINED, reason, health=health)
+    return ctx.state.move_node(node, N.DRAINED, reason, updated=replace(node, health=health))
 
 
 def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
@@ -210,7 +213,9 @@ def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
             reason=ErrorReason.NODE_NOT_REGISTERED,
         )
     health = Health.UNKNOWN if node.health is Health.FAILED else node.health
-    state.move_node(node, N.READY, event.reason or NodeReason.RESUMED, health=health)
+    state.move_node(
+        node, N.READY, event.reason or NodeReason.RESUMED, updated=replace(node, health=health)
+    )
 
 
 def detect_lost(ctx: Ctx, at: datetime) -> None:
