@@ -91,7 +91,7 @@ class Fleet:
     def __init__(self, runtime: Runtime, topology: Topology) -> None:
         self._runtime = runtime
         self._topology = topology
-        self._locations = {name: location_of(topology, name) for name in topology.hosts}
+        self._locations = {name: topology.location(name) for name in topology.hosts}
         self._ranks: dict[AttemptKey, frozenset[int]] = {}
         self._stops: dict[str, dict[tuple[str, int], _Stop]] = {}
         """Stops in progress by host, then (job id, attempt)."""
@@ -319,15 +319,3 @@ class Fleet:
         seen[report_id] = None
         while len(seen) > REMEMBERED_REPORTS:
             seen.popitem(last=False)
-
-
-def location_of(topology: Topology, host: str) -> tuple[str, ...]:
-    """Switch domains above ``host``, nearest first (virtual pass-through domains left out)."""
-    path: list[str] = []
-    domain = topology.hosts[host].parent
-    while domain is not None:
-        node = topology.domains[domain]
-        if not node.virtual:
-            path.append(node.name)
-        domain = node.parent
-    return tuple(path)
