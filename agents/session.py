@@ -156,9 +156,11 @@ class AgentSession:
                 await self._serve(stop)
             except SchedulerRejectedError as exc:
                 if exc.reason in FATAL_REASONS:
-                    raise FatalAgentError(
+                    fatal = FatalAgentError(
                         f"{self.identity.host}: {exc.message}", reason=exc.reason
-                    ) from None
+                    )
+                    fatal.status_code = exc.status_code
+                    raise fatal from None
                 if exc.reason in REREGISTER_REASONS:
                     self._session_id = None
                 _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)

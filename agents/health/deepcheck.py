@@ -28,17 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.health import benchmarks as bench
 from agents.health.reference import GpuReference, reference_for
+from topology.errors import ExitCode
 
 GIB = 1024**3
 MIB = 1024**2
 
-#: ``check_command`` exit codes.
-EXIT_OK = 0
+#: ``check_command`` exit codes (from the table every firsthop command line shares).
+EXIT_OK = ExitCode.OK
 """Every check passed or was unjudged, or there is no GPU and none was required."""
-EXIT_FAILED = 1
+EXIT_FAILED = ExitCode.FAILED
 """At least one check failed."""
-EXIT_NO_GPU = 2
-"""No CUDA device, and ``require_gpu`` was set."""
+EXIT_NO_GPU = ExitCode.BAD_INPUT
+"""No CUDA device, and ``require_gpu`` was set (refused as it stands)."""
 
 Details = dict[str, str | int | float | bool | None]
 

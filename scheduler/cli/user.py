@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from scheduler.cli.common import OutputFormat, OutputOption, print_result
+from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error, print_result
 from scheduler.cli.remote import (
     DEFAULT,
     QueueFilter,
@@ -34,7 +34,6 @@ from scheduler.cli.remote import (
     UserFilter,
     connect,
     print_job_list,
-    remote_errors,
 )
 from scheduler.cli.views import (
     JOB_COLUMNS,
@@ -45,7 +44,7 @@ from scheduler.cli.views import (
 from scheduler.client import JobState, JobView
 from scheduler.jobspec import load_job_spec
 
-EXIT_JOB_DID_NOT_SUCCEED: Final = 5
+EXIT_JOB_DID_NOT_SUCCEED: Final = ExitCode.JOB_DID_NOT_SUCCEED
 RANKS_SHOWN: Final = 8
 
 app = typer.Typer(
@@ -76,7 +75,7 @@ def submit(
     user: Annotated[str, typer.Option(help="Submit as this user.")] = "",
 ) -> None:
     """Submit a job; prints its id as the last word."""
-    with remote_errors():
+    with exit_on_error():
         spec = load_job_spec(job_file)
     with connect(server) as client:
         job, created = client.submit_job(spec, submission_id=submission_id, user=user)

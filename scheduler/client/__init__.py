@@ -65,7 +65,8 @@ _UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 
 
 class RemoteError(FirsthopError):
-    """The server refused a call; ``reason`` is its stable reason, ``code`` the status name."""
+    """The server refused a call; ``reason`` is its stable reason, ``code`` (and
+    ``status_code``) the status name it answered with."""
 
     status_code = "UNKNOWN"
     default_reason = ErrorReason.REMOTE_ERROR
@@ -73,6 +74,7 @@ class RemoteError(FirsthopError):
     def __init__(self, message: str, *, reason: str, code: str) -> None:
         super().__init__(message, reason=reason)
         self.code = code
+        self.status_code = code
 
 
 class ServerUnavailableError(FirsthopError):
