@@ -19,7 +19,7 @@ from scheduler.client import views, wire
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.core.status import ClusterStatus, QueueStatus, TierStatus, ettr
-from scheduler.jobspec import load_job_spec
+from scheduler.jobspec_file import load_job_spec
 from topology.errors import InvalidInputError, TopologyError
 from topology.generators import dual_plane, rail_optimized
 from topology.model import Topology

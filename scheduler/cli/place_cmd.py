@@ -35,7 +35,7 @@ from placement import (
 )
 from placement import place as place_job
 from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error
-from scheduler.jobspec import load_job_spec
+from scheduler.jobspec_file import load_job_spec
 from topology.errors import InvalidInputError, UnknownHostError
 from topology.index import TopologyIndex
 from topology.model import Topology

@@ -42,7 +42,7 @@ from scheduler.cli.views import (
     job_fields,
 )
 from scheduler.client import JobState, JobView
-from scheduler.jobspec import load_job_spec
+from scheduler.jobspec_file import load_job_spec
 
 EXIT_JOB_DID_NOT_SUCCEED: Final = ExitCode.JOB_DID_NOT_SUCCEED
 RANKS_SHOWN: Final = 8
