@@ -58,3 +58,17 @@ def test_pending_reasons_the_proto_documents_exist() -> None:
 
     for reason in PendingReason:
         assert f'"{reason}"' in documented
+
+
+def _message(proto: str, name: str) -> str:
+    text = (ROOT / "proto" / "firsthop" / "v1" / proto).read_text()
+    start = text.index(f"message {name} {{")
+    return text[start : text.index("\n}", start)]
+
+
+def test_failure_and_stop_reasons_the_protos_document_are_the_catalogues() -> None:
+    failure = _message("jobs.proto", "Failure")
+    stop = _message("agent.proto", "StopRanks")
+
+    assert all(f'"{reason}"' in failure for reason in FailureReason)
+    assert all(f'"{reason}"' in stop for reason in StopReason)

@@ -768,7 +768,10 @@ class StopRanks(_message.Message):
     attempt: _builtins.int
     grace_s: _builtins.float
     reason: _builtins.str
-    """Stable reason: "cancelled", "preempted", "gang_failed", "node_draining"..."""
+    """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
+    should not run there any more), or the failure that interrupted the job ("rank_exited",
+    "node_lost", "node_failed", "time_limit", "start_timeout").
+    """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Empty: every rank of the job attempt on this host."""

@@ -475,7 +475,9 @@ class Failure(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     LOST_S_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Stable reason: "node_lost", "node_failed", "rank_exited", "preempted"..."""
+    """Stable reason (firsthop.reasons.FailureReason): "preempted", "rank_exited", "node_lost",
+    "node_failed", "time_limit", "start_timeout".
+    """
     host: _builtins.str
     lost_s: _builtins.float
     """Work lost in seconds: time since the last checkpoint (or start) when it failed."""
@@ -538,7 +540,10 @@ class Job(_message.Message):
     submission_id: _builtins.str
     """Client-chosen idempotency key given at submission; unset when none was given."""
     reason: _builtins.str
-    """Stable reason for the latest state change ("placed", "node_lost", "cancelled"...)."""
+    """Stable reason for the latest state change (firsthop.reasons.JobReason: "submitted",
+    "placed", "starting", "running", "succeeded", "cancelled", "unplaceable_job", or the
+    failure that interrupted it).
+    """
     message: _builtins.str
     restarts: _builtins.int
     productive_s: _builtins.float
