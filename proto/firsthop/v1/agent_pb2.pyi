@@ -623,7 +623,8 @@ class RankLaunch(_message.Message):
     gpu: _builtins.int
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """The launcher environment of this rank, computed by the scheduler from the other fields:
+        """The launcher environment of this rank, computed by the scheduling core from the other
+        fields (scheduler.core.actions.StartRanks.rank_env):
         RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT,
         CUDA_VISIBLE_DEVICES (this host's GPUs of the job, in local-rank order),
         FIRSTHOP_JOB_ID, FIRSTHOP_RESTART_COUNT, FIRSTHOP_NODE_RANK and FIRSTHOP_NNODES (for
