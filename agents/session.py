@@ -339,8 +339,8 @@ class AgentSession:
 
     def _report(self, report: agent_pb2.Report) -> None:
         self._report_seq += 1
-        report.report_id = f"{self.identity.agent_instance}-{self._report_seq}"
-        self._outbox[report.report_id] = report
+        report_id = f"{self.identity.agent_instance}-{self._report_seq}"
+        self._outbox[report_id] = wire.identified(report, report_id)
         self._send(wire.report_message(report))
 
     def _ranks_started(self, job_id: str, attempt: int, ranks: Sequence[int]) -> None:

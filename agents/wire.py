@@ -355,6 +355,12 @@ def heartbeat_to_proto(
     return agent_pb2.AgentMessage(heartbeat=beat)
 
 
+def identified(report: agent_pb2.Report, report_id: str) -> agent_pb2.Report:
+    """``report`` with its id (unique per agent instance; the scheduler acknowledges by it)."""
+    report.report_id = report_id
+    return report
+
+
 def report_message(report: agent_pb2.Report) -> agent_pb2.AgentMessage:
     """A report as it goes up the stream (first time or resent)."""
     return agent_pb2.AgentMessage(report=report)
