@@ -7,11 +7,16 @@ simulated cluster (``simulate``).
 ranks it is told to start as real processes, and reconnects after failures. It prints
 ``agent HOST connected to ADDR`` (flushed) once its first stream is open, then runs until
 SIGTERM or SIGINT, which stop its ranks (SIGTERM, then SIGKILL after ``--stop-grace``).
-A host the scheduler refuses (unknown host, topology mismatch) exits 3; bad flags exit 2.
+A host the scheduler does not know exits 3 (``unknown_node``); one it refuses as it stands
+(``topology_mismatch``, ``gpu_count_mismatch``) and bad flags exit 2.
 
 ``firsthop-agent check`` runs the deep health check here and prints its report
 (:func:`agents.health.deepcheck.check_command`; torch is imported only then). Exit codes: 0
 passed (or no GPU and none required), 1 a check failed, 2 no GPU with ``--require-gpu``.
+
+Exit codes have one meaning across every firsthop command line
+(:class:`topology.errors.ExitCode`, the README's table); errors become them through
+:func:`_exit_on_error`.
 
 ``firsthop-agent simulate --server ADDR --topology FILE [--hosts N] [--exec]`` runs one
 simulated agent per host of the topology (the first N hosts with ``--hosts``) in this process,
@@ -28,11 +33,13 @@ over gRPC, so it cannot use ``scheduler.cli.common`` either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,13 +49,9 @@ import typer
 from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
-from agents.session import FatalAgentError
 from agents.simulate import SimulatedCluster, identities
-from topology.errors import FirsthopError
+from topology.errors import ExitCode, FirsthopError, exit_code_of, format_error
 from topology.model import Topology
-
-EXIT_BAD_INPUT = 2
-EXIT_REFUSED = 3
 
 
 class FakeDeepCheck(StrEnum):
@@ -139,7 +142,7 @@ def run(
     )
     name = host or socket.gethostname()
     fake_check: FakeCheck = fake_deep_check.value
-    try:
+    with _exit_on_error():
         settings = AgentSettings(
             server=server,
             host=name,
@@ -154,14 +157,7 @@ def run(
             reconnect_max_s=max_backoff,
         )
         agent = NodeAgent(settings)
-    except FirsthopError as exc:
-        typer.echo(f"error: {exc.reason}: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    try:
         asyncio.run(_run_agent(agent))
-    except FatalAgentError as exc:
-        typer.echo(f"error: {exc.reason}: {exc.message}", err=True)
-        raise typer.Exit(EXIT_REFUSED) from None
 
 
 async def _run_agent(agent: NodeAgent) -> None:
@@ -233,11 +229,8 @@ def simulate(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
+    with _exit_on_error():
         topology = Topology.load(topology_file)
-    except FirsthopError as exc:
-        typer.echo(f"error: {exc.reason}: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
     executor: RankExecutor
     if run_exec:
         logs = log_dir or Path(tempfile.mkdtemp(prefix="firsthop-ranks-"))
@@ -250,7 +243,7 @@ def simulate(
     if failed:
         for host, why in sorted(failed.items())[:10]:
             typer.echo(f"error: agent {host}: {why}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 async def _serve(cluster: SimulatedCluster, count: int) -> dict[str, str]:
@@ -272,6 +265,17 @@ async def _announce(cluster: SimulatedCluster, count: int) -> None:
         print(f"connected {count} agents", flush=True)
     else:
         print(f"connected {cluster.connected} of {count} agents", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """A firsthop error as one ``error: <reason>: <message>`` line and its exit code (the
+    same table as the scheduler's command lines: :func:`topology.errors.exit_code_of`)."""
+    try:
+        yield
+    except FirsthopError as exc:
+        typer.echo(format_error(exc), err=True)
+        raise typer.Exit(exit_code_of(exc)) from None
 
 
 def main() -> None:

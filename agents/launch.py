@@ -33,6 +33,7 @@ from typing import Final, Protocol
 
 from agents.ranks import RankControl, RankExit, RankLaunch
 from agents.timing import WaitFn, wait_or_stop
+from firsthop.reasons import RankExitReason
 
 CHECKPOINT_REPORT_ENV: Final = "FIRSTHOP_CHECKPOINT_REPORT"
 """Rank 0's file for ``STEP PATH`` lines announcing complete checkpoints."""
@@ -206,7 +207,9 @@ class ProcessExecutor:
         try:
             proc = await self._runner.spawn(launch.argv, env, log_path)
         except OSError as exc:
-            return RankExit(None, reason="start_failed", message=f"{launch.argv[:1]}: {exc}")
+            return RankExit(
+                None, reason=RankExitReason.START_FAILED, message=f"{launch.argv[:1]}: {exc}"
+            )
         watcher: asyncio.Task[None] | None = None
         report = env.get(CHECKPOINT_REPORT_ENV)
         if report is not None:
@@ -269,6 +272,10 @@ class ProcessExecutor:
 def exit_of(returncode: int, *, stopped: bool) -> RankExit:
     """How a rank ended, from its process's return code."""
     if returncode < 0:
-        return RankExit(None, -returncode, "stopped" if stopped else "failed")
-    reason = "stopped" if stopped else ("completed" if returncode == 0 else "failed")
+        killed = RankExitReason.STOPPED if stopped else RankExitReason.FAILED
+        return RankExit(None, -returncode, killed)
+    if stopped:
+        reason = RankExitReason.STOPPED
+    else:
+        reason = RankExitReason.COMPLETED if returncode == 0 else RankExitReason.FAILED
     return RankExit(returncode, None, reason)

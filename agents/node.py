@@ -45,16 +45,10 @@ from agents.health.probe import GpuProbe, GpuReading, HostProbe
 from agents.health.verdict import Health, HealthThresholds, PreviousPoll, Verdict, verdict
 from agents.launch import LogPiece, ProcessExecutor, read_rank_log
 from agents.ranks import RankExecutor
-from agents.session import (
-    AgentIdentity,
-    AgentSession,
-    HealthCheckFn,
-    HealthCheckOutcome,
-    SessionOptions,
-)
+from agents.session import AgentSession, HealthCheckFn, SessionOptions
 from agents.timing import Backoff
 from agents.transport import GrpcAgentTransport
-from firsthop.v1 import admin_pb2
+from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.errors import InvalidInputError
 
 AGENT_VERSION: Final = "firsthop-agent/0.1"
@@ -65,12 +59,6 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.http2.max_pings_without_data", 0),
 )
 FakeCheck = Literal["pass", "fail", "cpu"]
-
-_WIRE_HEALTH: Final[Mapping[Health, admin_pb2.Health.ValueType]] = {
-    Health.HEALTHY: admin_pb2.HEALTH_HEALTHY,
-    Health.SUSPECT: admin_pb2.HEALTH_SUSPECT,
-    Health.FAILED: admin_pb2.HEALTH_FAILED,
-}
 
 
 class AgentSettings(BaseModel):
@@ -200,11 +188,11 @@ class HostHealth:
         self.latest = result
         return result
 
-    def __call__(self) -> tuple[admin_pb2.Health.ValueType, str]:
-        """The verdict in the wire's words, with its reasons as one line."""
+    def __call__(self) -> tuple[Health, str]:
+        """The verdict, with its reasons as one line."""
         result = self.poll()
         detail = "; ".join(f"{r.code}: {r.message}" for r in result.reasons)
-        return _WIRE_HEALTH[result.health], detail
+        return result.health, detail
 
 
 def deep_check_fn(settings: AgentSettings) -> HealthCheckFn:

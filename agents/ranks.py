@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from agents.timing import WaitFn, wait_or_stop
+from firsthop.reasons import RankExitReason
 
 SIM_DURATION_ENV: Final = "FIRSTHOP_SIM_DURATION_S"
 """Seconds a simulated rank runs (default: the executor's default duration)."""
@@ -67,8 +68,7 @@ class RankExit:
 
     exit_code: int | None
     signal: int | None = None
-    reason: str = "completed"
-    """``completed``, ``failed``, ``stopped`` or ``start_failed``."""
+    reason: RankExitReason = RankExitReason.COMPLETED
     message: str = ""
 
 
@@ -115,18 +115,23 @@ class SimulatedExecutor:
             code = int(env.get(SIM_EXIT_CODE_ENV, "0"))
             every = float(env.get(SIM_CHECKPOINT_ENV, "0"))
         except ValueError as exc:
-            return RankExit(None, reason="start_failed", message=f"bad simulation env: {exc}")
+            return RankExit(
+                None, reason=RankExitReason.START_FAILED, message=f"bad simulation env: {exc}"
+            )
         step = 0
         while True:
             segment = min(every, remaining) if every > 0 and launch.key.rank == 0 else remaining
             if await self._wait(control.stop_requested, max(segment, 0.0)):
-                return RankExit(None, signals.SIGTERM, "stopped", "stopped before the end")
+                return RankExit(
+                    None, signals.SIGTERM, RankExitReason.STOPPED, "stopped before the end"
+                )
             remaining -= segment
             if remaining <= 0:
                 break
             step += 1
             control.checkpoint(step, f"sim://{launch.key.job_id}/step-{step}")
-        return RankExit(code, None, "completed" if code == 0 else "failed")
+        reason = RankExitReason.COMPLETED if code == 0 else RankExitReason.FAILED
+        return RankExit(code, None, reason)
 
 
 StartedFn = Callable[[str, int, Sequence[int]], None]
@@ -220,7 +225,9 @@ class RankSupervisor:
         try:
             result = await self._executor.run(launch, control)
         except Exception as exc:  # a broken executor must not kill the agent
-            result = RankExit(None, reason="start_failed", message=f"{type(exc).__name__}: {exc}")
+            result = RankExit(
+                None, reason=RankExitReason.START_FAILED, message=f"{type(exc).__name__}: {exc}"
+            )
         self._running.pop(launch.key, None)
         self._covers.pop(launch.key, None)
         key = launch.key

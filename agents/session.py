@@ -7,7 +7,7 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   ``Connect`` stream and sends a hello listing every running rank. When the stream breaks it
   waits (exponential backoff with jitter) and connects again; when the scheduler no longer
   knows the session (``unknown_session``, for example after a scheduler restart) it registers
-  again first. ``unknown_host`` and ``topology_mismatch`` are fatal: retrying cannot help.
+  again first. ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
 - **Heartbeats** go out every interval the scheduler asked for, jittered, with the health
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
@@ -19,6 +19,8 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   go through an injected :data:`LogReadFn` and are answered at once with a ``LogChunk``.
 
 Every message up the stream goes through one writer task (gRPC allows one write at a time).
+Every message is built and read by :mod:`agents.wire`; this module never touches a generated
+message's fields.
 
 Must not import ``scheduler``.
 """
@@ -31,41 +33,36 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from agents import wire
+from agents.health.verdict import Health
 from agents.launch import LogPiece
-from agents.ranks import RankExecutor, RankExit, RankKey, RankLaunch, RankSupervisor
+from agents.ranks import RankExecutor, RankExit, RankKey, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
-from firsthop.v1 import admin_pb2, agent_pb2, topology_pb2
+from agents.wire import AckStatus, AgentIdentity, HealthCheckOutcome
+from firsthop.reasons import ErrorReason
+from firsthop.v1 import agent_pb2
 from topology.errors import FirsthopError
 
 FATAL_REASONS: Final = frozenset(
-    {"unknown_node", "unknown_host", "topology_mismatch", "gpu_count_mismatch", "invalid_input"}
+    {
+        ErrorReason.UNKNOWN_NODE,
+        ErrorReason.TOPOLOGY_MISMATCH,
+        ErrorReason.GPU_COUNT_MISMATCH,
+        ErrorReason.INVALID_INPUT,
+    }
 )
 """Registration refusals that retrying cannot fix."""
-REREGISTER_REASONS: Final = frozenset({"unknown_session", "session_replaced"})
-PER_RANK_VARIABLES: Final = frozenset({"RANK", "LOCAL_RANK"})
-"""Left out of the environment of a per-host process (its launcher sets them per worker)."""
+REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
 
-HealthProbe = Callable[[], tuple["admin_pb2.Health.ValueType", str]]
+HealthProbe = Callable[[], tuple[Health, str]]
 """Returns the host's health verdict and, when not healthy, why."""
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckOutcome:
-    """What a deep health check found, as the scheduler is told."""
-
-    passed: bool
-    summary: str
-    report_json: str = ""
-
 
 HealthCheckFn = Callable[[], Awaitable[HealthCheckOutcome]]
 """Runs the host's deep health check (must not block the event loop)."""
@@ -75,24 +72,9 @@ LogReadFn = Callable[[str, int, int, int, int], LogPiece]
 _log = logging.getLogger(__name__)
 
 
-def always_healthy() -> tuple[admin_pb2.Health.ValueType, str]:
+def always_healthy() -> tuple[Health, str]:
     """A :data:`HealthProbe` for simulated hosts."""
-    return admin_pb2.HEALTH_HEALTHY, ""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    """Who the agent says it is when it registers."""
-
-    host: str
-    gpus: int
-    location: tuple[str, ...] = ()
-    """Switch domains above the host, nearest first."""
-    agent_version: str = ""
-    agent_instance: str = ""
-    """Changes whenever the agent process restarts."""
-    address: str = ""
-    """How ranks on other hosts reach this one (``MASTER_ADDR``); empty: the host name."""
+    return Health.HEALTHY, ""
 
 
 @dataclass(slots=True)
@@ -174,9 +156,11 @@ class AgentSession:
                 await self._serve(stop)
             except SchedulerRejectedError as exc:
                 if exc.reason in FATAL_REASONS:
-                    raise FatalAgentError(
+                    fatal = FatalAgentError(
                         f"{self.identity.host}: {exc.message}", reason=exc.reason
-                    ) from None
+                    )
+                    fatal.status_code = exc.status_code
+                    raise fatal from None
                 if exc.reason in REREGISTER_REASONS:
                     self._session_id = None
                 _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
@@ -190,30 +174,21 @@ class AgentSession:
                 break
 
     async def _register(self) -> None:
-        ident = self.identity
-        response = await self._transport.register(
-            agent_pb2.RegisterNodeRequest(
-                host=ident.host,
-                gpus=[topology_pb2.Gpu(index=i, rail=i) for i in range(ident.gpus)],
-                location=list(ident.location),
-                agent_version=ident.agent_version,
-                agent_instance=ident.agent_instance,
-                address=ident.address,
-            )
-        )
-        self._session_id = response.session_id
-        if response.heartbeat_interval_ms:
-            self._interval_s = response.heartbeat_interval_ms / 1000.0
+        response = await self._transport.register(wire.register_request(self.identity))
+        registered = wire.registered_from_proto(response)
+        self._session_id = registered.session_id
+        if registered.heartbeat_interval_s is not None:
+            self._interval_s = registered.heartbeat_interval_s
 
     async def _serve(self, stop: asyncio.Event) -> None:
         stream = self._transport.connect()
         queue: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
-        hello = agent_pb2.ConnectHello(
-            host=self.identity.host, session_id=self._session_id or "", running=self._running()
+        hello = wire.hello_to_proto(
+            self.identity.host, self._session_id or "", self.supervisor.running()
         )
-        queue.put_nowait(agent_pb2.AgentMessage(hello=hello))
+        queue.put_nowait(hello)
         for report in self._outbox.values():
-            queue.put_nowait(agent_pb2.AgentMessage(report=report))
+            queue.put_nowait(wire.report_message(report))
         self._queue = queue
         beat_stop = asyncio.Event()
         tasks = [
@@ -271,11 +246,11 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
-            kind = message.WhichOneof("body")
-            if kind == "command":
-                self._send(agent_pb2.AgentMessage(ack=self.handle_command(message.command)))
-            elif kind == "report_ack":
-                self._outbox.pop(message.report_ack.report_id, None)
+            item = wire.scheduler_message_from_proto(message)
+            if isinstance(item, wire.ReportAck):
+                self._outbox.pop(item.report_id, None)
+            elif item is not None:
+                self._send(self.apply(item))
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if self._queue is not None:
@@ -284,84 +259,61 @@ class AgentSession:
     async def _send_heartbeat(self) -> None:
         self._heartbeat_seq += 1
         health, detail = self._opts.health()
-        beat = agent_pb2.Heartbeat(
-            seq=self._heartbeat_seq,
-            sent_at=_now(),
-            health=health,
-            health_detail=detail,
-            running=self._running(),
+        self._send(
+            wire.heartbeat_to_proto(
+                self._heartbeat_seq, health, detail, self.supervisor.running(), _now()
+            )
         )
-        self._send(agent_pb2.AgentMessage(heartbeat=beat))
-
-    def _running(self) -> list[agent_pb2.RunningRanks]:
-        return [
-            agent_pb2.RunningRanks(job_id=job_id, attempt=attempt, ranks=ranks)
-            for (job_id, attempt), ranks in self.supervisor.running().items()
-        ]
 
     # ------------------------------------------------------------------ commands
 
     def handle_command(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
+        """Apply a wire command at most once per id; the acknowledgement to send back."""
+        return self.apply(wire.command_from_proto(command)).ack
+
+    def apply(self, command: wire.AgentCommand) -> agent_pb2.AgentMessage:
         """Apply a command at most once per id; the acknowledgement to send back."""
         cid = command.command_id
         if cid in self._applied:
-            return agent_pb2.CommandAck(command_id=cid, status=agent_pb2.COMMAND_STATUS_DUPLICATE)
-        kind = command.WhichOneof("body")
-        status, message = agent_pb2.COMMAND_STATUS_APPLIED, ""
-        if kind == "start_ranks":
-            status, message = self._start(command.start_ranks)
-        elif kind == "stop_ranks":
-            stop = command.stop_ranks
-            count = self.supervisor.stop(stop.job_id, stop.attempt, list(stop.ranks), stop.grace_s)
-            message = f"stopping {count} ranks"
-        elif kind == "signal_ranks":
-            sig = command.signal_ranks
-            count = self.supervisor.signal(sig.job_id, sig.attempt, list(sig.ranks), sig.signal)
-            message = f"signalled {count} ranks"
-        elif kind == "run_health_check":
-            status, message = self._start_check(command.run_health_check.check_id)
-        elif kind == "fetch_logs":
-            self._send(agent_pb2.AgentMessage(log_chunk=self._read_log(command.fetch_logs)))
-            message = "log read"
-        else:
-            status, message = agent_pb2.COMMAND_STATUS_REJECTED, f"unknown command {kind!r}"
+            return wire.ack_to_proto(cid, AckStatus.DUPLICATE, "")
+        status, message = AckStatus.APPLIED, ""
+        match command:
+            case wire.StartCommand():
+                status, message = self._start(command)
+            case wire.StopCommand(job_id=job_id, attempt=attempt, ranks=ranks):
+                count = self.supervisor.stop(job_id, attempt, list(ranks), command.grace_s)
+                message = f"stopping {count} ranks"
+            case wire.SignalCommand(job_id=job_id, attempt=attempt, ranks=ranks):
+                count = self.supervisor.signal(job_id, attempt, list(ranks), command.signal)
+                message = f"signalled {count} ranks"
+            case wire.HealthCheckCommand():
+                status, message = self._start_check(command.check_id)
+            case wire.FetchLogsCommand():
+                self._send(wire.log_chunk_to_proto(command.request_id, self._read_log(command)))
+                message = "log read"
+            case wire.UnknownCommand():
+                status, message = AckStatus.REJECTED, f"unknown command {command.kind!r}"
         self._remember(cid)
-        return agent_pb2.CommandAck(command_id=cid, status=status, message=message)
+        return wire.ack_to_proto(cid, status, message)
 
-    def _start(self, start: agent_pb2.StartRanks) -> tuple[agent_pb2.CommandStatus.ValueType, str]:
+    def _start(self, start: wire.StartCommand) -> tuple[AckStatus, str]:
         bad = [r.gpu for r in start.ranks if r.gpu >= self.identity.gpus]
         if bad:
-            return agent_pb2.COMMAND_STATUS_REJECTED, f"no GPUs {bad} on {self.identity.host}"
-        launches = [
-            RankLaunch(
-                key=RankKey(start.job_id, start.attempt, r.rank),
-                argv=tuple(start.argv),
-                env={**start.env, **r.env},
-                gpu=r.gpu,
-                local_rank=r.local_rank,
-            )
-            for r in start.ranks
-        ]
-        if start.per_host and launches:
-            # One process (torchrun, say) for the host's ranks: it sets RANK and LOCAL_RANK
-            # of the workers it starts itself.
-            first = launches[0]
-            env = {k: v for k, v in first.env.items() if k not in PER_RANK_VARIABLES}
-            covers = tuple(launch.key.rank for launch in launches)
-            launches = [replace(first, env=env, covers=covers)]
+            return AckStatus.REJECTED, f"no GPUs {bad} on {self.identity.host}"
+        launches = wire.launches_of(start)
         started = self.supervisor.start(launches)
         if not started and launches:
-            return agent_pb2.COMMAND_STATUS_DUPLICATE, "ranks already started"
-        return agent_pb2.COMMAND_STATUS_APPLIED, f"started {len(started)} ranks"
+            return AckStatus.DUPLICATE, "ranks already started"
+        return AckStatus.APPLIED, f"started {len(started)} ranks"
 
-    def _start_check(self, check_id: str) -> tuple[agent_pb2.CommandStatus.ValueType, str]:
+    def _start_check(self, check_id: str) -> tuple[AckStatus, str]:
         run = self._opts.health_check
         if run is None:
-            return agent_pb2.COMMAND_STATUS_REJECTED, "this agent runs no deep health checks"
+            return AckStatus.REJECTED, "this agent runs no deep health checks"
         if self._check is not None and not self._check.done():
-            return agent_pb2.COMMAND_STATUS_REJECTED, "a deep health check is already running"
+            return AckStatus.REJECTED, "a deep health check is already running"
         self._check = asyncio.create_task(self._run_check(check_id, run), name="deep check")
-        return agent_pb2.COMMAND_STATUS_APPLIED, "deep health check started"
+        return AckStatus.APPLIED, "deep health check started"
 
     async def _run_check(self, check_id: str, run: HealthCheckFn) -> None:
         try:
@@ -369,29 +321,14 @@ class AgentSession:
         except Exception as exc:  # a broken check is a failed check, not a dead agent
             _log.warning("%s: deep health check failed to run", self.identity.host, exc_info=True)
             outcome = HealthCheckOutcome(False, f"the check could not run: {exc}")
-        result = agent_pb2.HealthCheckResult(
-            check_id=check_id,
-            passed=outcome.passed,
-            summary=outcome.summary,
-            report_json=outcome.report_json,
-            at=_now(),
-        )
-        self._report(agent_pb2.Report(health_check=result))
+        self._report(wire.health_check_report(check_id, outcome, _now()))
 
-    def _read_log(self, fetch: agent_pb2.FetchLogs) -> agent_pb2.LogChunk:
-        chunk = agent_pb2.LogChunk(request_id=fetch.request_id)
+    def _read_log(self, fetch: wire.FetchLogsCommand) -> LogPiece:
         if self._opts.logs is None:
-            chunk.error = f"{self.identity.host} keeps no rank logs"
-            return chunk
-        piece = self._opts.logs(
+            return LogPiece(found=False, error=f"{self.identity.host} keeps no rank logs")
+        return self._opts.logs(
             fetch.job_id, fetch.attempt, fetch.rank, fetch.offset, fetch.max_bytes
         )
-        chunk.found = piece.found
-        chunk.offset = piece.offset
-        chunk.data = piece.data
-        chunk.size = piece.size
-        chunk.error = piece.error
-        return chunk
 
     def _remember(self, command_id: str) -> None:
         self._applied[command_id] = None
@@ -402,34 +339,18 @@ class AgentSession:
 
     def _report(self, report: agent_pb2.Report) -> None:
         self._report_seq += 1
-        report.report_id = f"{self.identity.agent_instance}-{self._report_seq}"
-        self._outbox[report.report_id] = report
-        self._send(agent_pb2.AgentMessage(report=report))
+        report_id = f"{self.identity.agent_instance}-{self._report_seq}"
+        self._outbox[report_id] = wire.identified(report, report_id)
+        self._send(wire.report_message(report))
 
     def _ranks_started(self, job_id: str, attempt: int, ranks: Sequence[int]) -> None:
-        started = agent_pb2.RanksStarted(job_id=job_id, attempt=attempt, ranks=ranks, at=_now())
-        self._report(agent_pb2.Report(ranks_started=started))
+        self._report(wire.ranks_started_report(job_id, attempt, ranks, _now()))
 
     def _rank_exited(self, key: RankKey, result: RankExit) -> None:
-        exited = agent_pb2.RankExited(
-            job_id=key.job_id,
-            attempt=key.attempt,
-            rank=key.rank,
-            reason=result.reason,
-            message=result.message,
-            at=_now(),
-        )
-        if result.exit_code is not None:
-            exited.exit_code = result.exit_code
-        if result.signal is not None:
-            exited.signal = result.signal
-        self._report(agent_pb2.Report(rank_exited=exited))
+        self._report(wire.rank_exited_report(key, result, _now()))
 
     def _checkpointed(self, key: RankKey, step: int, path: str) -> None:
-        checkpoint = agent_pb2.CheckpointReported(
-            job_id=key.job_id, attempt=key.attempt, rank=key.rank, step=step, path=path, at=_now()
-        )
-        self._report(agent_pb2.Report(checkpoint=checkpoint))
+        self._report(wire.checkpoint_report(key, step, path, _now()))
 
     @property
     def unacknowledged_reports(self) -> int:
@@ -437,7 +358,5 @@ class AgentSession:
         return len(self._outbox)
 
 
-def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC))
-    return stamp
+def _now() -> datetime:
+    return datetime.now(UTC)

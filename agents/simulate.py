@@ -25,14 +25,9 @@ from typing import Final
 import grpc.aio
 
 from agents.ranks import RankExecutor
-from agents.session import (
-    AgentIdentity,
-    AgentSession,
-    FatalAgentError,
-    HealthCheckOutcome,
-    SessionOptions,
-)
+from agents.session import AgentSession, FatalAgentError, SessionOptions
 from agents.transport import GrpcAgentTransport
+from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.model import Topology
 
 AGENTS_PER_CHANNEL: Final = 256
@@ -50,18 +45,6 @@ CHANNEL_OPTIONS: Final = (
 _log = logging.getLogger(__name__)
 
 
-def host_location(topology: Topology, host: str) -> tuple[str, ...]:
-    """Switch domains above ``host``, nearest first, without virtual pass-through domains."""
-    path: list[str] = []
-    domain = topology.hosts[host].parent
-    while domain is not None:
-        node = topology.domains[domain]
-        if not node.virtual:
-            path.append(node.name)
-        domain = node.parent
-    return tuple(path)
-
-
 def identities(topology: Topology, hosts: int | None = None) -> list[AgentIdentity]:
     """Identities of the first ``hosts`` hosts of the topology (all when ``None``)."""
     names = list(topology.hosts)[: hosts if hosts is not None else None]
@@ -70,7 +53,7 @@ def identities(topology: Topology, hosts: int | None = None) -> list[AgentIdenti
         AgentIdentity(
             host=name,
             gpus=topology.hosts[name].gpus,
-            location=host_location(topology, name),
+            location=topology.location(name),
             agent_version=AGENT_VERSION,
             agent_instance=f"{instance}-{name}",
         )

@@ -37,10 +37,16 @@ class TransportError(FirsthopError):
 
 
 class SchedulerRejectedError(FirsthopError):
-    """The scheduler answered with an error (``reason`` is its stable reason)."""
+    """The scheduler answered with an error (``reason`` is its stable reason, ``status_code``
+    the status it answered with)."""
 
     status_code = "FAILED_PRECONDITION"
     default_reason = "rejected"
+
+    def __init__(self, message: str, *, reason: str | None = None, status: str = "") -> None:
+        super().__init__(message, reason=reason)
+        if status:
+            self.status_code = status
 
 
 def reason_of(metadata: Any) -> str:
@@ -57,7 +63,9 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> FirsthopError:
     details = exc.details() or exc.code().name
     if not reason and exc.code() in _UNAVAILABLE_CODES:
         return TransportError(f"{exc.code().name}: {details}")
-    return SchedulerRejectedError(details, reason=reason or exc.code().name.lower())
+    return SchedulerRejectedError(
+        details, reason=reason or exc.code().name.lower(), status=exc.code().name
+    )
 
 
 class AgentStream(Protocol):
@@ -115,7 +123,9 @@ class _GrpcStream:
                 metadata = await self._call.trailing_metadata()
                 reason = reason_of(metadata)
                 if reason:
-                    raise SchedulerRejectedError(details or code.name, reason=str(reason))
+                    raise SchedulerRejectedError(
+                        details or code.name, reason=str(reason), status=code.name
+                    )
                 raise TransportError(f"{code.name}: {details}")
             return None
         if not isinstance(message, agent_pb2.SchedulerMessage):

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import queue
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -42,9 +39,10 @@ import grpc.aio
 
 from bench.common import write_results
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from scheduler.api.serde import job_spec_to_proto
+from harness.postgres import PostgresUnavailableError, start_throwaway_postgres
+from harness.procs import Proc
+from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
-from scheduler.store.pg_server import PostgresUnavailableError, start_throwaway_postgres
 from topology.generators import fat_tree
 from topology.spec import dump_spec
 
@@ -70,47 +68,6 @@ class Scale:
 FULL = Scale(16, 16, 16, 10_000, 45.0)
 QUICK = Scale(4, 8, 16, 2_000, 35.0)
 FILL_JOBS = 1_000
-
-
-class Proc:
-    """A child process with its stdout lines in a queue."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self._log = log.open("ab")
-        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        stdout = self.popen.stdout
-        if stdout is None:
-            return
-        with stdout:
-            for line in stdout:
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_line(self, prefix: str, timeout: float = START_WAIT_S) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError(f"process exited before {prefix!r}")
-            if line.startswith(prefix):
-                return line
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-        try:
-            code = self.popen.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
-        self._thread.join(10)
-        self._log.close()
-        return code
 
 
 def _specs(count: int, seed: int = 7, prefix: str = "bench") -> list[JobSpec]:
@@ -244,8 +201,8 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
     scheduler = Proc([str(BIN / "firsthop-scheduler"), *env_args], work / f"{name}-scheduler.log")
     agents: Proc | None = None
     try:
-        address = scheduler.wait_line("listening on ").split()[-1]
-        metrics = scheduler.wait_line("metrics on ").split()[-1]
+        address = scheduler.wait_line("listening on ", START_WAIT_S).split()[-1]
+        metrics = scheduler.wait_line("metrics on ", START_WAIT_S).split()[-1]
         started = time.perf_counter()
         agents = Proc(
             [
@@ -260,7 +217,7 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
             ],
             work / f"{name}-agents.log",
         )
-        agents.wait_line("connected ")
+        agents.wait_line("connected ", START_WAIT_S)
         connect_s = time.perf_counter() - started
         fill = asyncio.run(_submit_all(address, _specs(FILL_JOBS, seed=1, prefix="fill")))
         fill_s = _wait_full(address)
@@ -293,8 +250,8 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         }
     finally:
         if agents is not None:
-            agents.stop()
-        scheduler.stop()
+            agents.stop(timeout=120)
+        scheduler.stop(timeout=120)
 
 
 def main() -> None:

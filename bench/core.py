@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
+from harness.postgres import PostgresUnavailableError, start_throwaway_postgres
 from placement import place
 from scheduler.core.actions import ChangeSet
 from scheduler.core.capacity import FreeCapacity
@@ -54,7 +55,6 @@ from scheduler.core.scheduler import Scheduler
 from scheduler.core.states import JobState
 from scheduler.jobspec import JobSpec
 from scheduler.store.memory import MemoryStore
-from scheduler.store.pg_server import PostgresUnavailableError, start_throwaway_postgres
 from scheduler.store.protocol import Store
 from scheduler.store.sql import SqlStore
 from topology.generators import fat_tree

@@ -7,7 +7,7 @@ of its ranks, then follows the job until it is RUNNING again on the remaining ho
 splits the time, as the scheduler stamped it:
 
 - **detection**: SIGKILL to the failure the scheduler recorded (``failures[-1].at``);
-- **re-placement**: failure to the new placement (``allocation.placed_at``);
+- **re-placement**: failure to the new placement (``placement.placed_at``);
 - **relaunch**: placement to every host reporting its ranks running (``started_at``).
 
 Two kinds of job, because they are detected differently:
@@ -31,21 +31,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.common import write_results
-from scheduler.client import FirsthopClient, Job, JobState
+from harness.procs import Proc, wait_until
+from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -66,60 +63,6 @@ SERVER_ENV = {
     "FIRSTHOP_STOP_GRACE_S": "2",
 }
 
-T = TypeVar("T")
-
-
-class Child:
-    """A child process; its stdout lines are collected by a thread, stderr goes to ``log``."""
-
-    def __init__(self, argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
-        self._err = log.open("ab")
-        self.log = log
-        self.popen = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_line(self, prefix: str) -> str:
-        """The first stdout line starting with ``prefix``."""
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError(f"exited before printing {prefix!r}; see {self.log}")
-            if line.startswith(prefix):
-                return line
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the process (if alive) and reap it."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-        self.popen.wait(WAIT_S)
-        self._err.close()
-
-
-def wait_until(check: Callable[[], T | None], what: str) -> T:
-    """Poll ``check`` (every 10 ms) until it returns a value; fail after :data:`WAIT_S`."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling interval of a condition with a deadline
-
 
 class Cluster:
     """The scheduler and the three agents."""
@@ -139,9 +82,9 @@ class Cluster:
             "--log-level",
             "WARNING",
         ]
-        self.scheduler = Child(argv, root / "scheduler.log", SERVER_ENV)
-        self.address = self.scheduler.wait_line("listening on ").split()[-1]
-        self.agents: dict[str, Child] = {}
+        self.scheduler = Proc(argv, root / "scheduler.log", SERVER_ENV)
+        self.address = self.scheduler.wait_line("listening on ", WAIT_S).split()[-1]
+        self.agents: dict[str, Proc] = {}
         for host in HOSTS:
             self.start_agent(host)
 
@@ -169,8 +112,8 @@ class Cluster:
             "--max-backoff",
             "0.5",
         ]
-        self.agents[host] = Child(argv, self.root / f"agent-{host}.log")
-        self.agents[host].wait_line(f"agent {host} connected")
+        self.agents[host] = Proc(argv, self.root / f"agent-{host}.log")
+        self.agents[host].wait_line(f"agent {host} connected", WAIT_S)
 
     def log_dir(self, host: str) -> Path:
         """Where ``host``'s agent writes rank logs."""
@@ -195,7 +138,7 @@ class Cluster:
         self.scheduler.stop()
 
 
-def _job(client: FirsthopClient, job_id: str) -> Job:
+def _job(client: FirsthopClient, job_id: str) -> JobView:
     return client.get_job(job_id)
 
 
@@ -214,26 +157,26 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
         data = {**_spec(kind, cluster.root, number), "max_restarts": 3}
         job, _ = client.submit_job(job_spec_from_data(data))
 
-        def ready() -> Job | None:
+        def ready() -> JobView | None:
             current = _job(client, job.id)
             if current.state is not JobState.RUNNING:
                 return None
             return current if kind == "silent" or current.last_checkpoint_at else None
 
-        running = wait_until(ready, f"{kind} job running")
-        assert running.allocation is not None
-        victim = running.allocation.hosts[0]
+        running = wait_until(ready, f"{kind} job running", timeout=WAIT_S)
+        assert running.placement is not None
+        victim = running.placement.hosts[0]
         killed_at = cluster.kill_host(victim)
 
-        def recovered() -> Job | None:
+        def recovered() -> JobView | None:
             current = _job(client, job.id)
             return current if current.state is JobState.RUNNING and current.restarts else None
 
-        back = wait_until(recovered, f"{kind} job running again")
+        back = wait_until(recovered, f"{kind} job running again", timeout=WAIT_S)
         resumed_s = None
         if kind == "gloo":
-            assert back.allocation is not None
-            log = cluster.log_dir(back.allocation.hosts[0]) / job.id / "attempt-1" / "rank-0.log"
+            assert back.placement is not None
+            log = cluster.log_dir(back.placement.hosts[0]) / job.id / "attempt-1" / "rank-0.log"
 
             def resumed() -> float | None:
                 text = log.read_text() if log.exists() else ""
@@ -241,12 +184,13 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
                     return None
                 return (datetime.now(UTC) - killed_at).total_seconds()
 
-            resumed_s = wait_until(resumed, "training resumed")
+            resumed_s = wait_until(resumed, "training resumed", timeout=WAIT_S)
         client.cancel_job(job.id, "benchmark trial over")
         failure = back.failures[-1]
-        assert back.allocation is not None
+        assert back.placement is not None
         assert back.started_at is not None
-        placed_at = back.allocation.placed_at
+        placed_at = back.placement.placed_at
+        assert placed_at is not None
         result = {
             "kind": kind,
             "victim": victim,
@@ -262,17 +206,17 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
 
         def attached() -> bool | None:
             # The scheduler has the new agent's stream once it handled its first message.
-            node = client.get_node(victim).node
+            node = client.get_node(victim)
             seen, registered = node.last_heartbeat_at, node.registered_at
             if seen is None or registered is None or registered < restarted:
                 return None
             return True if seen > registered else None
 
-        wait_until(attached, f"{victim}'s new agent attached")
+        wait_until(attached, f"{victim}'s new agent attached", timeout=WAIT_S)
         started = time.monotonic()
         view, check = client.resume_node(victim, "benchmark: host restarted")
         result["resume_with_check_s"] = round(time.monotonic() - started, 3)
-        assert view.node.state.value == "READY"
+        assert view.state.value == "READY"
         assert check is not None
         assert check.passed
     return result

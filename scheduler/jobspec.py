@@ -15,22 +15,24 @@ NVLink domain besides ``tp``), ``max_leaves`` (like Slurm ``--switches``), ``mod
 
 Errors are one line: :class:`~topology.errors.InvalidInputError` with reason
 ``invalid_job_spec`` (or the stable reason of the rule broken, such as
-``parallelism_mismatch`` or ``invalid_order``), prefixed with the file name.
+``parallelism_mismatch`` or ``invalid_order``), prefixed with where the spec came from.
 
-Must not import ``scheduler.core``, ``scheduler.store`` or the generated protos.
+This module is the model and its validation from parsed data (a file's contents, a wire
+message's fields); reading files is :mod:`scheduler.jobspec_file`'s job.
+
+Must not import ``scheduler.core``, ``scheduler.store``, the generated protos or a file
+parser (``yaml``); it does no I/O.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firsthop.reasons import ErrorReason
 from placement import Dim, ModelShape, Parallelism, PlacementRequest
 from placement.request import resolve_parallelism
 from topology.errors import FirsthopError, InvalidInputError
@@ -118,33 +120,16 @@ def job_spec_from_data(data: Any, *, source: str = "job spec") -> JobSpec:
     """Validate parsed data, turning every error into one line prefixed with ``source``."""
     if not isinstance(data, dict):
         raise InvalidInputError(
-            f"{source}: expected a mapping at the top level", reason="invalid_job_spec"
+            f"{source}: expected a mapping at the top level", reason=ErrorReason.INVALID_JOB_SPEC
         )
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidInputError(
-            f"{source}: {_first_error(exc)}", reason="invalid_job_spec"
+            f"{source}: {_first_error(exc)}", reason=ErrorReason.INVALID_JOB_SPEC
         ) from None
     except FirsthopError as exc:
         raise type(exc)(f"{source}: {exc.message}", reason=exc.reason) from None
-
-
-def load_job_spec(path: Path) -> JobSpec:
-    """Read and validate a job spec file (``.json``, or YAML for anything else)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise InvalidInputError(f"cannot read {path}: {detail}", reason="unreadable_file") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError(
-            f"{path}: not valid YAML/JSON: {first}", reason="invalid_job_spec"
-        ) from None
-    return job_spec_from_data(data, source=str(path))
 
 
 def _first_error(exc: ValidationError) -> str:

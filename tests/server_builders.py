@@ -1,7 +1,7 @@
 """Helpers for tests of the gRPC server: a real server in-process on port 0, simulated agents,
 typed stubs, and waits on streams (never sleeps).
 
-``running_server`` starts :func:`scheduler.api.server.build_server` on ``127.0.0.1:0`` with a
+``running_server`` starts :func:`scheduler.server.build_server` on ``127.0.0.1:0`` with a
 memory store (or the store given) and a fast tick; ``running_agents`` starts simulated agents
 for the first hosts of its topology. Waits go through ``WatchJob`` streams with a timeout.
 """
@@ -23,11 +23,11 @@ from agents.session import SessionOptions
 from agents.simulate import SimulatedCluster, identities
 from agents.timing import Backoff
 from firsthop.v1 import admin_pb2_grpc, agent_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from scheduler.api.serde import job_spec_to_proto, job_state_to_proto
-from scheduler.api.server import SchedulerServer, build_server
+from scheduler.api.spec_serde import job_spec_to_proto, job_state_to_proto
 from scheduler.config import ServerConfig
 from scheduler.core.states import JobState
 from scheduler.jobspec import JobSpec, job_spec_from_data
+from scheduler.server import SchedulerServer, build_server
 from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
 from topology.generators import fat_tree

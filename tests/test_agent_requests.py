@@ -31,11 +31,12 @@ from server_builders import (
 
 from agents.launch import LogPiece, ProcessExecutor, read_rank_log
 from agents.ranks import RankExecutor, SimulatedExecutor
-from agents.session import HealthCheckOutcome, SessionOptions
+from agents.session import SessionOptions
 from agents.simulate import SimulatedCluster, identities
+from agents.wire import HealthCheckOutcome
 from firsthop.v1 import admin_pb2, jobs_pb2
-from scheduler.api.server import SchedulerServer
 from scheduler.core.states import JobState
+from scheduler.server import SchedulerServer
 from topology.model import Topology
 
 

@@ -20,9 +20,11 @@ from agents.ranks import (
     RankLaunch,
     SimulatedExecutor,
 )
-from agents.session import AgentIdentity, AgentSession, FatalAgentError, SessionOptions
+from agents.session import AgentSession, FatalAgentError, SessionOptions
 from agents.timing import Backoff, heartbeat_loop
 from agents.transport import SchedulerRejectedError, TransportError
+from agents.wire import AgentIdentity
+from firsthop.reasons import RankExitReason
 from firsthop.v1 import agent_pb2
 
 # ---------------------------------------------------------------- timing
@@ -159,7 +161,7 @@ class HeldExecutor:
         if future in done:
             stop.cancel()
             return future.result()
-        return RankExit(None, signal.SIGTERM, "stopped")
+        return RankExit(None, signal.SIGTERM, RankExitReason.STOPPED)
 
 
 IDENTITY = AgentIdentity(host="h0001", gpus=8, location=("leaf0", "pod0"), agent_instance="i1")

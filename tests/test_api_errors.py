@@ -74,8 +74,8 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
         (
             "duplicate",
             grpc.StatusCode.ALREADY_EXISTS,
-            "duplicate_submission",
-            "duplicate_submission: used before",
+            "duplicate_submission_id",
+            "duplicate_submission_id: used before",
         ),
         ("odd", grpc.StatusCode.INTERNAL, "odd", "odd: bad status name"),
     ],

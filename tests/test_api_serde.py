@@ -1,4 +1,6 @@
-"""Round trips of every wire translation: ``from(to(x)) == x``, and bad input refused."""
+"""The job and admin wire, both halves: round trips where one module holds both directions
+(job specs, vocabularies, topologies, queue settings), and the server's encoders read by the
+client's decoders (jobs, nodes, queues, the cluster status); bad input refused."""
 
 from __future__ import annotations
 
@@ -10,21 +12,14 @@ from types import MappingProxyType
 import pytest
 from server_builders import small_topology, spec
 
-from firsthop.v1 import admin_pb2, agent_pb2, jobs_pb2
-from scheduler.api import agent_serde, cluster_serde, serde
-from scheduler.core.actions import StartRanks, StopRanks
-from scheduler.core.events import (
-    CheckpointReported,
-    HeartbeatReceived,
-    NodeRegistered,
-    RankExited,
-    RanksStarted,
-)
+from firsthop.reasons import FailureReason
+from firsthop.v1 import admin_pb2, jobs_pb2
+from scheduler.api import cluster_serde, serde, spec_serde, topology_serde
+from scheduler.client import views, wire
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
-from scheduler.core.status import ClusterStatus, QueueStatus, TierStatus
-from scheduler.jobspec import load_job_spec
-from scheduler.runtime.agents import FetchLogs, RunHealthCheck
+from scheduler.core.status import ClusterStatus, QueueStatus, TierStatus, ettr
+from scheduler.jobspec_file import load_job_spec
 from topology.errors import InvalidInputError, TopologyError
 from topology.generators import dual_plane, rail_optimized
 from topology.model import Topology
@@ -52,7 +47,7 @@ def _job(**fields: object) -> Job:
         started_at=T0 + timedelta(seconds=2),
         last_checkpoint_at=T0 + timedelta(seconds=3),
         restarts=1,
-        failures=(Failure(at=T0, reason="node_lost", host="h0009", lost_s=42.5),),
+        failures=(Failure(at=T0, reason=FailureReason.NODE_LOST, host="h0009", lost_s=42.5),),
         excluded_hosts=frozenset({"h0009", "h0010"}),
         productive_s=17.0,
         started_hosts=frozenset({"h0001", "h0002"}),
@@ -66,7 +61,7 @@ def _job(**fields: object) -> Job:
 def test_example_job_specs_round_trip(path: Path) -> None:
     job_spec = load_job_spec(path)
 
-    assert serde.job_spec_from_proto(serde.job_spec_to_proto(job_spec)) == job_spec
+    assert spec_serde.job_spec_from_proto(spec_serde.job_spec_to_proto(job_spec)) == job_spec
 
 
 def test_job_spec_with_every_field_round_trips() -> None:
@@ -88,19 +83,19 @@ def test_job_spec_with_every_field_round_trips() -> None:
         },
     )
 
-    assert serde.job_spec_from_proto(serde.job_spec_to_proto(full)) == full
+    assert spec_serde.job_spec_from_proto(spec_serde.job_spec_to_proto(full)) == full
 
 
 def test_invalid_wire_specs_fail_like_files() -> None:
-    zero = serde.job_spec_to_proto(spec(8))
+    zero = spec_serde.job_spec_to_proto(spec(8))
     zero.gpus = 0
-    mismatch = serde.job_spec_to_proto(spec(16, parallelism={"tp": 8, "dp": 2}))
+    mismatch = spec_serde.job_spec_to_proto(spec(16, parallelism={"tp": 8, "dp": 2}))
     mismatch.parallelism.dp = 3
 
     with pytest.raises(InvalidInputError, match="gpus") as bad_gpus:
-        serde.job_spec_from_proto(zero)
+        spec_serde.job_spec_from_proto(zero)
     with pytest.raises(InvalidInputError) as bad_product:
-        serde.job_spec_from_proto(mismatch)
+        spec_serde.job_spec_from_proto(mismatch)
 
     assert bad_gpus.value.reason == "invalid_job_spec"
     assert bad_product.value.reason == "parallelism_mismatch"
@@ -127,11 +122,72 @@ def test_invalid_wire_specs_fail_like_files() -> None:
     ],
     ids=["running", "pending", "preempted", "succeeded"],
 )
-def test_jobs_round_trip(job: Job) -> None:
-    wire = serde.job_to_proto(job)
-    parsed = jobs_pb2.Job.FromString(wire.SerializeToString())
+def test_the_client_reads_the_public_view_of_every_job(job: Job) -> None:
+    now = T0 + timedelta(minutes=10)
+    data = serde.job_to_proto(job, now).SerializeToString()
 
-    assert serde.job_from_proto(parsed) == job
+    view = wire.job_view_from_proto(jobs_pb2.Job.FromString(data))
+
+    def placement(alloc: Allocation | None) -> views.PlacementView | None:
+        if alloc is None:
+            return None
+        ranks = tuple(views.RankView(s.rank, s.host, s.gpu) for s in alloc.ranks)
+        return views.PlacementView(ranks, alloc.hosts, alloc.cost, alloc.lower_bound, T0)
+
+    assert view == views.JobView(
+        id=job.id,
+        spec=job.spec,
+        user=job.user,
+        state=job.state,
+        reason=job.reason,
+        message=job.message,
+        submitted_at=job.submitted_at,
+        updated_at=job.updated_at,
+        submission_id=job.submission_id,
+        placement=placement(job.allocation),
+        last_placement=placement(job.last_allocation),
+        first_started_at=job.first_started_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        last_checkpoint_at=job.last_checkpoint_at,
+        restarts=job.restarts,
+        fault_restarts=job.fault_restarts,
+        failures=tuple(views.FailureView(f.at, f.reason, f.host, f.lost_s) for f in job.failures),
+        excluded_hosts=tuple(sorted(job.excluded_hosts)),
+        hosts_running=len(job.started_hosts),
+        productive_s=job.productive_s,
+        lost_s=job.lost_s,
+        ettr=ettr(job, now),
+        as_of=now,
+    )
+
+
+def test_the_server_computes_ettr_and_lost_time() -> None:
+    job = _job(
+        first_started_at=T0 + timedelta(seconds=10),
+        productive_s=75.0,
+        failures=(
+            Failure(T0 + timedelta(seconds=50), FailureReason.NODE_LOST, "h2", 15.0),
+            Failure(T0 + timedelta(seconds=60), FailureReason.PREEMPTED, None, 5.0),
+        ),
+    )
+
+    running = serde.job_to_proto(job, T0 + timedelta(seconds=110))
+    never_ran = serde.job_to_proto(replace(job, first_started_at=None), T0)
+
+    assert running.ettr == pytest.approx(0.75)
+    assert running.lost_s == 20.0
+    assert running.fault_restarts == 1  # the preemption does not count
+    assert not never_ran.HasField("ettr")
+    assert wire.job_view_from_proto(never_ran).ettr is None
+
+
+def test_the_public_job_keeps_the_scheduler_bookkeeping_out() -> None:
+    fields = set(jobs_pb2.Job.DESCRIPTOR.fields_by_name)
+
+    assert not fields & {"version", "started_hosts", "exited_ranks", "stopped_hosts"}
+    assert not fields & {"stop_deadline"}
+    assert {19, 20, 21, 22, 23}.isdisjoint(f.number for f in jobs_pb2.Job.DESCRIPTOR.fields)
 
 
 def test_allocation_carries_its_hosts_in_node_rank_order() -> None:
@@ -142,19 +198,19 @@ def test_allocation_carries_its_hosts_in_node_rank_order() -> None:
 
 @pytest.mark.parametrize("state", list(JobState))
 def test_every_job_state_maps_both_ways(state: JobState) -> None:
-    assert serde.job_state_from_proto(serde.job_state_to_proto(state)) is state
+    assert spec_serde.job_state_from_proto(spec_serde.job_state_to_proto(state)) is state
 
 
 def test_unspecified_job_state_is_refused() -> None:
     with pytest.raises(InvalidInputError) as info:
-        serde.job_state_from_proto(jobs_pb2.JOB_STATE_UNSPECIFIED)
+        spec_serde.job_state_from_proto(jobs_pb2.JOB_STATE_UNSPECIFIED)
 
     assert info.value.reason == "invalid_job_state"
 
 
 @pytest.mark.parametrize("state", list(NodeState))
 @pytest.mark.parametrize("health", list(Health))
-def test_nodes_round_trip(state: NodeState, health: Health) -> None:
+def test_the_client_reads_every_node(state: NodeState, health: Health) -> None:
     node = Node(
         name="h0001",
         state=state,
@@ -167,12 +223,27 @@ def test_nodes_round_trip(state: NodeState, health: Health) -> None:
         last_heartbeat_at=T0 + timedelta(seconds=1),
         version=3,
     )
+    msg = serde.node_to_proto(node)
+    msg.gpus_allocated, msg.job_ids[:], msg.location[:] = 4, ["j-1"], ["leaf0", "pod0"]
 
-    assert serde.node_from_proto(serde.node_to_proto(node)) == node
+    assert wire.node_view_from_proto(msg) == views.NodeView(
+        name="h0001",
+        state=state,
+        health=health,
+        gpus=8,
+        reason="why",
+        agent_version="v1",
+        address="10.0.0.7",
+        registered_at=T0,
+        last_heartbeat_at=T0 + timedelta(seconds=1),
+        gpus_allocated=4,
+        job_ids=("j-1",),
+        location=("leaf0", "pod0"),
+    )
 
 
 def test_unspecified_node_enums_read_as_unknown() -> None:
-    node = serde.node_from_proto(admin_pb2.Node(name="h1", gpus=8))
+    node = wire.node_view_from_proto(admin_pb2.Node(name="h1", gpus=8))
 
     assert node.state is NodeState.UNKNOWN
     assert node.health is Health.UNKNOWN
@@ -195,6 +266,15 @@ def test_unspecified_node_enums_read_as_unknown() -> None:
 )
 def test_queues_round_trip(queue: Queue) -> None:
     assert serde.queue_from_proto(serde.queue_to_proto(queue)) == queue
+
+
+def test_queue_settings_the_client_sends_are_what_the_server_reads() -> None:
+    settings = views.QueueSettings("train", 9, 512, 2.5, MappingProxyType({"team": "llm"}))
+
+    queue = serde.queue_from_proto(wire.queue_settings_to_proto(settings))
+
+    assert queue == Queue("train", 9, 512, 2.5, MappingProxyType({"team": "llm"}))
+    assert wire.queue_settings_from_proto(serde.queue_to_proto(queue)) == settings
 
 
 def test_queue_weight_zero_means_one_and_negative_is_refused() -> None:
@@ -232,23 +312,23 @@ def _optional_tier_topology() -> Topology:
     ids=["fat-tree", "rail-optimized", "dual-plane", "optional-tiers"],
 )
 def test_topologies_round_trip(topology: Topology) -> None:
-    wire = cluster_serde.topology_to_proto(topology)
-    back = cluster_serde.topology_from_proto(wire)
+    wire = topology_serde.topology_to_proto(topology)
+    back = topology_serde.topology_from_proto(wire)
 
-    assert cluster_serde.topology_to_proto(back) == wire
+    assert topology_serde.topology_to_proto(back) == wire
     assert list(back.hosts) == list(topology.hosts)
     assert back.domains == topology.domains
 
 
 def test_a_topology_message_that_is_no_tree_is_refused() -> None:
-    wire = cluster_serde.topology_to_proto(small_topology())
+    wire = topology_serde.topology_to_proto(small_topology())
     wire.domains[-1].parent = "missing-switch"
 
     with pytest.raises(TopologyError):
-        cluster_serde.topology_from_proto(wire)
+        topology_serde.topology_from_proto(wire)
 
 
-def test_cluster_status_round_trips() -> None:
+def test_the_client_reads_the_cluster_status() -> None:
     status = ClusterStatus(
         at=T0,
         hosts=16,
@@ -262,7 +342,7 @@ def test_cluster_status_round_trips() -> None:
         nodes_by_state={"DRAINED": 1, "READY": 15},
         nodes_by_health={"HEALTHY": 16},
         jobs_by_state={"PENDING": 2, "RUNNING": 3},
-        queues=(QueueStatus("default", 0, None, 1.0, 2, 16, 3, 64),),
+        queues=(QueueStatus("default", 0, 128, 1.0, 2, 16, 3, 64),),
         tiers=(
             TierStatus("host", 16, 6, 1, 9, 8),
             TierStatus("leaf", 4, 1, 1, 2, 32),
@@ -271,120 +351,30 @@ def test_cluster_status_round_trips() -> None:
         fits={8: 6, 64: 0, 512: 0},
     )
 
-    assert cluster_serde.cluster_status_from_proto(
-        cluster_serde.cluster_status_to_proto(status)
-    ) == (status)
+    view = wire.cluster_view_from_proto(cluster_serde.cluster_status_to_proto(status))
 
-
-def _start() -> StartRanks:
-    return StartRanks(
-        command_id="start:j-1:2:h0002",
-        job_id="j-1",
-        node="h0002",
-        attempt=2,
-        job_name="train",
-        user="ann",
-        ranks=(RankSlot(8, "h0002", 0), RankSlot(9, "h0002", 1)),
-        node_rank=1,
-        num_nodes=2,
-        world_size=16,
-        master_addr="h0001",
-        master_port=23456,
-        command=("torchrun", "train.py"),
-        env=MappingProxyType({"A": "1"}),
-        checkpoint_dir="/ckpt",
-        time_limit_s=60,
-        per_host=True,
-    )
-
-
-def test_start_commands_round_trip_and_carry_the_launcher_env() -> None:
-    action = _start()
-    wire = agent_serde.start_ranks_to_proto(action)
-
-    assert agent_serde.start_ranks_from_proto(wire, "h0002") == action
-    assert dict(wire.start_ranks.ranks[1].env) == {
-        "RANK": "9",
-        "LOCAL_RANK": "1",
-        "WORLD_SIZE": "16",
-        "LOCAL_WORLD_SIZE": "2",
-        "NODE_RANK": "1",
-        "MASTER_ADDR": "h0001",
-        "MASTER_PORT": "23456",
-        "CUDA_VISIBLE_DEVICES": "0,1",
-        "FIRSTHOP_JOB_ID": "j-1",
-        "FIRSTHOP_RESTART_COUNT": "2",
-        "FIRSTHOP_NODE_RANK": "1",
-        "FIRSTHOP_NNODES": "2",
-        "FIRSTHOP_HOST": "h0002",
-        "FIRSTHOP_CHECKPOINT_DIR": "/ckpt",
-    }
-
-
-def test_stop_commands_round_trip() -> None:
-    action = StopRanks("stop:j-1:2:h0002", "j-1", "h0002", 2, 30.0, "preempted")
-
-    assert agent_serde.stop_ranks_from_proto(agent_serde.stop_ranks_to_proto(action), "h0002") == (
-        action
-    )
-    with pytest.raises(InvalidInputError):
-        agent_serde.stop_ranks_from_proto(agent_serde.start_ranks_to_proto(_start()), "h0002")
-
-
-def test_agent_reports_round_trip_to_events() -> None:
-    registered = NodeRegistered(at=T0, node="h0001", gpus=8, agent_version="v2", address="10.0.0.1")
-    beat = HeartbeatReceived(
+    assert view == views.ClusterView(
         at=T0,
-        node="h0001",
-        health=Health.SUSPECT,
-        running=MappingProxyType({"j-1": 2, "j-2": 0}),
-        detail="hot",
+        hosts=16,
+        gpus=128,
+        schedulable_gpus=120,
+        allocated_gpus=64,
+        fenced_gpus=8,
+        free_gpus=48,
+        stranded_gpus=3,
+        stranded_hosts=1,
+        nodes_by_state={"DRAINED": 1, "READY": 15},
+        nodes_by_health={"HEALTHY": 16},
+        jobs_by_state={"PENDING": 2, "RUNNING": 3},
+        queues=(views.QueueView(views.QueueSettings("default", 0, 128, 1.0), 2, 3, 64, 16),),
+        tiers=tuple(
+            views.TierView(*t)
+            for t in (
+                ("host", 16, 6, 1, 9, 8),
+                ("leaf", 4, 1, 1, 2, 32),
+                ("cluster", 1, 0, 1, 0, 48),
+            )
+        ),
+        fits={8: 6, 64: 0, 512: 0},
     )
-    started = RanksStarted(at=T0, job_id="j-1", node="h0001", attempt=2)
-    exited = RankExited(at=T0, job_id="j-1", node="h0001", attempt=2, rank=3, exit_code=1)
-    killed = replace(exited, exit_code=128 + 9)
-    checkpoint = CheckpointReported(at=T0, job_id="j-1", attempt=2)
-
-    assert (
-        agent_serde.node_registered_from_proto(agent_serde.node_registered_to_proto(registered), T0)
-        == registered
-    )
-    assert (
-        agent_serde.heartbeat_from_proto(agent_serde.heartbeat_to_proto(beat), "h0001", T0) == beat
-    )
-    assert (
-        agent_serde.ranks_started_from_proto(
-            agent_serde.ranks_started_to_proto(started, [0, 1]), "h0001", T0
-        )
-        == started
-    )
-    for event in (exited, killed):
-        wire = agent_serde.rank_exited_to_proto(event)
-        assert agent_serde.rank_exited_from_proto(wire, "h0001", T0) == event
-    assert agent_serde.checkpoint_from_proto(agent_serde.checkpoint_to_proto(checkpoint), T0) == (
-        checkpoint
-    )
-
-
-def test_registration_with_gaps_in_gpu_indices_is_refused() -> None:
-    request = agent_pb2.RegisterNodeRequest(host="h1", gpus=[{"index": 0}, {"index": 2}])
-
-    with pytest.raises(InvalidInputError, match=r"0\.\.n-1"):
-        agent_serde.node_registered_from_proto(request, T0)
-
-
-def test_agent_questions_round_trip() -> None:
-    check = RunHealthCheck("check:h1:1", "h0001", "check:h1:1")
-    logs = FetchLogs("logs:h1:2", "h0001", "logs:h1:2", "j-1", 3, 9, -4096, 65536)
-
-    assert (
-        agent_serde.run_health_check_from_proto(
-            agent_serde.run_health_check_to_proto(check), "h0001"
-        )
-        == check
-    )
-    assert agent_serde.fetch_logs_from_proto(agent_serde.fetch_logs_to_proto(logs), "h0001") == (
-        logs
-    )
-    with pytest.raises(InvalidInputError):
-        agent_serde.fetch_logs_from_proto(agent_serde.run_health_check_to_proto(check), "h0001")
+    assert view.utilisation == status.utilisation

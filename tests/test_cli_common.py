@@ -1,29 +1,34 @@
-"""Tests of the shared CLI pieces: the output option, result printing and the error handler."""
+"""Tests of the shared CLI pieces: the output option, result printing, the error handler and
+the one exit-code table of every firsthop command line."""
 
 import json
 from enum import StrEnum
-from typing import ClassVar
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from scheduler.cli.common import (
-    EXIT_BAD_INPUT,
+    ExitCode,
     OutputFormat,
     OutputOption,
     exit_on_error,
     format_error,
     print_result,
 )
+from topology.errors import FirsthopError, exit_code_of
+
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 
-class _BadInputError(Exception):
-    reason: ClassVar[str] = "TOPOLOGY_INVALID"
+class _BadInputError(FirsthopError):
+    status_code = "INVALID_ARGUMENT"
+    default_reason = "TOPOLOGY_INVALID"
 
 
 class _NotFoundError(_BadInputError):
-    reason: ClassVar[str] = "HOST_NOT_FOUND"
+    status_code = "NOT_FOUND"
+    default_reason = "HOST_NOT_FOUND"
 
 
 class _Color(StrEnum):
@@ -41,7 +46,7 @@ def _app() -> typer.Typer:
 
     @app.command()
     def show(output: OutputOption = OutputFormat.TABLE, fail: str = "") -> None:
-        with exit_on_error((_NotFoundError, 3), (_BadInputError, EXIT_BAD_INPUT)):
+        with exit_on_error():
             if fail == "missing":
                 raise _NotFoundError("host h9 is not in\nthe topology")
             if fail == "bad":
@@ -110,7 +115,7 @@ def test_exit_on_error_works_as_a_decorator() -> None:
     app = typer.Typer()
 
     @app.command()
-    @exit_on_error((_BadInputError, EXIT_BAD_INPUT))
+    @exit_on_error()
     def check(name: str) -> None:
         raise _BadInputError(f"bad name {name}")
 
@@ -118,6 +123,26 @@ def test_exit_on_error_works_as_a_decorator() -> None:
 
     assert result.exit_code == EXIT_BAD_INPUT
     assert result.stderr == "error: TOPOLOGY_INVALID: bad name x1\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("INVALID_ARGUMENT", 2),
+        ("FAILED_PRECONDITION", 2),
+        ("ALREADY_EXISTS", 2),
+        ("NOT_FOUND", 3),
+        ("UNAVAILABLE", 4),
+        ("DEADLINE_EXCEEDED", 4),
+        ("INTERNAL", 1),
+        ("ABORTED", 1),
+    ],
+)
+def test_one_exit_code_per_status_for_every_command_line(status: str, code: int) -> None:
+    error = FirsthopError("x")
+    error.status_code = status
+
+    assert exit_code_of(error) == code
 
 
 def test_format_error_falls_back_to_class_name_without_reason() -> None:

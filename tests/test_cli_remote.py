@@ -226,33 +226,39 @@ def test_status_shows_restarts_failures_lost_time_and_ettr(server: str, tmp_path
     assert "ettr" in table
 
 
-def test_ettr_is_productive_time_over_wall_time_since_the_first_start() -> None:
+def test_job_json_shows_the_servers_figures() -> None:
     from datetime import UTC, datetime, timedelta
 
     from scheduler.cli.views import job_dict
-    from scheduler.client import Job
-    from scheduler.core.records import Failure
+    from scheduler.client import FailureView, JobView
     from scheduler.jobspec import job_spec_from_data
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    job = Job(
+    job = JobView(
         id="j-1",
         spec=job_spec_from_data({"name": "x", "gpus": 8}),
         user="u",
         state=JobState.RUNNING,
+        reason="running",
+        message="",
         submitted_at=t0,
         updated_at=t0,
         first_started_at=t0 + timedelta(seconds=10),
         productive_s=75.0,
         restarts=1,
-        failures=(Failure(t0 + timedelta(seconds=50), "node_lost", "h2", 15.0),),
+        failures=(FailureView(t0 + timedelta(seconds=50), "node_lost", "h2", 15.0),),
+        lost_s=15.0,
+        ettr=0.75,
+        hosts_running=1,
     )
 
-    data = job_dict(job, now=t0 + timedelta(seconds=110))
+    data = job_dict(job)
 
-    assert data["ettr"] == pytest.approx(0.75)
+    assert data["ettr"] == 0.75
     assert data["lost_s"] == 15.0
+    assert data["hosts_running"] == 1
     assert data["failures"] == [
         {"at": "2026-01-01T00:00:50+00:00", "reason": "node_lost", "host": "h2", "lost_s": 15.0}
     ]
-    assert job_dict(replace(job, first_started_at=None))["ettr"] is None
+    assert data["placement"] is None
+    assert job_dict(replace(job, ettr=None))["ettr"] is None

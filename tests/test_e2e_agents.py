@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from e2e_builders import BIN, Proc, alive, children_of, wait_until
 from typer.testing import CliRunner
 
+from harness.procs import BIN, Proc, alive, children_of, wait_until
 from scheduler.cli.user import app as user_app
-from scheduler.client import FirsthopClient, Job, JobState
+from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -138,8 +138,8 @@ def _submit(cluster: Cluster, data: dict[str, object]) -> str:
     return job.id
 
 
-def _wait_job(cluster: Cluster, job_id: str, states: set[JobState]) -> Job:
-    def reached() -> Job | None:
+def _wait_job(cluster: Cluster, job_id: str, states: set[JobState]) -> JobView:
+    def reached() -> JobView | None:
         with cluster.client() as client:
             job = client.get_job(job_id)
         return job if job.state in states else None
@@ -201,10 +201,10 @@ def test_torchrun_with_the_static_rendezvous_keeps_the_rank_table(cluster: Clust
     _check_rank_table(job, out)
 
 
-def _check_rank_table(job: Job, out: Path) -> None:
+def _check_rank_table(job: JobView, out: Path) -> None:
     """The environment each rank wrote to ``out`` is the job's rank table."""
     assert job.state is JobState.SUCCEEDED, job.message
-    table = job.last_allocation
+    table = job.last_placement
     assert table is not None
     seen = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in out.glob("*.json")}
     assert sorted(seen) == [0, 1, 2, 3]
@@ -253,9 +253,9 @@ def _heard_from_all_since(cluster: Cluster, since: datetime) -> bool:
     with cluster.client() as client:
         nodes = client.list_nodes()
     return all(
-        n.node.last_heartbeat_at is not None and n.node.last_heartbeat_at > since
+        n.last_heartbeat_at is not None and n.last_heartbeat_at > since
         for n in nodes
-        if n.node.name in HOSTS
+        if n.name in HOSTS
     )
 
 
@@ -291,7 +291,7 @@ def test_a_restarted_scheduler_readopts_the_running_job(cluster: Cluster) -> Non
     assert all(j.started_at == running.started_at for j in states)
     assert len(list(out.glob("pid-*"))) == 4  # no rank was started again
     assert {p.name: int(p.read_text()) for p in out.glob("pid-*")} == rank_pids
-    assert done.state is JobState.SUCCEEDED
+    assert done.state is JobState.SUCCEEDED, (done.reason, done.message, done.failures)
     assert done.restarts == 0
     assert done.failures == ()
 
@@ -371,15 +371,15 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
         },
     )
 
-    def checkpointed() -> Job | None:
+    def checkpointed() -> JobView | None:
         with cluster.client() as client:
             job = client.get_job(job_id)
         return job if job.last_checkpoint_at is not None else None
 
     first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
     assert first.state is JobState.RUNNING
-    assert first.allocation is not None
-    victim = first.allocation.hosts[0]  # the host of rank 0 (and of the rendezvous)
+    assert first.placement is not None
+    victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
     _kill_host(cluster, victim)
     done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
     codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
@@ -389,11 +389,11 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     assert done.restarts == 1
     assert len(done.failures) == 1
     assert done.failures[0].reason in ("rank_exited", "node_lost")
-    assert done.last_allocation is not None
-    assert victim not in done.last_allocation.hosts
+    assert done.last_placement is not None
+    assert victim not in done.last_placement.hosts
     resumed = [
         line
-        for host in done.last_allocation.hosts
+        for host in done.last_placement.hosts
         for log in (cluster.log_dir(host) / job_id / "attempt-1").glob("rank-*.log")
         for line in log.read_text().splitlines()
         if "starting at step" in line
@@ -409,7 +409,7 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     assert sorted(got) == sorted(want)
     assert all(torch.equal(got[name], want[name]) for name in want)
     with cluster.client() as client:
-        assert client.get_node(victim).node.state.value == "LOST"
+        assert client.get_node(victim).state.value == "LOST"
     assert not any(alive(pid) for pid in _ranks_on(cluster, victim))
     # `firsthop logs` reads rank 0's log of the last attempt from its host's agent.
     logs = CliRunner().invoke(user_app, ["logs", job_id, "--rank", "0", "-s", cluster.address])

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_builders import BIN, WAIT_S, Proc
 from server_builders import spec
 
+from harness.procs import BIN, WAIT_S, Proc
 from scheduler.client import FirsthopClient, JobState, RemoteError
 from topology.generators import fat_tree
 from topology.spec import dump_spec

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from placement import Parallelism
 from scheduler.cli.place_cmd import place
-from scheduler.jobspec import JobSpec, job_spec_from_data, load_job_spec
+from scheduler.jobspec import JobSpec, job_spec_from_data
+from scheduler.jobspec_file import load_job_spec
 from topology.errors import InvalidInputError
 from topology.spec import dump_spec
 

@@ -214,3 +214,23 @@ def test_json_and_yaml_describe_the_same_topology(tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text(json.dumps(spec_to_data(spec)))
     dump_spec(spec, tmp_path / "t.yaml")
     assert load_spec(tmp_path / "t.json") == load_spec(tmp_path / "t.yaml") == spec
+
+
+def test_a_hosts_location_names_its_real_switches_nearest_first() -> None:
+    spec = TopologySpec(
+        name="mixed",
+        tiers=(LEAF_400G.model_copy(update={"optional": True}), POD_SPINE),
+        switches=(
+            SwitchSpec(name="p0", tier="pod"),
+            SwitchSpec(name="p0l0", tier="leaf", parent="p0", hosts=("a1",)),
+            SwitchSpec(name="p1", tier="pod", hosts=("c1",)),
+        ),
+    )
+    topology = Topology.from_spec(spec)
+
+    assert topology.location("a1") == ("p0l0", "p0")
+    # c1 hangs off the pod directly: the virtual leaf inserted above it is left out.
+    assert any(d.virtual for d in topology.domains.values())
+    assert topology.location("c1") == ("p1",)
+    with pytest.raises(KeyError):
+        topology.location("nope")

@@ -124,6 +124,22 @@ class Topology:
         """Total GPUs in the cluster."""
         return sum(h.gpus for h in self.hosts.values())
 
+    def location(self, host: str) -> tuple[str, ...]:
+        """Switch domains above ``host``, nearest first, without virtual pass-through domains:
+        what an agent reports when it registers and what the scheduler checks it against.
+
+        Raises:
+            KeyError: no such host.
+        """
+        path: list[str] = []
+        domain = self.hosts[host].parent
+        while domain is not None:
+            node = self.domains[domain]
+            if not node.virtual:
+                path.append(node.name)
+            domain = node.parent
+        return tuple(path)
+
     def domains_at(self, level: int) -> Iterator[Domain]:
         """Domains of one switch level (1 = nearest tier), in host order."""
         return (d for d in self.domains.values() if d.level == level)

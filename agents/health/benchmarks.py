@@ -125,7 +125,7 @@ class PatternMeasurement:
         patterns: patterns written and read back over all of it.
         mismatches: 32-bit words that read back wrong, over all patterns.
         elapsed_s: time of the writes and compares.
-        gbps: pattern throughput, ``2 * bytes_tested * patterns / elapsed_s / 1e9`` (each
+        gbytes_per_s: pattern throughput, ``2 * bytes_tested * patterns / elapsed_s / 1e9`` (each
             pattern writes and reads the memory once).
         first_mismatches: up to 8 ``"pattern P chunk C word W"`` locations.
     """
@@ -135,7 +135,7 @@ class PatternMeasurement:
     patterns: int
     mismatches: int
     elapsed_s: float
-    gbps: float
+    gbytes_per_s: float
     first_mismatches: tuple[str, ...]
 
 
@@ -204,9 +204,9 @@ def pattern_test(
     synchronize(device)
     elapsed = clock() - start
     tested = sum(chunk.numel() * 4 for chunk in chunks)
-    gbps = 2.0 * tested * len(patterns) / elapsed / 1e9 if elapsed > 0 else float("inf")
+    gbytes_per_s = 2.0 * tested * len(patterns) / elapsed / 1e9 if elapsed > 0 else float("inf")
     return PatternMeasurement(
-        tested, len(chunks), len(patterns), mismatches, elapsed, gbps, tuple(where)
+        tested, len(chunks), len(patterns), mismatches, elapsed, gbytes_per_s, tuple(where)
     )
 
 
@@ -232,13 +232,13 @@ class CopyMeasurement:
     """Host-to-device copy bandwidth.
 
     Attributes:
-        gbps: ``nbytes / median_s / 1e9``.
+        gbytes_per_s: ``nbytes / median_s / 1e9``.
         median_s: median time of one copy.
         nbytes: bytes per copy.
         pinned: whether the host buffer was page-locked (only with CUDA).
     """
 
-    gbps: float
+    gbytes_per_s: float
     median_s: float
     nbytes: int
     pinned: bool
@@ -270,7 +270,7 @@ def measure_h2d(
     return CopyMeasurement(nbytes / median / 1e9, median, nbytes, pinned)
 
 
-def bus_bandwidth_gbps(nbytes: int, seconds: float, world_size: int) -> tuple[float, float]:
+def bus_bandwidth_gbytes_per_s(nbytes: int, seconds: float, world_size: int) -> tuple[float, float]:
     """All-reduce algorithm and bus bandwidth in GB/s (nccl-tests' definitions).
 
     ``algbw = nbytes / seconds``; ``busbw = algbw * 2 (n - 1) / n``, the per-link traffic of a
@@ -289,8 +289,8 @@ class AllReduceMeasurement:
         backend: ``nccl`` or ``gloo``.
         nbytes: bytes reduced per call.
         mean_s: mean time of one all-reduce.
-        algbw_gbps: algorithm bandwidth.
-        busbw_gbps: bus bandwidth.
+        algbw_gbytes_per_s: algorithm bandwidth.
+        busbw_gbytes_per_s: bus bandwidth.
         correct: whether a final all-reduce of known values gave the exact sum on rank 0.
     """
 
@@ -298,8 +298,8 @@ class AllReduceMeasurement:
     backend: str
     nbytes: int
     mean_s: float
-    algbw_gbps: float
-    busbw_gbps: float
+    algbw_gbytes_per_s: float
+    busbw_gbytes_per_s: float
     correct: bool
 
 
@@ -361,7 +361,7 @@ def measure_allreduce(
         codes = [process.exitcode for process in ranks]
         raise RuntimeError(f"all-reduce rank 0 reported nothing (exit codes {codes})")
     mean_s, correct = rank0[0]
-    algbw, busbw = bus_bandwidth_gbps(nbytes, mean_s, world_size)
+    algbw, busbw = bus_bandwidth_gbytes_per_s(nbytes, mean_s, world_size)
     return AllReduceMeasurement(world_size, backend, nbytes, mean_s, algbw, busbw, correct)
 
 

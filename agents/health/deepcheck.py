@@ -28,17 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.health import benchmarks as bench
 from agents.health.reference import GpuReference, reference_for
+from topology.errors import ExitCode
 
 GIB = 1024**3
 MIB = 1024**2
 
-#: ``check_command`` exit codes.
-EXIT_OK = 0
+#: ``check_command`` exit codes (from the table every firsthop command line shares).
+EXIT_OK = ExitCode.OK
 """Every check passed or was unjudged, or there is no GPU and none was required."""
-EXIT_FAILED = 1
+EXIT_FAILED = ExitCode.FAILED
 """At least one check failed."""
-EXIT_NO_GPU = 2
-"""No CUDA device, and ``require_gpu`` was set."""
+EXIT_NO_GPU = ExitCode.BAD_INPUT
+"""No CUDA device, and ``require_gpu`` was set (refused as it stands)."""
 
 Details = dict[str, str | int | float | bool | None]
 
@@ -84,16 +85,16 @@ class DeepCheckConfig(BaseModel):
         memory_max_bytes: caps the pattern test (the CPU path uses 64 MiB when unset).
         memory_chunk_bytes: allocation size of the pattern test.
         memory_patterns: 32-bit patterns; -1 is the address pattern (word i holds i).
-        memory_min_gbps: optional pattern-throughput floor; ``None`` reports it unjudged.
+        memory_min_gbytes_per_s: optional pattern-throughput floor; ``None`` reports it unjudged.
         h2d_bytes: bytes per host-to-device copy.
         h2d_iterations: timed copies (median taken).
         h2d_warmup: untimed copies first.
-        h2d_expected_gbps: overrides the reference figure of the GPU.
+        h2d_expected_gbytes_per_s: overrides the reference figure of the GPU.
         h2d_pass_fraction: pass at this fraction of the expected figure.
         allreduce_bytes: bytes per all-reduce.
         allreduce_iterations: timed all-reduces (mean taken).
         allreduce_warmup: untimed all-reduces first.
-        allreduce_min_busbw_gbps: bus-bandwidth floor; ``None`` reports it unjudged (no
+        allreduce_min_busbw_gbytes_per_s: bus-bandwidth floor; ``None`` reports it unjudged (no
             reference figure has been measured yet).
         allreduce_timeout_s: ranks still running after this are killed and the check fails.
         allreduce_world_size: CPU path only: gloo ranks to run (default 2).
@@ -123,16 +124,16 @@ class DeepCheckConfig(BaseModel):
         0x55555555,
         bench.ADDRESS_PATTERN,
     )
-    memory_min_gbps: float | None = Field(default=None, gt=0)
+    memory_min_gbytes_per_s: float | None = Field(default=None, gt=0)
     h2d_bytes: int = Field(default=1 * GIB, ge=1)
     h2d_iterations: int = Field(default=10, ge=1)
     h2d_warmup: int = Field(default=2, ge=0)
-    h2d_expected_gbps: float | None = Field(default=None, gt=0)
+    h2d_expected_gbytes_per_s: float | None = Field(default=None, gt=0)
     h2d_pass_fraction: float = Field(default=0.85, gt=0, le=1)
     allreduce_bytes: int = Field(default=256 * MIB, ge=4)
     allreduce_iterations: int = Field(default=20, ge=1)
     allreduce_warmup: int = Field(default=5, ge=0)
-    allreduce_min_busbw_gbps: float | None = Field(default=None, gt=0)
+    allreduce_min_busbw_gbytes_per_s: float | None = Field(default=None, gt=0)
     allreduce_timeout_s: float = Field(default=120.0, gt=0)
     allreduce_world_size: int = Field(default=2, ge=1)
 
@@ -388,13 +389,13 @@ def _memory_check(
         "chunks": m.chunks,
         "patterns": m.patterns,
         "elapsed_s": m.elapsed_s,
-        "throughput_gbps": m.gbps,
-        "min_throughput_gbps": config.memory_min_gbps,
+        "throughput_gbytes_per_s": m.gbytes_per_s,
+        "min_throughput_gbytes_per_s": config.memory_min_gbytes_per_s,
         "first_mismatches": "; ".join(m.first_mismatches) or None,
     }
     outcome = judge(float(m.mismatches), 0.0, higher_is_better=False)
-    if outcome is Outcome.PASS and config.memory_min_gbps is not None:
-        outcome = judge(m.gbps, config.memory_min_gbps)
+    if outcome is Outcome.PASS and config.memory_min_gbytes_per_s is not None:
+        outcome = judge(m.gbytes_per_s, config.memory_min_gbytes_per_s)
     return CheckResult(
         name=CheckName.MEMORY,
         gpu_index=gpu,
@@ -413,22 +414,22 @@ def _h2d_check(
     m = bench.measure_h2d(
         device, nbytes=config.h2d_bytes, iterations=config.h2d_iterations, warmup=config.h2d_warmup
     )
-    expected = config.h2d_expected_gbps
+    expected = config.h2d_expected_gbytes_per_s
     if expected is None and ref is not None:
-        expected = ref.h2d_pinned_gbps
+        expected = ref.h2d_pinned_gbytes_per_s
     threshold = None if expected is None else expected * config.h2d_pass_fraction
     return CheckResult(
         name=CheckName.H2D,
         gpu_index=gpu,
-        outcome=judge(m.gbps, threshold),
-        measured=m.gbps,
+        outcome=judge(m.gbytes_per_s, threshold),
+        measured=m.gbytes_per_s,
         unit="GB/s",
         threshold=threshold,
         details={
             "bytes": m.nbytes,
             "pinned": m.pinned,
             "median_ms": m.median_s * 1e3,
-            "expected_gbps": expected,
+            "expected_gbytes_per_s": expected,
         },
     )
 
@@ -457,13 +458,13 @@ def _allreduce_check(config: DeepCheckConfig, gpus: int) -> CheckResult:
         )
     except (RuntimeError, TimeoutError, OSError) as exc:
         return _errored(CheckName.ALLREDUCE, None, "GB/s", exc)
-    threshold = config.allreduce_min_busbw_gbps
-    outcome = judge(m.busbw_gbps, threshold) if m.correct else Outcome.FAIL
+    threshold = config.allreduce_min_busbw_gbytes_per_s
+    outcome = judge(m.busbw_gbytes_per_s, threshold) if m.correct else Outcome.FAIL
     return CheckResult(
         name=CheckName.ALLREDUCE,
         gpu_index=None,
         outcome=outcome,
-        measured=m.busbw_gbps,
+        measured=m.busbw_gbytes_per_s,
         unit="GB/s",
         threshold=threshold,
         details={
@@ -471,7 +472,7 @@ def _allreduce_check(config: DeepCheckConfig, gpus: int) -> CheckResult:
             "backend": m.backend,
             "bytes": m.nbytes,
             "mean_ms": m.mean_s * 1e3,
-            "algbw_gbps": m.algbw_gbps,
+            "algbw_gbytes_per_s": m.algbw_gbytes_per_s,
             "sum_correct": m.correct,
         },
     )

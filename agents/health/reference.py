@@ -20,16 +20,16 @@ class GpuReference:
         name_contains: matched against the device name (case-insensitive substring).
         matmul_bf16_tflops: measured dense bf16 matmul throughput (8192^3, median of 20).
         datasheet_bf16_tflops: the datasheet's dense bf16 figure, for context only.
-        h2d_pinned_gbps: measured host-to-device copy bandwidth from pinned memory (1 GiB).
-        hbm_copy_gbps: measured device-to-device copy bandwidth (read + write, 4 GiB).
+        h2d_pinned_gbytes_per_s: measured host-to-device copy bandwidth from pinned memory (1 GiB).
+        hbm_copy_gbytes_per_s: measured device-to-device copy bandwidth (read + write, 4 GiB).
         source: where the figures come from.
     """
 
     name_contains: str
     matmul_bf16_tflops: float
     datasheet_bf16_tflops: float | None
-    h2d_pinned_gbps: float | None
-    hbm_copy_gbps: float | None
+    h2d_pinned_gbytes_per_s: float | None
+    hbm_copy_gbytes_per_s: float | None
     source: str
 
 
@@ -38,8 +38,8 @@ REFERENCES: tuple[GpuReference, ...] = (
         name_contains="H100 80GB HBM3",
         matmul_bf16_tflops=764.0,
         datasheet_bf16_tflops=989.0,
-        h2d_pinned_gbps=55.0,
-        hbm_copy_gbps=3020.0,
+        h2d_pinned_gbytes_per_s=55.0,
+        hbm_copy_gbytes_per_s=3020.0,
         source=(
             "shared/data/gpu/README.md: one H100 80GB HBM3 (SXM, 132 SMs), driver 580.159.04, "
             "CUDA 13.0, torch 2.11.0+cu130, PCIe Gen5 x16"

@@ -10,21 +10,13 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
-from scheduler.api.cluster_serde import (
-    cluster_status_to_proto,
-    queue_status_to_proto,
-    topology_to_proto,
-)
-from scheduler.api.serde import (
-    node_state_from_proto,
-    node_to_proto,
-    queue_from_proto,
-    queue_to_proto,
-)
+from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
+from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
+from scheduler.api.spec_serde import node_state_from_proto
+from scheduler.api.topology_serde import topology_to_proto
 from scheduler.core.events import Event, NodeDrainRequested, QueueSet
 from scheduler.core.records import Node
 from scheduler.runtime import queries
-from scheduler.runtime.fleet import location_of
 from scheduler.runtime.requests import AgentRequests, resume_node
 from scheduler.runtime.runtime import Runtime
 from topology.model import Topology
@@ -48,7 +40,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self._check_timeout_s = health_check_timeout_s
         self._topology = topology
         self._topology_msg = topology_to_proto(topology)
-        self._locations = {name: location_of(topology, name) for name in topology.hosts}
+        self._locations = {name: topology.location(name) for name in topology.hosts}
 
     def _node(self, node: Node) -> admin_pb2.Node:
         msg = node_to_proto(node)

@@ -1,29 +1,35 @@
-"""Translation of the AgentService wire messages: agent reports to core events, core actions
-to agent commands, in paired functions.
+"""The scheduler's side of the agent protocol (``proto/firsthop/v1/agent.proto``): core
+actions and hub commands to agent commands, agent reports to core events.
 
-Kept apart from :mod:`scheduler.api.serde` (records) because this half speaks the agent
-protocol; the same rules hold: ``from(to(x)) == x`` is tested for each pair, and bad input
-fails with :class:`~topology.errors.InvalidInputError`.
+The agent's side is :mod:`agents.wire`. The two are tested against each other in pairs: every
+encoder here against the agent's decoder, every decoder here against the agent's encoder, so a
+field that one side drops fails a test. Nothing here decodes what the scheduler sends or
+encodes what an agent sends: that is the other side's job.
 
-Events are stamped with the scheduler's time (``at``), never the agent's: agent clocks may be
-skewed, and the core orders everything by its own clock.
+Decoders of agent messages return event **factories** (``at -> event``): the runtime stamps
+every event once, with the scheduler's clock, when it applies it (agent clocks may be
+skewed). A decoder validates its message at once, so a bad message fails before anything is
+queued, with :class:`~topology.errors.InvalidInputError`.
 
-The launcher environment of every rank (DESIGN.md "Rank environment") is computed here, on
-the scheduler side, so every agent (simulated or real) launches ranks identically.
+The launcher environment of every rank is the core's rule
+(:meth:`scheduler.core.actions.StartRanks.rank_env`); it is only carried here.
 
 Must not import ``scheduler.store`` or ``agents``; of ``scheduler.runtime`` only the
-command types the hub sends (:mod:`scheduler.runtime.agents`).
+command types the hub sends (:mod:`scheduler.runtime.agents`) and the acknowledgement
+statuses (:class:`~scheduler.runtime.fleet.AckStatus`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Final
 
-from firsthop.v1 import agent_pb2, topology_pb2
-from scheduler.api.serde import health_from_proto, health_to_proto, timestamp_to_proto
+from firsthop.reasons import ErrorReason, RankExitReason
+from firsthop.v1 import agent_pb2
+from scheduler.api.spec_serde import health_from_proto
 from scheduler.core.actions import StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
@@ -32,39 +38,21 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
 )
-from scheduler.core.records import RankSlot
-from scheduler.runtime.agents import FetchLogs, RunHealthCheck
+from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
+from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
 
 SIGNAL_EXIT_BASE: Final = 128
 """A rank killed by signal ``n`` is reported to the core with exit code ``128 + n`` (shells'
 convention)."""
 
+_EXIT_REASONS: Final[Mapping[agent_pb2.RankExitReason.ValueType, RankExitReason]] = {
+    agent_pb2.RankExitReason.Value(f"RANK_EXIT_REASON_{reason.name}"): reason
+    for reason in RankExitReason
+}
+
 
 # ---------------------------------------------------------------- commands down
-
-
-def rank_env(action: StartRanks, local_rank: int) -> dict[str, str]:
-    """The launcher environment of the ``local_rank``-th rank of a start command."""
-    slot = action.ranks[local_rank]
-    env = {
-        "RANK": str(slot.rank),
-        "LOCAL_RANK": str(local_rank),
-        "WORLD_SIZE": str(action.world_size),
-        "LOCAL_WORLD_SIZE": str(len(action.ranks)),
-        "NODE_RANK": str(action.node_rank),
-        "MASTER_ADDR": action.master_addr,
-        "MASTER_PORT": str(action.master_port),
-        "CUDA_VISIBLE_DEVICES": ",".join(str(s.gpu) for s in action.ranks),
-        "FIRSTHOP_JOB_ID": action.job_id,
-        "FIRSTHOP_RESTART_COUNT": str(action.attempt),
-        "FIRSTHOP_NODE_RANK": str(action.node_rank),
-        "FIRSTHOP_NNODES": str(action.num_nodes),
-        "FIRSTHOP_HOST": action.node,
-    }
-    if action.checkpoint_dir is not None:
-        env["FIRSTHOP_CHECKPOINT_DIR"] = action.checkpoint_dir
-    return env
 
 
 def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
@@ -75,9 +63,7 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
         argv=list(action.command),
         env=dict(action.env),
         ranks=[
-            agent_pb2.RankLaunch(
-                rank=slot.rank, local_rank=i, gpu=slot.gpu, env=rank_env(action, i)
-            )
+            agent_pb2.RankLaunch(rank=slot.rank, local_rank=i, gpu=slot.gpu, env=action.rank_env(i))
             for i, slot in enumerate(action.ranks)
         ],
         world_size=action.world_size,
@@ -96,32 +82,6 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
     return agent_pb2.Command(command_id=action.command_id, start_ranks=start)
 
 
-def start_ranks_from_proto(command: agent_pb2.Command, node: str) -> StartRanks:
-    """The start action of a command sent to ``node`` (the rank environments are derived)."""
-    if command.WhichOneof("body") != "start_ranks":
-        raise InvalidInputError("not a start_ranks command", reason="invalid_command")
-    start = command.start_ranks
-    return StartRanks(
-        command_id=command.command_id,
-        job_id=start.job_id,
-        node=node,
-        attempt=start.attempt,
-        job_name=start.job_name,
-        user=start.user,
-        ranks=tuple(RankSlot(rank=r.rank, host=node, gpu=r.gpu) for r in start.ranks),
-        node_rank=start.node_rank,
-        num_nodes=start.num_nodes,
-        world_size=start.world_size,
-        master_addr=start.master_addr,
-        master_port=start.master_port,
-        command=tuple(start.argv),
-        env=MappingProxyType(dict(start.env)),
-        checkpoint_dir=start.checkpoint_dir if start.HasField("checkpoint_dir") else None,
-        time_limit_s=start.time_limit_s if start.HasField("time_limit_s") else None,
-        per_host=start.per_host,
-    )
-
-
 def stop_ranks_to_proto(action: StopRanks) -> agent_pb2.Command:
     """The command that stops every rank of the job attempt on the host."""
     stop = agent_pb2.StopRanks(
@@ -130,34 +90,12 @@ def stop_ranks_to_proto(action: StopRanks) -> agent_pb2.Command:
     return agent_pb2.Command(command_id=action.command_id, stop_ranks=stop)
 
 
-def stop_ranks_from_proto(command: agent_pb2.Command, node: str) -> StopRanks:
-    """The stop action of a command sent to ``node``."""
-    if command.WhichOneof("body") != "stop_ranks":
-        raise InvalidInputError("not a stop_ranks command", reason="invalid_command")
-    stop = command.stop_ranks
-    return StopRanks(
-        command_id=command.command_id,
-        job_id=stop.job_id,
-        node=node,
-        attempt=stop.attempt,
-        grace_s=stop.grace_s,
-        reason=stop.reason,
-    )
-
-
 def run_health_check_to_proto(command: RunHealthCheck) -> agent_pb2.Command:
     """The command that runs a node's deep health check."""
     return agent_pb2.Command(
         command_id=command.command_id,
         run_health_check=agent_pb2.RunHealthCheck(check_id=command.check_id),
     )
-
-
-def run_health_check_from_proto(command: agent_pb2.Command, node: str) -> RunHealthCheck:
-    """The deep-check request of a command sent to ``node``."""
-    if command.WhichOneof("body") != "run_health_check":
-        raise InvalidInputError("not a run_health_check command", reason="invalid_command")
-    return RunHealthCheck(command.command_id, node, command.run_health_check.check_id)
 
 
 def fetch_logs_to_proto(command: FetchLogs) -> agent_pb2.Command:
@@ -175,63 +113,42 @@ def fetch_logs_to_proto(command: FetchLogs) -> agent_pb2.Command:
     )
 
 
-def fetch_logs_from_proto(command: agent_pb2.Command, node: str) -> FetchLogs:
-    """The log read of a command sent to ``node``."""
-    if command.WhichOneof("body") != "fetch_logs":
-        raise InvalidInputError("not a fetch_logs command", reason="invalid_command")
-    fetch = command.fetch_logs
-    return FetchLogs(
-        command_id=command.command_id,
-        node=node,
-        request_id=fetch.request_id,
-        job_id=fetch.job_id,
-        attempt=fetch.attempt,
-        rank=fetch.rank,
-        offset=fetch.offset,
-        max_bytes=fetch.max_bytes,
-    )
+def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
+    """What goes down a host's stream: a command, or the acknowledgement of a report."""
+    if isinstance(item, ReportAcked):
+        return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
+    if isinstance(item, StartRanks):
+        return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
+    if isinstance(item, StopRanks):
+        return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))
+    if isinstance(item, RunHealthCheck):
+        return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
+    return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
 
 
 # ---------------------------------------------------------------- reports up
 
 
-def node_registered_to_proto(event: NodeRegistered) -> agent_pb2.RegisterNodeRequest:
-    """The registration request an agent sends for this event."""
-    return agent_pb2.RegisterNodeRequest(
-        host=event.node,
-        gpus=[topology_pb2.Gpu(index=i, rail=i) for i in range(event.gpus)],
-        agent_version=event.agent_version,
-        address=event.address,
-    )
-
-
 def node_registered_from_proto(
-    request: agent_pb2.RegisterNodeRequest, at: datetime
-) -> NodeRegistered:
-    """The registration event of a request (location is checked by the caller)."""
+    request: agent_pb2.RegisterNodeRequest,
+) -> Callable[[datetime], NodeRegistered]:
+    """The registration event of a request (its location is checked by the caller)."""
     if not request.host:
-        raise InvalidInputError("RegisterNode: host is required", reason="invalid_input")
+        raise InvalidInputError("RegisterNode: host is required", reason=ErrorReason.INVALID_INPUT)
     indices = sorted(gpu.index for gpu in request.gpus)
     if indices != list(range(len(indices))):
         raise InvalidInputError(
             f"RegisterNode {request.host}: GPU indices must be 0..n-1, got {indices}",
-            reason="invalid_input",
+            reason=ErrorReason.INVALID_INPUT,
         )
-    return NodeRegistered(
-        at=at,
-        node=request.host,
-        gpus=len(indices),
-        agent_version=request.agent_version,
-        address=request.address,
-    )
+    node, version, address = request.host, request.agent_version, request.address
 
+    def make(at: datetime) -> NodeRegistered:
+        return NodeRegistered(
+            at=at, node=node, gpus=len(indices), agent_version=version, address=address
+        )
 
-def running_to_proto(running: Mapping[str, int]) -> list[agent_pb2.RunningRanks]:
-    """Running job attempts as the agent lists them (ranks are not carried by the event)."""
-    return [
-        agent_pb2.RunningRanks(job_id=job_id, attempt=attempt)
-        for job_id, attempt in sorted(running.items())
-    ]
+    return make
 
 
 def running_from_proto(running: list[agent_pb2.RunningRanks]) -> Mapping[str, int]:
@@ -242,38 +159,37 @@ def running_from_proto(running: list[agent_pb2.RunningRanks]) -> Mapping[str, in
     return MappingProxyType(out)
 
 
-def heartbeat_to_proto(event: HeartbeatReceived) -> agent_pb2.Heartbeat:
-    """The heartbeat an agent sends for this event (sequence and send time left unset)."""
-    return agent_pb2.Heartbeat(
-        health=health_to_proto(event.health),
-        health_detail=event.detail,
-        running=running_to_proto(event.running),
-    )
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A decoded heartbeat: the event to apply, and the running attempts (the fleet reads
+    them to finish stops whose ranks are gone)."""
+
+    make: Callable[[datetime], HeartbeatReceived]
+    running: Mapping[str, int]
 
 
-def heartbeat_from_proto(beat: agent_pb2.Heartbeat, node: str, at: datetime) -> HeartbeatReceived:
-    """The heartbeat event of a message from ``node``."""
-    return HeartbeatReceived(
-        at=at,
-        node=node,
-        health=health_from_proto(beat.health),
-        running=running_from_proto(list(beat.running)),
-        detail=beat.health_detail,
-    )
+def heartbeat_from_proto(beat: agent_pb2.Heartbeat, node: str) -> Heartbeat:
+    """The heartbeat of a message from ``node``."""
+    health = health_from_proto(beat.health)
+    running = running_from_proto(list(beat.running))
+    detail = beat.health_detail
 
+    def make(at: datetime) -> HeartbeatReceived:
+        return HeartbeatReceived(at=at, node=node, health=health, running=running, detail=detail)
 
-def ranks_started_to_proto(event: RanksStarted, ranks: list[int]) -> agent_pb2.RanksStarted:
-    """The report of ranks started (the event does not carry which ranks)."""
-    return agent_pb2.RanksStarted(
-        job_id=event.job_id, attempt=event.attempt, ranks=ranks, at=timestamp_to_proto(event.at)
-    )
+    return Heartbeat(make, running)
 
 
 def ranks_started_from_proto(
-    report: agent_pb2.RanksStarted, node: str, at: datetime
-) -> RanksStarted:
+    report: agent_pb2.RanksStarted, node: str
+) -> Callable[[datetime], RanksStarted]:
     """The event of a ranks-started report from ``node``."""
-    return RanksStarted(at=at, job_id=report.job_id, node=node, attempt=report.attempt)
+    job_id, attempt = report.job_id, report.attempt
+
+    def make(at: datetime) -> RanksStarted:
+        return RanksStarted(at=at, job_id=job_id, node=node, attempt=attempt)
+
+    return make
 
 
 def exit_code_of(report: agent_pb2.RankExited) -> int:
@@ -285,41 +201,103 @@ def exit_code_of(report: agent_pb2.RankExited) -> int:
     return 1
 
 
-def rank_exited_to_proto(event: RankExited) -> agent_pb2.RankExited:
-    """The report of a rank that exited on its own."""
-    report = agent_pb2.RankExited(
-        job_id=event.job_id,
-        attempt=event.attempt,
-        rank=event.rank,
-        reason="completed" if event.exit_code == 0 else "failed",
-        at=timestamp_to_proto(event.at),
-    )
-    if event.exit_code >= SIGNAL_EXIT_BASE:
-        report.signal = event.exit_code - SIGNAL_EXIT_BASE
-    else:
-        report.exit_code = event.exit_code
-    return report
+def exit_reason_of(report: agent_pb2.RankExited) -> RankExitReason:
+    """How the rank ended: ``exit_reason``, else the word in ``reason`` (agents before
+    ``exit_reason``), else what the exit code says."""
+    reason = _EXIT_REASONS.get(report.exit_reason)
+    if reason is not None:
+        return reason
+    if report.reason in RankExitReason.__members__.values():
+        return RankExitReason(report.reason)
+    return RankExitReason.COMPLETED if exit_code_of(report) == 0 else RankExitReason.FAILED
 
 
-def rank_exited_from_proto(report: agent_pb2.RankExited, node: str, at: datetime) -> RankExited:
+def rank_exited_from_proto(
+    report: agent_pb2.RankExited, node: str
+) -> Callable[[datetime], RankExited]:
     """The event of a rank-exited report from ``node``."""
-    return RankExited(
-        at=at,
-        job_id=report.job_id,
-        node=node,
-        attempt=report.attempt,
-        rank=report.rank,
-        exit_code=exit_code_of(report),
-    )
+    job_id, attempt, rank, message = report.job_id, report.attempt, report.rank, report.message
+    exit_code, reason = exit_code_of(report), exit_reason_of(report)
+    signal = report.signal if report.HasField("signal") else None
+
+    def make(at: datetime) -> RankExited:
+        return RankExited(
+            at=at,
+            job_id=job_id,
+            node=node,
+            attempt=attempt,
+            rank=rank,
+            exit_code=exit_code,
+            signal=signal,
+            reason=reason,
+            message=message,
+        )
+
+    return make
 
 
-def checkpoint_to_proto(event: CheckpointReported) -> agent_pb2.CheckpointReported:
-    """The report of a completed checkpoint."""
-    return agent_pb2.CheckpointReported(
-        job_id=event.job_id, attempt=event.attempt, at=timestamp_to_proto(event.at)
-    )
-
-
-def checkpoint_from_proto(report: agent_pb2.CheckpointReported, at: datetime) -> CheckpointReported:
+def checkpoint_from_proto(
+    report: agent_pb2.CheckpointReported,
+) -> Callable[[datetime], CheckpointReported]:
     """The event of a checkpoint report (work up to the scheduler's ``at`` is safe)."""
-    return CheckpointReported(at=at, job_id=report.job_id, attempt=report.attempt)
+    job_id, attempt = report.job_id, report.attempt
+
+    def make(at: datetime) -> CheckpointReported:
+        return CheckpointReported(at=at, job_id=job_id, attempt=attempt)
+
+    return make
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckResult:
+    """The outcome of a deep health check an agent ran."""
+
+    check_id: str
+    passed: bool
+    summary: str
+    report_json: str
+
+
+def health_check_from_proto(result: agent_pb2.HealthCheckResult) -> HealthCheckResult:
+    """The outcome of a ``RunHealthCheck`` command."""
+    return HealthCheckResult(result.check_id, result.passed, result.summary, result.report_json)
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Part of a rank's log, answering a ``FetchLogs`` command."""
+
+    request_id: str
+    found: bool
+    offset: int
+    size: int
+    data: bytes
+    error: str
+
+
+def log_chunk_from_proto(chunk: agent_pb2.LogChunk) -> LogChunk:
+    """The answer to a ``FetchLogs`` command."""
+    return LogChunk(
+        chunk.request_id, chunk.found, chunk.offset, chunk.size, chunk.data, chunk.error
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """An agent's acknowledgement of a command."""
+
+    command_id: str
+    status: AckStatus
+    message: str
+
+
+_ACK_STATUS: Final = {
+    agent_pb2.COMMAND_STATUS_APPLIED: AckStatus.APPLIED,
+    agent_pb2.COMMAND_STATUS_DUPLICATE: AckStatus.DUPLICATE,
+    agent_pb2.COMMAND_STATUS_REJECTED: AckStatus.REJECTED,
+}
+
+
+def ack_from_proto(ack: agent_pb2.CommandAck) -> CommandAck:
+    """An acknowledgement (an unspecified status reads as applied)."""
+    return CommandAck(ack.command_id, _ACK_STATUS.get(ack.status, AckStatus.APPLIED), ack.message)

@@ -13,49 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
-from datetime import datetime
-from typing import Any, Final
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc.aio
 
+from firsthop.reasons import ErrorReason
 from firsthop.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.api.agent_serde import (
+    ack_from_proto,
     checkpoint_from_proto,
-    fetch_logs_to_proto,
+    health_check_from_proto,
     heartbeat_from_proto,
+    log_chunk_from_proto,
     node_registered_from_proto,
+    outgoing_to_proto,
     rank_exited_from_proto,
     ranks_started_from_proto,
-    run_health_check_to_proto,
     running_from_proto,
-    start_ranks_to_proto,
-    stop_ranks_to_proto,
 )
 from scheduler.api.serde import node_to_proto
-from scheduler.core.actions import StartRanks
-from scheduler.core.events import Event
-from scheduler.runtime.agents import (
-    AgentLink,
-    FetchLogs,
-    Outgoing,
-    ReportAcked,
-    RunHealthCheck,
-    SessionReplacedError,
-    ShuttingDownError,
-)
-from scheduler.runtime.fleet import AckStatus, Fleet
+from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
+from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.runtime import Runtime
 from topology.errors import InvalidInputError
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-_ACK_STATUS: Final = {
-    agent_pb2.COMMAND_STATUS_APPLIED: AckStatus.APPLIED,
-    agent_pb2.COMMAND_STATUS_DUPLICATE: AckStatus.DUPLICATE,
-    agent_pb2.COMMAND_STATUS_REJECTED: AckStatus.REJECTED,
-}
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -77,10 +60,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def RegisterNode(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterNodeRequest, context: Context
     ) -> agent_pb2.RegisterNodeResponse:
-        event = node_registered_from_proto(request, self._runtime.now())
-        node, session = await self._fleet.register(
-            lambda at: replace(event, at=at), tuple(request.location)
-        )
+        make = node_registered_from_proto(request)
+        node, session = await self._fleet.register(make, tuple(request.location))
         return agent_pb2.RegisterNodeResponse(
             node=node_to_proto(node),
             session_id=session,
@@ -94,7 +75,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("body") != "hello":
             raise InvalidInputError(
-                "the first message of a Connect stream must be a hello", reason="hello_required"
+                "the first message of a Connect stream must be a hello",
+                reason=ErrorReason.HELLO_REQUIRED,
             )
         hello = first.hello
         link = self._fleet.attach(hello.host, hello.session_id)
@@ -129,7 +111,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     if self._runtime.agents.closing:
                         raise ShuttingDownError("the scheduler is shutting down; reconnect")
                     raise SessionReplacedError(f"{link.node}: a newer session took over")
-                yield _outgoing(item.result())
+                yield outgoing_to_proto(item.result())
         finally:
             replaced.cancel()
 
@@ -139,18 +121,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         fleet, node = self._fleet, link.node
         async for message in request_iterator:
             kind = message.WhichOneof("body")
-            now = self._runtime.now()
             if kind == "heartbeat":
-                event = heartbeat_from_proto(message.heartbeat, node, now)
-                fleet.heartbeat(link, _restamped(event), event.running)
+                beat = heartbeat_from_proto(message.heartbeat, node)
+                fleet.heartbeat(link, beat.make, beat.running)
             elif kind == "report":
                 await self._report(link, message.report)
             elif kind == "ack":
-                ack = message.ack
-                status = _ACK_STATUS.get(ack.status, AckStatus.APPLIED)
-                await fleet.acknowledged(link, ack.command_id, status, ack.message)
+                ack = ack_from_proto(message.ack)
+                await fleet.acknowledged(link, ack.command_id, ack.status, ack.message)
             elif kind == "log_chunk":
-                chunk = message.log_chunk
+                chunk = log_chunk_from_proto(message.log_chunk)
                 fleet.requests.log_chunk(
                     chunk.request_id,
                     found=chunk.found,
@@ -161,43 +141,25 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
 
     async def _report(self, link: AgentLink, report: agent_pb2.Report) -> None:
-        fleet, node, now = self._fleet, link.node, self._runtime.now()
+        fleet, node, report_id = self._fleet, link.node, report.report_id
         kind = report.WhichOneof("body")
         if kind == "ranks_started":
-            started = ranks_started_from_proto(report.ranks_started, node, now)
-            await fleet.report(link, report.report_id, lambda at: replace(started, at=at))
+            await fleet.report(
+                link, report_id, ranks_started_from_proto(report.ranks_started, node)
+            )
         elif kind == "rank_exited":
-            exited = rank_exited_from_proto(report.rank_exited, node, now)
-            await fleet.rank_exited(link, report.report_id, lambda at: replace(exited, at=at))
+            await fleet.rank_exited(
+                link, report_id, rank_exited_from_proto(report.rank_exited, node)
+            )
         elif kind == "checkpoint":
-            checkpoint = checkpoint_from_proto(report.checkpoint, now)
-            await fleet.report(link, report.report_id, lambda at: replace(checkpoint, at=at))
+            await fleet.report(link, report_id, checkpoint_from_proto(report.checkpoint))
         elif kind == "health_check":
-            result = report.health_check
+            result = health_check_from_proto(report.health_check)
             fleet.health_check_reported(
                 link,
-                report.report_id,
+                report_id,
                 result.check_id,
                 passed=result.passed,
                 summary=result.summary,
                 report_json=result.report_json,
             )
-
-
-def _restamped(event: Event) -> Callable[[datetime], Event]:
-    def make(at: datetime) -> Event:
-        return replace(event, at=at)
-
-    return make
-
-
-def _outgoing(item: Outgoing) -> agent_pb2.SchedulerMessage:
-    if isinstance(item, ReportAcked):
-        return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
-    if isinstance(item, StartRanks):
-        return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
-    if isinstance(item, RunHealthCheck):
-        return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
-    if isinstance(item, FetchLogs):
-        return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
-    return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))

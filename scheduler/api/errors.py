@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import grpc
 import grpc.aio
 
+from firsthop.reasons import ErrorReason
 from topology.errors import FirsthopError
 
 REASON_KEY: Final = "firsthop-reason"
 """Trailing metadata key holding the stable reason of a failed call."""
 
-INTERNAL_REASON: Final = "internal"
+INTERNAL_REASON: Final = ErrorReason.INTERNAL
 
 _log = logging.getLogger(__name__)
 

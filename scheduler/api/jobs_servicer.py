@@ -15,7 +15,8 @@ import grpc.aio
 
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
 from scheduler.api.cluster_serde import explanation_to_proto
-from scheduler.api.serde import job_spec_from_proto, job_state_from_proto, job_to_proto
+from scheduler.api.serde import job_to_proto
+from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
 from scheduler.runtime import queries
@@ -50,7 +51,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job = await self._runtime.apply(submitted, self._job_for)
         if job is None:  # pragma: no cover - apply returns the result
             raise RuntimeError("submission produced no job")
-        return jobs_pb2.SubmitJobResponse(job=job_to_proto(job), created=job.id == job_id)
+        return jobs_pb2.SubmitJobResponse(
+            job=job_to_proto(job, self._runtime.now()), created=job.id == job_id
+        )
 
     def _job_for(self, event: Event) -> Job:
         if not isinstance(event, JobSubmitted):  # pragma: no cover - only used for those
@@ -60,7 +63,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(  # noqa: N802
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
-        return jobs_pb2.GetJobResponse(job=job_to_proto(self._runtime.get_job(request.job_id)))
+        job = self._runtime.get_job(request.job_id)
+        return jobs_pb2.GetJobResponse(job=job_to_proto(job, self._runtime.now()))
 
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
@@ -73,8 +77,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
+        now = self._runtime.now()
         return jobs_pb2.ListJobsResponse(
-            jobs=[job_to_proto(j) for j in page.items],
+            jobs=[job_to_proto(j, now) for j in page.items],
             next_page_token=page.next_token,
             total_size=page.total,
         )
@@ -91,7 +96,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job = await self._runtime.apply(cancelled, lambda _: self._runtime.get_job(job_id))
         if job is None:  # pragma: no cover - apply returns the result
             raise RuntimeError("cancel produced no job")
-        return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+        return jobs_pb2.CancelJobResponse(job=job_to_proto(job, self._runtime.now()))
 
     async def WatchJob(  # noqa: N802
         self, request: jobs_pb2.WatchJobRequest, context: Context
@@ -100,7 +105,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         try:
             first = self._runtime.get_job(request.job_id)
             async for job in watch.updates(first):
-                yield jobs_pb2.WatchJobResponse(job=job_to_proto(job))
+                yield jobs_pb2.WatchJobResponse(job=job_to_proto(job, self._runtime.now()))
         finally:
             watch.close()
 
@@ -111,7 +116,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         now = runtime.now()
         explanation = runtime.core.explain(request.job_id, now)
         job = runtime.get_job(request.job_id)
-        return explanation_to_proto(explanation, job, runtime.state.index, now)
+        return explanation_to_proto(explanation, job, now)
 
     async def GetJobLogs(  # noqa: N802
         self, request: jobs_pb2.GetJobLogsRequest, context: Context

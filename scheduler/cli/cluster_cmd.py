@@ -36,7 +36,7 @@ from scheduler.cli.views import (
     node_row,
     queue_dict,
 )
-from scheduler.client import NodeState, Queue
+from scheduler.client import NodeState, QueueSettings
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -96,7 +96,7 @@ def nodes_drain(
     """Take a node out of scheduling; running jobs continue until they end."""
     with connect(server) as client:
         view = client.drain_node(name, reason)
-    typer.echo(f"{name}: {view.node.state.value} ({view.node.reason})")
+    typer.echo(f"{name}: {view.state.value} ({view.reason})")
 
 
 @nodes_app.command("resume")
@@ -116,7 +116,7 @@ def nodes_resume(
     """
     with connect(server) as client:
         view, check = client.resume_node(name, reason, skip_health_check=skip_health_check)
-    typer.echo(f"{name}: {view.node.state.value}")
+    typer.echo(f"{name}: {view.state.value}")
     if check is not None:
         typer.echo(f"deep health check passed in {check.duration_s:.1f} s: {check.summary}")
 
@@ -155,7 +155,7 @@ def queues_set(
     """Create a queue or replace its settings."""
     with connect(server) as client:
         queue = client.set_queue(
-            Queue(name=name, priority=priority, weight=weight, gpu_quota=gpu_quota)
+            QueueSettings(name=name, priority=priority, weight=weight, gpu_quota=gpu_quota)
         )
     quota = "no quota" if queue.gpu_quota is None else f"quota {queue.gpu_quota} GPUs"
     typer.echo(f"queue {queue.name}: priority {queue.priority}, weight {queue.weight:g}, {quota}")

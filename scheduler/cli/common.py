@@ -4,9 +4,11 @@ Every command module uses these rather than its own: one ``--output table|json``
 function that prints a rich table for people or JSON for programs, and one handler that turns a
 known error into a single ``error: <reason>: <message>`` line on stderr and an exit code.
 
+Exit codes, one meaning each across every firsthop command line (README "Exit codes"):
+:class:`topology.errors.ExitCode`.
+
 Must not import ``scheduler.core``, ``scheduler.store``, ``placement`` or the generated protos:
-commands call a typed client and hold no logic. Error types are registered by the callers, so
-this module depends on no error hierarchy.
+commands call a typed client and hold no logic.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Final, TypeAlias
+from typing import Annotated, TypeAlias
 
 import typer
 from pydantic import BaseModel
@@ -25,14 +27,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-EXIT_BAD_INPUT: Final = 2
-"""Exit code for input the command rejects (bad file, bad option value, unknown name)."""
+from topology.errors import ExitCode, FirsthopError, exit_code_of, format_error
 
 Row: TypeAlias = Mapping[str, object]
 """One record to print: column name -> value."""
-
-ErrorExit: TypeAlias = tuple[type[Exception], int]
-"""An exception type the error handler catches, and the exit code it exits with."""
 
 
 class OutputFormat(StrEnum):
@@ -95,46 +93,23 @@ def print_result(
 
 
 @contextlib.contextmanager
-def exit_on_error(*handled: ErrorExit) -> Iterator[None]:
-    """Turn registered exceptions into one line on stderr and an exit code, never a traceback.
+def exit_on_error() -> Iterator[None]:
+    """Turn a firsthop error into one line on stderr and its exit code, never a traceback.
 
     Use it as a context manager around a command's body, or as a decorator under the Typer
-    command decorator::
-
-        with exit_on_error((TopologyError, EXIT_BAD_INPUT)):
-            topology = load_topology(path)
-
-    The first registered type the exception is an instance of decides the exit code, so list
-    subclasses before their bases. The line is ``error: <reason>: <message>``, where reason is
-    the exception's ``reason`` attribute (the stable machine-readable reason of firsthop
-    errors) or its class name. Exceptions of other types propagate unchanged: an unknown error
-    is a bug and keeps its traceback.
-
-    Args:
-        handled: Pairs of (exception type, exit code).
+    command decorator. The exit code comes from the one table every firsthop command line
+    shares (:func:`topology.errors.exit_code_of`, listed in the README); the line is
+    ``error: <reason>: <message>`` (:func:`topology.errors.format_error`). Other exceptions
+    propagate unchanged: an unknown error is a bug and keeps its traceback.
 
     Raises:
-        typer.Exit: With the registered exit code, after printing the line.
+        typer.Exit: With the error's exit code, after printing the line.
     """
     try:
         yield
-    except Exception as exc:
-        for exc_type, exit_code in handled:
-            if isinstance(exc, exc_type):
-                typer.echo(format_error(exc), err=True)
-                raise typer.Exit(exit_code) from None
-        raise
-
-
-def format_error(exc: BaseException) -> str:
-    """Return the one-line ``error: <reason>: <message>`` form of an exception."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, Enum):
-        reason = reason.value
-    if not isinstance(reason, str) or not reason:
-        reason = type(exc).__name__
-    message = " ".join(str(exc).split())
-    return f"error: {reason}: {message}" if message else f"error: {reason}"
+    except FirsthopError as exc:
+        typer.echo(format_error(exc), err=True)
+        raise typer.Exit(exit_code_of(exc)) from None
 
 
 def _columns_of(rows: Sequence[Row]) -> list[str]:
@@ -167,3 +142,14 @@ def _json_default(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
+__all__ = [
+    "ExitCode",
+    "OutputFormat",
+    "OutputOption",
+    "Row",
+    "exit_on_error",
+    "format_error",
+    "print_result",
+]

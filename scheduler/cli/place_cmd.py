@@ -34,13 +34,14 @@ from placement import (
     Snapshot,
 )
 from placement import place as place_job
-from scheduler.cli.common import EXIT_BAD_INPUT, OutputFormat, OutputOption, exit_on_error
-from scheduler.jobspec import load_job_spec
-from topology.errors import InvalidInputError
+from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error
+from scheduler.jobspec_file import load_job_spec
+from topology.errors import InvalidInputError, UnknownHostError
 from topology.index import TopologyIndex
 from topology.model import Topology
 
-EXIT_UNPLACEABLE: Final = 3
+EXIT_UNPLACEABLE: Final = ExitCode.NOT_FOUND
+"""No placement exists for the job (the shared table's "not found, or no room")."""
 """Exit code when the job is valid but does not fit the cluster as given."""
 
 RANKS_SHOWN = 16
@@ -65,11 +66,14 @@ def place(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Solver random seed.")] = 0,
 ) -> None:
     """Show where a job's ranks would run on a cluster now, and what crosses which tier."""
-    with exit_on_error((InvalidInputError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         topo = Topology.load(topology)
         spec = load_job_spec(job)
         entries = _read_busy(busy) if busy is not None else []
-        snapshot = Snapshot.build(topo.index, entries)
+        try:
+            snapshot = Snapshot.build(topo.index, entries)
+        except UnknownHostError as exc:  # a typo in a local file: bad input, not "not found"
+            raise InvalidInputError(f"{busy}: {exc.message}", reason=exc.reason) from None
         params = PlacementParams(time_limit_s=time_limit, random_seed=seed)
         result = place_job(snapshot, spec.to_request(), params)
     data = result_to_dict(result, topo.index, job=spec.name)

@@ -1,16 +1,10 @@
 """What every command that talks to a live scheduler shares: the ``--server`` option, the
 client it opens, and the one handler that turns errors into exit codes.
 
-Exit codes (stable, scripts rely on them):
-
-- ``0`` success;
-- ``2`` bad input: a local file or option is invalid, or the server refused the request as
-  invalid (``INVALID_ARGUMENT``, ``ALREADY_EXISTS``, ``FAILED_PRECONDITION``, ``OUT_OF_RANGE``);
-- ``3`` not found (``NOT_FOUND``: unknown job, node or queue);
-- ``4`` the server could not be reached or did not answer in time;
-- ``1`` any other server error (``INTERNAL``...).
-
-The message is one line on stderr: ``error: <reason>: <message>``.
+Exit codes (stable, scripts rely on them) are the table every firsthop command line shares,
+:class:`topology.errors.ExitCode` (README "Exit codes"): a server's answer maps by its status
+code (``2`` bad input or refused as it stands, ``3`` not found, ``4`` unreachable, ``1``
+anything else). The message is one line on stderr: ``error: <reason>: <message>``.
 
 Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement`` or the
 generated protos: commands call :class:`scheduler.client.FirsthopClient`.
@@ -21,28 +15,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated
 
 import typer
 
-from scheduler.cli.common import EXIT_BAD_INPUT, OutputFormat, format_error, print_result
+from scheduler.cli.common import OutputFormat, exit_on_error, print_result
 from scheduler.cli.views import job_dict, job_row
-from scheduler.client import (
-    DEFAULT_SERVER,
-    FirsthopClient,
-    JobState,
-    RemoteError,
-    ServerUnavailableError,
-)
-from topology.errors import InvalidInputError
-
-EXIT_ERROR: Final = 1
-EXIT_NOT_FOUND: Final = 3
-EXIT_UNAVAILABLE: Final = 4
-
-_BAD_INPUT_CODES = frozenset(
-    {"INVALID_ARGUMENT", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_RANGE"}
-)
+from scheduler.client import DEFAULT_SERVER, FirsthopClient, JobState
 
 ServerOption = Annotated[
     str,
@@ -85,34 +64,9 @@ def print_job_list(
     print_result([job_row(j, now) for j in jobs], output, columns=columns)
 
 
-def exit_code_of(exc: Exception) -> int | None:
-    """The exit code of an error this handler knows, or ``None``."""
-    if isinstance(exc, ServerUnavailableError):
-        return EXIT_UNAVAILABLE
-    if isinstance(exc, RemoteError):
-        if exc.code == "NOT_FOUND":
-            return EXIT_NOT_FOUND
-        return EXIT_BAD_INPUT if exc.code in _BAD_INPUT_CODES else EXIT_ERROR
-    if isinstance(exc, InvalidInputError):
-        return EXIT_BAD_INPUT
-    return None
-
-
-@contextlib.contextmanager
-def remote_errors() -> Iterator[None]:
-    """Turn client and input errors into one stderr line and an exit code (see above)."""
-    try:
-        yield
-    except Exception as exc:
-        code = exit_code_of(exc)
-        if code is None:
-            raise
-        typer.echo(format_error(exc), err=True)
-        raise typer.Exit(code) from None
-
-
 @contextlib.contextmanager
 def connect(server: str) -> Iterator[FirsthopClient]:
-    """A client for ``server`` inside :func:`remote_errors`, closed afterwards."""
-    with remote_errors(), FirsthopClient(server) as client:
+    """A client for ``server`` inside :func:`~scheduler.cli.common.exit_on_error`, closed
+    afterwards."""
+    with exit_on_error(), FirsthopClient(server) as client:
         yield client

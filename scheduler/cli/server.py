@@ -21,10 +21,9 @@ from typing import Annotated
 
 import typer
 
-from scheduler.api.server import build_server
-from scheduler.cli.common import EXIT_BAD_INPUT, exit_on_error
+from scheduler.cli.common import exit_on_error
 from scheduler.config import ServerConfig, load_config
-from topology.errors import FirsthopError
+from scheduler.server import build_server
 
 app = typer.Typer(
     name="firsthop-scheduler",
@@ -61,7 +60,7 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with exit_on_error((FirsthopError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         settings = load_config(
             config, listen=listen, db_url=db, topology=topology, metrics_port=metrics_port
         )
@@ -70,7 +69,7 @@ def serve(
 
 async def _serve(settings: ServerConfig) -> None:
     # The grpc.aio server binds to the running event loop: build it inside it.
-    with exit_on_error((FirsthopError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         server = build_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from scheduler.cli.common import (
-    EXIT_BAD_INPUT,
+    ExitCode,
     OutputFormat,
     OutputOption,
     exit_on_error,
@@ -28,7 +28,6 @@ from scheduler.cli.common import (
 )
 from scheduler.cli.remote import connect
 from topology.csv_import import import_hosts_csv
-from topology.errors import FirsthopError
 from topology.generators import dual_plane, fat_tree, rail_optimized
 from topology.model import Topology
 from topology.slurm import export_block, export_tree
@@ -51,7 +50,6 @@ generate_app = typer.Typer(
 )
 app.add_typer(generate_app, name="generate")
 
-ERRORS = ((FirsthopError, EXIT_BAD_INPUT),)
 
 OutOption = Annotated[Path, typer.Option("--out", help="File to write (.yaml or .json).")]
 NameOption = Annotated[str | None, typer.Option("--name", help="Topology name.")]
@@ -82,7 +80,7 @@ def generate_fat_tree(
     name: NameOption = None,
 ) -> None:
     """A pods x leaves x hosts fat tree, oversubscribed above the pods."""
-    with exit_on_error(*ERRORS):
+    with exit_on_error():
         spec = fat_tree(
             pods,
             leaves_per_pod,
@@ -111,7 +109,7 @@ def generate_rail_optimized(
     name: NameOption = None,
 ) -> None:
     """Rail-optimized pods: GPU i of every host in a rail group is cabled to rail switch i."""
-    with exit_on_error(*ERRORS):
+    with exit_on_error():
         spec = rail_optimized(
             pods,
             groups_per_pod,
@@ -137,7 +135,7 @@ def generate_dual_plane(
     name: NameOption = None,
 ) -> None:
     """An HPN-like dual-plane fabric, modelled as one logical plane."""
-    with exit_on_error(*ERRORS):
+    with exit_on_error():
         spec = dual_plane(
             pods,
             segments_per_pod=segments_per_pod,
@@ -155,7 +153,7 @@ def import_csv(
     name: NameOption = None,
 ) -> None:
     """Import a hosts CSV (nearest switch tier first) as a topology file."""
-    with exit_on_error(*ERRORS):
+    with exit_on_error():
         spec = import_hosts_csv(csv_file, name=name)
         _write(spec, out)
 
@@ -189,11 +187,11 @@ def show(
         with connect(server) as client:
             topology = client.get_topology()
     elif topology_file is not None and server is None:
-        with exit_on_error(*ERRORS):
+        with exit_on_error():
             topology = Topology.load(topology_file)
     else:
         typer.echo("error: usage: give a topology file or --server (not both)", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise typer.Exit(ExitCode.BAD_INPUT)
     summary = summarize(topology)
     if output is OutputFormat.JSON:
         print_result(summary.to_dict(), output)
@@ -244,7 +242,7 @@ def export_slurm(
     ] = None,
 ) -> None:
     """Write Slurm's topology.conf for this topology."""
-    with exit_on_error(*ERRORS):
+    with exit_on_error():
         topology = Topology.load(topology_file)
         if plugin is SlurmPlugin.TREE:
             text = export_tree(topology)

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from scheduler.cli.common import OutputFormat, OutputOption, print_result
+from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error, print_result
 from scheduler.cli.remote import (
     DEFAULT,
     QueueFilter,
@@ -34,7 +34,6 @@ from scheduler.cli.remote import (
     UserFilter,
     connect,
     print_job_list,
-    remote_errors,
 )
 from scheduler.cli.views import (
     JOB_COLUMNS,
@@ -42,10 +41,10 @@ from scheduler.cli.views import (
     job_dict,
     job_fields,
 )
-from scheduler.client import Job, JobState
-from scheduler.jobspec import load_job_spec
+from scheduler.client import JobState, JobView
+from scheduler.jobspec_file import load_job_spec
 
-EXIT_JOB_DID_NOT_SUCCEED: Final = 5
+EXIT_JOB_DID_NOT_SUCCEED: Final = ExitCode.JOB_DID_NOT_SUCCEED
 RANKS_SHOWN: Final = 8
 
 app = typer.Typer(
@@ -76,7 +75,7 @@ def submit(
     user: Annotated[str, typer.Option(help="Submit as this user.")] = "",
 ) -> None:
     """Submit a job; prints its id as the last word."""
-    with remote_errors():
+    with exit_on_error():
         spec = load_job_spec(job_file)
     with connect(server) as client:
         job, created = client.submit_job(spec, submission_id=submission_id, user=user)
@@ -97,12 +96,12 @@ def status(
         print_result(job_dict(job), output)
         return
     print_result(job_fields(job), output, title=f"job {job.id}")
-    if job.allocation is not None:
+    if job.placement is not None:
         ranks = [
             {"rank": s.rank, "host": s.host, "gpu": s.gpu}
-            for s in job.allocation.ranks[:RANKS_SHOWN]
+            for s in job.placement.ranks[:RANKS_SHOWN]
         ]
-        total = len(job.allocation.ranks)
+        total = len(job.placement.ranks)
         title = f"ranks 0-{len(ranks) - 1} of {total}" if total > len(ranks) else "ranks"
         print_result(ranks, output, title=title)
 
@@ -139,7 +138,7 @@ def watch(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Follow a job live until it ends (JSON: one object per change, one per line)."""
-    last: Job | None = None
+    last: JobView | None = None
     with connect(server) as client:
         if output is OutputFormat.JSON:
             for job in client.watch_job(job_id):
@@ -208,26 +207,26 @@ def explain(
     if would is not None:
         typer.echo(
             f"  would be placed on {len(would.hosts)} host(s): {', '.join(would.hosts[:8])}"
-            f"{' ...' if len(would.hosts) > 8 else ''} (cost {would.cost:.3f} ms, lower bound "
-            f"{would.lower_bound:.3f} ms)"
+            f"{' ...' if len(would.hosts) > 8 else ''} (cost {would.cost_ms:.3f} ms, lower bound "
+            f"{would.lower_bound_ms:.3f} ms)"
         )
 
 
-def _transition_line(job: Job) -> str:
+def _transition_line(job: JobView) -> str:
     at = job.updated_at.astimezone(UTC).strftime("%H:%M:%S")
     why = f" ({job.reason})" if job.reason else ""
     return f"{at} {job.state.value}{why}"
 
 
-def _watch_view(job: Job, history: list[str]) -> Group:
+def _watch_view(job: JobView, history: list[str]) -> Group:
     table = Table.grid(padding=(0, 2))
     table.add_row(Text("job", style="bold"), Text(f"{job.id} {job.spec.name}"))
     table.add_row(Text("state", style="bold"), Text(job.state.value))
-    alloc = job.allocation
+    alloc = job.placement
     if alloc is not None:
         hosts = alloc.hosts
         table.add_row(
-            Text("hosts", style="bold"), Text(f"{len(job.started_hosts)}/{len(hosts)} running")
+            Text("hosts", style="bold"), Text(f"{job.hosts_running}/{len(hosts)} running")
         )
         shown = ", ".join(hosts[:8]) + (f" (+{len(hosts) - 8})" if len(hosts) > 8 else "")
         table.add_row(Text("placement", style="bold"), Text(shown))

@@ -8,16 +8,17 @@ REQUEUED) and, once placed, ``placement`` with ``hosts`` (node-rank order) and `
 ``lost_s`` (their sum) and ``ettr`` (effective training time ratio: productive time over wall
 time since the first start; ``null`` before the job first ran).
 
-Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement`` or the
-generated protos; it only reads the records the client returns.
+Must not import ``scheduler.core``, ``scheduler.store``, ``placement`` or the generated
+protos; it only reads the view types the client returns. ``ettr`` and ``lost_s`` are the
+server's figures (computed when it answered), never recomputed here.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from scheduler.client import ClusterStatus, Explanation, Job, NodeView, QueueView, ettr
+from scheduler.client import ClusterView, Explanation, JobView, NodeView, QueueView
 
 JOB_COLUMNS = (
     "id",
@@ -51,25 +52,22 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
-def placement_dict(job: Job) -> dict[str, Any] | None:
+def placement_dict(job: JobView) -> dict[str, Any] | None:
     """The placement of a job for JSON (``None`` until placed)."""
-    alloc = job.allocation
+    alloc = job.placement
     if alloc is None:
         return None
     return {
         "hosts": list(alloc.hosts),
         "ranks": [{"rank": s.rank, "host": s.host, "gpu": s.gpu} for s in alloc.ranks],
-        "cost": alloc.cost,
-        "lower_bound": alloc.lower_bound,
+        "cost": alloc.cost_ms,
+        "lower_bound": alloc.lower_bound_ms,
         "placed_at": _iso(alloc.placed_at),
     }
 
 
-def job_dict(job: Job, now: datetime | None = None) -> dict[str, Any]:
-    """Everything about a job, for ``--output json`` (see the module docstring).
-
-    ``now`` (default: the clock) ends the wall time of ``ettr`` for a job still running.
-    """
+def job_dict(job: JobView) -> dict[str, Any]:
+    """Everything about a job, for ``--output json`` (see the module docstring)."""
     spec = job.spec
     return {
         "id": job.id,
@@ -95,17 +93,17 @@ def job_dict(job: Job, now: datetime | None = None) -> dict[str, Any]:
             for f in job.failures
         ],
         "lost_s": job.lost_s,
-        "ettr": ettr(job, now or datetime.now(UTC)),
+        "ettr": job.ettr,
         "excluded_hosts": sorted(job.excluded_hosts),
-        "hosts_running": len(job.started_hosts),
+        "hosts_running": job.hosts_running,
         "productive_s": job.productive_s,
         "placement": placement_dict(job),
     }
 
 
-def job_row(job: Job, now: datetime | None = None) -> dict[str, Any]:
+def job_row(job: JobView, now: datetime | None = None) -> dict[str, Any]:
     """One table row of a job."""
-    hosts = job.allocation.hosts if job.allocation is not None else ()
+    hosts = job.placement.hosts if job.placement is not None else ()
     shown = ",".join(hosts[:3]) + (f",+{len(hosts) - 3}" if len(hosts) > 3 else "")
     age = ""
     if now is not None:
@@ -125,7 +123,7 @@ def job_row(job: Job, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-def job_fields(job: Job) -> dict[str, Any]:
+def job_fields(job: JobView) -> dict[str, Any]:
     """Field/value rows of ``status`` in table form (the rank table is shown apart)."""
     data = job_dict(job)
     data.pop("placement")
@@ -142,11 +140,12 @@ def job_fields(job: Job) -> dict[str, Any]:
         )
         or "none"
     )
-    alloc = job.allocation
+    alloc = job.placement
     if alloc is not None:
         data["hosts"] = ", ".join(alloc.hosts)
-        ratio = alloc.cost / alloc.lower_bound if alloc.lower_bound > 0 else 1.0
-        data["cost_ms"] = f"{alloc.cost:.3f} (lower bound {alloc.lower_bound:.3f}, x{ratio:.2f})"
+        data["cost_ms"] = (
+            f"{alloc.cost_ms:.3f} (lower bound {alloc.lower_bound_ms:.3f}, x{alloc.ratio:.2f})"
+        )
     return data
 
 
@@ -168,24 +167,23 @@ def explanation_dict(explanation: Explanation) -> dict[str, Any]:
             else {
                 "hosts": list(would.hosts),
                 "ranks": [{"rank": s.rank, "host": s.host, "gpu": s.gpu} for s in would.ranks],
-                "cost": would.cost,
-                "lower_bound": would.lower_bound,
+                "cost": would.cost_ms,
+                "lower_bound": would.lower_bound_ms,
             }
         ),
     }
 
 
-def node_dict(view: NodeView) -> dict[str, Any]:
+def node_dict(node: NodeView) -> dict[str, Any]:
     """A node for JSON."""
-    node = view.node
     return {
         "name": node.name,
         "state": node.state.value,
         "health": node.health.value,
         "gpus": node.gpus,
-        "gpus_allocated": view.gpus_allocated,
-        "jobs": list(view.job_ids),
-        "location": list(view.location),
+        "gpus_allocated": node.gpus_allocated,
+        "jobs": list(node.job_ids),
+        "location": list(node.location),
         "reason": node.reason,
         "agent_version": node.agent_version,
         "registered_at": _iso(node.registered_at),
@@ -193,17 +191,16 @@ def node_dict(view: NodeView) -> dict[str, Any]:
     }
 
 
-def node_row(view: NodeView) -> dict[str, Any]:
+def node_row(node: NodeView) -> dict[str, Any]:
     """One table row of a node."""
-    node = view.node
     return {
         "name": node.name,
         "state": node.state.value,
         "health": node.health.value,
         "gpus": node.gpus,
-        "allocated": view.gpus_allocated,
-        "jobs": ",".join(view.job_ids),
-        "leaf": view.location[0] if view.location else "",
+        "allocated": node.gpus_allocated,
+        "jobs": ",".join(node.job_ids),
+        "leaf": node.location[0] if node.location else "",
         "reason": node.reason,
     }
 
@@ -224,7 +221,7 @@ def queue_dict(view: QueueView) -> dict[str, Any]:
     }
 
 
-def cluster_dict(status: ClusterStatus) -> dict[str, Any]:
+def cluster_dict(status: ClusterView) -> dict[str, Any]:
     """The cluster status for JSON."""
     return {
         "at": _iso(status.at),
@@ -252,14 +249,14 @@ def cluster_dict(status: ClusterStatus) -> dict[str, Any]:
         ],
         "queues": [
             {
-                "name": q.name,
-                "priority": q.priority,
-                "weight": q.weight,
-                "gpu_quota": q.gpu_quota,
+                "name": q.queue.name,
+                "priority": q.queue.priority,
+                "weight": q.queue.weight,
+                "gpu_quota": q.queue.gpu_quota,
                 "pending": q.pending_jobs,
-                "active": q.running_jobs,
-                "gpus_allocated": q.held_gpus,
-                "gpus_pending": q.pending_gpus,
+                "active": q.active_jobs,
+                "gpus_allocated": q.gpus_allocated,
+                "gpus_pending": q.gpus_pending,
             }
             for q in status.queues
         ],

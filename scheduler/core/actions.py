@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from firsthop.reasons import StopReason
 from scheduler.core.records import Job, Node, Queue, RankSlot
 
 
@@ -79,11 +80,9 @@ def _no_env() -> Mapping[str, str]:
 class StartRanks:
     """Start a job's ranks on one host.
 
-    The agent derives each rank's environment from these fields: ``RANK`` (``slot.rank``),
-    ``LOCAL_RANK`` (position in ``ranks``), ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``
-    (``len(ranks)``), ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``,
-    ``CUDA_VISIBLE_DEVICES`` (the slots' GPUs), ``FIRSTHOP_JOB_ID``,
-    ``FIRSTHOP_RESTART_COUNT`` (``attempt``) and ``FIRSTHOP_CHECKPOINT_DIR``.
+    Every rank's launcher environment (DESIGN.md "Rank environment") is a rule of the core:
+    :meth:`rank_env` derives it from these fields, and the wire carries it as computed, so
+    every agent (simulated or real) launches ranks identically.
 
     Attributes:
         command_id: ``start:<job>:<attempt>:<host>``; repeats of it are the same command.
@@ -124,6 +123,37 @@ class StartRanks:
     time_limit_s: int | None = None
     per_host: bool = False
 
+    def rank_env(self, local_rank: int) -> dict[str, str]:
+        """The launcher environment of the ``local_rank``-th rank of this host.
+
+        ``RANK`` (the slot's rank), ``LOCAL_RANK`` (position in ``ranks``), ``WORLD_SIZE``,
+        ``LOCAL_WORLD_SIZE`` (``len(ranks)``), ``NODE_RANK``, ``MASTER_ADDR``,
+        ``MASTER_PORT``, ``CUDA_VISIBLE_DEVICES`` (this host's GPUs of the job, in local-rank
+        order), ``FIRSTHOP_JOB_ID``, ``FIRSTHOP_RESTART_COUNT`` (``attempt``),
+        ``FIRSTHOP_NODE_RANK``, ``FIRSTHOP_NNODES``, ``FIRSTHOP_HOST`` and, when the job
+        checkpoints, ``FIRSTHOP_CHECKPOINT_DIR``. The spec's ``env`` is not included: the
+        agent sets it first and these on top.
+        """
+        slot = self.ranks[local_rank]
+        env = {
+            "RANK": str(slot.rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_WORLD_SIZE": str(len(self.ranks)),
+            "NODE_RANK": str(self.node_rank),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(s.gpu) for s in self.ranks),
+            "FIRSTHOP_JOB_ID": self.job_id,
+            "FIRSTHOP_RESTART_COUNT": str(self.attempt),
+            "FIRSTHOP_NODE_RANK": str(self.node_rank),
+            "FIRSTHOP_NNODES": str(self.num_nodes),
+            "FIRSTHOP_HOST": self.node,
+        }
+        if self.checkpoint_dir is not None:
+            env["FIRSTHOP_CHECKPOINT_DIR"] = self.checkpoint_dir
+        return env
+
 
 @dataclass(frozen=True, slots=True)
 class StopRanks:
@@ -144,7 +174,7 @@ class StopRanks:
     node: str
     attempt: int
     grace_s: float
-    reason: str
+    reason: StopReason
 
 
 Action = PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks

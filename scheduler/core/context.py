@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from firsthop.reasons import StopReason
 from scheduler.core.actions import StartRanks, StopRanks, start_command_id, stop_command_id
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
@@ -42,7 +43,7 @@ class Ctx:
     config: SchedulerConfig
     out: Outbox
 
-    def stop(self, job: Job, node: str, reason: str, *, force: bool = False) -> None:
+    def stop(self, job: Job, node: str, reason: StopReason, *, force: bool = False) -> None:
         """Ask ``node``'s agent to stop ``job``'s ranks of its current attempt."""
         self.out.stops.append(
             StopRanks(
@@ -56,7 +57,7 @@ class Ctx:
         )
 
     def stop_and_fence(
-        self, held: Job, at: datetime, reason: str, skip: Iterable[str] = ()
+        self, held: Job, at: datetime, reason: StopReason, skip: Iterable[str] = ()
     ) -> None:
         """Stop the ranks of ``held`` (the record as it held its allocation) on every host
         but ``skip``, fencing their GPUs until the agents confirm; then settle drains.

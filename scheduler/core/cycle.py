@@ -31,6 +31,7 @@ from datetime import datetime
 
 import numpy as np
 
+from firsthop.reasons import JobReason, PendingReason
 from placement import Placement, PlacementFailure, PlacementParams, PlacementRequest, Snapshot
 from placement import place as run_placer
 from scheduler.core.backfill import Reservation, ends_before, find_reservation
@@ -160,7 +161,7 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
     for job in CycleOrder(state):
         report.examined += 1
         if not within_quota(state.queues[job.queue], state.queue_usage.get(job.queue, 0), job):
-            report.blocked[job.id] = "quota"
+            report.blocked[job.id] = PendingReason.QUOTA
             continue
         reservation = report.reservation
         avoid = held_back is not None and not (
@@ -171,13 +172,13 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
         reason: str | None = None
         placement: Placement | None = None
         if not capacity.could_fit(job):
-            reason = "insufficient_capacity"
+            reason = PendingReason.INSUFFICIENT_CAPACITY
         elif avoid and key in refused_held_back:
-            reason = "backfill_would_delay"
+            reason = PendingReason.BACKFILL_WOULD_DELAY
         elif not avoid and (hit := cache.refused(key, state.capacity_epoch)) is not None:
             reason = hit
         elif _out_of_budget(report, config.max_placements_per_cycle, seconds_budget):
-            report.blocked[job.id] = "cycle_budget"
+            report.blocked[job.id] = PendingReason.CYCLE_BUDGET
             report.truncated = True
             break
         else:
@@ -192,7 +193,7 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
                 placement = result
             elif avoid:
                 refused_held_back.add(key)
-                reason = "backfill_would_delay"
+                reason = PendingReason.BACKFILL_WOULD_DELAY
             else:
                 reason = result.reason.value
                 cache.refuse(key, state.capacity_epoch, reason)
@@ -207,8 +208,8 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
             if report.reservation is not None:
                 report.backfilled.append(job.id)
             continue
-        if avoid and reason == "insufficient_capacity" and plain.could_fit(job):
-            reason = "backfill_would_delay"
+        if avoid and reason == PendingReason.INSUFFICIENT_CAPACITY and plain.could_fit(job):
+            reason = PendingReason.BACKFILL_WOULD_DELAY
         if report.reservation is None and heads < MAX_HEADS and not avoid:
             heads += 1
             found, code = _head_of_line(ctx, job, at, cache, report)
@@ -219,7 +220,7 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
                 if not config.backfill:
                     break
             continue
-        report.blocked[job.id] = reason or "insufficient_capacity"
+        report.blocked[job.id] = reason or PendingReason.INSUFFICIENT_CAPACITY
     return report
 
 
@@ -231,7 +232,7 @@ def _out_of_budget(report: CycleReport, calls: int, seconds: float | None) -> bo
 
 def _fail_unplaceable(ctx: Ctx, job: Job, at: datetime, exc: InvalidInputError) -> None:
     ctx.state.transition(
-        job, JobState.FAILED, at, "unplaceable_job", f"{exc.reason}: {exc.message}"
+        job, JobState.FAILED, at, JobReason.UNPLACEABLE_JOB, f"{exc.reason}: {exc.message}"
     )
 
 
@@ -262,7 +263,7 @@ def _head_of_line(
             if isinstance(result, Placement):
                 mask = gpu_mask(index, placement_gpu_ids(index, result))
                 return Reservation(job.id, at, mask, "preemption", result), (
-                    "waiting_for_preemption"
+                    PendingReason.WAITING_FOR_PREEMPTION
                 )
     if config.preemption:
         plan, spent = plan_preemption(
@@ -279,7 +280,9 @@ def _head_of_line(
                 preempt(ctx, state.jobs[victim_id], at, job)
                 report.preempted.append(victim_id)
             mask = gpu_mask(index, placement_gpu_ids(index, plan.placement))
-            return Reservation(job.id, at, mask, "preemption", plan.placement), "preempting"
+            return Reservation(
+                job.id, at, mask, "preemption", plan.placement
+            ), PendingReason.PREEMPTING
     found, spent = find_reservation(
         state,
         job,
@@ -290,5 +293,5 @@ def _head_of_line(
     )
     report.placements += spent
     if found is None:
-        return None, "insufficient_capacity"
-    return found, "reserved"
+        return None, PendingReason.INSUFFICIENT_CAPACITY
+    return found, PendingReason.RESERVED

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from firsthop.reasons import RankExitReason
 from scheduler.core.records import Queue
 from scheduler.core.states import Health
 from scheduler.jobspec import JobSpec
@@ -131,6 +132,13 @@ class RankExited:
     attempt: int
     rank: int
     exit_code: int
+    """The process's status, or ``128 + signal`` when a signal ended it (shells' rule)."""
+    signal: int | None = None
+    """The signal that ended it, when one did."""
+    reason: RankExitReason = RankExitReason.FAILED
+    """How it ended, in the agent's words."""
+    message: str = ""
+    """The agent's one line about it (empty when it has nothing to add)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ stable ``reason``:
 - ``next_cycle``: it fits now and will be admitted by the next cycle unless a job ahead of it
   takes the room.
 
-``placement`` is what the placer gives it on the free capacity now (ignoring reservations).
-For other states the reason is the job's own latest reason (``placed``, ``preempted``,
-``node_lost``, ...).
+``would_place`` is the allocation the placer gives it on the free capacity now (ignoring
+reservations), converted by :func:`~scheduler.core.jobs.allocation_of`. For other states the
+reason is the job's own latest reason (``placed``, ``preempted``, ``node_lost``, ...).
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 ``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
@@ -31,17 +31,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from firsthop.reasons import PendingReason
 from placement import Placement, PlacementFailure
 from scheduler.core.capacity import FreeCapacity
-from scheduler.core.jobs import get_job
+from scheduler.core.jobs import allocation_of, get_job
 from scheduler.core.queueing import queue_position, within_quota
+from scheduler.core.records import Allocation
 from scheduler.core.states import QUEUED_JOB_STATES, JobState
 from topology.errors import FirsthopError
 
 if TYPE_CHECKING:
     from scheduler.core.scheduler import Scheduler
 
-HEAD_REASONS = frozenset({"reserved", "preempting", "waiting_for_preemption"})
+HEAD_REASONS = frozenset(
+    {PendingReason.RESERVED, PendingReason.PREEMPTING, PendingReason.WAITING_FOR_PREEMPTION}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ class Explanation:
         message: one line for people.
         details: further lines (placer numbers, reservation, queue position).
         queue_position: 1-based position in its queue while queued.
-        placement: the placement it would get on the free capacity now (queued jobs).
+        would_place: the allocation it would get on the free capacity now (queued jobs).
         failure: the placer's refusal on the free capacity now (queued jobs).
         reservation_start: when the head job's reservation starts, if it holds one.
     """
@@ -66,7 +70,7 @@ class Explanation:
     message: str
     details: tuple[str, ...] = ()
     queue_position: int | None = None
-    placement: Placement | None = None
+    would_place: Allocation | None = None
     failure: PlacementFailure | None = None
     reservation_start: datetime | None = None
 
@@ -101,7 +105,7 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         return Explanation(
             job.id,
             job.state,
-            "quota",
+            PendingReason.QUOTA,
             f"queue {queue.name} holds {held} of its {queue.gpu_quota} GPUs; the job needs "
             f"{job.gpus} more",
             tuple(details),
@@ -136,17 +140,17 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         message = _head_message(blocked, start, report.preempted if report else [])
     elif failure is not None:
         reason, message = failure.reason.value, failure.message
-    elif blocked == "backfill_would_delay":
+    elif blocked == PendingReason.BACKFILL_WOULD_DELAY:
         reason = blocked
         message = "it fits only on GPUs reserved for a blocked job it would delay"
-    elif blocked == "cycle_budget":
+    elif blocked == PendingReason.CYCLE_BUDGET:
         reason = blocked
         message = "the last scheduling cycle ran out of placement attempts before this job"
     elif not scheduler.config.backfill and reservation is not None and reservation.job_id != job.id:
-        reason = "blocked_by_head"
+        reason = PendingReason.BLOCKED_BY_HEAD
         message = f"backfill is off and job {reservation.job_id} ahead of it is blocked"
     else:
-        reason = "next_cycle"
+        reason = PendingReason.NEXT_CYCLE
         message = "it fits now and will be admitted by the next scheduling cycle"
     return Explanation(
         job.id,
@@ -155,16 +159,16 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         message,
         tuple(details),
         position,
-        placement,
+        None if placement is None else allocation_of(placement, state.index, now),
         failure,
         start,
     )
 
 
 def _head_message(reason: str, start: datetime | None, victims: list[str]) -> str:
-    if reason == "preempting":
+    if reason == PendingReason.PREEMPTING:
         return f"preempting lower-priority jobs to make room: {', '.join(victims)}"
-    if reason == "waiting_for_preemption":
+    if reason == PendingReason.WAITING_FOR_PREEMPTION:
         return "waiting for preempted jobs to stop; their GPUs are reserved for it"
     when = start.isoformat() if start is not None else "unknown"
     return f"blocked; GPUs reserved for it from {when} as running jobs reach their time limits"

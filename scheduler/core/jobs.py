@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from firsthop.reasons import ErrorReason, FailureReason, JobReason, StopReason
 from placement import Placement
 from scheduler.core.context import Ctx
 from scheduler.core.errors import (
@@ -46,6 +47,7 @@ from scheduler.core.states import (
     InvalidTransitionError,
     JobState,
 )
+from topology.index import TopologyIndex
 
 J = JobState
 
@@ -116,7 +118,7 @@ def submit(ctx: Ctx, event: JobSubmitted) -> Job:
         submitted_at=event.at,
         updated_at=event.at,
         submission_id=event.submission_id,
-        reason="submitted",
+        reason=JobReason.SUBMITTED,
     )
     return ctx.state.put_job(job)
 
@@ -134,11 +136,11 @@ def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
         return
     if job.state in (J.SUCCEEDED, J.FAILED):
         raise InvalidTransitionError(
-            f"job {job.id} already finished ({job.state})", reason="job_finished"
+            f"job {job.id} already finished ({job.state})", reason=ErrorReason.JOB_FINISHED
         )
     message = event.reason or "cancelled by request"
     if job.state in QUEUED_JOB_STATES:
-        state.transition(job, J.CANCELLED, event.at, "cancelled", message)
+        state.transition(job, J.CANCELLED, event.at, JobReason.CANCELLED, message)
         return
     held = job
     skip = job.stopped_hosts if job.state is J.PREEMPTED else frozenset()
@@ -146,13 +148,11 @@ def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
         job,
         J.CANCELLED,
         event.at,
-        "cancelled",
+        JobReason.CANCELLED,
         message,
-        allocation=None,
-        stopped_hosts=frozenset(),
-        stop_deadline=None,
+        updated=replace(job, allocation=None, stopped_hosts=frozenset(), stop_deadline=None),
     )
-    ctx.stop_and_fence(held, event.at, "cancelled", skip=skip)
+    ctx.stop_and_fence(held, event.at, StopReason.CANCELLED, skip=skip)
 
 
 # ---------------------------------------------------------------------------- agent reports
@@ -170,7 +170,7 @@ def start_acknowledged(ctx: Ctx, event: StartAcknowledged) -> None:
     """ADMITTED -> STARTING once an agent accepts the start command."""
     job = _current(ctx.state, event.job_id, event.node, event.attempt)
     if job is not None and job.state is J.ADMITTED:
-        ctx.state.transition(job, J.STARTING, event.at, "starting")
+        ctx.state.transition(job, J.STARTING, event.at, JobReason.STARTING)
 
 
 def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
@@ -180,7 +180,7 @@ def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
     if job is None or job.state not in (J.ADMITTED, J.STARTING):
         return
     if job.state is J.ADMITTED:
-        job = state.transition(job, J.STARTING, event.at, "starting")
+        job = state.transition(job, J.STARTING, event.at, JobReason.STARTING)
     started = job.started_hosts | {event.node}
     alloc = job.allocation
     if alloc is not None and started >= set(alloc.hosts):
@@ -188,10 +188,13 @@ def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
             job,
             J.RUNNING,
             event.at,
-            "running",
-            started_hosts=started,
-            started_at=event.at,
-            first_started_at=job.first_started_at or event.at,
+            JobReason.RUNNING,
+            updated=replace(
+                job,
+                started_hosts=started,
+                started_at=event.at,
+                first_started_at=job.first_started_at or event.at,
+            ),
         )
     else:
         state.put_job(replace(job, started_hosts=started, updated_at=event.at))
@@ -210,7 +213,7 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
             ctx,
             job,
             event.at,
-            "rank_exited",
+            FailureReason.RANK_EXITED,
             event.node,
             exclude=False,
             message=f"rank {event.rank} on {event.node} exited with status {event.exit_code}",
@@ -227,10 +230,10 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
         job,
         J.SUCCEEDED,
         event.at,
-        "succeeded",
-        allocation=None,
-        exited_ranks=exited,
-        productive_s=job.productive_s + gained,
+        JobReason.SUCCEEDED,
+        updated=replace(
+            job, allocation=None, exited_ranks=exited, productive_s=job.productive_s + gained
+        ),
     )
     ctx.settle_drains(hosts)
 
@@ -257,15 +260,18 @@ def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime) -> None:
         job,
         J.REQUEUED,
         at,
-        "preempted",
+        JobReason.PREEMPTED,
         job.message,
-        allocation=None,
-        restarts=job.restarts + 1,
-        started_at=None,
-        started_hosts=frozenset(),
-        exited_ranks=frozenset(),
-        stopped_hosts=frozenset(),
-        stop_deadline=None,
+        updated=replace(
+            job,
+            allocation=None,
+            restarts=job.restarts + 1,
+            started_at=None,
+            started_hosts=frozenset(),
+            exited_ranks=frozenset(),
+            stopped_hosts=frozenset(),
+            stop_deadline=None,
+        ),
     )
     ctx.settle_drains(alloc.hosts)
 
@@ -297,7 +303,7 @@ def interrupt(
     ctx: Ctx,
     job: Job,
     at: datetime,
-    reason: str,
+    reason: FailureReason,
     node: str | None,
     *,
     exclude: bool,
@@ -318,42 +324,55 @@ def interrupt(
             job,
             J.REQUEUED,
             at,
-            reason,
+            JobReason(reason),
             message,
-            allocation=None,
-            failures=failures,
-            restarts=job.restarts + 1,
-            excluded_hosts=excluded,
-            started_at=None,
-            started_hosts=frozenset(),
-            exited_ranks=frozenset(),
+            updated=replace(
+                job,
+                allocation=None,
+                failures=failures,
+                restarts=job.restarts + 1,
+                excluded_hosts=excluded,
+                started_at=None,
+                started_hosts=frozenset(),
+                exited_ranks=frozenset(),
+            ),
         )
     else:
         if requeue:
             message = f"{message}; restarts exhausted ({job.spec.max_restarts} allowed)"
         new = state.transition(
-            job, J.FAILED, at, reason, message, allocation=None, failures=failures
+            job,
+            J.FAILED,
+            at,
+            JobReason(reason),
+            message,
+            updated=replace(job, allocation=None, failures=failures),
         )
-    ctx.stop_and_fence(held, at, reason, skip=unreachable)
+    ctx.stop_and_fence(held, at, StopReason(reason), skip=unreachable)
     return new
 
 
 def preempt(ctx: Ctx, victim: Job, at: datetime, by: Job) -> None:
     """Start preempting ``victim`` for ``by``: PREEMPTED, stop commands with grace."""
-    failure = Failure(at=at, reason="preempted", host=None, lost_s=lost_seconds(victim, at))
+    failure = Failure(
+        at=at, reason=FailureReason.PREEMPTED, host=None, lost_s=lost_seconds(victim, at)
+    )
     new = ctx.state.transition(
         victim,
         J.PREEMPTED,
         at,
-        "preempted",
+        JobReason.PREEMPTED,
         f"preempted by job {by.id}",
-        failures=(*victim.failures, failure),
-        stopped_hosts=frozenset(),
-        stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+        updated=replace(
+            victim,
+            failures=(*victim.failures, failure),
+            stopped_hosts=frozenset(),
+            stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+        ),
     )
     if new.allocation is not None:
         for node in new.allocation.hosts:
-            ctx.stop(new, node, "preempted")
+            ctx.stop(new, node, StopReason.PREEMPTED)
 
 
 def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
@@ -373,7 +392,7 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
                 ctx,
                 job,
                 at,
-                "time_limit",
+                FailureReason.TIME_LIMIT,
                 None,
                 exclude=False,
                 message=f"ran past its time limit of {limit} s",
@@ -389,7 +408,7 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
                 ctx,
                 job,
                 at,
-                "start_timeout",
+                FailureReason.START_TIMEOUT,
                 missing[0] if missing else None,
                 exclude=False,
                 message=f"ranks on {', '.join(missing[:3])} not running after "
@@ -399,7 +418,7 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
             alloc = job.allocation
             hosts = [h for h in (alloc.hosts if alloc else ()) if h not in job.stopped_hosts]
             for node in hosts:
-                ctx.stop(job, node, "preempted", force=True)
+                ctx.stop(job, node, StopReason.PREEMPTED, force=True)
             deadline = at + timedelta(seconds=ctx.config.stop_grace_s)
             state.put_job(replace(job, stop_deadline=deadline))
     for key, fence in sorted(state.fences.items()):
@@ -410,9 +429,13 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
 # ---------------------------------------------------------------------------- admission
 
 
-def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
-    """Give ``job`` its placement (ADMITTED) and queue its start commands."""
-    index = ctx.state.index
+def allocation_of(placement: Placement, index: TopologyIndex, at: datetime) -> Allocation:
+    """The allocation a placer result gives: its rank table with host names from ``index``,
+    its modelled cost and lower bound, placed at ``at``.
+
+    The one conversion of placer results into records: admission and explanations use it,
+    so the API never sees a placer type.
+    """
     names = index.host_names
     ranks = tuple(
         RankSlot(rank, names[h], g)
@@ -420,21 +443,26 @@ def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
             zip(placement.ranks.hosts.tolist(), placement.ranks.gpus.tolist(), strict=True)
         )
     )
-    allocation = Allocation(
+    return Allocation(
         ranks=ranks,
         cost=float(placement.cost_ms),
         lower_bound=float(placement.lower_bound.total_ms),
         placed_at=at,
     )
+
+
+def admit(ctx: Ctx, job: Job, placement: Placement, at: datetime) -> Job:
+    """Give ``job`` its placement (ADMITTED) and queue its start commands."""
+    allocation = allocation_of(placement, ctx.state.index, at)
     new = ctx.state.transition(
         job,
         J.ADMITTED,
         at,
-        "placed",
+        JobReason.PLACED,
         f"placed on {len(allocation.hosts)} host(s)",
-        allocation=allocation,
-        started_hosts=frozenset(),
-        exited_ranks=frozenset(),
+        updated=replace(
+            job, allocation=allocation, started_hosts=frozenset(), exited_ranks=frozenset()
+        ),
     )
     ctx.start_all(new)
     return new
@@ -453,4 +481,4 @@ def resend_commands(ctx: Ctx) -> None:
         elif job.state is J.PREEMPTED:
             for node in alloc.hosts:
                 if node not in job.stopped_hosts:
-                    ctx.stop(job, node, "preempted")
+                    ctx.stop(job, node, StopReason.PREEMPTED)

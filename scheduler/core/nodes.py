@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from firsthop.reasons import ErrorReason, FailureReason, NodeReason, StopReason
 from scheduler.core.actions import StopRanks, stop_command_id
 from scheduler.core.context import Ctx
 from scheduler.core.errors import UnknownNodeError
@@ -75,21 +76,22 @@ def register(ctx: Ctx, event: NodeRegistered) -> None:
     if event.gpus != node.gpus:
         raise InvalidInputError(
             f"node {node.name} registered {event.gpus} GPUs; the topology has {node.gpus}",
-            reason="gpu_count_mismatch",
+            reason=ErrorReason.GPU_COUNT_MISMATCH,
         )
-    fields = {
-        "agent_version": event.agent_version,
-        "address": event.address,
-        "registered_at": event.at,
-        "last_heartbeat_at": event.at,
-    }
+    registered = replace(
+        node,
+        agent_version=event.agent_version,
+        address=event.address,
+        registered_at=event.at,
+        last_heartbeat_at=event.at,
+    )
     if node.state is N.UNKNOWN:
-        state.move_node(node, N.READY, "registered", **fields)
+        state.move_node(node, N.READY, NodeReason.REGISTERED, updated=registered)
     elif node.state is N.LOST:
-        node = state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+        node = state.put_node(registered)
         _return_lost(ctx, node, node.health)
     else:
-        state.put_node(replace(node, **fields))  # type: ignore[arg-type]
+        state.put_node(registered)
 
 
 def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
@@ -103,7 +105,7 @@ def heartbeat(ctx: Ctx, event: HeartbeatReceived) -> None:
     node = get_node(state, event.node)
     if node.state is N.UNKNOWN:
         raise InvalidTransitionError(
-            f"node {node.name} has not registered", reason="node_not_registered"
+            f"node {node.name} has not registered", reason=ErrorReason.NODE_NOT_REGISTERED
         )
     state.touch_node(node, event.at)
     node = state.nodes[node.name]
@@ -124,24 +126,26 @@ def _return_lost(ctx: Ctx, node: Node, health: Health) -> Node:
     """A LOST node's agent is back: DRAINED awaiting a checked resume (or READY, see the
     module docstring)."""
     if ctx.config.return_lost_nodes and health is not Health.FAILED:
-        return ctx.state.move_node(node, N.READY, "reconnected", health=health)
-    reason = "returned_after_loss: resume it to run a deep health check and return it"
-    return ctx.state.move_node(node, N.DRAINED, reason, health=health)
+        return ctx.state.move_node(
+            node, N.READY, NodeReason.RECONNECTED, updated=replace(node, health=health)
+        )
+    reason = f"{NodeReason.RETURNED_AFTER_LOSS}: resume it to run a deep health check and return it"
+    return ctx.state.move_node(node, N.DRAINED, reason, updated=replace(node, health=health))
 
 
 def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
     state = ctx.state
-    reason = f"health_failed: {detail}" if detail else "health_failed"
+    reason = f"{NodeReason.HEALTH_FAILED}: {detail}" if detail else NodeReason.HEALTH_FAILED
     for job in state.jobs_on(node.name):
         if job.state is JobState.PREEMPTED:
-            ctx.stop(job, node.name, "node_failed", force=True)
+            ctx.stop(job, node.name, StopReason.NODE_FAILED, force=True)
             host_stopped(ctx, job, node.name, at)
             continue
         interrupt(
             ctx,
             job,
             at,
-            "node_failed",
+            FailureReason.NODE_FAILED,
             node.name,
             exclude=True,
             message=f"node {node.name} failed: {detail or 'health check'}",
@@ -175,7 +179,7 @@ def _reconcile(ctx: Ctx, name: str, event: HeartbeatReceived) -> None:
                 node=name,
                 attempt=attempt,
                 grace_s=0.0,
-                reason="orphan",
+                reason=StopReason.ORPHAN,
             )
         )
 
@@ -206,10 +210,12 @@ def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
     if node.state in (N.UNKNOWN, N.LOST) or node.registered_at is None:
         raise InvalidTransitionError(
             f"node {node.name} is {node.state}: its agent must register first",
-            reason="node_not_registered",
+            reason=ErrorReason.NODE_NOT_REGISTERED,
         )
     health = Health.UNKNOWN if node.health is Health.FAILED else node.health
-    state.move_node(node, N.READY, event.reason or "resumed", health=health)
+    state.move_node(
+        node, N.READY, event.reason or NodeReason.RESUMED, updated=replace(node, health=health)
+    )
 
 
 def detect_lost(ctx: Ctx, at: datetime) -> None:
@@ -235,7 +241,7 @@ def lose(ctx: Ctx, node: Node, at: datetime) -> None:
             ctx,
             job,
             at,
-            "node_lost",
+            FailureReason.NODE_LOST,
             node.name,
             exclude=True,
             message=f"node {node.name} lost (no heartbeat for {silent:.0f} s)",
@@ -244,7 +250,7 @@ def lose(ctx: Ctx, node: Node, at: datetime) -> None:
     for fence in state.fences_on(node.name):
         state.release_fence(fence.job_id, node.name, fence.attempt)
     node = state.nodes[node.name]
-    state.move_node(node, N.LOST, "heartbeat_timeout")
+    state.move_node(node, N.LOST, NodeReason.HEARTBEAT_TIMEOUT)
 
 
 def refresh_heartbeats(ctx: Ctx, at: datetime) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from firsthop.reasons import FailureReason
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.jobspec import JobSpec
 
@@ -54,8 +55,7 @@ class Failure:
     """One interruption of a job and what it cost."""
 
     at: datetime
-    reason: str
-    """Stable reason: ``node_lost``, ``node_failed``, ``rank_exited``, ``preempted``..."""
+    reason: FailureReason
     host: str | None
     lost_s: float
     """Work lost: time since the last checkpoint (or since start) when it failed."""
@@ -74,7 +74,7 @@ class Job:
     submission_id: str | None = None
     """Client-chosen idempotency key: a second submission with it returns the first job."""
     reason: str = ""
-    """Stable reason for the latest state change (``placed``, ``node_lost``, ``cancelled``...)."""
+    """Stable reason for the latest state change (a :class:`~firsthop.reasons.JobReason`)."""
     message: str = ""
     allocation: Allocation | None = None
     first_started_at: datetime | None = None
@@ -108,7 +108,7 @@ class Job:
     @property
     def fault_restarts(self) -> int:
         """Requeues caused by failures (preemptions excluded); ``max_restarts`` bounds these."""
-        return sum(1 for f in self.failures if f.reason != "preempted")
+        return sum(1 for f in self.failures if f.reason != FailureReason.PREEMPTED)
 
     @property
     def lost_s(self) -> float:

@@ -8,7 +8,7 @@ changes nothing.
 
 Submissions are idempotent per (user, submission id): a repeat with the same spec changes
 nothing and is answered with the first job (:meth:`Scheduler.job_for`); a repeat with another
-spec is ``duplicate_submission``.
+spec is ``duplicate_submission_id``.
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 ``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import assert_never
 
+from firsthop.reasons import ErrorReason
 from placement import FailureReason, PlacementFailure, Snapshot
 from placement import place as run_placer
 from scheduler.core import jobs, nodes
@@ -97,7 +98,8 @@ class Scheduler:
             self.state = SchedulerState.from_records(index, jobs, node_list, queues)
         except (KeyError, FirsthopError) as exc:
             raise InvalidInputError(
-                f"the stored state does not fit the topology: {exc}", reason="topology_mismatch"
+                f"the stored state does not fit the topology: {exc}",
+                reason=ErrorReason.TOPOLOGY_MISMATCH,
             ) from None
         for h, name in enumerate(index.host_names):
             if name not in self.state.nodes:
@@ -241,7 +243,7 @@ def _unplaceable_error(spec: JobSpec, failure: PlacementFailure) -> FirsthopErro
         )
     return JobTooLargeError(
         f"the job can never be placed on this cluster ({failure.reason.value}): {failure.message}",
-        reason="unplaceable_job",
+        reason=ErrorReason.UNPLACEABLE_JOB,
     )
 
 
@@ -270,11 +272,11 @@ def _check_topology(index: TopologyIndex, stored: list[Node]) -> None:
         if host is None:
             raise InvalidInputError(
                 f"stored node {node.name!r} is not a host of the topology",
-                reason="topology_mismatch",
+                reason=ErrorReason.TOPOLOGY_MISMATCH,
             )
         if int(index.host_gpus[host]) != node.gpus:
             raise InvalidInputError(
                 f"stored node {node.name!r} has {node.gpus} GPUs; the topology says "
                 f"{int(index.host_gpus[host])}",
-                reason="topology_mismatch",
+                reason=ErrorReason.TOPOLOGY_MISMATCH,
             )

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from firsthop.reasons import ErrorReason, JobReason
 from scheduler.core.actions import ChangeSet
 from scheduler.core.records import Allocation, Job, Node, Queue
 from scheduler.core.states import (
@@ -59,7 +60,7 @@ class InvariantError(FirsthopError):
     """The scheduler state broke one of its invariants (a bug, never bad input)."""
 
     status_code = "INTERNAL"
-    default_reason = "invariant_violated"
+    default_reason = ErrorReason.INVARIANT_VIOLATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,15 +193,23 @@ class SchedulerState:
         job: Job,
         dst: JobState,
         at: datetime,
-        reason: str,
+        reason: JobReason,
         message: str = "",
-        **fields: object,
+        *,
+        updated: Job | None = None,
     ) -> Job:
-        """Move ``job`` to ``dst`` through the transitions table, with other field changes."""
+        """Move ``job`` to ``dst`` through the transitions table.
+
+        Other field changes come as ``updated``, the job record with them made
+        (``replace(job, allocation=None, ...)``, which mypy checks field by field); state,
+        reason, message and ``updated_at`` are set here. A job that lets go of its allocation
+        keeps it as ``last_allocation``; one that ends gets ``finished_at``.
+        """
         check_job_transition(job.state, dst)
-        new = replace(job, state=dst, updated_at=at, reason=reason, message=message)
-        if fields:
-            new = replace(new, **fields)  # type: ignore[arg-type]
+        base = job if updated is None else updated
+        if base.id != job.id:
+            raise InvariantError(f"transition of job {job.id} given the record of job {base.id}")
+        new = replace(base, state=dst, updated_at=at, reason=reason, message=message)
         if job.allocation is not None and new.allocation is None:
             new = replace(new, last_allocation=job.allocation)
         if is_terminal(dst) and new.finished_at is None:
@@ -218,14 +227,17 @@ class SchedulerState:
             self._notify_nodes[node.name] = None
         return node
 
-    def move_node(self, node: Node, dst: NodeState, reason: str, **fields: object) -> Node:
-        """Move ``node`` to ``dst`` through the transitions table."""
+    def move_node(
+        self, node: Node, dst: NodeState, reason: str, *, updated: Node | None = None
+    ) -> Node:
+        """Move ``node`` to ``dst`` through the transitions table; other field changes come
+        as ``updated``, the node record with them made (``replace(node, health=...)``)."""
         if dst is not node.state:
             check_node_transition(node.state, dst)
-        new = replace(node, state=dst, reason=reason)
-        if fields:
-            new = replace(new, **fields)  # type: ignore[arg-type]
-        return self.put_node(new)
+        base = node if updated is None else updated
+        if base.name != node.name:
+            raise InvariantError(f"move of node {node.name} given the record of node {base.name}")
+        return self.put_node(replace(base, state=dst, reason=reason))
 
     def touch_node(self, node: Node, at: datetime) -> None:
         """Record a heartbeat: in memory only (not a change for the store, no new version)."""

@@ -10,59 +10,23 @@
 ``PREEMPTED`` means "being stopped to make room"; once its ranks are gone the job is
 ``REQUEUED``, which queues like ``PENDING`` but keeps its restart history.
 
+The state words themselves (:class:`JobState`, :class:`NodeState`, :class:`Health`) are defined
+in :mod:`firsthop.states`, beside the other vocabularies the clients share; the lifecycle
+rules (which transition is allowed, which state holds GPUs) are the core's and live here.
+
 External vocabularies (Slurm states, agent health codes) map through tables that default to
-``UNKNOWN``. Must not import anything outside the standard library and ``topology.errors``.
+``UNKNOWN``. Must not import anything outside the standard library, ``topology.errors`` and
+the vocabularies of :mod:`firsthop`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from types import MappingProxyType
 
+from firsthop.reasons import ErrorReason
+from firsthop.states import Health, JobState, NodeState
 from topology.errors import FirsthopError
-
-
-class JobState(StrEnum):
-    """Where a job is in its lifecycle."""
-
-    PENDING = "PENDING"
-    ADMITTED = "ADMITTED"
-    """Placed; its GPUs are reserved; start commands not yet acknowledged."""
-    STARTING = "STARTING"
-    """Start commands sent; waiting for every rank to report running."""
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    PREEMPTED = "PREEMPTED"
-    """Chosen to make room for a higher-priority job; its ranks are being stopped."""
-    REQUEUED = "REQUEUED"
-    """Back in the queue after a preemption or a node failure, restart history kept."""
-
-
-class NodeState(StrEnum):
-    """Schedulability of a node, as the scheduler sees it."""
-
-    UNKNOWN = "UNKNOWN"
-    READY = "READY"
-    DRAINING = "DRAINING"
-    """No new jobs; running jobs continue until they end or are moved."""
-    DRAINED = "DRAINED"
-    LOST = "LOST"
-    """Missed heartbeats past the timeout."""
-
-
-class Health(StrEnum):
-    """The agent's verdict on a node's GPUs and host."""
-
-    UNKNOWN = "UNKNOWN"
-    HEALTHY = "HEALTHY"
-    SUSPECT = "SUSPECT"
-    """Degraded (thermal throttling, rising correctable errors): no new jobs."""
-    FAILED = "FAILED"
-    """Uncorrectable errors or a lost GPU: drain and recover its jobs."""
-
 
 J = JobState
 JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
@@ -104,7 +68,7 @@ class InvalidTransitionError(FirsthopError):
     """A state change the lifecycle does not allow (a bug, or a request in the wrong state)."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "invalid_transition"
+    default_reason = ErrorReason.INVALID_TRANSITION
 
 
 def is_terminal(state: JobState) -> bool:
@@ -142,3 +106,20 @@ _EXTERNAL_HEALTH: Mapping[str, Health] = MappingProxyType(
         "CRITICAL": Health.FAILED,
     }
 )
+
+
+__all__ = [
+    "ALLOCATED_JOB_STATES",
+    "JOB_TRANSITIONS",
+    "NODE_TRANSITIONS",
+    "QUEUED_JOB_STATES",
+    "SCHEDULABLE_NODE_STATES",
+    "Health",
+    "InvalidTransitionError",
+    "JobState",
+    "NodeState",
+    "check_job_transition",
+    "check_node_transition",
+    "health_from_external",
+    "is_terminal",
+]

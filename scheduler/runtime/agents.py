@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.actions import StartRanks, StopRanks
 from topology.errors import FirsthopError
 
@@ -35,21 +36,21 @@ class UnknownSessionError(FirsthopError):
     """A ``Connect`` for a session the scheduler does not know (register again)."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "unknown_session"
+    default_reason = ErrorReason.UNKNOWN_SESSION
 
 
 class SessionReplacedError(FirsthopError):
     """The host registered again; this older session's stream ends."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "session_replaced"
+    default_reason = ErrorReason.SESSION_REPLACED
 
 
 class ShuttingDownError(FirsthopError):
     """The server is stopping and takes no new requests or streams."""
 
     status_code = "UNAVAILABLE"
-    default_reason = "shutting_down"
+    default_reason = ErrorReason.SHUTTING_DOWN
 
 
 @dataclass(frozen=True, slots=True)

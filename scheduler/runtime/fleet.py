@@ -28,11 +28,12 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Final
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.actions import Action, StartRanks, StopRanks
 from scheduler.core.events import (
     Event,
@@ -62,7 +63,7 @@ class TopologyMismatchError(FirsthopError):
     """An agent's GPUs or location disagree with the scheduler's topology."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "topology_mismatch"
+    default_reason = ErrorReason.TOPOLOGY_MISMATCH
 
 
 class AckStatus(Enum):
@@ -90,7 +91,7 @@ class Fleet:
     def __init__(self, runtime: Runtime, topology: Topology) -> None:
         self._runtime = runtime
         self._topology = topology
-        self._locations = {name: location_of(topology, name) for name in topology.hosts}
+        self._locations = {name: topology.location(name) for name in topology.hosts}
         self._ranks: dict[AttemptKey, frozenset[int]] = {}
         self._stops: dict[str, dict[tuple[str, int], _Stop]] = {}
         """Stops in progress by host, then (job id, attempt)."""
@@ -205,6 +206,7 @@ class Fleet:
         if self._seen(link.node, report_id):
             self._runtime.agents.report_acked(link, report_id)
             return
+        # Read which rank it is; the core gets the event stamped when it is applied.
         event = make(self._runtime.now())
         key = (link.node, event.job_id, event.attempt)
         stop = self._stops.get(link.node, {}).get((event.job_id, event.attempt))
@@ -214,7 +216,7 @@ class Fleet:
                 if not stop.remaining:
                     self._finish_stop(key)
         else:
-            await self._apply_quietly(lambda at: replace(event, at=at))
+            await self._apply_quietly(make)
             ranks = self._ranks.get(key)
             if ranks is not None:
                 left = ranks - {event.rank}
@@ -305,7 +307,7 @@ class Fleet:
         try:
             await self._runtime.apply(make)
         except FirsthopError as exc:
-            if exc.reason in ("store_unavailable", "shutting_down"):
+            if exc.reason in (ErrorReason.STORE_UNAVAILABLE, ErrorReason.SHUTTING_DOWN):
                 raise
             _log.debug("agent event refused: %s: %s", exc.reason, exc)
 
@@ -317,15 +319,3 @@ class Fleet:
         seen[report_id] = None
         while len(seen) > REMEMBERED_REPORTS:
             seen.popitem(last=False)
-
-
-def location_of(topology: Topology, host: str) -> tuple[str, ...]:
-    """Switch domains above ``host``, nearest first (virtual pass-through domains left out)."""
-    path: list[str] = []
-    domain = topology.hosts[host].parent
-    while domain is not None:
-        node = topology.domains[domain]
-        if not node.virtual:
-            path.append(node.name)
-        domain = node.parent
-    return tuple(path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, TypeVar
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.records import Job, Node
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import JobState, NodeState
@@ -32,7 +33,7 @@ MAX_NODE_PAGE: Final = 10_000
 class InvalidPageTokenError(InvalidInputError):
     """A page token this server did not hand out."""
 
-    default_reason = "invalid_page_token"
+    default_reason = ErrorReason.INVALID_PAGE_TOKEN
 
 
 @dataclass(frozen=True, slots=True)

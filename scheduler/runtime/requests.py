@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.events import Event, NodeResumeRequested
 from scheduler.core.records import Allocation, Job, Node
 from scheduler.core.states import QUEUED_JOB_STATES, NodeState
@@ -60,28 +61,28 @@ class NodeNotConnectedError(FirsthopError):
     """The node's agent has no open stream: it cannot be asked anything now."""
 
     status_code = "UNAVAILABLE"
-    default_reason = "node_not_connected"
+    default_reason = ErrorReason.NODE_NOT_CONNECTED
 
 
 class HealthCheckFailedError(FirsthopError):
     """The deep health check failed (or the agent cannot run one): the node stays out."""
 
     status_code = "FAILED_PRECONDITION"
-    default_reason = "health_check_failed"
+    default_reason = ErrorReason.HEALTH_CHECK_FAILED
 
 
 class AgentTimeoutError(FirsthopError):
     """The agent did not answer in time."""
 
     status_code = "DEADLINE_EXCEEDED"
-    default_reason = "agent_timeout"
+    default_reason = ErrorReason.AGENT_TIMEOUT
 
 
 class NoLogError(FirsthopError):
     """There is no such rank, or its host keeps no log of it."""
 
     status_code = "NOT_FOUND"
-    default_reason = "no_log"
+    default_reason = ErrorReason.NO_LOG
 
 
 class AgentRequests:
@@ -120,7 +121,7 @@ class AgentRequests:
         except TimeoutError:
             raise AgentTimeoutError(
                 f"no deep health check result from {node} within {timeout_s:.0f} s",
-                reason="health_check_timeout",
+                reason=ErrorReason.HEALTH_CHECK_TIMEOUT,
             ) from None
         finally:
             self._checks.pop(check_id, None)
@@ -152,10 +153,10 @@ class AgentRequests:
         """
         table, attempt = where_it_ran(self._runtime.get_job(job_id))
         if table is None:
-            raise NoLogError(f"job {job_id} has not run yet", reason="no_log")
+            raise NoLogError(f"job {job_id} has not run yet", reason=ErrorReason.NO_LOG)
         slot = next((s for s in table.ranks if s.rank == rank), None)
         if slot is None:
-            raise NoLogError(f"job {job_id} has no rank {rank}", reason="unknown_rank")
+            raise NoLogError(f"job {job_id} has no rank {rank}", reason=ErrorReason.UNKNOWN_RANK)
         node = slot.host
         self._connected(node)
         request_id = self._new_id("logs", node)
@@ -171,7 +172,7 @@ class AgentRequests:
             found, start, total, data, error = await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             raise AgentTimeoutError(
-                f"no log from {node} within {timeout_s:.0f} s", reason="log_timeout"
+                f"no log from {node} within {timeout_s:.0f} s", reason=ErrorReason.LOG_TIMEOUT
             ) from None
         finally:
             self._logs.pop(request_id, None)

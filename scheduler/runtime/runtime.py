@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from firsthop.reasons import ErrorReason
 from scheduler.core.actions import (
     Action,
     ChangeSet,
@@ -67,7 +68,7 @@ class StoreUnavailableError(FirsthopError):
     """The store did not accept a commit; nothing of the request was kept."""
 
     status_code = "UNAVAILABLE"
-    default_reason = "store_unavailable"
+    default_reason = ErrorReason.STORE_UNAVAILABLE
 
 
 class DurableStore(Protocol):

@@ -4,8 +4,9 @@
 - :mod:`scheduler.store.memory`: ``MemoryStore`` (tests, simulator, benchmark baseline);
 - :mod:`scheduler.store.sql`: ``SqlStore`` on SQLite or PostgreSQL (SQLAlchemy Core) with
   Alembic migrations in :mod:`scheduler.store.migrations`;
-- :mod:`scheduler.store.serde`: records <-> rows; :mod:`scheduler.store.schema`: the tables;
-- :mod:`scheduler.store.pg_server`: a throwaway PostgreSQL server for tests and benchmarks.
+- :mod:`scheduler.store.serde`: records <-> rows; :mod:`scheduler.store.schema`: the tables.
+
+The throwaway PostgreSQL server of tests and benchmarks is :mod:`harness.postgres`.
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime`` or
 ``scheduler.cli``.

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from firsthop.reasons import FailureReason
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.jobspec import JobSpec
@@ -127,7 +128,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         failures=tuple(
             Failure(
                 at=_required(_from_iso(f["at"])),
-                reason=f["reason"],
+                reason=FailureReason(f["reason"]),
                 host=f["host"],
                 lost_s=float(f["lost_s"]),
             )

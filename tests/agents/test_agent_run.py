@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from agents.cli import app
 from agents.health.fake import FakeGpuProbe, FakeHostProbe
-from agents.health.verdict import HealthThresholds
+from agents.health.verdict import Health, HealthThresholds
 from agents.launch import (
     CHECKPOINT_REPORT_ENV,
     LogPiece,
@@ -37,8 +37,9 @@ from agents.node import (
     parse_fault_schedule,
 )
 from agents.ranks import RankControl, RankExit, RankKey, RankLaunch
-from agents.session import AgentIdentity, AgentSession, HealthCheckOutcome, SessionOptions
-from firsthop.v1 import admin_pb2, agent_pb2
+from agents.session import AgentSession, SessionOptions
+from agents.wire import AgentIdentity, HealthCheckOutcome
+from firsthop.v1 import agent_pb2
 from topology.errors import InvalidInputError
 
 # ---------------------------------------------------------------- a fake process runner
@@ -238,10 +239,10 @@ def test_the_heartbeat_verdict_follows_the_fake_probe() -> None:
 
     first, second, third = health(), health(), health()
 
-    assert first == (admin_pb2.HEALTH_HEALTHY, "")
-    assert second[0] == admin_pb2.HEALTH_SUSPECT
+    assert first == (Health.HEALTHY, "")
+    assert second[0] == Health.SUSPECT
     assert "temperature_high" in second[1]
-    assert third[0] == admin_pb2.HEALTH_FAILED
+    assert third[0] == Health.FAILED
     assert "gpu_lost" in third[1]
 
 
@@ -252,7 +253,7 @@ def test_a_closed_gpu_probe_makes_the_host_suspect() -> None:
 
     word, detail = health()
 
-    assert word == admin_pb2.HEALTH_SUSPECT
+    assert word == Health.SUSPECT
     assert "gpu probe" in detail
 
 

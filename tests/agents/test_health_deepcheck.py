@@ -68,7 +68,7 @@ def test_matmul_tflops_counts_two_n_cubed_flops() -> None:
 
 @pytest.mark.parametrize(("world", "factor"), [(2, 1.0), (4, 1.5), (8, 1.75)])
 def test_bus_bandwidth_is_algbw_times_two_n_minus_one_over_n(world: int, factor: float) -> None:
-    algbw, busbw = bench.bus_bandwidth_gbps(nbytes=10**9, seconds=0.01, world_size=world)
+    algbw, busbw = bench.bus_bandwidth_gbytes_per_s(nbytes=10**9, seconds=0.01, world_size=world)
 
     assert algbw == pytest.approx(100.0)
     assert busbw == pytest.approx(100.0 * factor)
@@ -94,7 +94,7 @@ def test_reference_table_resolves_the_measured_h100() -> None:
     reference = reference_for("NVIDIA H100 80GB HBM3")
 
     assert reference is not None
-    assert (reference.matmul_bf16_tflops, reference.h2d_pinned_gbps) == (764.0, 55.0)
+    assert (reference.matmul_bf16_tflops, reference.h2d_pinned_gbytes_per_s) == (764.0, 55.0)
     assert reference_for("NVIDIA H100 PCIe") is None
 
 
@@ -115,7 +115,7 @@ def test_clean_memory_has_no_mismatches_and_throughput_follows_the_clock() -> No
     assert (m.mismatches, m.first_mismatches) == (0, ())
     assert (m.bytes_tested, m.chunks, m.patterns) == (3 * 4096 * 4, 3, 3)
     assert m.elapsed_s == 2.0
-    assert m.gbps == pytest.approx(2 * 3 * 4096 * 4 * 3 / 2.0 / 1e9)
+    assert m.gbytes_per_s == pytest.approx(2 * 3 * 4096 * 4 * 3 / 2.0 / 1e9)
 
 
 def test_a_flipped_bit_is_found_and_located() -> None:
@@ -221,7 +221,7 @@ def test_matmul_and_h2d_are_judged_against_expected_figures(
     config = TINY.model_copy(
         update={
             "matmul_expected_tflops": expected,
-            "h2d_expected_gbps": expected,
+            "h2d_expected_gbytes_per_s": expected,
             "checks": frozenset({CheckName.MATMUL, CheckName.H2D}),
         }
     )
@@ -249,7 +249,7 @@ def test_accuracy_threshold_is_an_upper_bound() -> None:
 
 def test_memory_throughput_floor_is_optional() -> None:
     config = TINY.model_copy(
-        update={"memory_min_gbps": 1e9, "checks": frozenset({CheckName.MEMORY})}
+        update={"memory_min_gbytes_per_s": 1e9, "checks": frozenset({CheckName.MEMORY})}
     )
 
     (result,) = run_deep_check(config).results
@@ -272,7 +272,10 @@ def test_allreduce_with_one_rank_is_skipped_with_a_reason() -> None:
 @pytest.mark.slow
 def test_allreduce_over_gloo_ranks_measures_bus_bandwidth() -> None:
     config = TINY.model_copy(
-        update={"checks": frozenset({CheckName.ALLREDUCE}), "allreduce_min_busbw_gbps": 1e-9}
+        update={
+            "checks": frozenset({CheckName.ALLREDUCE}),
+            "allreduce_min_busbw_gbytes_per_s": 1e-9,
+        }
     )
 
     (result,) = run_deep_check(config).results
@@ -280,7 +283,7 @@ def test_allreduce_over_gloo_ranks_measures_bus_bandwidth() -> None:
     assert result.outcome is Outcome.PASS, result.details
     assert result.details["sum_correct"] is True
     assert result.details["world_size"] == 2
-    assert result.measured == pytest.approx(result.details["algbw_gbps"])  # 2(n-1)/n = 1
+    assert result.measured == pytest.approx(result.details["algbw_gbytes_per_s"])  # 2(n-1)/n = 1
 
 
 def test_report_round_trips_through_json() -> None:

@@ -57,7 +57,7 @@ def test_explain_names_the_reservation_a_job_would_delay() -> None:
     h.tick()
     why = h.scheduler.explain(long, h.clock.now())
     assert why.reason == "backfill_would_delay"
-    assert why.placement is not None  # it would fit now, on GPUs reserved for the head
+    assert why.would_place is not None  # it would fit now, on GPUs reserved for the head
     assert any(head in line for line in why.details)
 
 

@@ -94,7 +94,7 @@ CASES: list[tuple[str, Callable[[Harness], Event], str]] = [
     (
         "submission id reused with another spec",
         lambda h: JobSubmitted(h.clock.now(), "new", spec(16), "alice", "k1"),
-        "duplicate_submission",
+        "duplicate_submission_id",
     ),
     ("cancel unknown job", lambda h: JobCancelRequested(h.clock.now(), "nope"), "unknown_job"),
     ("cancel finished job", lambda h: JobCancelRequested(h.clock.now(), "done"), "job_finished"),

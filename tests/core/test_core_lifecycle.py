@@ -190,7 +190,7 @@ def test_duplicate_submission_returns_the_first_job() -> None:
     assert other_user != first
     with pytest.raises(DuplicateSubmissionError, match="different spec") as info:
         h.submit(16, submission_id="abc")
-    assert getattr(info.value, "reason", None) == "duplicate_submission"
+    assert getattr(info.value, "reason", None) == "duplicate_submission_id"
 
 
 def test_restart_resends_commands_and_restores_state() -> None:

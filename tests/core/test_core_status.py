@@ -64,8 +64,8 @@ def test_explain_a_job_that_will_be_admitted_next_cycle() -> None:
     job = h.submit(16)
     why = h.scheduler.explain(job, h.clock.now())
     assert why.reason == "next_cycle"
-    assert why.placement is not None
-    assert len(why.placement.hosts) == 2
+    assert why.would_place is not None
+    assert len(why.would_place.hosts) == 2
     assert why.queue_position == 1
 
 
@@ -76,7 +76,7 @@ def test_explain_a_placed_job() -> None:
     h.tick()
     why = h.scheduler.explain(job, h.clock.now())
     assert (why.state, why.reason) == (J.ADMITTED, "placed")
-    assert why.placement is None
+    assert why.would_place is None
     assert "2 host(s)" in why.details[0]
 
 

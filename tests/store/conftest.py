@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from store_records import StoreKit
 
-from scheduler.store.memory import MemoryStore
-from scheduler.store.pg_server import (
+from harness.postgres import (
     PostgresUnavailableError,
     ThrowawayPostgres,
     start_throwaway_postgres,
 )
+from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
 from scheduler.store.sql import SqlStore
 

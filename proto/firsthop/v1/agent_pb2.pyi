@@ -48,6 +48,42 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RankExitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RankExitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RankExitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RANK_EXIT_REASON_UNSPECIFIED: _RankExitReason.ValueType  # 0
+    RANK_EXIT_REASON_COMPLETED: _RankExitReason.ValueType  # 1
+    """Exited with status 0."""
+    RANK_EXIT_REASON_FAILED: _RankExitReason.ValueType  # 2
+    """Exited with another status, or a signal it was not sent ended it."""
+    RANK_EXIT_REASON_STOPPED: _RankExitReason.ValueType  # 3
+    """Ended after a StopRanks command."""
+    RANK_EXIT_REASON_START_FAILED: _RankExitReason.ValueType  # 4
+    """Its process could not be started."""
+    RANK_EXIT_REASON_LOST: _RankExitReason.ValueType  # 5
+    """The agent lost track of it."""
+
+class RankExitReason(_RankExitReason, metaclass=_RankExitReasonEnumTypeWrapper):
+    """How a rank's process ended (firsthop.reasons.RankExitReason; the lower-case suffix is the
+    stable word).
+    """
+
+RANK_EXIT_REASON_UNSPECIFIED: RankExitReason.ValueType  # 0
+RANK_EXIT_REASON_COMPLETED: RankExitReason.ValueType  # 1
+"""Exited with status 0."""
+RANK_EXIT_REASON_FAILED: RankExitReason.ValueType  # 2
+"""Exited with another status, or a signal it was not sent ended it."""
+RANK_EXIT_REASON_STOPPED: RankExitReason.ValueType  # 3
+"""Ended after a StopRanks command."""
+RANK_EXIT_REASON_START_FAILED: RankExitReason.ValueType  # 4
+"""Its process could not be started."""
+RANK_EXIT_REASON_LOST: RankExitReason.ValueType  # 5
+"""The agent lost track of it."""
+Global___RankExitReason: _TypeAlias = RankExitReason  # noqa: Y015
+
 class _CommandStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -291,6 +327,7 @@ class RankExited(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    EXIT_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     rank: _builtins.int
@@ -299,8 +336,11 @@ class RankExited(_message.Message):
     signal: _builtins.int
     """The signal that ended it, when one did."""
     reason: _builtins.str
-    """Stable reason: "completed", "failed", "stopped" (after a StopRanks), "lost", "start_failed"."""
+    """The stable word of exit_reason ("completed", "failed", "stopped", "start_failed", "lost"),
+    kept for schedulers that predate exit_reason; read it only when exit_reason is unset.
+    """
     message: _builtins.str
+    exit_reason: Global___RankExitReason.ValueType
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -314,10 +354,11 @@ class RankExited(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        exit_reason: Global___RankExitReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "at", b"at", "exit_code", b"exit_code", "signal", b"signal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "at", b"at", "attempt", b"attempt", "exit_code", b"exit_code", "job_id", b"job_id", "message", b"message", "rank", b"rank", "reason", b"reason", "signal", b"signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "at", b"at", "attempt", b"attempt", "exit_code", b"exit_code", "exit_reason", b"exit_reason", "job_id", b"job_id", "message", b"message", "rank", b"rank", "reason", b"reason", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -582,7 +623,8 @@ class RankLaunch(_message.Message):
     gpu: _builtins.int
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """The launcher environment of this rank, computed by the scheduler from the other fields:
+        """The launcher environment of this rank, computed by the scheduling core from the other
+        fields (scheduler.core.actions.StartRanks.rank_env):
         RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT,
         CUDA_VISIBLE_DEVICES (this host's GPUs of the job, in local-rank order),
         FIRSTHOP_JOB_ID, FIRSTHOP_RESTART_COUNT, FIRSTHOP_NODE_RANK and FIRSTHOP_NNODES (for
@@ -727,7 +769,10 @@ class StopRanks(_message.Message):
     attempt: _builtins.int
     grace_s: _builtins.float
     reason: _builtins.str
-    """Stable reason: "cancelled", "preempted", "gang_failed", "node_draining"..."""
+    """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
+    should not run there any more), or the failure that interrupted the job ("rank_exited",
+    "node_lost", "node_failed", "time_limit", "start_timeout").
+    """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Empty: every rank of the job attempt on this host."""

@@ -50,7 +50,7 @@ class AgentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RegisterNode(self, request, context):
-        """Register (or re-register) a host; NOT_FOUND "unknown_host" when the topology lacks it,
+        """Register (or re-register) a host; NOT_FOUND "unknown_node" when the topology lacks it,
         FAILED_PRECONDITION "topology_mismatch" when its GPUs or location disagree.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -58,7 +58,7 @@ class AgentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     RegisterNode: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RegisterNodeRequest, _agent_pb2.RegisterNodeResponse]
-    """Register (or re-register) a host; NOT_FOUND "unknown_host" when the topology lacks it,
+    """Register (or re-register) a host; NOT_FOUND "unknown_node" when the topology lacks it,
     FAILED_PRECONDITION "topology_mismatch" when its GPUs or location disagree.
     """
     Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.SchedulerMessage]
@@ -68,7 +68,7 @@ class AgentServiceStub:
 class AgentServiceAsyncStub(AgentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterNode: _aio.UnaryUnaryMultiCallable[_agent_pb2.RegisterNodeRequest, _agent_pb2.RegisterNodeResponse]  # type: ignore[assignment]
-    """Register (or re-register) a host; NOT_FOUND "unknown_host" when the topology lacks it,
+    """Register (or re-register) a host; NOT_FOUND "unknown_node" when the topology lacks it,
     FAILED_PRECONDITION "topology_mismatch" when its GPUs or location disagree.
     """
     Connect: _aio.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.SchedulerMessage]  # type: ignore[assignment]
@@ -81,7 +81,7 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_pb2.RegisterNodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.RegisterNodeResponse, _abc.Awaitable[_agent_pb2.RegisterNodeResponse]]:
-        """Register (or re-register) a host; NOT_FOUND "unknown_host" when the topology lacks it,
+        """Register (or re-register) a host; NOT_FOUND "unknown_node" when the topology lacks it,
         FAILED_PRECONDITION "topology_mismatch" when its GPUs or location disagree.
         """
 

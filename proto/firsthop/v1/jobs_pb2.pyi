@@ -475,7 +475,9 @@ class Failure(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     LOST_S_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Stable reason: "node_lost", "node_failed", "rank_exited", "preempted"..."""
+    """Stable reason (firsthop.reasons.FailureReason): "preempted", "rank_exited", "node_lost",
+    "node_failed", "time_limit", "start_timeout".
+    """
     host: _builtins.str
     lost_s: _builtins.float
     """Work lost in seconds: time since the last checkpoint (or start) when it failed."""
@@ -501,7 +503,10 @@ Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
-    """A submitted job and everything the scheduler knows about it."""
+    """A submitted job as users and operators see it: its spec, state and reason, placement and
+    rank table, restart and failure history, and figures the server computes (ettr, lost time).
+    Bookkeeping of the scheduler's own (record versions, per-attempt progress sets) stays out.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -523,25 +528,37 @@ class Job(_message.Message):
     FAILURES_FIELD_NUMBER: _builtins.int
     EXCLUDED_HOSTS_FIELD_NUMBER: _builtins.int
     PRODUCTIVE_S_FIELD_NUMBER: _builtins.int
-    VERSION_FIELD_NUMBER: _builtins.int
-    STARTED_HOSTS_FIELD_NUMBER: _builtins.int
-    EXITED_RANKS_FIELD_NUMBER: _builtins.int
-    STOPPED_HOSTS_FIELD_NUMBER: _builtins.int
-    STOP_DEADLINE_FIELD_NUMBER: _builtins.int
     LAST_ALLOCATION_FIELD_NUMBER: _builtins.int
+    ETTR_FIELD_NUMBER: _builtins.int
+    LOST_S_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    HOSTS_RUNNING_FIELD_NUMBER: _builtins.int
+    FAULT_RESTARTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     user: _builtins.str
     state: Global___JobState.ValueType
     submission_id: _builtins.str
     """Client-chosen idempotency key given at submission; unset when none was given."""
     reason: _builtins.str
-    """Stable reason for the latest state change ("placed", "node_lost", "cancelled"...)."""
+    """Stable reason for the latest state change (firsthop.reasons.JobReason: "submitted",
+    "placed", "starting", "running", "succeeded", "cancelled", "unplaceable_job", or the
+    failure that interrupted it).
+    """
     message: _builtins.str
     restarts: _builtins.int
     productive_s: _builtins.float
     """Run time up to each run's last checkpoint (or its successful end), summed over runs."""
-    version: _builtins.int
-    """Bumped on every change."""
+    ettr: _builtins.float
+    """Computed by the server when it answers (output only; ignored on input).
+    Effective training time ratio: productive_s over the wall time from first_started_at to
+    finished_at (or to as_of while the job has not ended); unset before the job first ran.
+    """
+    lost_s: _builtins.float
+    """Work lost to interruptions: the sum of failures' lost_s."""
+    hosts_running: _builtins.int
+    """Hosts whose ranks of the current attempt report running (progress of a start)."""
+    fault_restarts: _builtins.int
+    """Interruptions counted against spec.max_restarts (preemptions are not)."""
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
     @_builtins.property
@@ -571,24 +588,12 @@ class Job(_message.Message):
         """Hosts the job must not be placed on again (they failed under it)."""
 
     @_builtins.property
-    def started_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Hosts whose ranks of the current attempt report running (progress of a start)."""
-
-    @_builtins.property
-    def exited_ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Ranks of the current attempt that exited with status 0."""
-
-    @_builtins.property
-    def stopped_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """While PREEMPTED: hosts whose ranks have stopped (or were lost)."""
-
-    @_builtins.property
-    def stop_deadline(self) -> _timestamp_pb2.Timestamp:
-        """While PREEMPTED: when a forced stop goes to hosts still running ranks."""
-
-    @_builtins.property
     def last_allocation(self) -> Global___Allocation:
         """The rank table of the latest attempt that let go of its GPUs (where its logs are)."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The instant ettr was computed at."""
 
     def __init__(
         self,
@@ -611,25 +616,29 @@ class Job(_message.Message):
         failures: _abc.Iterable[Global___Failure] | None = ...,
         excluded_hosts: _abc.Iterable[_builtins.str] | None = ...,
         productive_s: _builtins.float = ...,
-        version: _builtins.int = ...,
-        started_hosts: _abc.Iterable[_builtins.str] | None = ...,
-        exited_ranks: _abc.Iterable[_builtins.int] | None = ...,
-        stopped_hosts: _abc.Iterable[_builtins.str] | None = ...,
-        stop_deadline: _timestamp_pb2.Timestamp | None = ...,
         last_allocation: Global___Allocation | None = ...,
+        ettr: _builtins.float | None = ...,
+        lost_s: _builtins.float = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        hosts_running: _builtins.int = ...,
+        fault_restarts: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "spec", b"spec", "started_at", b"started_at", "stop_deadline", b"stop_deadline", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_ettr", b"_ettr", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "as_of", b"as_of", "ettr", b"ettr", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "spec", b"spec", "started_at", b"started_at", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "excluded_hosts", b"excluded_hosts", "exited_ranks", b"exited_ranks", "failures", b"failures", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "id", b"id", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "started_hosts", b"started_hosts", "state", b"state", "stop_deadline", b"stop_deadline", "stopped_hosts", b"stopped_hosts", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_ettr", b"_ettr", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "as_of", b"as_of", "ettr", b"ettr", "excluded_hosts", b"excluded_hosts", "failures", b"failures", "fault_restarts", b"fault_restarts", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "hosts_running", b"hosts_running", "id", b"id", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "lost_s", b"lost_s", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "state", b"state", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__allocation: _TypeAlias = _typing.Literal["allocation"]  # noqa: Y015
     _WhichOneofArgType__allocation: _TypeAlias = _typing.Literal["_allocation", b"_allocation"]  # noqa: Y015
+    _WhichOneofReturnType__ettr: _TypeAlias = _typing.Literal["ettr"]  # noqa: Y015
+    _WhichOneofArgType__ettr: _TypeAlias = _typing.Literal["_ettr", b"_ettr"]  # noqa: Y015
     _WhichOneofReturnType__last_allocation: _TypeAlias = _typing.Literal["last_allocation"]  # noqa: Y015
     _WhichOneofArgType__last_allocation: _TypeAlias = _typing.Literal["_last_allocation", b"_last_allocation"]  # noqa: Y015
     _WhichOneofReturnType__submission_id: _TypeAlias = _typing.Literal["submission_id"]  # noqa: Y015
     _WhichOneofArgType__submission_id: _TypeAlias = _typing.Literal["_submission_id", b"_submission_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__allocation) -> _WhichOneofReturnType__allocation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ettr) -> _WhichOneofReturnType__ettr | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__last_allocation) -> _WhichOneofReturnType__last_allocation | None: ...
     @_typing.overload
@@ -910,10 +919,11 @@ class ExplainJobResponse(_message.Message):
     RESERVATION_START_FIELD_NUMBER: _builtins.int
     PLACEMENT_FAILURE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """Stable reason. Queued jobs: "quota", "reserved", "preempting", "waiting_for_preemption",
-    a placer failure reason ("insufficient_gpus", "insufficient_free_hosts",
-    "too_many_leaves"...), "backfill_would_delay", "blocked_by_head", "cycle_budget" or
-    "next_cycle". Other states: the job's own latest reason ("placed", "preempted"...).
+    """Stable reason (firsthop.reasons.PendingReason). Queued jobs: "quota", "reserved",
+    "preempting", "waiting_for_preemption", "insufficient_capacity", a placer failure reason
+    ("insufficient_gpus", "insufficient_free_hosts", "too_many_leaves"...),
+    "backfill_would_delay", "blocked_by_head", "cycle_budget" or "next_cycle". Other states:
+    the job's own latest reason ("placed", "preempted"...).
     """
     message: _builtins.str
     """One line for people."""

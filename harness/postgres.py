@@ -8,8 +8,8 @@ both commands run as the ``postgres`` user through ``runuser``. Binaries are loo
 ``PATH`` and under ``/usr/lib/postgresql/*/bin`` (Debian's layout; ``apt-get install
 postgresql``).
 
-Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime`` or
-``scheduler.cli``.
+Part of the test and benchmark harness (:mod:`harness`), never of the product. Must not import
+grpc, generated protos or the scheduler.
 """
 
 from __future__ import annotations

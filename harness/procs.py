@@ -1,8 +1,10 @@
-"""Helpers for tests that start real processes: children with collected stdout, and waits.
+"""Real child processes for tests and benchmarks: children with collected stdout, and waits.
 
 Processes announce readiness on stdout (``listening on``, ``connected N agents``, ``agent H
-connected``); tests wait for those lines or poll a condition with a deadline, never for a
-fixed time. Children are stopped by pid.
+connected``); callers wait for those lines or poll a condition with a deadline, never for a
+fixed time. Children are stopped by pid (their own, never by name).
+
+Must not be imported by the production packages.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ class Proc:
                 self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
-    def wait_line(self, prefix: str, timeout: float = WAIT_S) -> str:
-        """The first stdout line starting with ``prefix`` (fails on exit or timeout)."""
-        deadline = time.monotonic() + timeout
+    def wait_line(self, prefix: str, timeout: float | None = None) -> str:
+        """The first stdout line starting with ``prefix`` (fails on exit or after ``timeout``
+        seconds, :data:`WAIT_S` by default)."""
+        deadline = time.monotonic() + (WAIT_S if timeout is None else timeout)
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -68,13 +71,19 @@ class Proc:
             if line.startswith(prefix):
                 return line
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` (if still running) and wait for the exit; the exit status."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float | None = None) -> int:
+        """Send ``sig`` (if still running) and wait for the exit (SIGKILL after ``timeout``
+        seconds, :data:`WAIT_S` by default); the exit status."""
+        wait_s = WAIT_S if timeout is None else timeout
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
         try:
-            code = self.popen.wait(timeout=WAIT_S)
-            self._pump_thread.join(WAIT_S)
+            try:
+                code = self.popen.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                code = self.popen.wait()
+            self._pump_thread.join(wait_s)
         finally:
             self._err.close()
         return code

@@ -1,42 +1,54 @@
 """A typed, synchronous client of the scheduler's JobService and AdminService.
 
-Methods take and return records (:class:`~scheduler.core.records.Job`, ``Node``, ``Queue``)
-or the small view types below, never protobuf messages, so the CLIs stay free of the wire.
+Methods take and return the client's own view types (:mod:`scheduler.client.views`: jobs,
+nodes, queues, the cluster), never protobuf messages and never the scheduler's records, so
+the CLIs stay free of the wire and of the core. Answers are read by
+:mod:`scheduler.client.wire`.
 A failed call raises :class:`RemoteError` carrying the server's stable ``reason`` (from the
 ``firsthop-reason`` trailing metadata) and its status code name, or
 :class:`ServerUnavailableError` when the server cannot be reached. Callers switch on
 ``reason``, never on the message.
 
-Must not import ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
+Must not import ``scheduler.core``, ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import grpc
 
+from firsthop.reasons import ErrorReason
+from firsthop.states import Health, JobState, NodeState
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from scheduler.api.cluster_serde import cluster_status_from_proto, topology_from_proto
-from scheduler.api.serde import (
-    allocation_from_proto,
-    job_from_proto,
-    job_spec_to_proto,
-    job_state_to_proto,
-    node_from_proto,
-    node_state_to_proto,
-    queue_from_proto,
-    queue_to_proto,
-    timestamp_from_proto,
+from scheduler.api.spec_serde import job_spec_to_proto, job_state_to_proto, node_state_to_proto
+from scheduler.api.topology_serde import topology_from_proto
+from scheduler.client.views import (
+    ClusterView,
+    Explanation,
+    FailureView,
+    HealthCheck,
+    JobPage,
+    JobView,
+    LogPiece,
+    NodeView,
+    PlacementView,
+    QueueSettings,
+    QueueView,
+    RankView,
 )
-from scheduler.core.records import Allocation, Job, Node, Queue
-from scheduler.core.states import JobState, NodeState
-from scheduler.core.status import ClusterStatus, ettr
+from scheduler.client.wire import (
+    cluster_view_from_proto,
+    explanation_from_proto,
+    job_view_from_proto,
+    node_view_from_proto,
+    queue_settings_from_proto,
+    queue_settings_to_proto,
+    queue_view_from_proto,
+)
 from scheduler.jobspec import JobSpec
 from topology.errors import FirsthopError
 from topology.model import Topology
@@ -53,21 +65,23 @@ _UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 
 
 class RemoteError(FirsthopError):
-    """The server refused a call; ``reason`` is its stable reason, ``code`` the status name."""
+    """The server refused a call; ``reason`` is its stable reason, ``code`` (and
+    ``status_code``) the status name it answered with."""
 
     status_code = "UNKNOWN"
-    default_reason = "remote_error"
+    default_reason = ErrorReason.REMOTE_ERROR
 
     def __init__(self, message: str, *, reason: str, code: str) -> None:
         super().__init__(message, reason=reason)
         self.code = code
+        self.status_code = code
 
 
 class ServerUnavailableError(FirsthopError):
     """The server could not be reached (or did not answer in time)."""
 
     status_code = "UNAVAILABLE"
-    default_reason = "server_unavailable"
+    default_reason = ErrorReason.SERVER_UNAVAILABLE
 
 
 def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:
@@ -83,71 +97,6 @@ def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:
         return ServerUnavailableError(f"cannot reach the scheduler at {server}: {details}")
     message = details.removeprefix(f"{reason}: ") if reason else details
     return RemoteError(message, reason=reason or code.name.lower(), code=code.name)
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """One page of a job listing."""
-
-    jobs: tuple[Job, ...]
-    next_page_token: str
-    total_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """Why a job is where it is (see ``ExplainJobResponse`` in jobs.proto)."""
-
-    job: Job
-    reason: str
-    message: str
-    details: tuple[str, ...]
-    would_place: Allocation | None
-    queue_position: int
-    reservation_start: datetime | None
-    placement_failure: str
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """A node with the server's live view of it."""
-
-    node: Node
-    gpus_allocated: int
-    job_ids: tuple[str, ...]
-    location: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """The deep health check that gated a resume."""
-
-    passed: bool
-    summary: str
-    report_json: str
-    duration_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class LogPiece:
-    """Part of a rank's log: where it ran, which attempt, the bytes from ``offset``."""
-
-    host: str
-    attempt: int
-    offset: int
-    size: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class QueueView:
-    """A queue with its jobs and GPUs now."""
-
-    queue: Queue
-    pending_jobs: int
-    active_jobs: int
-    gpus_allocated: int
-    gpus_pending: int
 
 
 class FirsthopClient:
@@ -179,7 +128,7 @@ class FirsthopClient:
 
     def submit_job(
         self, spec: JobSpec, *, submission_id: str | None = None, user: str = ""
-    ) -> tuple[Job, bool]:
+    ) -> tuple[JobView, bool]:
         """Submit a job; return it and whether this call created it.
 
         A fresh submission id is generated when none is given, so a retried call inside this
@@ -191,12 +140,12 @@ class FirsthopClient:
             user=user,
         )
         response = self._call(self._jobs.SubmitJob, request)
-        return job_from_proto(response.job), response.created
+        return job_view_from_proto(response.job), response.created
 
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, job_id: str) -> JobView:
         """One job."""
         response = self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
-        return job_from_proto(response.job)
+        return job_view_from_proto(response.job)
 
     def list_jobs_page(
         self,
@@ -217,7 +166,7 @@ class FirsthopClient:
         )
         response = self._call(self._jobs.ListJobs, request)
         return JobPage(
-            tuple(job_from_proto(j) for j in response.jobs),
+            tuple(job_view_from_proto(j) for j in response.jobs),
             response.next_page_token,
             response.total_size,
         )
@@ -230,7 +179,7 @@ class FirsthopClient:
         user: str = "",
         limit: int | None = None,
         page_size: int = 500,
-    ) -> Iterator[Job]:
+    ) -> Iterator[JobView]:
         """Every job matching the filters (up to ``limit``), fetched page by page."""
         token, count = "", 0
         while True:
@@ -246,17 +195,17 @@ class FirsthopClient:
             if not token:
                 return
 
-    def cancel_job(self, job_id: str, reason: str = "") -> Job:
+    def cancel_job(self, job_id: str, reason: str = "") -> JobView:
         """Cancel a job; the job after the request."""
         request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
-        return job_from_proto(self._call(self._jobs.CancelJob, request).job)
+        return job_view_from_proto(self._call(self._jobs.CancelJob, request).job)
 
-    def watch_job(self, job_id: str) -> Iterator[Job]:
+    def watch_job(self, job_id: str) -> Iterator[JobView]:
         """The job now, then every change, until it ends (no deadline on the stream)."""
         stream: Any = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
         try:
             for response in stream:
-                yield job_from_proto(response.job)
+                yield job_view_from_proto(response.job)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.server) from None
         finally:
@@ -265,24 +214,7 @@ class FirsthopClient:
     def explain_job(self, job_id: str) -> Explanation:
         """Why a job is pending (or where it runs) and the placement it would get."""
         response = self._call(self._jobs.ExplainJob, jobs_pb2.ExplainJobRequest(job_id=job_id))
-        return Explanation(
-            job=job_from_proto(response.job),
-            reason=response.reason,
-            message=response.message,
-            details=tuple(response.details),
-            would_place=(
-                allocation_from_proto(response.would_place)
-                if response.HasField("would_place")
-                else None
-            ),
-            queue_position=response.queue_position,
-            reservation_start=(
-                timestamp_from_proto(response.reservation_start)
-                if response.HasField("reservation_start")
-                else None
-            ),
-            placement_failure=response.placement_failure,
-        )
+        return explanation_from_proto(response)
 
     # ------------------------------------------------------------------ admin
 
@@ -295,19 +227,21 @@ class FirsthopClient:
                 states=[node_state_to_proto(s) for s in states], page_token=token
             )
             response = self._call(self._admin.ListNodes, request)
-            out.extend(_node_view(n) for n in response.nodes)
+            out.extend(node_view_from_proto(n) for n in response.nodes)
             token = response.next_page_token
             if not token:
                 return out
 
     def get_node(self, name: str) -> NodeView:
         """One node."""
-        return _node_view(self._call(self._admin.GetNode, admin_pb2.GetNodeRequest(name=name)).node)
+        return node_view_from_proto(
+            self._call(self._admin.GetNode, admin_pb2.GetNodeRequest(name=name)).node
+        )
 
     def drain_node(self, name: str, reason: str) -> NodeView:
         """Stop placing jobs on a node."""
         request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
-        return _node_view(self._call(self._admin.DrainNode, request).node)
+        return node_view_from_proto(self._call(self._admin.DrainNode, request).node)
 
     def resume_node(
         self, name: str, reason: str = "", *, skip_health_check: bool = False
@@ -326,7 +260,7 @@ class FirsthopClient:
         if response.HasField("health_check"):
             msg = response.health_check
             check = HealthCheck(msg.passed, msg.summary, msg.report_json, msg.duration_s)
-        return _node_view(response.node), check
+        return node_view_from_proto(response.node), check
 
     def get_job_logs(
         self, job_id: str, rank: int, *, offset: int = 0, max_bytes: int = 0
@@ -345,20 +279,20 @@ class FirsthopClient:
         response = self._call(self._admin.GetTopology, admin_pb2.GetTopologyRequest())
         return topology_from_proto(response.topology)
 
-    def cluster_status(self) -> ClusterStatus:
+    def cluster_status(self) -> ClusterView:
         """Capacity, usage, fragmentation per tier, queue depths and fits."""
         response = self._call(self._admin.GetClusterStatus, admin_pb2.GetClusterStatusRequest())
-        return cluster_status_from_proto(response.status)
+        return cluster_view_from_proto(response.status)
 
-    def set_queue(self, queue: Queue) -> Queue:
-        """Create a queue or replace its settings."""
-        request = admin_pb2.SetQueueRequest(queue=queue_to_proto(queue))
-        return queue_from_proto(self._call(self._admin.SetQueue, request).queue)
+    def set_queue(self, queue: QueueSettings) -> QueueSettings:
+        """Create a queue or replace its settings; the settings the server holds now."""
+        request = admin_pb2.SetQueueRequest(queue=queue_settings_to_proto(queue))
+        return queue_settings_from_proto(self._call(self._admin.SetQueue, request).queue)
 
     def list_queues(self) -> list[QueueView]:
         """Every queue with its jobs and GPUs now."""
         response = self._call(self._admin.ListQueues, admin_pb2.ListQueuesRequest())
-        return [_queue_view(q) for q in response.queues]
+        return [queue_view_from_proto(q) for q in response.queues]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -375,41 +309,24 @@ class FirsthopClient:
             raise error_from_rpc(exc, self.server) from None
 
 
-def _node_view(msg: admin_pb2.Node) -> NodeView:
-    return NodeView(
-        node=node_from_proto(msg),
-        gpus_allocated=msg.gpus_allocated,
-        job_ids=tuple(msg.job_ids),
-        location=tuple(msg.location),
-    )
-
-
-def _queue_view(msg: admin_pb2.QueueStatus) -> QueueView:
-    return QueueView(
-        queue=queue_from_proto(msg.queue),
-        pending_jobs=msg.pending_jobs,
-        active_jobs=msg.active_jobs,
-        gpus_allocated=msg.gpus_allocated,
-        gpus_pending=msg.gpus_pending,
-    )
-
-
 __all__ = [
     "DEFAULT_SERVER",
-    "ClusterStatus",
+    "ClusterView",
     "Explanation",
+    "FailureView",
     "FirsthopClient",
+    "Health",
     "HealthCheck",
-    "Job",
     "JobPage",
     "JobState",
+    "JobView",
     "LogPiece",
-    "Node",
     "NodeState",
     "NodeView",
-    "Queue",
+    "PlacementView",
+    "QueueSettings",
     "QueueView",
+    "RankView",
     "RemoteError",
     "ServerUnavailableError",
-    "ettr",
 ]

@@ -10,7 +10,8 @@ server reflection -> a ``grpc.aio`` server. Nothing else in the scheduler reads 
 loads the store and begins serving, ``stop`` drains RPCs, stops the runtime and closes the
 store.
 
-Must not import ``agents``.
+It sits above every part of the scheduler (API, runtime, store, core), which is why it is not
+in :mod:`scheduler.api`: the API itself may not import the store. Must not import ``agents``.
 """
 
 from __future__ import annotations
