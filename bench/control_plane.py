@@ -38,9 +38,9 @@ from typing import Any
 import grpc.aio
 
 from bench.common import write_results
+from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
+from bench.harness.procs import Proc
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
-from harness.postgres import PostgresUnavailableError, start_throwaway_postgres
-from harness.procs import Proc
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
 from topology.generators import fat_tree

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
-from harness.postgres import PostgresUnavailableError, start_throwaway_postgres
+from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
 from placement import place
 from scheduler.core.actions import ChangeSet
 from scheduler.core.capacity import FreeCapacity

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
-from harness.procs import Proc, wait_until
+from bench.harness.procs import Proc, wait_until
 from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data
 from topology.generators import fat_tree

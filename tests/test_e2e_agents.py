@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.procs import BIN, Proc, alive, children_of, wait_until
+from bench.harness.procs import BIN, Proc, alive, children_of, wait_until
 from scheduler.cli.user import app as user_app
 from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from server_builders import spec
 
-from harness.procs import BIN, WAIT_S, Proc
+from bench.harness.procs import BIN, WAIT_S, Proc
 from scheduler.client import FirsthopClient, JobState, RemoteError
 from topology.generators import fat_tree
 from topology.spec import dump_spec

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_builders import Proc, wait_until
+
+from bench.harness.procs import Proc, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "examples" / "train_ddp_checkpoint.py"

@@ -12,14 +12,12 @@ from typing import Annotated
 import typer
 
 from scheduler.cli.common import (
-    EXIT_BAD_INPUT,
     OutputFormat,
     OutputOption,
     exit_on_error,
     print_result,
 )
 from scheduler.security.certs import DEFAULT_DAYS, Issued, init_ca, issue_agent, issue_server
-from topology.errors import FirsthopError
 
 app = typer.Typer(no_args_is_help=True, help="The cluster CA and its certificates.")
 
@@ -48,7 +46,7 @@ def init(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Create the cluster CA in --dir."""
-    with exit_on_error((FirsthopError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         _show(init_ca(directory, name, force=force), "ca", output)
 
 
@@ -66,7 +64,7 @@ def server(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Issue a scheduler certificate (NAME.crt, NAME.key)."""
-    with exit_on_error((FirsthopError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         issued = issue_server(directory, name, san or [], out=out, days=days, force=force)
         _show(issued, "server", output)
 
@@ -81,5 +79,5 @@ def agent(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Issue an agent certificate for HOST (HOST.crt, HOST.key)."""
-    with exit_on_error((FirsthopError, EXIT_BAD_INPUT)):
+    with exit_on_error():
         _show(issue_agent(directory, host, out=out, days=days, force=force), "agent", output)

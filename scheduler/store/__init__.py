@@ -6,7 +6,7 @@
   Alembic migrations in :mod:`scheduler.store.migrations`;
 - :mod:`scheduler.store.serde`: records <-> rows; :mod:`scheduler.store.schema`: the tables.
 
-The throwaway PostgreSQL server of tests and benchmarks is :mod:`harness.postgres`.
+The throwaway PostgreSQL server of tests and benchmarks is :mod:`bench.harness.postgres`.
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime`` or
 ``scheduler.cli``.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from store_records import StoreKit
 
-from harness.postgres import (
+from bench.harness.postgres import (
     PostgresUnavailableError,
     ThrowawayPostgres,
     start_throwaway_postgres,

@@ -1,9 +1,9 @@
 """The test and benchmark harness: real child processes and a throwaway PostgreSQL server.
 
-- :mod:`harness.procs`: a child process whose stdout lines a thread collects (processes
+- :mod:`bench.harness.procs`: a child process whose stdout lines a thread collects (processes
   announce readiness on stdout, ``listening on``, ``agent H connected``...), and polling of a
   condition with a deadline. Tests and benchmarks never wait a fixed time.
-- :mod:`harness.postgres`: ``initdb`` + ``postgres`` on a free port, for the store's
+- :mod:`bench.harness.postgres`: ``initdb`` + ``postgres`` on a free port, for the store's
   contract tests and the benchmarks that measure PostgreSQL.
 
 Never part of the product: not installed, and no production package may import it (an
