@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.slurm.taskprolog import task_prolog
 
         return task_prolog(
-            Path(args.local_dir),
+            args.local_dir,
             os.environ,
             sys.stdout,
             sys.stderr,

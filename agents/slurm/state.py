@@ -9,7 +9,8 @@ Layout (state-directory mode)::
 
 A job's directory is written beside its final name and renamed into place, so a reader sees
 either the whole previous table or the whole new one (a requeued job gets a new allocation
-and a new table under the same id). Slices are ``key=value`` lines, parsed with no imports:
+and a new table under the same id). Slices are ``key=value`` lines
+(:mod:`agents.slurm.slicefmt`, which imports nothing, for the TaskProlog):
 
     job_id=42
     world_size=16
@@ -20,7 +21,7 @@ and a new table under the same id). Slices are ``key=value`` lines, parsed with 
     master_port=20042
     ranks=4,5,6,7        # the rank on local GPU 0, 1, ...
 
-Standard library only (the TaskProlog imports it); must not import ``scheduler``.
+Standard library only; must not import ``scheduler``.
 """
 
 from __future__ import annotations
@@ -35,16 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SLICE_KEYS = (
-    "job_id",
-    "world_size",
-    "nnodes",
-    "node_rank",
-    "gpus_per_node",
-    "master_addr",
-    "master_port",
-    "ranks",
-)
+from agents.slurm.slicefmt import format_slice, parse_slice
 
 
 class SliceError(ValueError):
@@ -79,18 +71,18 @@ class HostSlice:
     ranks: tuple[int, ...]
 
     def to_text(self) -> str:
-        """The slice file's text."""
+        """The slice file's text (:mod:`agents.slurm.slicefmt`)."""
         values = {
             "job_id": self.job_id,
-            "world_size": self.world_size,
-            "nnodes": self.nnodes,
-            "node_rank": self.node_rank,
-            "gpus_per_node": self.gpus_per_node,
+            "world_size": str(self.world_size),
+            "nnodes": str(self.nnodes),
+            "node_rank": str(self.node_rank),
+            "gpus_per_node": str(self.gpus_per_node),
             "master_addr": self.master_addr,
-            "master_port": self.master_port,
+            "master_port": str(self.master_port),
             "ranks": ",".join(str(r) for r in self.ranks),
         }
-        return "".join(f"{key}={values[key]}\n" for key in SLICE_KEYS)
+        return format_slice(values)
 
     @classmethod
     def parse(cls, text: str) -> HostSlice:
@@ -99,24 +91,20 @@ class HostSlice:
         Raises:
             SliceError: a key is missing or a number does not parse.
         """
-        values: dict[str, str] = {}
-        for line in text.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                values[key.strip()] = value.strip()
         try:
-            return cls(
-                job_id=values["job_id"],
-                world_size=int(values["world_size"]),
-                nnodes=int(values["nnodes"]),
-                node_rank=int(values["node_rank"]),
-                gpus_per_node=int(values["gpus_per_node"]),
-                master_addr=values["master_addr"],
-                master_port=int(values["master_port"]),
-                ranks=tuple(int(r) for r in values["ranks"].split(",") if r),
-            )
-        except (KeyError, ValueError) as exc:
+            values = parse_slice(text)
+        except ValueError as exc:
             raise SliceError(f"bad slice: {exc}") from exc
+        return cls(
+            job_id=values["job_id"],
+            world_size=int(values["world_size"]),
+            nnodes=int(values["nnodes"]),
+            node_rank=int(values["node_rank"]),
+            gpus_per_node=int(values["gpus_per_node"]),
+            master_addr=values["master_addr"],
+            master_port=int(values["master_port"]),
+            ranks=tuple(int(r) for r in values["ranks"].split(",") if r),
+        )
 
 
 @dataclass(frozen=True, slots=True)

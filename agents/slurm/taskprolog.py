@@ -15,41 +15,52 @@ firsthop placed on GPU ``SLURM_LOCALID``), ``LOCAL_RANK``, ``WORLD_SIZE``,
   block of consecutive ranks, local GPU = rank mod G).
 
 A job without a slice (no firsthop comment, or a Prolog that failed open) gets nothing.
-Runs once per task, so it must be fast: standard library only, no config parsing beyond one
-small file. Must not import ``scheduler``, pydantic, numpy, grpc or torch.
+
+It runs once per task, so it must be fast: the wrapper starts the interpreter with ``-I -S``
+(no site packages) and this module imports only ``os``, ``sys`` and
+:mod:`agents.slurm.slicefmt` (which imports nothing). Must not import ``scheduler``,
+pydantic, numpy, grpc, torch, or even ``typing``, ``pathlib`` and ``dataclasses``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TextIO
 
-from agents.slurm.state import HostSlice, SliceError, local_slice_path
+from agents.slurm.slicefmt import parse_slice
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import TextIO
 
 
-def export_lines(piece: HostSlice, local_id: int) -> list[str]:
-    """The ``export`` lines for the task on local GPU ``local_id`` of the slice's node."""
-    rank = piece.ranks[local_id] if 0 <= local_id < len(piece.ranks) else None
-    values = {
-        "WORLD_SIZE": piece.world_size,
-        "LOCAL_WORLD_SIZE": piece.gpus_per_node,
-        "MASTER_ADDR": piece.master_addr,
-        "MASTER_PORT": piece.master_port,
-        "NODE_RANK": piece.node_rank,
-        "FIRSTHOP_NODE_RANK": piece.node_rank,
-        "FIRSTHOP_NNODES": piece.nnodes,
-        "FIRSTHOP_JOB_ID": piece.job_id,
-    }
-    if rank is not None:
-        values = {"RANK": rank, "LOCAL_RANK": local_id, **values}
-    return [f"export {name}={value}" for name, value in values.items()]
+def export_lines(values: dict[str, str], local_id: int) -> list[str]:
+    """The ``export`` lines for the task on local GPU ``local_id`` of the slice's node.
+
+    Args:
+        values: the parsed slice (:func:`~agents.slurm.slicefmt.parse_slice`).
+        local_id: ``SLURM_LOCALID``.
+    """
+    ranks = [r for r in values["ranks"].split(",") if r]
+    exports: list[tuple[str, str]] = []
+    if 0 <= local_id < len(ranks):
+        exports += [("RANK", ranks[local_id]), ("LOCAL_RANK", str(local_id))]
+    exports += [
+        ("WORLD_SIZE", values["world_size"]),
+        ("LOCAL_WORLD_SIZE", values["gpus_per_node"]),
+        ("MASTER_ADDR", values["master_addr"]),
+        ("MASTER_PORT", values["master_port"]),
+        ("NODE_RANK", values["node_rank"]),
+        ("FIRSTHOP_NODE_RANK", values["node_rank"]),
+        ("FIRSTHOP_NNODES", values["nnodes"]),
+        ("FIRSTHOP_JOB_ID", values["job_id"]),
+    ]
+    return [f"export {name}={value}" for name, value in exports]
 
 
 def task_prolog(
-    local_dir: Path,
+    local_dir: str,
     env: Mapping[str, str],
     out: TextIO,
     err: TextIO,
@@ -69,25 +80,27 @@ def task_prolog(
     """
     job = env.get("SLURM_JOB_ID", "")
     node = env.get("SLURMD_NODENAME", "")
-    if not job or not node:
+    if not job or not node or "/" in node or "/" in job:
         return 0
+    path = os.path.join(local_dir, node, job + ".env")
     try:
-        text = local_slice_path(local_dir, node, job).read_text()
-    except (FileNotFoundError, SliceError):
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
         return 0
     except OSError as exc:
         err.write(f"firsthop-slurm task-prolog: job {job}: cannot read slice: {exc}\n")
-        return 0
-    try:
-        piece = HostSlice.parse(text)
-        local_id = int(env.get("SLURM_LOCALID", "0"))
-    except (SliceError, ValueError) as exc:
-        err.write(f"firsthop-slurm task-prolog: job {job}: {exc}\n")
         return 2 if fail_closed else 0
-    out.write("\n".join(export_lines(piece, local_id)) + "\n")
+    try:
+        values = parse_slice(text)
+        local_id = int(env.get("SLURM_LOCALID", "0"))
+    except ValueError as exc:
+        err.write(f"firsthop-slurm task-prolog: job {job}: bad slice {path}: {exc}\n")
+        return 2 if fail_closed else 0
+    out.write("\n".join(export_lines(values, local_id)) + "\n")
     return 0
 
 
 def main(local_dir: str, fail_closed: bool = False) -> int:
     """Entry point of the ``task-prolog`` wrapper (``python -I -S``: no site, no argparse)."""
-    return task_prolog(Path(local_dir), os.environ, sys.stdout, sys.stderr, fail_closed=fail_closed)
+    return task_prolog(local_dir, os.environ, sys.stdout, sys.stderr, fail_closed=fail_closed)
