@@ -243,9 +243,11 @@ class LocalSlurm:
         return log.read_text(errors="replace")[-chars:] if log.exists() else "(no slurmctld log)"
 
     def stop(self) -> None:
-        """Stop every daemon this cluster started (by pid file): TERM, then KILL. Idempotent."""
+        """Cancel every job, then stop every daemon this cluster started (by pid file): TERM,
+        then KILL. Jobs go first so no ``slurmstepd`` outlives its ``slurmd``. Idempotent."""
         if not self._started:
             return
+        self._cancel_jobs()
         pids: list[int] = []
         for pid_file in sorted((self.work_dir / "run").glob("*.pid")):
             with contextlib.suppress(OSError, ValueError):
@@ -262,6 +264,17 @@ class LocalSlurm:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._started = False
+
+    def _cancel_jobs(self, timeout_s: float = 15.0) -> None:
+        jobs = self.run(["squeue", "-h", "-o", "%i"], check=False, timeout=10).split()
+        if not jobs:
+            return
+        self.run(["scancel", *jobs], check=False, timeout=10)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.run(["squeue", "-h", "-o", "%i"], check=False, timeout=10).split():
+                return
+            time.sleep(0.2)  # waiting for the cancelled jobs to leave, with a deadline
 
 
 def _alive(pid: int) -> bool:

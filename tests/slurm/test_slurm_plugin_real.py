@@ -339,3 +339,21 @@ def test_status_reads_the_slurm_cluster(lab_cluster: Lab) -> None:
     leaves = {d["domain"]: d for d in data["domains"] if d["tier"] == "leaf"}
     assert set(leaves) == {"la", "lb"}
     assert sum(d["free_gpus"] for d in leaves.values()) == data["gpus_free"]
+
+
+def test_epilog_drains_a_node_whose_gpu_broke_during_the_job(lab_cluster: Lab) -> None:
+    lab_cluster.fake_probe("n6", "2:remap-pending:1")  # poll 2 is the Epilog's check
+    try:
+        job = lab_cluster.submit("-N1", "-w", "n6", "--comment=firsthop:tp=4")
+        info = lab_cluster.wait_done(job)
+        assert info["JobState"] == "COMPLETED", info
+        assert int(info["Restarts"]) == 0
+
+        def drained() -> bool:
+            shown = lab_cluster.cluster.run(["scontrol", "show", "node", "-o", "n6"])
+            return f"Reason=firsthop: after job {job}: row_remap_pending" in shown
+
+        lab_cluster.wait_for("the Epilog's drain", drained)
+    finally:
+        lab_cluster.fake_probe("n6")
+        lab_cluster.cluster.run(["scontrol", "update", "nodename=n6", "state=resume"])
