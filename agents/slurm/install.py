@@ -87,12 +87,22 @@ def task_prolog_command(python: Path, root: Path, local_dir: Path, fail_closed: 
 
 
 def wrapper(hook: str, command: str) -> str:
-    """A hook wrapper script."""
+    """A hook wrapper script.
+
+    Every hook but the TaskProlog (which has no comment in its environment) returns at once
+    for a job whose comment lacks ``firsthop:``, before any interpreter starts; the Python
+    side checks the comment again properly.
+    """
+    skip = (
+        ""
+        if hook == "task-prolog"
+        else 'case "$SLURM_JOB_COMMENT" in *firsthop:*) ;; *) exit 0 ;; esac\n'
+    )
     return (
         "#!/bin/sh\n"
         f"# firsthop Slurm hook: {hook}. Written by `firsthopctl slurm install`; Slurm runs it\n"
         "# without arguments and with almost no environment, so every path is absolute.\n"
-        f"{command}\n"
+        f"{skip}{command}\n"
     )
 
 

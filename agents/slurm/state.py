@@ -3,7 +3,7 @@
 Layout (state-directory mode)::
 
     STATE_DIR/jobs/<job>/table.json      the whole table and how it was chosen
-    STATE_DIR/jobs/<job>/hosts/<node>    one node's slice (the Prolog copies it locally)
+    STATE_DIR/jobs/<job>/slices.txt      one line per node: its slice (the Prolog copies it)
     STATE_DIR/fake-probe/<node>.env      optional: fake GPUs for the node's health check
     LOCAL_DIR/<node>/<job>.env           the slice on the node, read by the TaskProlog
 
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.slurm.slicefmt import format_slice, parse_slice
+
+SLICES_FILE = "slices.txt"
 
 
 class SliceError(ValueError):
@@ -140,9 +142,12 @@ def job_dir(state_dir: Path, job_id: str) -> Path:
 
 
 def publish(state_dir: Path, table: JobTable) -> Path:
-    """Write a job's table and slices, replacing any earlier table of the job atomically.
+    """Write a job's table, replacing any earlier table of the job atomically.
 
-    Files are world-readable (the TaskProlog runs as the job's user).
+    Two files, whatever the job's size (a file per node cost a second for 2,048 nodes):
+    ``slices.txt``, one line per node (``NODE key=value;key=value;...``) from which
+    :func:`read_host_slice` cuts the node's slice, and ``table.json``, the record for people
+    and tools. World-readable (the TaskProlog runs as the job's user).
 
     Returns:
         The job's directory.
@@ -151,17 +156,23 @@ def publish(state_dir: Path, table: JobTable) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{table.job_id}.", dir=final.parent))
     staging.chmod(0o755)
-    hosts = staging / "hosts"
-    hosts.mkdir(mode=0o755)
-    for node, piece in table.slices.items():
+    order = node_order(table.slices)
+    lines = []
+    for node in order:
         _check_name(node)
-        (hosts / node).write_text(piece.to_text())
+        lines.append(f"{node} {';'.join(table.slices[node].to_text().splitlines())}\n")
+    (staging / SLICES_FILE).write_text("".join(lines))
     record = {
         "job_id": table.job_id,
         **table.meta,
-        "ranks": [{"rank": r, "host": n, "gpu": g} for r, n, g in table.rank_rows()],
+        "nodes": [
+            {"node": n, "node_rank": table.slices[n].node_rank, "ranks": table.slices[n].ranks}
+            for n in order
+        ],
     }
-    (staging / "table.json").write_text(json.dumps(record, indent=1) + "\n")
+    (staging / "table.json").write_text(json.dumps(record) + "\n")
+    for path in staging.iterdir():
+        path.chmod(0o644)
     if final.exists():
         old = final.with_name(f".{table.job_id}.old.{os.getpid()}")
         final.rename(old)
@@ -173,13 +184,21 @@ def publish(state_dir: Path, table: JobTable) -> Path:
 
 
 def read_host_slice(state_dir: Path, job_id: str, node: str) -> str | None:
-    """The text of ``node``'s slice of a job's table, ``None`` when the job has no table."""
+    """The text of ``node``'s slice of a job's table, ``None`` when the job has no table.
+
+    Raises:
+        SliceError: the job has a table but ``node`` is not in it.
+    """
     _check_name(node)
-    path = job_dir(state_dir, job_id) / "hosts" / node
     try:
-        return path.read_text()
+        text = (job_dir(state_dir, job_id) / SLICES_FILE).read_text()
     except FileNotFoundError:
         return None
+    prefix = node + " "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return "\n".join(line[len(prefix) :].split(";")) + "\n"
+    raise SliceError(f"node {node} is not in job {job_id}'s rank table")
 
 
 def read_table(state_dir: Path, job_id: str) -> dict[str, Any] | None:

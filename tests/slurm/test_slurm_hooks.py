@@ -116,14 +116,17 @@ def test_publish_replaces_a_table_atomically_and_slices_round_trip(tmp_path: Pat
     second = allocation_table(lab(), "9", ["n2", "n4"], JobShape({"tp": 4, "dp": 2}))
     state.publish(tmp_path, first.table)
     state.publish(tmp_path, second.table)
-    assert state.read_host_slice(tmp_path, "9", "n1") is None
+    assert state.read_host_slice(tmp_path, "8", "n1") is None  # no table for job 8
     text = state.read_host_slice(tmp_path, "9", "n4")
     assert text is not None
     assert state.HostSlice.parse(text) == second.table.slices["n4"]
     record = state.read_table(tmp_path, "9")
     assert record is not None
     assert record["slurm_nodes"] == ["n2", "n4"]
-    assert len(record["ranks"]) == 8
+    assert [n["node"] for n in record["nodes"]] == state.node_order(second.table.slices)
+    assert sorted(r for n in record["nodes"] for r in n["ranks"]) == list(range(8))
+    with pytest.raises(state.SliceError, match="not in job 9"):
+        state.read_host_slice(tmp_path, "9", "n1")  # in the first table, not the second
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["9"]
     assert state.remove_job(tmp_path, "9")
     assert not state.remove_job(tmp_path, "9")
