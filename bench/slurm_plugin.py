@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from agents.slurm.state import HostSlice, write_local_slice
 from bench.common import write_results
 from topology.csv_import import parse_hosts_csv
 from topology.generators import fat_tree
-from topology.hostlist import compress_hostlist, expand_hostlist
+from topology.hostlist import compress_hostlist
 from topology.model import Topology
 from topology.spec import TopologySpec, dump_spec, spec_from_data, spec_to_data
 
@@ -236,34 +235,6 @@ def two_level_tree(leaves: int = 8, hosts_per_leaf: int = 4) -> TopologySpec:
     )
 
 
-def _slurm_choice(cluster: localcluster.LocalSlurm, nodes: int) -> list[str] | None:
-    out = subprocess.run(
-        [
-            "sbatch",
-            "--test-only",
-            f"-N{nodes}",
-            "--exclusive",
-            "--gres=gpu:8",
-            "--wrap",
-            "true",
-        ],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    match = re.search(r"on nodes (\S+)", out.stdout + out.stderr)
-    if match is None:
-        return None
-    when = re.search(r"to start at (\S+)", out.stdout + out.stderr)
-    if when is not None and "T" in when.group(1):
-        started = time.mktime(time.strptime(when.group(1), "%Y-%m-%dT%H:%M:%S"))
-        if started > time.time() + 5:
-            return None  # not startable now: Slurm would wait for busy nodes
-    return expand_hostlist(match.group(1))
-
-
 def bench_orders(root: Path, rounds: int, trials: int, seed: int) -> dict[str, Any]:
     """Slurm's node-list order vs firsthop's table on allocations Slurm chose."""
     why = localcluster.missing()
@@ -291,17 +262,11 @@ def bench_orders(root: Path, rounds: int, trials: int, seed: int) -> dict[str, A
                 for node in busy:
                     cluster.run(["sbatch", "-N1", "-w", node, "--exclusive", "--wrap", "sleep 600"])
                 _wait_running(cluster, len(busy))
-                seen: set[tuple[str, ...]] = set()
                 for trial in range(trials):
                     k = (4, 6, 8)[trial % 3]
-                    chosen = _slurm_choice(cluster, k)
-                    if chosen is None:
-                        continue
-                    key = (*chosen, str(trial))
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    rows.append(_compare(topology, chosen, k, rng))
+                    chosen = cluster.would_allocate(k, "--exclusive", "--gres=gpu:8")
+                    if chosen is not None:
+                        rows.append(_compare(topology, chosen, k, rng))
                 cluster.run(
                     ["scancel", "--quiet", *cluster.run(["squeue", "-h", "-o", "%i"]).split()],
                     check=False,
@@ -371,10 +336,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and write ``bench/results/slurm_plugin.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="Runs per hook timing.")
-    parser.add_argument("--rounds", type=int, default=4, help="Busy configurations per naming.")
-    parser.add_argument(
-        "--trials", type=int, default=10, help="Allocations per busy configuration."
-    )
+    parser.add_argument("--rounds", type=int, default=12, help="Busy configurations per naming.")
+    parser.add_argument("--trials", type=int, default=3, help="Allocations per busy configuration.")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="firsthop-bench-slurm-") as tmp:

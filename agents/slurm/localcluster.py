@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from topology.hostlist import compress_hostlist
+from topology.hostlist import compress_hostlist, expand_hostlist
 from topology.model import Topology
 from topology.slurm import export_tree
 
@@ -236,6 +237,31 @@ class LocalSlurm:
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
         return done.stdout
+
+    def would_allocate(self, nodes: int, *options: str) -> list[str] | None:
+        """The nodes Slurm would give a job of ``nodes`` nodes right now (``sbatch
+        --test-only``, the selection code of a real start), or ``None`` when it could not
+        start within a few seconds (busy nodes) or Slurm did not say."""
+        try:
+            done = subprocess.run(
+                [_bin("sbatch"), "--test-only", f"-N{nodes}", *options, "--wrap", "true"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=CLIENT_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        said = done.stdout + done.stderr  # sbatch writes the estimate to stderr
+        match = re.search(r"to start at (\S+) using \d+ processors on nodes (\S+)", said)
+        if match is None:
+            return None
+        with contextlib.suppress(ValueError):
+            start = time.mktime(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+            if start > time.time() + 5:
+                return None
+        return expand_hostlist(match.group(2))
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the controller's log (for error messages)."""

@@ -281,11 +281,8 @@ def test_bad_shape_fails_prolog_ctld_and_slurm_requeues(lab_cluster: Lab) -> Non
 
 
 def test_ecc_node_is_drained_and_the_job_runs_elsewhere(lab_cluster: Lab) -> None:
-    probe = lab_cluster.cluster.run(
-        ["sbatch", "--test-only", "-N2", f"--gres=gpu:{GPUS}", "--wrap", "true"], check=False
-    )
-    match = re.search(r"on nodes (\S+)", probe + lab_cluster.cluster.run(["true"], check=False))
-    chosen = expand_hostlist(match.group(1)) if match else ["n1"]
+    chosen = lab_cluster.cluster.would_allocate(2, f"--gres=gpu:{GPUS}")
+    assert chosen is not None
     bad = chosen[0]
     lab_cluster.fake_probe(bad, "1:ecc:0:0:1")
     try:
