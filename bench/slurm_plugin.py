@@ -260,7 +260,8 @@ def bench_orders(root: Path, rounds: int, trials: int, seed: int) -> dict[str, A
             for _ in range(rounds):
                 busy = rng.sample(cluster.nodes, k=rng.randint(6, 12))
                 for node in busy:
-                    cluster.run(["sbatch", "-N1", "-w", node, "--exclusive", "--wrap", "sleep 600"])
+                    busy_job = ["-N1", "-w", node, "--exclusive", "-o", "/dev/null"]
+                    cluster.run(["sbatch", *busy_job, "--wrap", "sleep 600"])
                 _wait_running(cluster, len(busy))
                 for trial in range(trials):
                     k = (4, 6, 8)[trial % 3]

@@ -228,7 +228,13 @@ class LocalSlurm:
         command = [_bin(argv[0]), *argv[1:]]
         try:
             done = subprocess.run(
-                command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+                command,
+                env=self.env,
+                cwd=self.work_dir,  # a job's default output file lands here, not in our cwd
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             if check:
@@ -246,6 +252,7 @@ class LocalSlurm:
             done = subprocess.run(
                 [_bin("sbatch"), "--test-only", f"-N{nodes}", *options, "--wrap", "true"],
                 env=self.env,
+                cwd=self.work_dir,
                 capture_output=True,
                 text=True,
                 timeout=CLIENT_TIMEOUT_S,

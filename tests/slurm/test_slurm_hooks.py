@@ -420,3 +420,27 @@ def test_status_from_captured_sinfo() -> None:
     assert fits8["leaf"] == 1  # two whole free hosts only under lb
     assert fits8["cluster"] == 1
     assert data["stranded_gpus"] == 2
+
+
+def test_install_command_reports_bad_input_with_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scheduler.cli.ctl import app
+
+    missing = tmp_path / "nope.yaml"
+    result = CliRunner().invoke(
+        app, ["slurm", "install", "--topology", str(missing), "--dir", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2
+    assert "error:" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_status_query_failure_has_a_reason(tmp_path: Path) -> None:
+    from agents.slurm.status import SlurmQueryError, query_status
+
+    topo = tmp_path / "lab.yaml"
+    dump_spec(lab_spec(), topo)
+    with pytest.raises(SlurmQueryError, match="sinfo failed: refused") as info:
+        query_status(topo, tmp_path / "slurm.conf", runner=FakeRunner(returncode=1))
+    assert info.value.reason == "slurm_unavailable"
