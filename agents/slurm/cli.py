@@ -98,7 +98,8 @@ def run_hook(
         err.write(f"firsthop-slurm {hook}: {exc.reason}: {exc} (fail open)\n")
         return EXIT_OK
     log = _LineLog(config.log_file, err)
-    from agents.slurm.hooks import HOOKS, HookContext, OutageError
+    from agents.slurm.errors import OutageError
+    from agents.slurm.hooks import HOOKS, HookContext
 
     factory = context_factory or HookContext
     ctx = factory(config=config, env=env, log=log)

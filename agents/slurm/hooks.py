@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 from agents.slurm import state
 from agents.slurm.comment import CommentError, parse_comment
 from agents.slurm.config import HookConfig
+from agents.slurm.errors import OutageError
 from agents.slurm.slurmcmd import CommandRunner, SubprocessRunner, drain
 
 if TYPE_CHECKING:
@@ -46,18 +47,6 @@ EXIT_OUTAGE = 2
 """firsthop itself failed and the fail mode is ``closed``."""
 
 LogFn = Callable[[str], None]
-
-
-class OutageError(Exception):
-    """firsthop itself could not do its part (not the job's fault, not the node's).
-
-    Attributes:
-        reason: stable machine-readable reason.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 class TablePublisher(Protocol):
@@ -101,7 +90,8 @@ class HookContext:
         env: the hook's environment (what Slurm gave it).
         log: writes one line.
         runner: runs Slurm commands.
-        publisher: the table store; state directory unless set.
+        publisher: the table store: the scheduler's SlurmService when the configuration names
+            a server, else the state directory.
     """
 
     config: HookConfig
@@ -113,7 +103,12 @@ class HookContext:
     def store(self) -> TablePublisher:
         """The table store of this configuration."""
         if self.publisher is None:
-            self.publisher = StateDirPublisher(Path(self.config.state_dir))
+            if self.config.server:
+                from agents.slurm.remote import ServerPublisher
+
+                self.publisher = ServerPublisher(self.config.server)
+            else:
+                self.publisher = StateDirPublisher(Path(self.config.state_dir))
         return self.publisher
 
 

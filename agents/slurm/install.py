@@ -7,7 +7,9 @@
 - ``slurm.conf.firsthop``: the lines a site adds with ``Include DIR/slurm.conf.firsthop``
   (``TopologyPlugin``, ``PrologFlags=Alloc``, the five hooks, ``SchedulerParameters`` with
   ``nohold_on_prolog_fail`` merged into the site's own parameters);
-- ``firsthop-slurm.json``: the hooks' configuration (:class:`~agents.slurm.config.HookConfig`);
+- ``firsthop-slurm.json``: the hooks' configuration (:class:`~agents.slurm.config.HookConfig`;
+  with ``server`` the tables go to the scheduler's SlurmService instead of the state
+  directory, which then only holds fake-probe files);
 - ``topology.yaml`` (or the input's suffix): a copy of the topology the hooks load;
 - ``hooks/<name>``: one executable ``/bin/sh`` wrapper per hook with absolute paths, since
   Slurm runs hook programs without arguments and (Prolog) without ``PATH``. The TaskProlog
@@ -128,13 +130,21 @@ def render(
     checkpoint_path: Path = Path("/"),
     python: Path | None = None,
     scontrol: Path = Path("/usr/bin/scontrol"),
+    server: str | None = None,
 ) -> InstallPlan:
     """Everything :func:`write` writes (see the module docstring).
 
     Raises:
         TopologyError: the topology file is invalid (its own reasons).
-        InvalidInputError: ``invalid_path`` for a path a wrapper cannot carry.
+        InvalidInputError: ``invalid_path`` for a path a wrapper cannot carry;
+            ``invalid_server`` for a server address that is not ``HOST:PORT``.
     """
+    if server is not None:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInputError(
+                f"--server {server!r} is not HOST:PORT", reason="invalid_server"
+            )
     topology = Topology.load(topology_file)
     directory = _abs(directory, "--dir")
     state = _abs(state_dir or directory / "state", "--state-dir")
@@ -145,6 +155,7 @@ def render(
     config = HookConfig(
         topology=str(topo_copy),
         state_dir=str(state),
+        server=server,
         local_dir=str(local),
         slurm_conf=str(_abs(slurm_conf, "--slurm-conf")),
         scontrol=str(_abs(scontrol, "scontrol")),

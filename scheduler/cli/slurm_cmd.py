@@ -1,7 +1,7 @@
 """``firsthopctl slurm install|status``: set up firsthop's Slurm hooks; see a Slurm cluster.
 
-- ``install --topology FILE --dir DIR [--state-dir PATH] ...`` writes the hooks, their
-  configuration, ``topology.conf`` and the ``slurm.conf`` fragment
+- ``install --topology FILE --dir DIR [--server ADDR] [--state-dir PATH] ...`` writes the
+  hooks, their configuration, ``topology.conf`` and the ``slurm.conf`` fragment
   (:mod:`agents.slurm.install`) and prints what to add to ``slurm.conf``.
 - ``status --topology FILE`` reads ``sinfo`` and ``squeue`` and shows the Slurm cluster the
   way ``firsthopctl cluster status`` shows a firsthop one: free GPUs per domain,
@@ -52,6 +52,10 @@ TopologyOption = Annotated[
 def install(
     topology: TopologyOption,
     directory: Annotated[Path, typer.Option("--dir", help="Where the plug-in's files go.")],
+    server: Annotated[
+        str | None,
+        typer.Option(help="Publish rank tables to this scheduler (HOST:PORT), not a directory."),
+    ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(help="Rank tables (shared: every compute node reads it). Default DIR/state."),
@@ -98,6 +102,7 @@ def install(
             epilog_check=epilog_check,
             checkpoint_path=checkpoint_path,
             scontrol=scontrol,
+            server=server,
         )
         write(plan, topology)
     except FirsthopError as exc:

@@ -444,3 +444,13 @@ def test_status_query_failure_has_a_reason(tmp_path: Path) -> None:
     with pytest.raises(SlurmQueryError, match="sinfo failed: refused") as info:
         query_status(topo, tmp_path / "slurm.conf", runner=FakeRunner(returncode=1))
     assert info.value.reason == "slurm_unavailable"
+
+
+def test_install_with_a_server_writes_it_and_checks_the_address(tmp_path: Path) -> None:
+    topo = tmp_path / "lab.yaml"
+    dump_spec(lab_spec(), topo)
+    plan = install.render(topo, tmp_path / "etc", server="sched.example:50051")
+    assert plan.config.server == "sched.example:50051"
+    with pytest.raises(Exception, match="not HOST:PORT") as info:
+        install.render(topo, tmp_path / "etc", server="sched.example")
+    assert getattr(info.value, "reason", None) == "invalid_server"

@@ -19,13 +19,16 @@ slurm-client). Daemons are stopped in the fixture's teardown.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from slurm_builders import GPUS, expected_ranks, lab, lab_spec, leaf_of
@@ -354,3 +357,78 @@ def test_epilog_drains_a_node_whose_gpu_broke_during_the_job(lab_cluster: Lab) -
     finally:
         lab_cluster.fake_probe("n6")
         lab_cluster.cluster.run(["scontrol", "update", "nodename=n6", "state=resume"])
+
+
+def _start_scheduler(topology: Path, log: TextIO) -> tuple[subprocess.Popen[str], str]:
+    """A real ``firsthop-scheduler`` on a free port; returns it and its address."""
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("firsthop-scheduler")),
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "memory://",
+            "--topology",
+            str(topology),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            break
+        if line.startswith("listening on "):
+            return proc, line.split()[-1]
+    _stop(proc)
+    pytest.fail("firsthop-scheduler did not start (see its log in the test's directory)")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_server_mode_keeps_tables_in_the_scheduler(lab_cluster: Lab) -> None:
+    config_file = lab_cluster.etc / "firsthop-slurm.json"
+    saved = config_file.read_text()
+    with (lab_cluster.root / "scheduler.log").open("w") as log:
+        proc, address = _start_scheduler(lab_cluster.etc / "topology.yaml", log)
+        try:
+            _run_in_server_mode(lab_cluster, config_file, saved, address)
+        finally:
+            config_file.write_text(saved)
+            _stop(proc)
+
+
+def _run_in_server_mode(lab_cluster: Lab, config_file: Path, saved: str, address: str) -> None:
+    # What `firsthopctl slurm install --server ADDR` writes; hooks read it on every run.
+    config_file.write_text(json.dumps({**json.loads(saved), "server": address}))
+    job = lab_cluster.submit("-N2", "--comment=firsthop:tp=2,dp=4")
+    info = lab_cluster.wait_done(job)
+    assert info["JobState"] == "COMPLETED", info
+    expected = expected_ranks(lab(), expand_hostlist(info["NodeList"]), tp=2, dp=4)
+    tasks = _by_node(lab_cluster.output(job), "TASK")
+    assert {int(t["RANK"]): key for key, t in tasks.items()} == expected
+    lines = lab_cluster.log_lines(job)
+    assert any("action=publish" in x and f"to=firsthop://{address}" in x for x in lines)
+    assert not (lab_cluster.state / "jobs" / job).exists()
+    lab_cluster.wait_for(
+        "EpilogSlurmctld's delete",
+        lambda: any(
+            "epilog-ctld" in x and "action=remove_table" in x for x in lab_cluster.log_lines(job)
+        ),
+    )
