@@ -21,7 +21,9 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,11 @@ def missing() -> str | None:
             f"Slurm binaries missing: {', '.join(absent)} "
             "(apt-get install slurmctld slurmd slurm-client; .ci/run does)"
         )
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            os.mknod(Path(tmp) / "probe", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        except OSError as exc:
+            return f"cannot create fake GPU devices with mknod here ({exc})"
     return None
 
 
@@ -112,7 +119,7 @@ class LocalSlurm:
         for i in range(gpus):
             device = work / "dev" / f"nvidia{i}"
             if not device.exists():
-                os.mknod(device, 0o666 | 0o020000, os.makedev(1, 3))
+                os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         topo = self.conf_dir / "topology.conf"
         if not topo.exists():
             topo.write_text(export_tree(self.topology))
