@@ -3,9 +3,9 @@
 - :func:`prolog_ctld` (``PrologSlurmctld``, on the controller, at allocation): reads the
   job's firsthop comment, computes the rank table within the allocated nodes
   (:mod:`agents.slurm.ctld`) and publishes it (state directory, or the scheduler with
-  ``--server``). A bad comment or an impossible shape exits :data:`EXIT_REJECT` (Slurm
-  requeues a batch job and kills an interactive one; fix the comment with ``scontrol update
-  jobid=N comment=...`` and the requeued job retries).
+  ``--server``). A bad comment or an impossible shape exits :data:`EXIT_REJECT` with the
+  reason in the job's AdminComment (Slurm requeues a batch job and kills an interactive one;
+  fix the comment with ``scontrol update jobid=N comment=...`` and the requeued job retries).
 - :func:`prolog` (``Prolog``, each node, root, with ``PrologFlags=Alloc``): the fast health
   check; FAILED drains the node with ``reason="firsthop: <code>: ..."`` and exits
   :data:`EXIT_REJECT` (Slurm requeues the job; the drained node is not picked again), SUSPECT
@@ -35,7 +35,7 @@ from agents.slurm import state
 from agents.slurm.comment import CommentError, parse_comment
 from agents.slurm.config import HookConfig
 from agents.slurm.errors import OutageError
-from agents.slurm.slurmcmd import CommandRunner, SubprocessRunner, drain
+from agents.slurm.slurmcmd import CommandRunner, SubprocessRunner, drain, set_admin_comment
 
 if TYPE_CHECKING:
     from topology.model import Topology
@@ -122,8 +122,7 @@ def prolog_ctld(ctx: HookContext) -> int:
     try:
         shape = parse_comment(_comment(ctx))
     except CommentError as exc:
-        ctx.log(f"prolog-ctld job={job} action=reject reason={exc.reason}: {exc}")
-        return EXIT_REJECT
+        return _reject(ctx, job, exc.reason, str(exc))
     if shape is None:
         return EXIT_OK
     nodelist = ctx.env.get("SLURM_JOB_NODELIST", "")
@@ -133,8 +132,7 @@ def prolog_ctld(ctx: HookContext) -> int:
     try:
         nodes = expand_hostlist(nodelist)
     except FirsthopError as exc:
-        ctx.log(f"prolog-ctld job={job} action=reject reason={exc.reason}: {exc.message}")
-        return EXIT_REJECT
+        return _reject(ctx, job, exc.reason, exc.message)
     topology = _load_topology(ctx.config.topology)
     from agents.slurm.ctld import ShapeError, allocation_table
 
@@ -148,8 +146,7 @@ def prolog_ctld(ctx: HookContext) -> int:
             port_span=ctx.config.master_port_span,
         )
     except ShapeError as exc:
-        ctx.log(f"prolog-ctld job={job} action=reject reason={exc.reason}: {exc.message}")
-        return EXIT_REJECT
+        return _reject(ctx, job, exc.reason, exc.message)
     try:
         where = ctx.store().publish(computed.table)
     except OSError as exc:
@@ -162,6 +159,26 @@ def prolog_ctld(ctx: HookContext) -> int:
         f"solve_s={computed.solve_seconds:.3f} to={where}"
     )
     return EXIT_OK
+
+
+def _reject(ctx: HookContext, job: str, reason: str, message: str) -> int:
+    """Log a rejection, put it in the job's AdminComment, and fail the hook.
+
+    Slurm 22.05 keeps no output of a PrologSlurmctld, so the job's AdminComment is where its
+    owner sees why it went back to the queue (``scontrol show job``). Best effort: one
+    ``scontrol`` call with a short timeout, on rejections only.
+    """
+    ctx.log(f"prolog-ctld job={job} action=reject reason={reason}: {message}")
+    done = set_admin_comment(
+        ctx.runner,
+        scontrol=ctx.config.scontrol,
+        slurm_conf=_slurm_conf(ctx),
+        job_id=job,
+        text=f"firsthop: {reason}: {message}",
+    )
+    if done.returncode != 0:
+        ctx.log(f"prolog-ctld job={job} action=admincomment_failed {done.stderr.strip()[:200]}")
+    return EXIT_REJECT
 
 
 def _load_topology(path: str) -> Topology:

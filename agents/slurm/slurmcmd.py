@@ -84,3 +84,23 @@ def drain(
 ) -> Completed:
     """Drain ``node`` with ``reason`` (prefixed ``firsthop:``)."""
     return runner(drain_argv(scontrol, node, reason), env=slurm_env(slurm_conf), timeout=timeout)
+
+
+def admin_comment_argv(scontrol: str, job_id: str, text: str) -> list[str]:
+    """``scontrol update jobid=N admincomment="..."`` (one line, at most 200 characters)."""
+    return [scontrol, "update", f"jobid={job_id}", f"admincomment={' '.join(text.split())[:200]}"]
+
+
+def set_admin_comment(
+    runner: CommandRunner,
+    *,
+    scontrol: str,
+    slurm_conf: str,
+    job_id: str,
+    text: str,
+    timeout: float = 5.0,
+) -> Completed:
+    """Put ``text`` in the job's AdminComment (``scontrol show job`` shows it)."""
+    return runner(
+        admin_comment_argv(scontrol, job_id, text), env=slurm_env(slurm_conf), timeout=timeout
+    )

@@ -262,11 +262,16 @@ def test_prolog_ctld_publishes_and_rejects_bad_comments(tmp_path: Path) -> None:
     assert record["parallelism"]["dp"] == 2
     assert len(lines) == 1
     assert "action=publish" in lines[0]
+    runner = FakeRunner()
     bad, bad_lines = _ctx(
-        config, {**env, "SLURM_JOB_ID": "5", "SLURM_JOB_COMMENT": "firsthop:tp=3,dp=5"}
+        config, {**env, "SLURM_JOB_ID": "5", "SLURM_JOB_COMMENT": "firsthop:tp=3,dp=5"}, runner
     )
     assert hooks.prolog_ctld(bad) == hooks.EXIT_REJECT
     assert "reason=shape_mismatch" in bad_lines[0]
+    argv, cmd_env = runner.calls[0]
+    assert argv[:3] == ["/usr/bin/scontrol", "update", "jobid=5"]
+    assert argv[3].startswith("admincomment=firsthop: shape_mismatch: tp*cp*ep*dp*pp = 15")
+    assert cmd_env["SLURM_CONF"] == "/etc/slurm/test.conf"
     none, none_lines = _ctx(config, {**env, "SLURM_JOB_ID": "6", "SLURM_JOB_COMMENT": "plain"})
     assert hooks.prolog_ctld(none) == hooks.EXIT_OK
     assert none_lines == []

@@ -276,6 +276,9 @@ def test_bad_shape_fails_prolog_ctld_and_slurm_requeues(lab_cluster: Lab) -> Non
         )
         lines = lab_cluster.log_lines(job)
         assert any("prolog-ctld" in x and "action=reject reason=shape_mismatch" in x for x in lines)
+        # Slurm keeps no PrologSlurmctld output; the reason is in the job's AdminComment.
+        shown = lab_cluster.cluster.run(["scontrol", "show", "job", "-o", job])
+        assert "AdminComment=firsthop: shape_mismatch: tp*cp*ep*dp*pp = 6 GPUs" in shown
         # Requeued, never run: the job is completing its failed start or pending again.
         assert lab_cluster.job(job)["JobState"] in {"PENDING", "REQUEUED", "COMPLETING"}
         assert not (lab_cluster.state / "jobs" / job).exists()
