@@ -197,6 +197,7 @@ def bench_prolog_ctld(root: Path, runs: int) -> dict[str, Any]:
         "placement_solve_s": computed.solve_seconds,
         "cost_ms": computed.cost_ms,
         "slurm_order_cost_ms": computed.slurm_order_cost_ms,
+        "lower_bound_ms": computed.table.meta["lower_bound_ms"],
         "target_s": CTLD_TARGET_S,
         "meets_target": wrapper["median_s"] < CTLD_TARGET_S,
     }

@@ -30,7 +30,6 @@ from agents.slurm.state import HostSlice, JobTable
 from placement import (
     InvalidRequestError,
     Parallelism,
-    Placement,
     PlacementFailure,
     PlacementParams,
     PlacementRequest,
@@ -185,11 +184,6 @@ def slurm_order_cost(
     weights = dimension_weights(request, params or PlacementParams())
     cost, _ = cost_from_histograms(tier_costs_ms(index), weights, histograms)
     return cost
-
-
-def placement_cost(placement: Placement) -> float:
-    """The placement's cost (ms per step), for symmetry with :func:`slurm_order_cost`."""
-    return placement.cost_ms
 
 
 def _node_order(hosts: np.ndarray, g: int) -> list[int]:

@@ -153,12 +153,18 @@ def prolog_ctld(ctx: HookContext) -> int:
         raise OutageError("publish_failed", str(exc)) from exc
     meta = computed.table.meta
     ctx.log(
-        f"prolog-ctld job={job} action=publish nodes={nodelist} world={meta['world_size']} "
-        f"order={','.join(meta['node_order'])} cost_ms={computed.cost_ms:.3f} "
+        f"prolog-ctld job={job} action=publish nodes={_short(nodelist)} "
+        f"world={meta['world_size']} order={_short(','.join(meta['node_order']))} "
+        f"cost_ms={computed.cost_ms:.3f} "
         f"slurm_order_cost_ms={computed.slurm_order_cost_ms:.3f} "
         f"solve_s={computed.solve_seconds:.3f} to={where}"
     )
     return EXIT_OK
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for a log line (a 2,048-node order is 16 KB)."""
+    return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit} chars)"
 
 
 def _reject(ctx: HookContext, job: str, reason: str, message: str) -> int:
