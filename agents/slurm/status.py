@@ -152,7 +152,7 @@ def _fits(index: Any, level: int, size: int, *, g: int, free: Any, whole: Any) -
         return int((free // size).sum())
     per_job = -(-size // g)
     if level == 0:
-        return 0
+        return int(whole.sum()) if per_job == 1 else 0
     per_domain = index.sum_per_domain(level, whole.astype(np.int64))
     return int((per_domain // per_job).sum())
 

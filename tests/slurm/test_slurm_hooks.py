@@ -411,6 +411,19 @@ def test_install_refuses_paths_a_wrapper_cannot_carry(tmp_path: Path) -> None:
     assert getattr(info.value, "reason", None) == "invalid_path"
 
 
+def test_status_counts_one_host_jobs_per_host() -> None:
+    from agents.slurm.status import NodeInfo
+    from topology.generators import fat_tree
+    from topology.model import Topology
+
+    topo = Topology.from_spec(fat_tree(1, 2, 2, gpus_per_host=8))
+    nodes = [NodeInfo(name, "idle", 8, 0) for name in topo.hosts]
+    nodes[0] = NodeInfo(nodes[0].name, "mixed", 8, 3)
+    fits8 = next(row for row in status_from_nodes(topo, nodes, {})["fits"] if row["job_gpus"] == 8)
+    assert fits8["host"] == 3
+    assert fits8["leaf"] == 3
+
+
 def test_status_from_captured_sinfo() -> None:
     nodes = parse_sinfo((GOLDEN / "slurm_22.05_sinfo_gres.txt").read_text())
     data = status_from_nodes(lab(), nodes, {"running": 2})
