@@ -287,6 +287,8 @@ def test_bad_shape_fails_prolog_ctld_and_slurm_requeues(lab_cluster: Lab) -> Non
 
 
 def test_ecc_node_is_drained_and_the_job_runs_elsewhere(lab_cluster: Lab) -> None:
+    # An idle cluster, so the nodes Slurm would pick now are the nodes it picks next.
+    lab_cluster.cluster.wait_idle(lab_cluster.cluster.nodes)
     chosen = lab_cluster.cluster.would_allocate(2, f"--gres=gpu:{GPUS}")
     assert chosen is not None
     bad = chosen[0]
