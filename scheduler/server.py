@@ -47,6 +47,7 @@ from scheduler.api.errors import (
     wrap_handler,
 )
 from scheduler.api.jobs_servicer import JobServicer
+from scheduler.api.slurm_servicer import add_slurm_service
 from scheduler.config import ServerConfig
 from scheduler.core.clock import Clock
 from scheduler.core.config import SchedulerConfig
@@ -272,6 +273,7 @@ def build_server(
         ),
         server,
     )
+    add_slurm_service(server)
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -30,7 +30,10 @@ CONSOLE_SCRIPTS = {
     "firsthopctl": "scheduler.cli.ctl:main",
     "firsthop-scheduler": "scheduler.cli.server:main",
     "firsthop-agent": "agents.cli:main",
+    "firsthop-slurm": "agents.slurm.cli:entry",
 }
+# Slurm runs these hooks once per job, node or task: argparse, not Typer, to start fast.
+ARGPARSE_SCRIPTS = {"firsthop-slurm"}
 
 
 @pytest.mark.parametrize("name", OUR_MODULES)
@@ -51,7 +54,10 @@ def test_declared_console_scripts_are_the_expected_ones() -> None:
     assert scripts == CONSOLE_SCRIPTS
 
 
-@pytest.mark.parametrize(("script", "target"), sorted(CONSOLE_SCRIPTS.items()))
+@pytest.mark.parametrize(
+    ("script", "target"),
+    sorted((k, v) for k, v in CONSOLE_SCRIPTS.items() if k not in ARGPARSE_SCRIPTS),
+)
 def test_console_script_help_exits_zero(script: str, target: str) -> None:
     module_name, _, func_name = target.partition(":")
     module = importlib.import_module(module_name)
@@ -127,3 +133,13 @@ def test_a_hand_built_topology_message_reads_with_the_documented_defaults() -> N
     # nvlink_domain is derived output, ignored on input: it creates no domain.
     assert "rack1" not in topology.domains
     assert topology_from_proto(topology_to_proto(topology)).domains == topology.domains
+
+
+@pytest.mark.parametrize("script", sorted(ARGPARSE_SCRIPTS))
+def test_argparse_script_help_exits_zero(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module_name, _, _ = CONSOLE_SCRIPTS[script].partition(":")
+    main = importlib.import_module(module_name).main
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert f"usage: {script}" in capsys.readouterr().out
