@@ -50,6 +50,7 @@ from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
 from agents.simulate import SimulatedCluster, identities
+from agents.tls import tls_of
 from topology.errors import ExitCode, FirsthopError, exit_code_of, format_error
 from topology.model import Topology
 
@@ -134,8 +135,15 @@ def run(
         float, typer.Option(min=0.01, help="Ceiling of the reconnection backoff in seconds.")
     ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
+    cert: Annotated[
+        Path | None, typer.Option(help="This host's certificate (certs issue-agent HOST).")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    ca: Annotated[
+        Path | None, typer.Option(help="The cluster CA that signed the scheduler's certificate.")
+    ] = None,
 ) -> None:
-    """Run this host's agent until SIGTERM."""
+    """Run this host's agent until SIGTERM (mutual TLS with --cert, --key and --ca)."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -155,6 +163,7 @@ def run(
             log_dir=log_dir or Path(tempfile.gettempdir()) / f"firsthop-logs-{name}",
             stop_grace_s=stop_grace,
             reconnect_max_s=max_backoff,
+            tls=tls_of(cert, key, ca),
         )
         agent = NodeAgent(settings)
         asyncio.run(_run_agent(agent))

@@ -35,7 +35,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal
 
-import grpc.aio
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.health.errors import HealthProbeError
@@ -47,6 +46,7 @@ from agents.launch import LogPiece, ProcessExecutor, read_rank_log
 from agents.ranks import RankExecutor
 from agents.session import AgentSession, HealthCheckFn, SessionOptions
 from agents.timing import Backoff
+from agents.tls import AgentTls, open_channel
 from agents.transport import GrpcAgentTransport
 from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.errors import InvalidInputError
@@ -83,6 +83,7 @@ class AgentSettings(BaseModel):
             scheduler's heartbeat timeout, so a restarted scheduler hears from the agent in
             time).
         thresholds: limits of the health verdict.
+        tls: mutual TLS to the scheduler's agents' port (``None``: a plain channel).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,6 +100,7 @@ class AgentSettings(BaseModel):
     stop_grace_s: float = Field(default=30.0, ge=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
     thresholds: HealthThresholds = HealthThresholds()
+    tls: AgentTls | None = None
 
 
 def parse_fault_schedule(items: Sequence[str]) -> dict[int, list[Fault]]:
@@ -323,7 +325,7 @@ class NodeAgent:
         Raises:
             FatalAgentError: the scheduler refused this host.
         """
-        channel = grpc.aio.insecure_channel(self.settings.server, options=CHANNEL_OPTIONS)
+        channel = open_channel(self.settings.server, self.settings.tls, CHANNEL_OPTIONS)
         session = AgentSession(
             self.identity, GrpcAgentTransport(channel), self.executor, self._options
         )

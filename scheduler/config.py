@@ -73,6 +73,19 @@ class ServerConfig(BaseSettings):
     """Most events applied and committed in one store transaction (group commit)."""
     placement: PlacementParams = PlacementParams(time_limit_s=0.5)
     """Placement solver limits for each job the scheduler places."""
+    tls_cert: Path | None = None
+    """The server's certificate (PEM); with ``tls_key``, users' port speaks TLS."""
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    """The CA that signed agents' certificates: the agents' port requires one of them."""
+    agent_listen: str | None = None
+    """``HOST:PORT`` of the agents' port (mutual TLS; needs ``tls_*`` and ``client_ca``)."""
+    insecure: bool = False
+    """Allow listening without TLS on a non-loopback address (logs a warning)."""
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    """Largest request or response message (gRPC refuses larger ones: RESOURCE_EXHAUSTED)."""
+    max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 1024
+    """Most RPCs served at once (agents' streams included); more answer RESOURCE_EXHAUSTED."""
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:

@@ -2,8 +2,16 @@
 
 Topology file -> topology index; ``db_url`` -> store (``memory://`` for a throwaway one);
 store -> scheduling core (restored records); core + store + clock -> runtime; runtime ->
-servicers; servicers + interceptors (RPC metrics outermost, then errors) + health checking +
-server reflection -> a ``grpc.aio`` server. Nothing else in the scheduler reads configuration.
+servicers; servicers + interceptors (RPC metrics outermost, then errors, then authorisation)
++ health checking + server reflection -> a ``grpc.aio`` server. Nothing else in the scheduler
+reads configuration.
+
+Transport security (docs/security.md): with ``tls_cert``/``tls_key`` the users' port speaks
+TLS (callers present bearer tokens), and ``agent_listen`` opens a second port that requires a
+client certificate signed by ``client_ca`` (agents, the Slurm programs). Without TLS the server
+runs in insecure local mode (every caller trusted, as in the demo), which it refuses on a
+non-loopback address unless ``insecure`` is set. Messages are capped at ``max_message_bytes``
+and concurrent RPCs at ``max_concurrent_rpcs`` (both RESOURCE_EXHAUSTED beyond).
 
 :func:`build_server` returns a :class:`SchedulerServer`, which holds the ``grpc.aio.Server``
 (``.grpc``) together with the runtime, because the two start and stop together: ``start``
@@ -17,11 +25,13 @@ in :mod:`scheduler.api`: the API itself may not import the store. Must not impor
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -30,6 +40,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from firsthop.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     admin_pb2,
     admin_pb2_grpc,
     agent_pb2,
@@ -37,8 +49,10 @@ from firsthop.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
+from scheduler.api.access_servicer import AccessServicer
 from scheduler.api.admin_servicer import AdminServicer
 from scheduler.api.agent_servicer import AgentServicer
+from scheduler.api.auth import AuthInterceptor
 from scheduler.api.errors import (
     ErrorInterceptor,
     Handler,
@@ -55,9 +69,11 @@ from scheduler.core.scheduler import Scheduler
 from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.metrics import Metrics
 from scheduler.runtime.runtime import Runtime
+from scheduler.security.principals import Principals
+from scheduler.store.access import MemoryPrincipals, SqlPrincipals
 from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
-from scheduler.store.sql import open_store
+from scheduler.store.sql import SqlStore, open_store
 from topology.errors import InvalidInputError
 from topology.model import Topology
 
@@ -67,6 +83,7 @@ SERVICE_NAMES: Final = (
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
 )
 
 SERVER_OPTIONS: Final = (
@@ -162,15 +179,22 @@ class SchedulerServer:
     port: int
     """The bound gRPC port (the real one when the config asked for port 0)."""
     metrics_port: int | None = None
+    agent_port: int | None = None
+    """The bound agents' port (mutual TLS), when ``agent_listen`` was set."""
+    principals: Principals | None = None
+    """Users, tokens and the audit trail (the store's tables)."""
+
+    @property
+    def agent_address(self) -> str | None:
+        """``HOST:PORT`` agents dial (``None`` without an agents' port)."""
+        if self.agent_port is None or self.config.agent_listen is None:
+            return None
+        return _dialable(self.config.agent_listen, self.agent_port)
 
     @property
     def address(self) -> str:
         """``HOST:PORT`` clients can dial."""
-        host = self.config.listen.rsplit(":", 1)[0] or "127.0.0.1"
-        host = host.strip("[]")
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"{host}:{self.port}"
+        return _dialable(self.config.listen, self.port)
 
     async def start(self) -> None:
         """Load the store into the core, begin ticking, and serve."""
@@ -204,6 +228,7 @@ def build_server(
     clock: Clock | None = None,
     store: Store | None = None,
     topology: Topology | None = None,
+    principals: Principals | None = None,
 ) -> SchedulerServer:
     """Wire a scheduler server from ``config`` (module docstring); nothing runs yet.
 
@@ -212,10 +237,13 @@ def build_server(
         clock: The runtime's clock (default: the system clock).
         store: A store to use instead of opening ``config.db_url``.
         topology: A topology to use instead of loading ``config.topology``.
+        principals: Users and audit trail to use instead of the store's tables.
 
     Raises:
         InvalidInputError: no topology, a bad topology file, a bad ``listen`` address or
-            database URL; ``address_in_use`` when the port cannot be bound.
+            database URL; ``address_in_use`` when the port cannot be bound;
+            ``insecure_listen`` for a non-loopback address without TLS or ``--insecure``;
+            ``invalid_tls_config`` for half a TLS setup or unreadable PEM files.
         StoreError: the database cannot be opened or migrated.
     """
     if topology is None:
@@ -225,7 +253,11 @@ def build_server(
                 reason="invalid_config",
             )
         topology = Topology.load(config.topology)
+    tls = _tls_material(config)
     store = store if store is not None else open_configured_store(config.db_url)
+    if principals is None:
+        principals = SqlPrincipals(store.engine) if isinstance(store, SqlStore) else None
+        principals = principals or MemoryPrincipals()
     index = topology.index
     core_config = SchedulerConfig(
         heartbeat_timeout_s=config.heartbeat_timeout_s,
@@ -251,8 +283,17 @@ def build_server(
     )
     fleet = Fleet(runtime, topology)
     server = grpc.aio.server(
-        interceptors=(RpcMetricsInterceptor(metrics), ErrorInterceptor()),
-        options=SERVER_OPTIONS,
+        interceptors=(
+            RpcMetricsInterceptor(metrics),
+            ErrorInterceptor(),
+            AuthInterceptor(principals, insecure=tls is None),
+        ),
+        options=(
+            *SERVER_OPTIONS,
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+        ),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(runtime, fleet.requests), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
@@ -274,23 +315,120 @@ def build_server(
         server,
     )
     add_slurm_service(server)
+    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(principals), server)
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _bind(server, config.listen)
-    return SchedulerServer(config, server, runtime, store, health_servicer, port)
+    if tls is None:
+        _check_insecure(config)
+        port = _bind(server, config.listen)
+        agent_port = None
+    else:
+        key, cert, client_ca = tls
+        users = grpc.ssl_server_credentials([(key, cert)])
+        port = _bind(server, config.listen, users)
+        agent_port = None
+        if config.agent_listen is not None:
+            agents = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=client_ca, require_client_auth=True
+            )
+            agent_port = _bind(server, config.agent_listen, agents)
+    return SchedulerServer(
+        config,
+        server,
+        runtime,
+        store,
+        health_servicer,
+        port,
+        agent_port=agent_port,
+        principals=principals,
+    )
 
 
-def _bind(server: grpc.aio.Server, listen: str) -> int:
+def _dialable(listen: str, port: int) -> str:
+    host = listen.rsplit(":", 1)[0] or "127.0.0.1"
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``HOST:PORT`` listens on a loopback address only (``localhost`` counts)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_insecure(config: ServerConfig) -> None:
+    if config.agent_listen is not None:
+        raise InvalidInputError(
+            "--agent-listen needs --tls-cert, --tls-key and --client-ca (agents use mutual TLS)",
+            reason="invalid_tls_config",
+        )
+    if is_loopback(config.listen):
+        _log.info("insecure local mode: no TLS, every caller on %s is trusted", config.listen)
+        return
+    if not config.insecure:
+        raise InvalidInputError(
+            f"refusing to listen on {config.listen} without TLS: pass --tls-cert and --tls-key "
+            "(see docs/security.md), or --insecure to accept any caller on the network",
+            reason="insecure_listen",
+        )
+    _log.warning(
+        "INSECURE: listening on %s without TLS; anyone who can reach it is trusted as an admin",
+        config.listen,
+    )
+
+
+def _tls_material(config: ServerConfig) -> tuple[bytes, bytes, bytes | None] | None:
+    """``(key, cert, client_ca)`` PEM bytes, or ``None`` without TLS."""
+    given = [config.tls_cert is not None, config.tls_key is not None]
+    if not any(given) and config.client_ca is None:
+        return None
+    if not all(given):
+        raise InvalidInputError(
+            "TLS needs both --tls-cert and --tls-key", reason="invalid_tls_config"
+        )
+    if config.agent_listen is not None and config.client_ca is None:
+        raise InvalidInputError(
+            "--agent-listen needs --client-ca (the CA of agents' certificates)",
+            reason="invalid_tls_config",
+        )
+    assert config.tls_key is not None
+    assert config.tls_cert is not None
+    ca = None if config.client_ca is None else _read_pem(config.client_ca)
+    return _read_pem(config.tls_key), _read_pem(config.tls_cert), ca
+
+
+def _read_pem(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot read {path}: {exc.strerror}", reason="invalid_tls_config"
+        ) from None
+
+
+def _bind(
+    server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise InvalidInputError(
             f"listen address {listen!r} is not HOST:PORT", reason="invalid_listen_address"
         )
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
         raise InvalidInputError(
             f"cannot listen on {listen}: {exc}", reason="address_in_use"

@@ -6,6 +6,10 @@ reports and acknowledgements into runtime calls (in the order received), and a w
 sends what the runtime queues for this host (commands, report acknowledgements). A newer
 session of the same host ends this stream with ``session_replaced``.
 
+An agent speaks only for the host in its certificate (:func:`scheduler.api.auth.require_host`,
+``wrong_host``): checked on registration and on the hello, to which every later heartbeat and
+report of the stream is bound.
+
 Must not import ``scheduler.store`` or ``agents``.
 """
 
@@ -32,6 +36,7 @@ from scheduler.api.agent_serde import (
     ranks_started_from_proto,
     running_from_proto,
 )
+from scheduler.api.auth import require_host
 from scheduler.api.serde import node_to_proto
 from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
 from scheduler.runtime.fleet import Fleet
@@ -60,6 +65,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def RegisterNode(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterNodeRequest, context: Context
     ) -> agent_pb2.RegisterNodeResponse:
+        require_host(request.host)
         make = node_registered_from_proto(request)
         node, session = await self._fleet.register(make, tuple(request.location))
         return agent_pb2.RegisterNodeResponse(
@@ -79,6 +85,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 reason=ErrorReason.HELLO_REQUIRED,
             )
         hello = first.hello
+        require_host(hello.host)
         link = self._fleet.attach(hello.host, hello.session_id)
         try:
             await self._fleet.hello(link, running_from_proto(list(hello.running)))

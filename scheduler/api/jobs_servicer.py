@@ -1,7 +1,10 @@
 """``JobService``: translates job requests to runtime calls and records back to messages.
 
 No rules live here: validation is the job spec's and the core's, ordering and durability the
-runtime's, errors the interceptor's (:mod:`scheduler.api.errors`).
+runtime's, errors the interceptor's (:mod:`scheduler.api.errors`). Who may act on which job is
+the policy's (:mod:`scheduler.api.auth`): the user of a new job is the caller (an operator may
+name another user, and the audit trail records who submitted it), and users see, watch and
+cancel only their own jobs.
 
 Must not import ``scheduler.store`` or ``agents``.
 """
@@ -14,6 +17,7 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
+from scheduler.api.auth import current_identity, note_resource, require_job_access
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
@@ -22,6 +26,8 @@ from scheduler.core.records import Job
 from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
+from scheduler.security.policy import Denial, submitting_user
+from scheduler.security.principals import AccessDeniedError, UnauthenticatedError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -40,7 +46,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.SubmitJobResponse:
         spec = job_spec_from_proto(request.spec)
         job_id = self._runtime.new_job_id()
-        user = request.user or ANONYMOUS
+        user = _submitting_user(request.user)
         submission_id = request.submission_id or None
 
         def submitted(at: Any) -> Event:
@@ -51,6 +57,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job = await self._runtime.apply(submitted, self._job_for)
         if job is None:  # pragma: no cover - apply returns the result
             raise RuntimeError("submission produced no job")
+        note_resource(f"job {job.id} for {job.user}")
         return jobs_pb2.SubmitJobResponse(
             job=job_to_proto(job, self._runtime.now()), created=job.id == job_id
         )
@@ -64,16 +71,22 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
         job = self._runtime.get_job(request.job_id)
+        require_job_access(job.user, job.id)
         return jobs_pb2.GetJobResponse(job=job_to_proto(job, self._runtime.now()))
 
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
+        user = request.user
+        identity = current_identity()
+        if identity is not None and not identity.is_operator:
+            require_job_access(user or identity.name)
+            user = identity.name
         page = queries.list_jobs(
             self._runtime.state,
             states=[job_state_from_proto(s) for s in request.states],
             queue=request.queue,
-            user=request.user,
+            user=user,
             page_size=request.page_size,
             page_token=request.page_token,
         )
@@ -88,7 +101,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
         job_id, reason = request.job_id, request.reason
-        self._runtime.get_job(job_id)  # unknown_job before queueing anything
+        owner = self._runtime.get_job(job_id)  # unknown_job before queueing anything
+        require_job_access(owner.user, job_id)
 
         def cancelled(at: Any) -> Event:
             return JobCancelRequested(at=at, job_id=job_id, reason=reason)
@@ -104,6 +118,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         watch = self._runtime.watchers.subscribe(request.job_id)
         try:
             first = self._runtime.get_job(request.job_id)
+            require_job_access(first.user, first.id)
             async for job in watch.updates(first):
                 yield jobs_pb2.WatchJobResponse(job=job_to_proto(job, self._runtime.now()))
         finally:
@@ -114,16 +129,35 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.ExplainJobResponse:
         runtime = self._runtime
         now = runtime.now()
-        explanation = runtime.core.explain(request.job_id, now)
         job = runtime.get_job(request.job_id)
+        require_job_access(job.user, job.id)
+        explanation = runtime.core.explain(request.job_id, now)
         return explanation_to_proto(explanation, job, now)
 
     async def GetJobLogs(  # noqa: N802
         self, request: jobs_pb2.GetJobLogsRequest, context: Context
     ) -> jobs_pb2.GetJobLogsResponse:
+        job = self._runtime.get_job(request.job_id)
+        require_job_access(job.user, job.id)
         read = await self._requests.read_log(
             request.job_id, request.rank, offset=request.offset, max_bytes=request.max_bytes
         )
         return jobs_pb2.GetJobLogsResponse(
             host=read.host, attempt=read.attempt, offset=read.offset, size=read.size, data=read.data
         )
+
+
+def _submitting_user(requested: str) -> str:
+    """The user a new job is recorded under (the caller's identity; see the module docstring).
+
+    Raises:
+        UnauthenticatedError: no caller (a servicer used without the interceptor).
+        AccessDeniedError: a user naming someone else (``not_your_job``).
+    """
+    identity = current_identity()
+    if identity is None:
+        raise UnauthenticatedError("credentials are required", reason=Denial.UNAUTHENTICATED)
+    try:
+        return submitting_user(identity, requested) or ANONYMOUS
+    except PermissionError as exc:
+        raise AccessDeniedError(str(exc), reason=Denial.NOT_YOUR_JOB) from None

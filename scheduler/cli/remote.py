@@ -1,5 +1,6 @@
 """What every command that talks to a live scheduler shares: the ``--server`` option, the
-client it opens, and the one handler that turns errors into exit codes.
+client it opens (with the credentials of :mod:`scheduler.cli.credentials`), and the one
+handler that turns errors into exit codes.
 
 Exit codes (stable, scripts rely on them) are the table every firsthop command line shares,
 :class:`topology.errors.ExitCode` (README "Exit codes"): a server's answer maps by its status
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 
 from scheduler.cli.common import OutputFormat, exit_on_error, print_result
+from scheduler.cli.credentials import ca, token
 from scheduler.cli.views import job_dict, job_row
 from scheduler.client import DEFAULT_SERVER, FirsthopClient, JobState
 
@@ -68,5 +70,5 @@ def print_job_list(
 def connect(server: str) -> Iterator[FirsthopClient]:
     """A client for ``server`` inside :func:`~scheduler.cli.common.exit_on_error`, closed
     afterwards."""
-    with exit_on_error(), FirsthopClient(server) as client:
+    with exit_on_error(), FirsthopClient(server, token=token(), ca=ca()) as client:
         yield client

@@ -8,6 +8,12 @@ real port when ``--listen`` asked for port 0) and, with ``--metrics-port``,
 stops the runtime and closes the store, then exits 0. Bad configuration exits 2 with one
 ``error: <reason>: <message>`` line.
 
+Security (docs/security.md): ``--tls-cert FILE --tls-key FILE`` serve users over TLS (they
+present bearer tokens); ``--client-ca FILE --agent-listen ADDR`` add the agents' port, which
+requires a client certificate, printed as ``agents listening on HOST:PORT``. Without TLS the
+server runs in insecure local mode and says so; it refuses a non-loopback ``--listen`` unless
+``--insecure`` (which logs a warning).
+
 Must not import ``agents``: the server reaches agents only over gRPC.
 """
 
@@ -55,6 +61,24 @@ def serve(
         typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Server certificate (PEM): serve users over TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The server certificate's key.")] = None,
+    client_ca: Annotated[
+        Path | None, typer.Option(help="CA of agents' client certificates (mutual TLS).")
+    ] = None,
+    agent_listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of the agents' port, which requires client certificates."),
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback --listen without TLS (every caller trusted; warns).",
+        ),
+    ] = None,
 ) -> None:
     """Run the firsthop scheduler server (gRPC API, scheduling core, durable store)."""
     logging.basicConfig(
@@ -62,7 +86,16 @@ def serve(
     )
     with exit_on_error():
         settings = load_config(
-            config, listen=listen, db_url=db, topology=topology, metrics_port=metrics_port
+            config,
+            listen=listen,
+            db_url=db,
+            topology=topology,
+            metrics_port=metrics_port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            client_ca=client_ca,
+            agent_listen=agent_listen,
+            insecure=insecure,
         )
     asyncio.run(_serve(settings))
 
@@ -78,6 +111,10 @@ async def _serve(settings: ServerConfig) -> None:
     await server.start()
     try:
         print(f"listening on {server.address}", flush=True)
+        if server.agent_address is not None:
+            print(f"agents listening on {server.agent_address}", flush=True)
+        if settings.tls_cert is None:
+            print("insecure local mode: no TLS, every caller is trusted", flush=True)
         if server.metrics_port is not None:
             host = server.config.metrics_host
             print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)

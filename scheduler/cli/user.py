@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error, print_result
+from scheduler.cli.credentials import CaOption, TokenOption, remember
 from scheduler.cli.remote import (
     DEFAULT,
     QueueFilter,
@@ -57,11 +58,13 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(token: TokenOption = None, ca: CaOption = None) -> None:
     """Submit and manage training jobs on a firsthop cluster.
 
-    The scheduler address comes from `--server` or `FIRSTHOP_SERVER`.
+    The scheduler address comes from `--server` or `FIRSTHOP_SERVER`; a token from `--token`,
+    `FIRSTHOP_TOKEN` or `~/.firsthop/token`; the cluster CA (TLS) from `--ca` or `FIRSTHOP_CA`.
     """
+    remember(token, ca)
 
 
 @app.command("submit")

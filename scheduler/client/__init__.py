@@ -9,6 +9,10 @@ A failed call raises :class:`RemoteError` carrying the server's stable ``reason`
 :class:`ServerUnavailableError` when the server cannot be reached. Callers switch on
 ``reason``, never on the message.
 
+Credentials (docs/security.md): ``token`` is sent on every call as ``authorization: Bearer
+TOKEN`` metadata; ``ca`` (the cluster CA's PEM bytes) makes the channel TLS, checking the
+scheduler's certificate against it.
+
 Must not import ``scheduler.core``, ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
 """
 
@@ -23,9 +27,22 @@ import grpc
 
 from firsthop.reasons import ErrorReason
 from firsthop.states import Health, JobState, NodeState
-from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from firsthop.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 from scheduler.api.spec_serde import job_spec_to_proto, job_state_to_proto, node_state_to_proto
 from scheduler.api.topology_serde import topology_from_proto
+from scheduler.client.access import (
+    AuditView,
+    UserTokenView,
+    audit_from_proto,
+    user_token_from_proto,
+)
 from scheduler.client.views import (
     ClusterView,
     Explanation,
@@ -102,10 +119,24 @@ def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:
 class FirsthopClient:
     """Blocking client over one channel; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+        ca: bytes | None = None,
+    ) -> None:
         self.server = server
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(server)
+        if ca is None:
+            self._channel = grpc.insecure_channel(server)
+        else:
+            self._channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(ca))
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._access = access_pb2_grpc.AccessServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
@@ -202,7 +233,9 @@ class FirsthopClient:
 
     def watch_job(self, job_id: str) -> Iterator[JobView]:
         """The job now, then every change, until it ends (no deadline on the stream)."""
-        stream: Any = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
+        stream: Any = self._jobs.WatchJob(
+            jobs_pb2.WatchJobRequest(job_id=job_id), metadata=self._metadata
+        )
         try:
             for response in stream:
                 yield job_view_from_proto(response.job)
@@ -294,6 +327,30 @@ class FirsthopClient:
         response = self._call(self._admin.ListQueues, admin_pb2.ListQueuesRequest())
         return [queue_view_from_proto(q) for q in response.queues]
 
+    # ------------------------------------------------------------------ access (admins)
+
+    def add_user(self, user: str, role: str) -> tuple[UserTokenView, str]:
+        """Mint a token for ``user``; the token is returned here only."""
+        request = access_pb2.AddUserRequest(user=user, role=role)
+        response = self._call(self._access.AddUser, request)
+        return user_token_from_proto(response.info), response.token
+
+    def list_users(self) -> list[UserTokenView]:
+        """Every token (live and revoked), oldest first."""
+        response = self._call(self._access.ListUsers, access_pb2.ListUsersRequest())
+        return [user_token_from_proto(t) for t in response.tokens]
+
+    def revoke_user(self, user: str) -> int:
+        """Revoke every live token of ``user``; how many."""
+        request = access_pb2.RevokeUserRequest(user=user)
+        return self._call(self._access.RevokeUser, request).revoked
+
+    def list_audit(self, *, limit: int = 100, user: str = "") -> list[AuditView]:
+        """The newest audit entries, oldest first."""
+        request = access_pb2.ListAuditRequest(limit=limit, user=user)
+        response = self._call(self._access.ListAudit, request)
+        return [audit_from_proto(e) for e in response.entries]
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(
@@ -304,13 +361,14 @@ class FirsthopClient:
         timeout: float | None = None,
     ) -> _Resp:
         try:
-            return method(request, timeout=timeout or self.timeout_s)
+            return method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.server) from None
 
 
 __all__ = [
     "DEFAULT_SERVER",
+    "AuditView",
     "ClusterView",
     "Explanation",
     "FailureView",
@@ -329,4 +387,5 @@ __all__ = [
     "RankView",
     "RemoteError",
     "ServerUnavailableError",
+    "UserTokenView",
 ]

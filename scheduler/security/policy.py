@@ -95,6 +95,7 @@ _JOBS: Final = "/firsthop.v1.JobService/"
 _ADMIN: Final = "/firsthop.v1.AdminService/"
 _AGENT: Final = "/firsthop.v1.AgentService/"
 _SLURM: Final = "/firsthop.v1.SlurmService/"
+_ACCESS: Final = "/firsthop.v1.AccessService/"
 
 POLICY: Final[dict[str, Access]] = {
     _JOBS + "SubmitJob": Access.ANY_USER,
@@ -112,14 +113,15 @@ POLICY: Final[dict[str, Access]] = {
     _ADMIN + "DrainNode": Access.OPERATOR,
     _ADMIN + "ResumeNode": Access.OPERATOR,
     _ADMIN + "SetQueue": Access.OPERATOR,
-    _ADMIN + "AddUser": Access.ADMIN,
-    _ADMIN + "ListUsers": Access.ADMIN,
-    _ADMIN + "RevokeUser": Access.ADMIN,
-    _ADMIN + "ListAudit": Access.ADMIN,
+    _ACCESS + "AddUser": Access.ADMIN,
+    _ACCESS + "ListUsers": Access.ADMIN,
+    _ACCESS + "RevokeUser": Access.ADMIN,
+    _ACCESS + "ListAudit": Access.ADMIN,
     _AGENT + "RegisterNode": Access.AGENT,
     _AGENT + "Connect": Access.AGENT,
     _SLURM + "PublishRankTable": Access.SLURM,
-    _SLURM + "GetRankTable": Access.SLURM,
+    _SLURM + "GetNodeSlice": Access.SLURM,
+    _SLURM + "DeleteRankTable": Access.SLURM,
     "/grpc.health.v1.Health/Check": Access.PUBLIC,
     "/grpc.health.v1.Health/Watch": Access.PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
@@ -155,6 +157,24 @@ def authorize(
         Denial.FORBIDDEN,
         f"role {identity.role.value} may not call {method.rsplit('/', 1)[-1]}",
     )
+
+
+MUTATING: Final = frozenset(
+    {
+        _JOBS + "SubmitJob",
+        _JOBS + "CancelJob",
+        _ADMIN + "DrainNode",
+        _ADMIN + "ResumeNode",
+        _ADMIN + "SetQueue",
+        _ACCESS + "AddUser",
+        _ACCESS + "RevokeUser",
+        _AGENT + "RegisterNode",
+        _SLURM + "PublishRankTable",
+        _SLURM + "DeleteRankTable",
+    }
+)
+"""Methods that change state: every call of one (allowed or refused) goes to the audit trail,
+as does every refused call of any method."""
 
 
 def may_act_on_job(identity: Identity | None, owner: str) -> bool:

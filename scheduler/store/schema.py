@@ -9,7 +9,11 @@ describes the result for queries and must be kept equal to it (a test compares t
 - ``jobs``: the columns used to filter and order, the spec as JSON, and the rest of the record
   (allocation, failures, bookkeeping) as one JSON document;
 - ``leader_lease``: one row per lease name: the fencing epoch and who holds it
-  (:mod:`scheduler.store.lease`).
+  (:mod:`scheduler.store.lease`);
+- ``users``: one row per bearer token (the user, role, SHA-256 digest of the secret, when
+  created and revoked; :mod:`scheduler.store.access`);
+- ``audit``: one row per state-changing call (who, how authenticated, method, resource,
+  result, when).
 
 Enums are stored as strings, times as ``TIMESTAMP WITH TIME ZONE`` (UTC on SQLite).
 
@@ -113,4 +117,30 @@ leader_lease = sa.Table(
     sa.Column("address", sa.String(255), nullable=False),
     sa.Column("backend_pid", sa.Integer, nullable=True),
     sa.Column("renewed_at", UtcDateTime, nullable=True),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("token_id", sa.String(32), primary_key=True),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.Index("ix_users_user", "user"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("who", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("via", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(128), nullable=False),
+    sa.Column("resource", sa.String(255), nullable=False),
+    sa.Column("result", sa.String(64), nullable=False),
+    sa.Index("ix_audit_at", "at", "id"),
 )
