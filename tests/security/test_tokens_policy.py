@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firsthop.v1 import admin_pb2, agent_pb2, jobs_pb2
+from firsthop.v1 import access_pb2, admin_pb2, agent_pb2, jobs_pb2, slurm_pb2
 from scheduler.security.policy import (
     POLICY,
     Access,
@@ -57,7 +57,7 @@ def test_a_tampered_secret_does_not_match() -> None:
 
 def _service_methods() -> list[str]:
     out = []
-    for module in (jobs_pb2, admin_pb2, agent_pb2):
+    for module in (jobs_pb2, admin_pb2, agent_pb2, slurm_pb2, access_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             out += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return out
@@ -67,6 +67,12 @@ def test_every_rpc_of_every_service_has_an_access_rule() -> None:
     methods = _service_methods()
     assert len(methods) >= 15
     assert [m for m in methods if m not in POLICY] == []
+
+
+def test_the_policy_names_no_rpc_that_does_not_exist() -> None:
+    methods = set(_service_methods())
+    stale = [m for m in POLICY if m.startswith("/firsthop.") and m not in methods]
+    assert stale == []
 
 
 USER = Identity("alice", Role.USER)
