@@ -64,7 +64,7 @@ JOB_METHODS = {"GetJob", "CancelJob", "WatchJob", "ExplainJob", "GetJobLogs"}
 
 def expected(caller: str, method: str) -> str:
     """``allow`` or the reason of the expected refusal."""
-    kind, _, group = CALLERS[caller]
+    _, _, group = CALLERS[caller]
     rule = POLICY[method]
     if caller == "none":
         return Denial.UNAUTHENTICATED
