@@ -10,6 +10,10 @@ handler of the server and turns such an error into that status, with the reason
 Any other exception is a bug: it becomes ``INTERNAL`` with reason ``internal`` and a generic
 message, and is logged with its traceback. Servicers therefore never catch-and-abort.
 
+A request that is not a valid encoding of its message (truncated bytes, a wrong wire type,
+invalid UTF-8 in a string field) would end in gRPC's own ``INTERNAL`` before any handler ran;
+the interceptor decodes instead, and answers ``INVALID_ARGUMENT`` ``invalid_message``.
+
 Must not import ``scheduler.core`` or ``scheduler.store``; it knows errors only by the root
 type.
 """
@@ -87,8 +91,62 @@ class ErrorInterceptor(Interceptor):
         return self._wrapped.get(
             handler_call_details.method,
             handler,
-            lambda: wrap_handler(handler, _guard_unary, _guard_stream),
+            lambda: wrap_handler(
+                handler,
+                _guard_unary,
+                _guard_stream,
+                deserializer=_safe_decoder(handler.request_deserializer),
+            ),
         )
+
+
+class InvalidMessageError(FirsthopError):
+    """Request bytes that do not decode as the method's request message."""
+
+    status_code = "INVALID_ARGUMENT"
+    default_reason = "invalid_message"
+
+
+class _Undecodable:
+    """What a request that failed to decode becomes (raised as :class:`InvalidMessageError`
+    by the guard, where a status can be sent)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _safe_decoder(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if decode is None:
+        return None
+
+    def safe(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:
+            return _Undecodable(exc)
+
+    return safe
+
+
+def _check_decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidMessageError(
+            f"the request is not a valid message ({type(request.error).__name__})"
+        )
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
+
+
+async def _checked_stream(requests: Any) -> Any:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise InvalidMessageError(
+                f"a streamed message is not valid ({type(request.error).__name__})"
+            )
+        yield request
 
 
 class HandlerCache:
@@ -111,9 +169,12 @@ def wrap_handler(
     handler: Handler,
     wrap_unary: Callable[[Behavior], Behavior],
     wrap_stream: Callable[[Behavior], Behavior],
+    *,
+    deserializer: Callable[[bytes], Any] | None = None,
 ) -> Handler:
-    """A copy of ``handler`` whose behaviour is wrapped (unary or streaming response)."""
-    des, ser = handler.request_deserializer, handler.response_serializer
+    """A copy of ``handler`` whose behaviour is wrapped (unary or streaming response), and
+    whose request deserializer is ``deserializer`` when given."""
+    des, ser = deserializer or handler.request_deserializer, handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), des, ser)
     if handler.stream_unary is not None:
@@ -128,7 +189,7 @@ def wrap_handler(
 def _guard_unary(behavior: Behavior) -> Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(_check_decoded(request), context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -144,7 +205,7 @@ def _guard_stream(behavior: Behavior) -> Behavior:
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            stream: AsyncIterator[Any] = behavior(request, context)
+            stream: AsyncIterator[Any] = behavior(_check_decoded(request), context)
             async for item in stream:
                 yield item
         except grpc.aio.AbortError:

@@ -27,7 +27,11 @@ from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 from scheduler.security.policy import Denial, submitting_user
-from scheduler.security.principals import AccessDeniedError, UnauthenticatedError
+from scheduler.security.principals import (
+    AccessDeniedError,
+    UnauthenticatedError,
+    check_user_name,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -157,6 +161,8 @@ def _submitting_user(requested: str) -> str:
     identity = current_identity()
     if identity is None:
         raise UnauthenticatedError("credentials are required", reason=Denial.UNAUTHENTICATED)
+    if requested:
+        check_user_name(requested)
     try:
         return submitting_user(identity, requested) or ANONYMOUS
     except PermissionError as exc:
