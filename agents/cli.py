@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -46,12 +47,19 @@ from typing import Annotated, Literal
 
 import typer
 
+from agents.accounts import UserMap
 from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
 from agents.simulate import SimulatedCluster, identities
 from agents.tls import tls_of
-from topology.errors import ExitCode, FirsthopError, exit_code_of, format_error
+from topology.errors import (
+    ExitCode,
+    FirsthopError,
+    InvalidInputError,
+    exit_code_of,
+    format_error,
+)
 from topology.model import Topology
 
 
@@ -142,8 +150,20 @@ def run(
     ca: Annotated[
         Path | None, typer.Option(help="The cluster CA that signed the scheduler's certificate.")
     ] = None,
+    user_map: Annotated[
+        Path | None,
+        typer.Option(help="YAML firsthop user -> local account (default: the same name)."),
+    ] = None,
+    run_as_agent: Annotated[
+        bool,
+        typer.Option(help="Run ranks as the agent's own account even as root with TLS."),
+    ] = False,
 ) -> None:
-    """Run this host's agent until SIGTERM (mutual TLS with --cert, --key and --ca)."""
+    """Run this host's agent until SIGTERM (mutual TLS with --cert, --key and --ca).
+
+    Run as root with mutual TLS, the agent starts each rank as its job user's local account
+    (`--user-map` to map names; `--run-as-agent` to opt out); otherwise as itself.
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -151,6 +171,7 @@ def run(
     name = host or socket.gethostname()
     fake_check: FakeCheck = fake_deep_check.value
     with _exit_on_error():
+        tls = tls_of(cert, key, ca)
         settings = AgentSettings(
             server=server,
             host=name,
@@ -163,10 +184,24 @@ def run(
             log_dir=log_dir or Path(tempfile.gettempdir()) / f"firsthop-logs-{name}",
             stop_grace_s=stop_grace,
             reconnect_max_s=max_backoff,
-            tls=tls_of(cert, key, ca),
+            tls=tls,
+            user_map=_user_map(tls is not None and not run_as_agent, user_map),
         )
         agent = NodeAgent(settings)
         asyncio.run(_run_agent(agent))
+
+
+def _user_map(secure: bool, path: Path | None) -> dict[str, str] | None:
+    """The account mapping ranks run through, or ``None`` (ranks run as the agent): only an
+    agent running as root with mutual TLS switches accounts."""
+    if not secure or os.geteuid() != 0:
+        if path is not None:
+            raise InvalidInputError(
+                "--user-map needs an agent running as root with --cert/--key/--ca",
+                reason="invalid_user_map",
+            )
+        return None
+    return dict(UserMap.load(path).mapping) if path is not None else {}
 
 
 async def _run_agent(agent: NodeAgent) -> None:

@@ -11,6 +11,11 @@
   group (dataloader workers, a wrapper's children) so no stray keeps GPUs busy.
 - Logs: one file per rank and attempt, ``LOG_DIR/JOB/attempt-N/rank-R.log``
   (:func:`rank_log_path`), read back in pieces by :func:`read_rank_log` (``firsthop logs``).
+  Whatever the job id, the path stays inside ``LOG_DIR`` (the id becomes one safe path
+  component, and the resolved path is checked).
+- Accounts: given a :class:`~agents.accounts.UserMap` (an agent running as root with mutual
+  TLS), each rank runs as its job user's local account (:mod:`agents.accounts`); its attempt
+  directory is handed to that account so it can write its checkpoint report.
 - Checkpoint reports: rank 0 gets ``FIRSTHOP_CHECKPOINT_REPORT``, a file path on this host.
   After each complete checkpoint the program writes ``STEP PATH`` into it (atomically:
   write a temporary file, then rename); the executor polls it and the agent reports the
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from agents.accounts import Account, AccountError, UserMap
 from agents.ranks import RankControl, RankExit, RankLaunch
 from agents.timing import WaitFn, wait_or_stop
 from firsthop.reasons import RankExitReason
@@ -68,9 +74,14 @@ class ProcessRunner(Protocol):
     """Starts rank processes."""
 
     async def spawn(
-        self, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        account: Account | None = None,
     ) -> RankProcess:
-        """Start ``argv`` with exactly ``env``, output appended to ``log_path``.
+        """Start ``argv`` with exactly ``env``, output appended to ``log_path`` (as
+        ``account`` when given).
 
         Raises:
             OSError: the program could not be started.
@@ -98,9 +109,21 @@ class LocalProcessRunner:
     """The real :class:`ProcessRunner`: a new session and process group per rank."""
 
     async def spawn(
-        self, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        account: Account | None = None,
     ) -> RankProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        as_account: dict[str, object] = {}
+        if account is not None:
+            os.chown(log_path.parent, account.uid, account.gid)
+            as_account = {
+                "user": account.uid,
+                "group": account.gid,
+                "extra_groups": list(account.groups),
+            }
         with log_path.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -109,13 +132,28 @@ class LocalProcessRunner:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                **as_account,  # type: ignore[arg-type]
             )
         return _LocalProcess(proc)
 
 
 def rank_log_path(log_dir: Path, job_id: str, attempt: int, rank: int) -> Path:
-    """Where the output of ``rank`` of ``job_id``'s ``attempt`` goes."""
-    return log_dir / _safe(job_id) / f"attempt-{attempt}" / f"rank-{rank}.log"
+    """Where the output of ``rank`` of ``job_id``'s ``attempt`` goes (always inside
+    ``log_dir``).
+
+    Raises:
+        ValueError: a negative attempt or rank (never made by the scheduler).
+    """
+    if attempt < 0 or rank < 0:
+        raise ValueError(f"attempt {attempt} and rank {rank} must be >= 0")
+    path = log_dir / _safe(job_id) / f"attempt-{attempt}" / f"rank-{rank}.log"
+    _check_inside(log_dir, path)
+    return path
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path} is outside {root}")
 
 
 def checkpoint_report_path(log_dir: Path, job_id: str, attempt: int) -> Path:
@@ -175,6 +213,7 @@ class ProcessExecutor:
         runner: starts the processes (inject a fake in tests).
         wait: the wait function (grace periods, checkpoint polling).
         base_env: the environment ranks inherit before their own (default: the agent's).
+        users: run each rank as its job user's account (``None``: as the agent).
     """
 
     def __init__(
@@ -184,8 +223,10 @@ class ProcessExecutor:
         runner: ProcessRunner | None = None,
         wait: WaitFn = wait_or_stop,
         base_env: Mapping[str, str] | None = None,
+        users: UserMap | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self._users = users
         self._runner = runner or LocalProcessRunner()
         self._wait = wait
         self._base_env = dict(os.environ if base_env is None else base_env)
@@ -205,7 +246,14 @@ class ProcessExecutor:
         log_path = rank_log_path(self.log_dir, key.job_id, key.attempt, key.rank)
         env = self.environment(launch)
         try:
-            proc = await self._runner.spawn(launch.argv, env, log_path)
+            if self._users is None:
+                proc = await self._runner.spawn(launch.argv, env, log_path)
+            else:
+                account = self._users.account_of(launch.user)
+                env.update(account.environment())
+                proc = await self._runner.spawn(launch.argv, env, log_path, account)
+        except AccountError as exc:
+            return RankExit(None, reason=RankExitReason.START_FAILED, message=exc.message)
         except OSError as exc:
             return RankExit(
                 None, reason=RankExitReason.START_FAILED, message=f"{launch.argv[:1]}: {exc}"

@@ -37,6 +37,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.accounts import UserMap
 from agents.health.errors import HealthProbeError
 from agents.health.fake import FakeGpuProbe, Fault, parse_fault
 from agents.health.host import LinuxHostProbe
@@ -84,6 +85,8 @@ class AgentSettings(BaseModel):
             time).
         thresholds: limits of the health verdict.
         tls: mutual TLS to the scheduler's agents' port (``None``: a plain channel).
+        user_map: run ranks as their job user's local account, through this mapping of
+            firsthop users to accounts (:mod:`agents.accounts`); ``None``: as the agent.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -101,6 +104,7 @@ class AgentSettings(BaseModel):
     reconnect_max_s: float = Field(default=10.0, gt=0)
     thresholds: HealthThresholds = HealthThresholds()
     tls: AgentTls | None = None
+    user_map: dict[str, str] | None = None
 
 
 def parse_fault_schedule(items: Sequence[str]) -> dict[int, list[Fault]]:
@@ -286,7 +290,10 @@ class NodeAgent:
         self._gpus, gpu_count = gpu_probe if gpu_probe is not None else open_gpu_probe(settings)
         host = host_probe or LinuxHostProbe(settings.checkpoint_path)
         self.health = HostHealth(self._gpus, host, settings.thresholds)
-        self.executor = executor or ProcessExecutor(settings.log_dir)
+        self.executor = executor or ProcessExecutor(
+            settings.log_dir,
+            users=None if settings.user_map is None else UserMap(settings.user_map),
+        )
         rng = rng or random.Random()
         opts = options or SessionOptions(
             rng=rng, backoff=Backoff(max_s=settings.reconnect_max_s, rng=rng)

@@ -55,6 +55,8 @@ class RankLaunch:
     covers: tuple[int, ...] = ()
     """Every rank this one process stands for (a per-host launch such as torchrun, keyed by
     the host's first rank); empty: just ``key.rank``."""
+    user: str = ""
+    """The job's user (the scheduler's authenticated submitter)."""
 
     @property
     def ranks(self) -> tuple[int, ...]:

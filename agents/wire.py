@@ -295,6 +295,7 @@ def launches_of(start: StartCommand) -> list[RankLaunch]:
             env={**start.env, **r.env},
             gpu=r.gpu,
             local_rank=r.local_rank,
+            user=start.user,
         )
         for r in start.ranks
     ]

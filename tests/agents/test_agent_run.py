@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -72,7 +73,7 @@ class FakeRunner:
         self.started = asyncio.Event()
 
     async def spawn(
-        self, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+        self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, account: Any = None
     ) -> FakeProcess:
         proc = FakeProcess(1000 + len(self.spawned), self.obeys)
         self.spawned.append((argv, env, log_path, proc))
