@@ -54,9 +54,13 @@ FATAL_REASONS: Final = frozenset(
         ErrorReason.TOPOLOGY_MISMATCH,
         ErrorReason.GPU_COUNT_MISMATCH,
         ErrorReason.INVALID_INPUT,
+        ErrorReason.WRONG_HOST,
+        ErrorReason.PERMISSION_DENIED,
+        ErrorReason.UNAUTHENTICATED,
     }
 )
-"""Registration refusals that retrying cannot fix."""
+"""Registration refusals that retrying cannot fix (a certificate for another host, or none
+the scheduler accepts, stays so)."""
 REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""

@@ -69,7 +69,7 @@ from scheduler.core.scheduler import Scheduler
 from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.metrics import Metrics
 from scheduler.runtime.runtime import Runtime
-from scheduler.security.principals import Principals
+from scheduler.security.principals import Principals, bootstrap_admin
 from scheduler.store.access import MemoryPrincipals, SqlPrincipals
 from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
@@ -258,6 +258,10 @@ def build_server(
     if principals is None:
         principals = SqlPrincipals(store.engine) if isinstance(store, SqlStore) else None
         principals = principals or MemoryPrincipals()
+    if config.bootstrap_admin_file is not None and bootstrap_admin(
+        principals, config.bootstrap_admin_file, datetime.now(UTC)
+    ):
+        _log.info("wrote the first admin's token to %s", config.bootstrap_admin_file)
     index = topology.index
     core_config = SchedulerConfig(
         heartbeat_timeout_s=config.heartbeat_timeout_s,

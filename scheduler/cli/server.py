@@ -72,6 +72,12 @@ def serve(
         str | None,
         typer.Option(help="HOST:PORT of the agents' port, which requires client certificates."),
     ] = None,
+    bootstrap_admin: Annotated[
+        Path | None,
+        typer.Option(
+            help="When no admin has a token, mint one for user 'admin' into this new file (0600)."
+        ),
+    ] = None,
     insecure: Annotated[
         bool | None,
         typer.Option(
@@ -96,6 +102,7 @@ def serve(
             client_ca=client_ca,
             agent_listen=agent_listen,
             insecure=insecure,
+            bootstrap_admin_file=bootstrap_admin,
         )
     asyncio.run(_serve(settings))
 

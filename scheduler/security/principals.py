@@ -13,13 +13,15 @@ Must not import gRPC, the generated protos, ``scheduler.core``, ``scheduler.stor
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Final, Protocol
 
 from scheduler.security.policy import Identity, Role
-from scheduler.security.tokens import InvalidTokenError, matches, parse_bearer
+from scheduler.security.tokens import InvalidTokenError, matches, new_token, parse_bearer
 from topology.errors import FirsthopError, InvalidInputError
 
 USER_ROLES: Final = (Role.USER, Role.OPERATOR, Role.ADMIN)
@@ -160,3 +162,34 @@ def resolve_token(principals: Principals, authorization: str) -> Identity:
     if stored is None or stored.revoked_at is not None or not matches(presented, stored.digest):
         raise RevokedTokenError("the token is unknown or revoked")
     return Identity(stored.user, stored.role, via="token", token_id=stored.token_id)
+
+
+BOOTSTRAP_USER: Final = "admin"
+
+
+def bootstrap_admin(principals: Principals, path: Path, now: datetime) -> bool:
+    """Mint the first admin's token into ``path`` (mode 0600) when no admin has a live token.
+
+    The token is written to the file only (never logged); ``FIRSTHOP_TOKEN_FILE=PATH
+    firsthopctl ...`` uses it. Returns whether a token was minted.
+
+    Raises:
+        InvalidInputError: ``bootstrap_file_exists`` (never overwritten), ``unreadable_file``.
+    """
+    if any(t.role is Role.ADMIN and t.revoked_at is None for t in principals.list_tokens()):
+        return False
+    minted = new_token()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidInputError(
+            f"{path} exists: remove it, or use the token in it", reason="bootstrap_file_exists"
+        ) from None
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write {path}: {exc.strerror}", reason="unreadable_file"
+        ) from None
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(minted.token + "\n")
+    principals.add_token(UserToken(minted.token_id, BOOTSTRAP_USER, Role.ADMIN, minted.digest, now))
+    return True
