@@ -29,8 +29,10 @@ def load_job_spec(path: Path) -> JobSpec:
         raise InvalidInputError(f"cannot read {path}: {detail}", reason="unreadable_file") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RecursionError):
+            first = "nested too deeply"
         raise InvalidInputError(
             f"{path}: not valid YAML/JSON: {first}", reason=ErrorReason.INVALID_JOB_SPEC
         ) from None

@@ -108,13 +108,19 @@ def load_spec(path: Path) -> TopologySpec:
         raise TopologyError(
             f"cannot read {path}: {exc.strerror}", reason="unreadable_file"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise TopologyError(
+            f"{path}: not UTF-8 text (byte {exc.start})", reason="unreadable_file"
+        ) from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
             data = yaml.load(text, Loader=_LOADER)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RecursionError):
+            detail = "nested too deeply"
         raise TopologyError(f"{path}: not valid {_kind(path)}: {detail}") from None
     if not isinstance(data, dict):
         raise TopologyError(f"{path}: expected a mapping at the top level")
