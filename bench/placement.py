@@ -131,7 +131,7 @@ def baseline(snapshot: Snapshot, request: PlacementRequest, kind: str) -> Outcom
             return None
         rank_hosts, gpus = rank_table(ctx.layouts[0], hosts)
     histograms = span_histograms(index, request.par, rank_hosts)
-    cost, _ = cost_from_histograms(ctx.costs, ctx.weights, histograms)
+    cost, _ = cost_from_histograms(ctx.costs, histograms)
     spans = {str(d): h.tolist() for d, h in histograms.items()}
     return Outcome(rank_hosts, gpus, cost, spans, time.perf_counter() - start)
 
@@ -151,7 +151,6 @@ def bound_ms(snapshot: Snapshot, request: PlacementRequest) -> float:
         layout=ctx.layouts[0],
         free_hosts=free,
         eligible_hosts=every,
-        weights=ctx.weights,
         costs=ctx.monotone,
     ).total_ms
 

@@ -25,41 +25,27 @@ Must not import grpc, generated protos, databases, subprocess, typer, rich or ``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from placement.bound import LowerBound, lower_bound
+from placement.candidates import PRIORITY, Candidate, evaluate, fills
 from placement.context import NS_PER_MS, JobContext, count_problem, job_context
 from placement.cost import cost_from_histograms
 from placement.counts import CountProblem, CountTables, allocation_below, count_tables
 from placement.cpsat import HierarchyResult, solve_hierarchy
 from placement.dims import Dim
 from placement.errors import FailureReason
-from placement.fill import FillStrategy, choose_gpus, fill_hosts, rank_table
+from placement.fill import choose_gpus
 from placement.fragmentation import Fragmentation, fragmentation
 from placement.greedy import best_fit_host, best_fit_hosts, first_fit_hosts
+from placement.improve import improve
 from placement.params import PlacementParams
 from placement.ranks import JobLayout, job_layout, span_histograms
 from placement.request import PlacementRequest
 from placement.result import Placement, PlacementFailure, RankTable, SolverReport
 from placement.snapshot import Snapshot
-from placement.zones import zone_repair
 from topology.index import BoolArray, IntArray
-
-_PRIORITY = {"cpsat": 0, "recursion": 1, "best_fit": 2, "first_fit": 3}
-
-
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    name: str
-    layout: JobLayout
-    hosts: IntArray
-    ranks: RankTable
-    cost_ms: float
-    by_dim: dict[Dim, float]
-    histograms: dict[Dim, IntArray]
-    valid: bool
 
 
 def place(
@@ -177,27 +163,10 @@ def _required_failure(ctx: JobContext, start: float) -> PlacementFailure:
 # ---------------------------------------------------------------------------- candidates
 
 
-def _evaluate(ctx: JobContext, name: str, layout: JobLayout, hosts: IntArray) -> _Candidate:
-    host_ids, gpus = rank_table(layout, hosts)
-    histograms = span_histograms(ctx.index, ctx.par, host_ids)
-    cost, by_dim = cost_from_histograms(ctx.costs, ctx.weights, histograms)
-    valid = all(
-        int(histograms[d][level + 1 :].sum()) == 0
-        for d, level in ctx.required.items()
-        if d in histograms
-    )
-    cap = ctx.request.max_leaves
-    if cap is not None and ctx.index.cluster_level > 1:
-        valid = valid and np.unique(ctx.index.ancestors[hosts, 1]).size <= cap
-    return _Candidate(
-        name, layout, hosts, RankTable(host_ids, gpus), cost, by_dim, histograms, valid
-    )
-
-
 def _recursion_candidates(
     ctx: JobContext,
-) -> tuple[list[_Candidate], dict[int, tuple[CountProblem, CountTables]]]:
-    out: list[_Candidate] = []
+) -> tuple[list[Candidate], dict[int, tuple[CountProblem, CountTables]]]:
+    out: list[Candidate] = []
     solved: dict[int, tuple[CountProblem, CountTables]] = {}
     top = ctx.index.cluster_level
     for i, layout in enumerate(ctx.layouts):
@@ -207,31 +176,10 @@ def _recursion_candidates(
             continue
         solved[i] = (problem, tables)
         counts = allocation_below(tables, top, np.array([problem.hosts]))
-        out += _fills(
+        out += fills(
             ctx, name="recursion", layout=layout, problem=problem, tables=tables, counts=counts
         )
     return out, solved
-
-
-def _fills(
-    ctx: JobContext,
-    *,
-    name: str,
-    layout: JobLayout,
-    problem: CountProblem,
-    tables: CountTables,
-    counts: dict[int, IntArray],
-) -> list[_Candidate]:
-    """Candidates from one set of counts: both fill orders, and the zone repair if it applies."""
-    out = [
-        _evaluate(ctx, name, layout, fill_hosts(problem, counts, strategy))
-        for strategy in FillStrategy
-    ]
-    zoned = zone_repair(problem, tables, counts)
-    if zoned is not None:
-        hosts = fill_hosts(problem, zoned.counts, FillStrategy.PAIRED, zoned.forced)
-        out.append(_evaluate(ctx, name, layout, hosts))
-    return out
 
 
 def _cpsat_candidates(
@@ -240,11 +188,11 @@ def _cpsat_candidates(
     tables: CountTables,
     layout: JobLayout,
     hint: dict[int, IntArray] | None,
-) -> tuple[list[_Candidate], HierarchyResult]:
+) -> tuple[list[Candidate], HierarchyResult]:
     result = solve_hierarchy(problem, tables, ctx.params, hint)
     if not result.complete:
         return [], result
-    found = _fills(
+    found = fills(
         ctx, name="cpsat", layout=layout, problem=problem, tables=tables, counts=result.counts
     )
     return found, result
@@ -347,7 +295,6 @@ def _bound(ctx: JobContext, free_hosts: BoolArray) -> LowerBound:
         layout=layout,
         free_hosts=free_hosts,
         eligible_hosts=ideal,
-        weights=ctx.weights,
         costs=ctx.monotone,
     )
 
@@ -355,7 +302,7 @@ def _bound(ctx: JobContext, free_hosts: BoolArray) -> LowerBound:
 def _assemble(
     ctx: JobContext,
     *,
-    best: _Candidate,
+    best: Candidate,
     bound: LowerBound,
     solver: SolverReport,
     candidates: dict[str, float],
@@ -394,7 +341,7 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
     for name, finder in (("best_fit", best_fit_hosts), ("first_fit", first_fit_hosts)):
         hosts = finder(index, ctx.eligible, ctx.hosts)
         if hosts is not None:
-            candidates.append(_evaluate(ctx, name, identity, hosts))
+            candidates.append(evaluate(ctx, name, identity, hosts))
     solver = SolverReport()
     cap = ctx.request.max_leaves
     big = ctx.hosts > ctx.params.fast_path_max_hosts
@@ -417,8 +364,10 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
                 hint = _counts_of_hosts(problem, greedy.hosts)
         found, hierarchy = _cpsat_candidates(ctx, problem, tables, ctx.layouts[best_layout], hint)
         candidates += found
-        base = sum(w for d, w in ctx.weights.items() if ctx.par.sizes[d] > 1)
-        solver = _solver_report(problem, hierarchy, base * float(ctx.monotone[0]))
+        base = sum(float(c[0]) for c in ctx.monotone.values())
+        solver = _solver_report(problem, hierarchy, base)
+    if ctx.params.improve:
+        candidates += improve(ctx, candidates)
     valid = [c for c in candidates if c.valid]
     if not valid:
         if cap is not None and hierarchy is not None and not hierarchy.infeasible:
@@ -439,7 +388,7 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
                 needed_hosts=ctx.hosts,
             )
         return _required_failure(ctx, start)
-    best = min(valid, key=lambda c: (round(c.cost_ms, 9), _PRIORITY[c.name]))
+    best = min(valid, key=lambda c: (round(c.cost_ms, 9), PRIORITY[c.name]))
     summary: dict[str, float] = {}
     for c in candidates:
         if c.valid:
@@ -469,9 +418,9 @@ def _place_on_one_host(ctx: JobContext, start: float) -> Placement | PlacementFa
     hosts = np.array([host], dtype=np.int64)
     ranks = RankTable(np.full(need, host, dtype=np.int64), gpus)
     histograms = span_histograms(ctx.index, ctx.par, ranks.hosts)
-    cost, by_dim = cost_from_histograms(ctx.costs, ctx.weights, histograms)
+    cost, by_dim = cost_from_histograms(ctx.costs, histograms)
     layout = job_layout(ctx.par, ctx.gpus_per_host)
-    candidate = _Candidate("single_host", layout, hosts, ranks, cost, by_dim, histograms, True)
+    candidate = Candidate("single_host", layout, hosts, ranks, cost, by_dim, histograms, True)
     fits = ctx.usable & (snap.free_gpus_per_host >= need)
     bound = _bound(ctx, fits)
     return _assemble(

@@ -1,4 +1,9 @@
-"""Tuning knobs of one placement run: solver limits, seed, exposure factors, tie-breakers.
+"""Tuning knobs of one placement run: solver limits, seed, the cost model's terms, tie-breakers.
+
+The cost model's defaults (exposure per dimension, ECMP contention above the leaf, per-hop
+latency) are documented with their sources in :mod:`placement.cost` and placement.md sections
+2.3, 3 and 9. A cluster sets them in its scheduler configuration (``placement:`` section);
+:meth:`PlacementParams.bandwidth_only` gives the bytes-over-bandwidth model without them.
 
 Must not import grpc, generated protos, databases, subprocess, typer, rich or ``scheduler``.
 """
@@ -12,6 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from placement.dims import Dim
 
 NonNegative = Annotated[float, Field(ge=0)]
+
+DEFAULT_EXPOSURE: dict[Dim, float] = {"tp": 1.0, "cp": 1.0, "ep": 1.0, "pp": 0.5, "dp": 0.3}
+"""Fraction of each dimension's communication time on the critical path (placement.md
+section 9): TP, all-gather CP and EP all-to-all sit on it (Llama 3: CP is "exposed in the
+critical path"); PP p2p overlaps about half with the pipeline schedule; FSDP/ZeRO DP overlaps
+with backward and prefetch (0.2-0.5; 0.3 here)."""
+
+DEFAULT_ECMP_CONTENTION = 1.5
+"""Slowdown of traffic that leaves its leaf over ECMP-hashed uplinks (placement.md section 9).
+
+Derived, not quoted: hashing ``f`` flows per uplink at random onto ``u`` uplinks loads the
+busiest one about ``1 + sqrt(2 ln u / f)`` times the mean (balls into bins), and a ring
+collective runs at its busiest link's pace: 1.4-1.7 for 32-64 uplinks and 16 flows each
+(Meta's 16 flows per GPU pair). Crux (SIGCOMM'24) finds most production contention on such
+paths. Calibrate per cluster from NCCL tests across leaves against inside one."""
 
 
 class PlacementParams(BaseModel):
@@ -34,8 +54,15 @@ class PlacementParams(BaseModel):
             budget still applies; only when that guard fires can answers differ.
         wall_guard_factor: see ``deterministic``.
         exposure: per dimension, the fraction of its communication time that is not hidden
-            behind compute (placement.md section 9). The cost weights each dimension's bytes by
-            it. Defaults to 1 (raw communication time) for every dimension.
+            behind compute (placement.md section 9); dimensions not given take
+            :data:`DEFAULT_EXPOSURE`.
+        ecmp_contention: ``kappa``, the slowdown of bandwidth-bound traffic at every level
+            above the first network switch tier (:data:`DEFAULT_ECMP_CONTENTION`); 1 turns
+            it off.
+        tier_contention: per tier name (``pod``, ``core``, ``leaf``...), a contention factor
+            overriding ``ecmp_contention`` for that level.
+        latency: charge each dimension's messages per step times the hop latency of the
+            level its groups span (alpha-beta model, :mod:`placement.cost`).
         domain_use_us: tie-breaker cost (microseconds) per domain used, times its level:
             prefer fewer leaves and pods when communication cost is equal.
         partial_domain_us: tie-breaker cost (microseconds) per domain touched but not
@@ -47,6 +74,11 @@ class PlacementParams(BaseModel):
             innermost (see :mod:`placement.ranks`).
         stranded_leaf_hosts: a free host counts as stranded when its leaf has fewer free
             hosts than this (a typical multi-host block).
+        improve: run the improvement phase (:mod:`placement.improve`): restricted re-solves
+            around the best candidates, so that more free hosts never give a worse answer.
+        improve_resolves: most re-solves of that phase per job.
+        improve_work: re-solves times job hosts allowed (a 2,048-host job gets 2): keeps the
+            phase deterministic and within the large-job time target.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +92,9 @@ class PlacementParams(BaseModel):
     deterministic: bool = True
     wall_guard_factor: Annotated[float, Field(ge=1)] = 4.0
     exposure: dict[Dim, NonNegative] = Field(default_factory=dict)
+    ecmp_contention: Annotated[float, Field(ge=1)] = DEFAULT_ECMP_CONTENTION
+    tier_contention: dict[str, Annotated[float, Field(ge=1)]] = Field(default_factory=dict)
+    latency: bool = True
     domain_use_us: NonNegative = 1.0
     partial_domain_us: NonNegative = 1.0
     fast_path_max_hosts: Annotated[int, Field(ge=0)] = 8
@@ -67,6 +102,28 @@ class PlacementParams(BaseModel):
     try_transposed_layout: bool = True
     stranded_leaf_hosts: Annotated[int, Field(ge=1)] = 4
 
+    improve: bool = True
+    improve_resolves: Annotated[int, Field(ge=0)] = 16
+    improve_work: Annotated[int, Field(ge=0)] = 4096
+
     def exposure_of(self, dim: Dim) -> float:
-        """The exposure factor of ``dim`` (1 unless set)."""
-        return self.exposure.get(dim, 1.0)
+        """The exposure factor of ``dim`` (:data:`DEFAULT_EXPOSURE` unless set)."""
+        return self.exposure.get(dim, DEFAULT_EXPOSURE[dim])
+
+    def contention_of(self, tier: str) -> float:
+        """The ECMP contention factor of traffic spanning the tier named ``tier``."""
+        return self.tier_contention.get(tier, self.ecmp_contention)
+
+    @classmethod
+    def bandwidth_only(cls, **overrides: object) -> PlacementParams:
+        """Bytes over bandwidth only: exposure 1, no contention, no latency.
+
+        The cost model of the first placement engine; benchmarks compare against it.
+        """
+        base: dict[str, object] = {
+            "exposure": dict.fromkeys(DEFAULT_EXPOSURE, 1.0),
+            "ecmp_contention": 1.0,
+            "latency": False,
+        }
+        base.update(overrides)
+        return cls.model_validate(base)

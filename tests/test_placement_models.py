@@ -28,7 +28,7 @@ from placement.fill import FillStrategy, choose_gpus, fill_hosts, order_children
 from placement.fragmentation import fragmentation
 from placement.ranks import job_layout
 
-PARAMS = PlacementParams()
+PARAMS = PlacementParams.bandwidth_only()
 
 
 def _children() -> list[LevelChild]:
@@ -171,15 +171,15 @@ def test_pairwise_bound_sees_that_dp_and_pp_cannot_both_stay_in_pods() -> None:
     par = Parallelism(tp=8, dp=2, pp=4)
     index = topo.index
     every = np.ones(index.num_hosts, dtype=np.bool_)
-    weights = {"tp": 236.8, "dp": 18.8, "pp": 1.07, "cp": 0.0, "ep": 0.0}
+    weights = {"tp": 236.8, "dp": 18.8, "pp": 1.07}
+    per_gb = monotone_costs_ms(tier_costs_ms(index))
     bound = lower_bound(
         index,
         par=par,
         layout=job_layout(par, 8),
         free_hosts=every,
         eligible_hosts=every,
-        weights=weights,
-        costs=monotone_costs_ms(tier_costs_ms(index)),
+        costs={d: w * per_gb for d, w in weights.items()},
     )
 
     assert sum(bound.by_dim_ms.values()) == pytest.approx(526.2222 + 376 + 21.4, rel=1e-6)
@@ -201,7 +201,6 @@ def test_bound_forces_crossings_when_no_domain_holds_a_line() -> None:
         layout=ctx.layouts[0],
         free_hosts=ctx.eligible,
         eligible_hosts=np.ones(topo.index.num_hosts, dtype=np.bool_),
-        weights=ctx.weights,
         costs=ctx.monotone,
     )
 
