@@ -9,7 +9,7 @@ times latency) and ``m_{d,l}`` the number of groups of ``d`` that span level ``l
     U_l = sum_d ((C'_d(l) - C'_d(l-1)) / |groups_d|) * m_{d,l}
 
 so any lower bound on each ``U_l`` gives a lower bound on the cost. Each ``U_l`` is bounded
-separately, by the larger of two valid bounds:
+separately, by the largest of three valid bounds:
 
 1. **Forced splits, per dimension.** A group's *host set* is the set of host slots its ranks
    use (``rank // G``). In a regular layout the host sets of ``d`` are disjoint *lines* of
@@ -30,6 +30,11 @@ separately, by the larger of two valid bounds:
    inside one domain; each of the others pays the plane's minimum (capacity caps dropped:
    they are global).
 
+3. **All digits at once, per level** (:mod:`placement.relax`): the most line weight each
+   domain's free hosts can hold, whatever the assignment, from the exact best *down-set* of
+   the slot box, summed over domains by a knapsack. It sees three or more dimensions that
+   cannot all stay inside one domain, which the pairwise bound cannot.
+
 The bound also reports the fewest domains per tier that can hold the job
 (``k_l = min{k : k largest F_D sum to at least H}``), the forced crossings per dimension and
 tier, and the same bound on an empty cluster (``ideal_ms``: the price of fragmentation is
@@ -40,13 +45,14 @@ Must not import grpc, generated protos, databases, subprocess, typer, rich or ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from placement.dims import Dim
 from placement.ranks import JobLayout, group_ranks, multi_rank_dims
+from placement.relax import line_values, max_contained
 from placement.request import Parallelism
 from topology.index import BoolArray, FloatArray, IntArray, TopologyIndex
 
@@ -201,6 +207,10 @@ def _level_bounds(
         return forced, best
     for level in range(2, top + 1):
         free = index.sum_per_domain(level - 1, free_hosts.astype(np.int64))
+        joint = _knapsack_level(
+            digits, lines=lines, weight=weight, forced=forced, level=level, free=free
+        )
+        best[level] = max(best[level], joint)
         fmax = min(int(free.max()), hosts)
         for i, (a_dim, a_hosts) in enumerate(digits):
             for b_dim, b_hosts in digits[i + 1 :]:
@@ -231,6 +241,35 @@ def _level_bounds(
                 )
                 best[level] = max(best[level], (planes - whole_planes) * plane + rest)
     return forced, best
+
+
+def _knapsack_level(
+    digits: Sequence[tuple[Dim, int]],
+    *,
+    lines: Mapping[Dim, _Lines],
+    weight: Mapping[Dim, FloatArray],
+    forced: Mapping[Dim, IntArray],
+    level: int,
+    free: IntArray,
+) -> float:
+    """Bound 3 on ``U_l``: all digits' lines at once (:mod:`placement.relax`), or 0."""
+    if any(lines[d].groups_per_line is None for d, _ in digits):
+        return 0.0
+    sizes = [n for _, n in digits]
+    line_w = [float(weight[d][level]) * (lines[d].groups_per_line or 0) for d, _ in digits]
+    if not any(line_w):
+        return 0.0
+    values = line_values(sizes, line_w)
+    if values is None:
+        return 0.0
+    hosts = int(np.prod(sizes))
+    total = sum(w * (hosts // n) for w, n in zip(line_w, sizes, strict=True))
+    kept = max_contained(values, free, hosts)
+    if not np.isfinite(kept):
+        return 0.0
+    named = {d for d, _ in digits}
+    rest = sum(float(weight[d][level]) * float(forced[d][level]) for d in forced if d not in named)
+    return max(0.0, total - kept) + rest
 
 
 def _bound_ms(costs: Mapping[Dim, FloatArray], dims: list[Dim], u: FloatArray) -> float:

@@ -366,8 +366,9 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
         candidates += found
         base = sum(float(c[0]) for c in ctx.monotone.values())
         solver = _solver_report(problem, hierarchy, base)
+    bound = _bound(ctx, ctx.eligible)
     if ctx.params.improve:
-        candidates += improve(ctx, candidates)
+        candidates += improve(ctx, candidates, bound.total_ms)
     valid = [c for c in candidates if c.valid]
     if not valid:
         if cap is not None and hierarchy is not None and not hierarchy.infeasible:
@@ -393,7 +394,6 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
     for c in candidates:
         if c.valid:
             summary[c.name] = min(summary.get(c.name, float("inf")), c.cost_ms)
-    bound = _bound(ctx, ctx.eligible)
     return _assemble(ctx, best=best, bound=bound, solver=solver, candidates=summary, start=start)
 
 

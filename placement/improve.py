@@ -18,10 +18,18 @@ Subsets, in order (large-neighbourhood search over the leaves and pods in use):
    a Slurm-like scheduler would pick is always tried);
 2. *destroy and repair*: from the current best, drop one domain it uses (each leaf, then each
    pod, least used first) and re-solve on the rest of its leaves and pods plus every other
-   free host, repeating from the new best whenever one improves.
+   free host, repeating from the new best whenever one improves;
+3. *count moves*: hill-climb on the best candidate's hosts per leaf, moving 1, 2 or a block's
+   worth of hosts from a leaf it uses to another leaf with room (same parent first), filled
+   both ways and scored by the true cost; the first improving move is taken, until none
+   improves or ``improve_move_work`` (evaluations times hosts) is spent. The count models
+   cannot see these moves: they change only how partial blocks line up.
 
-The phase is deterministic: it stops after ``improve_resolves`` re-solves, scaled down for
-large jobs by ``improve_work`` (re-solves times hosts), never by the clock.
+A candidate that reaches the lower bound is optimal, so the phase then does nothing (most small
+jobs, which fit one leaf). Jobs of more than :data:`ALL_LAYOUTS_MAX_HOSTS` hosts re-solve only
+the layout of the candidate they start from. The phase is deterministic: it stops after
+``improve_resolves`` re-solves, scaled down for large jobs by ``improve_work`` (re-solves
+times hosts), never by the clock.
 
 Must not import grpc, generated protos, databases, subprocess, typer, rich or ``scheduler``.
 """
@@ -32,13 +40,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from placement.candidates import Candidate, fills
+from placement.candidates import Candidate, evaluate, fills
 from placement.context import JobContext, count_problem
-from placement.counts import allocation_below, count_tables
-from topology.index import BoolArray
+from placement.counts import CountProblem, allocation_below, count_tables, parents_of
+from placement.fill import FillStrategy, fill_hosts
+from placement.ranks import JobLayout
+from topology.index import BoolArray, IntArray
 
 SEEDS = 3
 """Distinct best candidates whose domains seed restricted re-solves."""
+
+ALL_LAYOUTS_MAX_HOSTS = 256
+"""Jobs up to this many hosts re-solve every candidate layout; larger ones only the seed's."""
 
 BASELINES = ("best_fit", "first_fit")
 """Candidates that always seed (the compact subsets other schedulers pick)."""
@@ -58,15 +71,15 @@ def _domain_mask(ctx: JobContext, level: int, domains: Sequence[int]) -> BoolArr
     return np.asarray(mask[index.ancestors[:, level]] & ctx.eligible, dtype=np.bool_)
 
 
-def _seed_subsets(ctx: JobContext, seeds: Sequence[Candidate]) -> Iterator[BoolArray]:
+def _seed_subsets(ctx: JobContext, seed: Candidate) -> Iterator[BoolArray]:
+    """The seed's exact hosts, then the free hosts of the leaves, pods... it uses."""
     index = ctx.index
-    for seed in seeds:
-        exact = np.zeros(index.num_hosts, dtype=np.bool_)
-        exact[seed.hosts] = True
-        yield exact
-        for level in range(1, index.cluster_level):
-            used = np.unique(index.ancestors[seed.hosts, level]).tolist()
-            yield _domain_mask(ctx, level, used)
+    exact = np.zeros(index.num_hosts, dtype=np.bool_)
+    exact[seed.hosts] = True
+    yield exact
+    for level in range(1, index.cluster_level):
+        used = np.unique(index.ancestors[seed.hosts, level]).tolist()
+        yield _domain_mask(ctx, level, used)
 
 
 def _destroy_subsets(ctx: JobContext, best: Candidate) -> Iterator[BoolArray]:
@@ -81,11 +94,11 @@ def _destroy_subsets(ctx: JobContext, best: Candidate) -> Iterator[BoolArray]:
             yield np.asarray(mask, dtype=np.bool_)
 
 
-def _resolve(ctx: JobContext, eligible: BoolArray) -> list[Candidate]:
-    """The recursion's answer on ``eligible`` for every layout, both fills, verified."""
+def _resolve(ctx: JobContext, eligible: BoolArray, layouts: Sequence[JobLayout]) -> list[Candidate]:
+    """The recursion's answer on ``eligible`` for each layout, both fills, verified."""
     out: list[Candidate] = []
     top = ctx.index.cluster_level
-    for layout in ctx.layouts:
+    for layout in layouts:
         problem = count_problem(ctx, layout, eligible)
         tables = count_tables(problem)
         if not np.isfinite(tables.optimum):
@@ -97,19 +110,23 @@ def _resolve(ctx: JobContext, eligible: BoolArray) -> list[Candidate]:
     return out
 
 
-def improve(ctx: JobContext, candidates: Sequence[Candidate]) -> list[Candidate]:
+def improve(
+    ctx: JobContext, candidates: Sequence[Candidate], lower_bound_ms: float
+) -> list[Candidate]:
     """New candidates from restricted re-solves (see the module docstring).
 
     Args:
         ctx: the job context.
         candidates: every candidate found so far (valid ones seed the search).
+        lower_bound_ms: a lower bound on the cost: a candidate that reaches it is optimal
+            and the phase does nothing.
 
     Returns:
         The candidates the re-solves produced, valid or not (the caller filters).
     """
     budget = resolve_budget(ctx)
     valid = sorted((c for c in candidates if c.valid), key=lambda c: c.cost_ms)
-    if budget == 0 or not valid:
+    if not valid or valid[0].cost_ms <= lower_bound_ms * (1 + 1e-9) + 1e-9:
         return []
     seen: set[bytes] = set()
     seeds: list[Candidate] = []
@@ -124,7 +141,7 @@ def improve(ctx: JobContext, candidates: Sequence[Candidate]) -> list[Candidate]
     tried: set[bytes] = set()
     best = valid[0]
 
-    def attempt(mask: BoolArray) -> bool:
+    def attempt(mask: BoolArray, layout: JobLayout) -> bool:
         """Re-solve on ``mask`` unless tried or too small; True when the best improved."""
         nonlocal best, budget
         key = np.packbits(mask).tobytes()
@@ -132,7 +149,8 @@ def improve(ctx: JobContext, candidates: Sequence[Candidate]) -> list[Candidate]
             return False
         tried.add(key)
         budget -= 1
-        new = _resolve(ctx, mask)
+        layouts = ctx.layouts if ctx.hosts <= ALL_LAYOUTS_MAX_HOSTS else (layout,)
+        new = _resolve(ctx, mask, layouts)
         found.extend(new)
         better = [c for c in new if c.valid and c.cost_ms < best.cost_ms - 1e-9]
         if better:
@@ -140,17 +158,82 @@ def improve(ctx: JobContext, candidates: Sequence[Candidate]) -> list[Candidate]
             return True
         return False
 
-    for mask in _seed_subsets(ctx, seeds):
-        if budget <= 0:
-            return found
-        attempt(mask)
+    for seed in seeds:
+        for mask in _seed_subsets(ctx, seed):
+            if budget > 0:
+                attempt(mask, seed.layout)
     improved = True
     while improved and budget > 0:
         improved = False
         for mask in _destroy_subsets(ctx, best):
             if budget <= 0:
                 break
-            if attempt(mask):
+            if attempt(mask, best.layout):
+                improved = True
+                break
+    found += count_moves(ctx, best)
+    return found
+
+
+def _counts_from_leaves(problem: CountProblem, leaves: IntArray) -> dict[int, IntArray]:
+    """Counts per domain at every level from the hosts taken per leaf."""
+    index = problem.index
+    out = {1: leaves}
+    for level in range(2, problem.top + 1):
+        parent = parents_of(index, level - 1)
+        summed = np.bincount(parent, weights=out[level - 1], minlength=index.num_domains(level))
+        out[level] = np.rint(summed).astype(np.int64)
+    return out
+
+
+def _moves(problem: CountProblem, leaves: IntArray, sizes: Sequence[int]) -> Iterator[IntArray]:
+    """Leaf counts one move away: ``k`` hosts from a used leaf to another with room."""
+    index = problem.index
+    free = problem.free[1]
+    used = np.flatnonzero(leaves > 0).tolist()
+    room = np.flatnonzero(free > leaves).tolist()
+    parent = parents_of(index, 1) if problem.top > 1 else np.zeros(len(free), dtype=np.int64)
+    pairs = [(a, b) for a in used for b in room if a != b]
+    pairs.sort(key=lambda ab: (parent[ab[0]] != parent[ab[1]], leaves[ab[1]] == 0, ab))
+    for k in sizes:
+        for a, b in pairs:
+            if leaves[a] >= k and free[b] - leaves[b] >= k:
+                moved = leaves.copy()
+                moved[a] -= k
+                moved[b] += k
+                yield moved
+
+
+def count_moves(ctx: JobContext, best: Candidate) -> list[Candidate]:
+    """Hill-climb on hosts per leaf from ``best`` (phase 3 of the module docstring)."""
+    evaluations = ctx.params.improve_move_work // max(ctx.hosts, 1)
+    if evaluations <= 0 or ctx.index.cluster_level < 2:
+        return []
+    problem = count_problem(ctx, best.layout)
+    sizes = sorted({1, 2, *(b.hosts for b in problem.blocks if b.hosts < ctx.hosts)})
+    found: list[Candidate] = []
+    leaves = np.bincount(
+        ctx.index.ancestors[best.hosts, 1], minlength=ctx.index.num_domains(1)
+    ).astype(np.int64)
+    seen = {leaves.tobytes()}
+    improved = True
+    while improved and evaluations > 0:
+        improved = False
+        for moved in _moves(problem, leaves, sizes):
+            if evaluations <= 0:
+                break
+            if moved.tobytes() in seen:
+                continue
+            seen.add(moved.tobytes())
+            counts = _counts_from_leaves(problem, moved)
+            for strategy in FillStrategy:
+                evaluations -= 1
+                hosts = fill_hosts(problem, counts, strategy)
+                found.append(evaluate(ctx, "improved", best.layout, hosts))
+            better = [c for c in found[-2:] if c.valid and c.cost_ms < best.cost_ms - 1e-9]
+            if better:
+                best = min(better, key=lambda c: c.cost_ms)
+                leaves = moved
                 improved = True
                 break
     return found

@@ -79,6 +79,8 @@ class PlacementParams(BaseModel):
         improve_resolves: most re-solves of that phase per job.
         improve_work: re-solves times job hosts allowed (a 2,048-host job gets 2): keeps the
             phase deterministic and within the large-job time target.
+        improve_move_work: count-move evaluations times job hosts allowed (the phase's
+            hill-climb on hosts per leaf).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -105,6 +107,7 @@ class PlacementParams(BaseModel):
     improve: bool = True
     improve_resolves: Annotated[int, Field(ge=0)] = 16
     improve_work: Annotated[int, Field(ge=0)] = 4096
+    improve_move_work: Annotated[int, Field(ge=0)] = 4096
 
     def exposure_of(self, dim: Dim) -> float:
         """The exposure factor of ``dim`` (:data:`DEFAULT_EXPOSURE` unless set)."""
