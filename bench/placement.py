@@ -12,10 +12,16 @@ Scenarios (issue 4):
 - the real 847-host Alibaba Lingjun topology (``data/topology``, 8 GPUs per host assumed);
 - a stream of jobs with the Philly trace's sizes and times on a 1,024-GPU
   fat tree, replayed once per policy (FIFO with backfill), plus firsthop's cost against both
-  baselines on the very same snapshots.
+  baselines on the very same snapshots;
+- irregular occupancy (issue 12, :mod:`bench.placement_quality`): scattered 30-55 % busy
+  hosts on small and large trees and on 2:1 oversubscribed leaves, shapes with CP and EP;
+  the distribution of cost / lower bound and of cost against the best of several restricted
+  re-solves, and groups per tier before (bytes over bandwidth) and after the cost model's
+  exposure, ECMP and latency terms.
 
-Costs are milliseconds of communication per training step (:mod:`placement.cost`) with the
-default volumes. Baselines run the same rank-table rules (whole hosts, rail alignment) and
+Costs are milliseconds of exposed communication per training step (:mod:`placement.cost`)
+with the default volumes and the default cost model (exposure, ECMP contention above the
+leaf, latency). Baselines run the same rank-table rules (whole hosts, rail alignment) and
 differ only in which hosts they take and in what order. Timings are wall-clock on this
 machine, median of repeats. Run: ``python -m bench.placement``; writes
 ``bench/results/placement.json``.
@@ -35,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import write_results
+from bench.placement_quality import print_quality, quality
 from placement import Parallelism, Placement, PlacementParams, PlacementRequest, Snapshot, place
 from placement.bound import lower_bound
 from placement.context import job_context
@@ -198,8 +205,9 @@ def scenario(
             "lower_bound_ms": result.lower_bound.total_ms,
             "ratio": result.ratio,
             "ratio_without_tp": (result.cost_ms - tp) / sensitive_lb if sensitive_lb else 1.0,
-            "cpsat_bound_ms": result.solver.bound_ms,
-            "cost_over_cpsat_bound": (
+            "gap": result.gap,
+            "count_model_bound_ms": result.solver.bound_ms,
+            "cost_over_count_model_bound": (
                 result.cost_ms / result.solver.bound_ms if result.solver.bound_ms else None
             ),
             "solver_status": result.solver.status,
@@ -403,6 +411,7 @@ def main() -> None:
     ):
         rows.append(scenario(f"Lingjun 847 hosts, 40% random, {job}", lingjun, lj_busy, par))
         print(_line(rows[-1]), flush=True)
+    irregular = quality()
     stream_topo = Topology.from_spec(fat_tree(4, 4, 8, 8))
     jobs = philly_jobs(STREAM_JOBS)
     stream = [replay(stream_topo, jobs, policy) for policy in ("firsthop", "best_fit", "first_fit")]
@@ -411,9 +420,11 @@ def main() -> None:
         "scenarios": rows,
         "small_jobs": small,
         "philly_stream": {"setup": STREAM_NOTE, "policies": stream},
+        "irregular": irregular,
     }
     path = write_results("placement", payload)
     _print_summary(rows, small, stream)
+    print_quality(irregular)
     print(f"\nwrote {path}")
 
 
@@ -441,12 +452,12 @@ def _print_summary(
     rows: list[dict[str, Any]], small: list[dict[str, Any]], stream: list[dict[str, Any]]
 ) -> None:
     print(
-        "\nscenario | solve s | cost/LB | cost/CP-SAT bound | vs best fit | vs first fit | "
+        "\nscenario | solve s | cost/LB | cost/count-model bound | vs best fit | vs first fit | "
         "groups per tier above host (firsthop; best fit)"
     )
     for row in rows:
         fh = row["firsthop"]
-        cpsat = fh["cost_over_cpsat_bound"]
+        cpsat = fh["cost_over_count_model_bound"]
         best = row.get("best_fit") or {}
         print(
             f"{row['scenario']} | {fh['solve_s_median']:.3f} | {fh['ratio']:.3f} | "

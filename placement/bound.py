@@ -33,7 +33,8 @@ separately, by the largest of three valid bounds:
 3. **All digits at once, per level** (:mod:`placement.relax`): the most line weight each
    domain's free hosts can hold, whatever the assignment, from the exact best *down-set* of
    the slot box, summed over domains by a knapsack. It sees three or more dimensions that
-   cannot all stay inside one domain, which the pairwise bound cannot.
+   cannot all stay inside one domain, which the pairwise bound cannot. It runs where the
+   knapsack is small (:data:`MAX_KNAPSACK_WORK`).
 
 The bound also reports the fewest domains per tier that can hold the job
 (``k_l = min{k : k largest F_D sum to at least H}``), the forced crossings per dimension and
@@ -55,6 +56,10 @@ from placement.ranks import JobLayout, group_ranks, multi_rank_dims
 from placement.relax import line_values, max_contained
 from placement.request import Parallelism
 from topology.index import BoolArray, FloatArray, IntArray, TopologyIndex
+
+MAX_KNAPSACK_WORK = 2_000_000
+"""Largest knapsack (job hosts times free slots summed over domains) bound 3 solves; beyond
+it (a 2,048-host job over 384 leaves) bounds 1 and 2 stand alone, within the time target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +264,12 @@ def _knapsack_level(
     line_w = [float(weight[d][level]) * (lines[d].groups_per_line or 0) for d, _ in digits]
     if not any(line_w):
         return 0.0
+    hosts = int(np.prod(sizes))
+    if (hosts + 1) * int(np.minimum(free, hosts).sum()) > MAX_KNAPSACK_WORK:
+        return 0.0
     values = line_values(sizes, line_w)
     if values is None:
         return 0.0
-    hosts = int(np.prod(sizes))
     total = sum(w * (hosts // n) for w, n in zip(line_w, sizes, strict=True))
     kept = max_contained(values, free, hosts)
     if not np.isfinite(kept):

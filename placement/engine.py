@@ -7,15 +7,21 @@ Pure: reads its inputs, never mutates them, returns a value. Steps for a job of 
 2. for each candidate layout (the framework's nesting, and the heaviest dimension innermost):
    build the count problem and solve its exact recursion (:mod:`placement.counts`); lay hosts
    out with two fill orders (:mod:`placement.fill`);
-3. unless the job is small (``fast_path_max_hosts``), solve the hierarchical CP-SAT models of
-   the best layout from the recursion's hint (:mod:`placement.cpsat`) and fill again;
-   and with the zone repair of :mod:`placement.zones` (remainders laid out so that partial
-   blocks pair up);
+3. for a job with a leaf cap (which couples the children, so the recursion alone is not
+   exact), or with ``prove_count_model`` for jobs above ``fast_path_max_hosts``, solve the
+   hierarchical CP-SAT models of the best layout from the recursion's hint
+   (:mod:`placement.cpsat`) and fill again, also with the zone repair of
+   :mod:`placement.zones` (remainders laid out so that partial blocks pair up);
 4. add the two baselines (:mod:`placement.greedy`), so the answer is never worse than either;
-5. verify every candidate by enumerating the real groups from the framework's order
-   (:mod:`placement.ranks`), drop any that breaks a hard rule, and return the cheapest
-   (ties: CP-SAT, recursion, best fit, first fit) with its cost, lower bound, spans and
-   fragmentation.
+5. compute the lower bound (:mod:`placement.bound`); unless a candidate already meets it, run
+   the improvement phase (:mod:`placement.improve`: restricted re-solves seeded from the
+   domains of the best candidates and the baselines, destroy-and-repair over the leaves and
+   pods in use, and a hill-climb on hosts per leaf), all scored by the true cost, so that
+   more free hosts do not give a worse answer in practice;
+6. every candidate is verified by enumerating the real groups from the framework's order
+   (:mod:`placement.ranks`, :mod:`placement.candidates`); drop any that breaks a hard rule
+   and return the cheapest (ties: CP-SAT, recursion, improved, best fit, first fit) with its
+   cost, lower bound (and proven gap), spans and fragmentation.
 
 Jobs smaller than a host take one host's free GPUs (best fit) without any solver.
 
@@ -346,9 +352,12 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
     cap = ctx.request.max_leaves
     big = ctx.hosts > ctx.params.fast_path_max_hosts
     hierarchy: HierarchyResult | None = None
-    if (ctx.params.use_cpsat and big) or cap is not None:
+    prove = ctx.params.use_cpsat and ctx.params.prove_count_model and big
+    if prove or cap is not None:
         # The level models are where a leaf cap is enforced, so a capped job always runs
-        # them (skipped, with the hint, when use_cpsat is off).
+        # them (skipped, with the hint, when use_cpsat is off). Without a cap they optimise
+        # the recursion's own separable objective, whose exact optimum they start from: they
+        # can only prove it (prove_count_model), never improve it.
         best_layout = min(
             solved,
             key=lambda i: min(

@@ -19,7 +19,8 @@ Subsets, in order (large-neighbourhood search over the leaves and pods in use):
 2. *destroy and repair*: from the current best, drop one domain it uses (each leaf, then each
    pod, least used first) and re-solve on the rest of its leaves and pods plus every other
    free host, repeating from the new best whenever one improves;
-3. *count moves*: hill-climb on the best candidate's hosts per leaf, moving 1, 2 or a block's
+3. *count moves*: hill-climb on the hosts per leaf of the best candidate and of the next
+   distinct one (two starts share the budget), moving 1, 2 or a block's
    worth of hosts from a leaf it uses to another leaf with room (same parent first), filled
    both ways and scored by the true cost; the first improving move is taken, until none
    improves or ``improve_move_work`` (evaluations times hosts) is spent. The count models
@@ -49,6 +50,9 @@ from topology.index import BoolArray, IntArray
 
 SEEDS = 3
 """Distinct best candidates whose domains seed restricted re-solves."""
+
+MOVE_STARTS = 2
+"""Distinct candidates (the best first) the count-move hill-climb starts from."""
 
 ALL_LAYOUTS_MAX_HOSTS = 256
 """Jobs up to this many hosts re-solve every candidate layout; larger ones only the seed's."""
@@ -171,7 +175,15 @@ def improve(
             if attempt(mask, best.layout):
                 improved = True
                 break
-    found += count_moves(ctx, best)
+    starts = [best]
+    for c in sorted((c for c in [*valid, *found] if c.valid), key=lambda c: c.cost_ms):
+        if len(starts) == MOVE_STARTS:
+            break
+        if all(np.sort(c.hosts).tobytes() != np.sort(s.hosts).tobytes() for s in starts):
+            starts.append(c)
+    share = ctx.params.improve_move_work // len(starts)
+    for start in starts:
+        found += count_moves(ctx, start, share)
     return found
 
 
@@ -187,26 +199,39 @@ def _counts_from_leaves(problem: CountProblem, leaves: IntArray) -> dict[int, In
 
 
 def _moves(problem: CountProblem, leaves: IntArray, sizes: Sequence[int]) -> Iterator[IntArray]:
-    """Leaf counts one move away: ``k`` hosts from a used leaf to another with room."""
+    """Leaf counts one move away: ``k`` hosts from a used leaf to another with room.
+
+    Moves inside one parent come first, then to a used leaf elsewhere, then to an unused one;
+    generated lazily (a large job has hundreds of leaves and a budget of a few moves).
+    """
     index = problem.index
     free = problem.free[1]
-    used = np.flatnonzero(leaves > 0).tolist()
-    room = np.flatnonzero(free > leaves).tolist()
+    used = np.flatnonzero(leaves > 0)
+    room = np.flatnonzero(free > leaves)
     parent = parents_of(index, 1) if problem.top > 1 else np.zeros(len(free), dtype=np.int64)
-    pairs = [(a, b) for a in used for b in room if a != b]
-    pairs.sort(key=lambda ab: (parent[ab[0]] != parent[ab[1]], leaves[ab[1]] == 0, ab))
     for k in sizes:
-        for a, b in pairs:
-            if leaves[a] >= k and free[b] - leaves[b] >= k:
-                moved = leaves.copy()
-                moved[a] -= k
-                moved[b] += k
-                yield moved
+        givers = used[leaves[used] >= k]
+        takers = room[free[room] - leaves[room] >= k]
+        for near, busy_only in ((True, False), (False, True), (False, False)):
+            for a in givers.tolist():
+                same = parent[takers] == parent[a]
+                mask = same if near else ~same
+                mask &= (leaves[takers] > 0) if busy_only else np.ones_like(mask)
+                if not near and not busy_only:
+                    mask &= leaves[takers] == 0
+                for b in takers[mask & (takers != a)].tolist():
+                    moved = leaves.copy()
+                    moved[a] -= k
+                    moved[b] += k
+                    yield moved
 
 
-def count_moves(ctx: JobContext, best: Candidate) -> list[Candidate]:
-    """Hill-climb on hosts per leaf from ``best`` (phase 3 of the module docstring)."""
-    evaluations = ctx.params.improve_move_work // max(ctx.hosts, 1)
+def count_moves(ctx: JobContext, best: Candidate, work: int) -> list[Candidate]:
+    """Hill-climb on hosts per leaf from ``best`` (phase 3 of the module docstring).
+
+    ``work`` is evaluations times job hosts allowed.
+    """
+    evaluations = work // max(ctx.hosts, 1)
     if evaluations <= 0 or ctx.index.cluster_level < 2:
         return []
     problem = count_problem(ctx, best.layout)

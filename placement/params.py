@@ -70,6 +70,10 @@ class PlacementParams(BaseModel):
         fast_path_max_hosts: jobs of at most this many hosts skip CP-SAT (the exact count
             recursion alone decides; it solves the same objective).
         use_cpsat: run the CP-SAT models at all (``False``: recursion and heuristics only).
+        prove_count_model: also run them for jobs without a leaf cap, where the recursion is
+            already exact for their objective: they then only add CP-SAT's proven bound on
+            the count model (``Placement.solver``), at up to ``time_limit_s``. Jobs with a leaf
+            cap always run them.
         try_transposed_layout: also try the host layout that nests the heaviest dimension
             innermost (see :mod:`placement.ranks`).
         stranded_leaf_hosts: a free host counts as stranded when its leaf has fewer free
@@ -77,7 +81,7 @@ class PlacementParams(BaseModel):
         improve: run the improvement phase (:mod:`placement.improve`): restricted re-solves
             around the best candidates, so that more free hosts never give a worse answer.
         improve_resolves: most re-solves of that phase per job.
-        improve_work: re-solves times job hosts allowed (a 2,048-host job gets 2): keeps the
+        improve_work: re-solves times job hosts allowed (a 2,048-host job gets 1): keeps the
             phase deterministic and within the large-job time target.
         improve_move_work: count-move evaluations times job hosts allowed (the phase's
             hill-climb on hosts per leaf).
@@ -101,12 +105,13 @@ class PlacementParams(BaseModel):
     partial_domain_us: NonNegative = 1.0
     fast_path_max_hosts: Annotated[int, Field(ge=0)] = 8
     use_cpsat: bool = True
+    prove_count_model: bool = False
     try_transposed_layout: bool = True
     stranded_leaf_hosts: Annotated[int, Field(ge=1)] = 4
 
     improve: bool = True
     improve_resolves: Annotated[int, Field(ge=0)] = 16
-    improve_work: Annotated[int, Field(ge=0)] = 4096
+    improve_work: Annotated[int, Field(ge=0)] = 2048
     improve_move_work: Annotated[int, Field(ge=0)] = 4096
 
     def exposure_of(self, dim: Dim) -> float:

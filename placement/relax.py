@@ -34,10 +34,10 @@ Must not import grpc, generated protos, databases, subprocess, typer, rich or ``
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from topology.index import FloatArray, IntArray
 
@@ -160,16 +160,17 @@ def line_values(sizes: Sequence[int], weights: Sequence[float]) -> FloatArray | 
 
 
 def max_contained(values: FloatArray, free: IntArray, hosts: int) -> float:
-    """``max sum_D v(k_D)`` over ``sum_D k_D = hosts`` and ``0 <= k_D <= F_D`` (knapsack)."""
-    free = np.minimum(free[free > 0], hosts)
+    """``max sum_D v(k_D)`` over ``sum_D k_D = hosts`` and ``0 <= k_D <= F_D`` (knapsack).
+
+    One max-plus convolution per domain, each a single numpy operation over a sliding window.
+    """
+    caps = np.minimum(free[free > 0], hosts)
     best = np.full(hosts + 1, NEG)
     best[0] = 0.0
-    for cap, count in zip(*np.unique(free, return_counts=True), strict=True):
-        for _ in itertools.repeat(None, int(count)):
-            new = best.copy()
-            for k in range(1, int(cap) + 1):
-                cand = np.full(hosts + 1, NEG)
-                cand[k:] = best[: hosts + 1 - k] + values[k]
-                np.maximum(new, cand, out=new)
-            best = new
+    reach = 0
+    for cap in np.sort(caps)[::-1].tolist():
+        reach = min(hosts, reach + cap)
+        padded = np.concatenate([np.full(cap, NEG), best[: reach + 1]])
+        windows = sliding_window_view(padded, cap + 1)
+        best[: reach + 1] = (windows + values[cap::-1][None, :]).max(axis=1)
     return float(best[hosts]) if np.isfinite(best[hosts]) else float("-inf")

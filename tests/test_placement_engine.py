@@ -351,7 +351,9 @@ def test_timeout_still_returns_a_placement() -> None:
     topo = fat_tree(4, 4, 8)
     rng = np.random.default_rng(3)
     busy = np.repeat(rng.random(topo.index.num_hosts) < 0.4, 8)
-    params = PlacementParams.bandwidth_only(time_limit_s=1e-6, fast_path_max_hosts=0)
+    params = PlacementParams.bandwidth_only(
+        time_limit_s=1e-6, fast_path_max_hosts=0, prove_count_model=True
+    )
     p = _placed(place(Snapshot(topo.index, busy), req(tp=8, dp=8, pp=4), params))
 
     assert len(p.ranks) == 256
@@ -364,14 +366,20 @@ def test_timeout_still_returns_a_placement() -> None:
     assert p.cost_ms >= p.lower_bound.total_ms - 1e-9
 
 
-def test_cpsat_runs_for_big_jobs_and_reports_a_bound() -> None:
+def test_cpsat_proves_the_count_model_on_request_and_reports_its_bound() -> None:
     topo = fat_tree(4, 4, 8)
     rng = np.random.default_rng(5)
     busy = np.repeat(rng.random(topo.index.num_hosts) < 0.5, 8)
-    p = _placed(place(Snapshot(topo.index, busy), req(tp=8, dp=8, pp=4)))
+    snap = Snapshot(topo.index, busy)
+    params = PlacementParams.bandwidth_only(prove_count_model=True)
+    p = _placed(place(snap, req(tp=8, dp=8, pp=4), params))
+    plain = _placed(place(snap, req(tp=8, dp=8, pp=4)))
 
     assert p.solver.status in {"optimal", "feasible"}
     assert p.solver.bound_ms is not None
     assert p.solver.objective_ms is not None
     assert p.solver.bound_ms <= p.solver.objective_ms + 1e-9
     assert p.cost_ms <= min(p.candidates["best_fit"], p.candidates["first_fit"]) + 1e-9
+    # Without a leaf cap the recursion is exact for the same objective: the same answer.
+    assert plain.solver.status == "not_run"
+    assert plain.cost_ms == pytest.approx(p.cost_ms)

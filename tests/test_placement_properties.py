@@ -230,7 +230,9 @@ def test_every_placement_is_valid_and_deterministic(data: st.DataObject) -> None
 def test_cpsat_path_is_valid_and_same_seed_same_answer(data: st.DataObject, seed: int) -> None:
     topo, snap = data.draw(clusters())
     request = data.draw(requests(topo))
-    params = PlacementParams(time_limit_s=0.5, fast_path_max_hosts=0, random_seed=seed)
+    params = PlacementParams(
+        time_limit_s=0.5, fast_path_max_hosts=0, random_seed=seed, prove_count_model=True
+    )
     try:
         first = place(snap, request, params)
     except InvalidInputError:
