@@ -30,7 +30,8 @@ A candidate that reaches the lower bound is optimal, so the phase then does noth
 jobs, which fit one leaf). Jobs of more than :data:`ALL_LAYOUTS_MAX_HOSTS` hosts re-solve only
 the layout of the candidate they start from. The phase is deterministic: it stops after
 ``improve_resolves`` re-solves, scaled down for large jobs by ``improve_work`` (re-solves
-times hosts), never by the clock.
+times job hosts) and for large clusters by ``improve_cluster_work`` (re-solves, or move
+evaluations, times cluster hosts: each walks the whole cluster), never by the clock.
 
 Must not import grpc, generated protos, databases, subprocess, typer, rich or ``scheduler``.
 """
@@ -62,10 +63,11 @@ BASELINES = ("best_fit", "first_fit")
 
 
 def resolve_budget(ctx: JobContext) -> int:
-    """Re-solves allowed for this job (deterministic; fewer for large jobs)."""
+    """Re-solves allowed for this job (deterministic; fewer for large jobs and clusters)."""
     params = ctx.params
     by_work = params.improve_work // max(ctx.hosts, 1)
-    return int(max(0, min(params.improve_resolves, by_work)))
+    by_cluster = params.improve_cluster_work // ctx.index.num_hosts
+    return int(max(0, min(params.improve_resolves, by_work, by_cluster)))
 
 
 def _domain_mask(ctx: JobContext, level: int, domains: Sequence[int]) -> BoolArray:
@@ -117,7 +119,7 @@ def _resolve(ctx: JobContext, eligible: BoolArray, layouts: Sequence[JobLayout])
 def improve(
     ctx: JobContext, candidates: Sequence[Candidate], lower_bound_ms: float
 ) -> list[Candidate]:
-    """New candidates from restricted re-solves (see the module docstring).
+    """New candidates from restricted re-solves and count moves (module docstring).
 
     Args:
         ctx: the job context.
@@ -231,7 +233,9 @@ def count_moves(ctx: JobContext, best: Candidate, work: int) -> list[Candidate]:
 
     ``work`` is evaluations times job hosts allowed.
     """
-    evaluations = work // max(ctx.hosts, 1)
+    evaluations = min(
+        work // max(ctx.hosts, 1), ctx.params.improve_cluster_work // ctx.index.num_hosts
+    )
     if evaluations <= 0 or ctx.index.cluster_level < 2:
         return []
     problem = count_problem(ctx, best.layout)
