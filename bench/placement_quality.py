@@ -107,7 +107,7 @@ def _case(
             "cost_over_best_restricted": full.cost_ms / min(restricted),
             "solve_s": seconds,
             "method": full.method,
-            "spans": full.spans,
+            "spans": {d: {t: n for t, n in tiers.items() if n} for d, tiers in full.spans.items()},
         }
     return out
 

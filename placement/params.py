@@ -2,8 +2,17 @@
 
 The cost model's defaults (exposure per dimension, ECMP contention above the leaf, per-hop
 latency) are documented with their sources in :mod:`placement.cost` and placement.md sections
-2.3, 3 and 9. A cluster sets them in its scheduler configuration (``placement:`` section);
-:meth:`PlacementParams.bandwidth_only` gives the bytes-over-bandwidth model without them.
+2.3, 3 and 9. A cluster sets them in the scheduler's ``--config`` YAML (or as
+``FIRSTHOP_PLACEMENT__ECMP_CONTENTION=1.3`` and so on), for example after NCCL tests show
+1.3x across leaves, a 2:1 core that hurts more, and DP that overlaps less than assumed::
+
+    placement:
+      ecmp_contention: 1.3
+      tier_contention: {core: 2.0}
+      exposure: {dp: 0.5}
+
+:meth:`PlacementParams.bandwidth_only` gives the bytes-over-bandwidth model without the
+three terms (the first placement engine's).
 
 Must not import grpc, generated protos, databases, subprocess, typer, rich or ``scheduler``.
 """
