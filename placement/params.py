@@ -95,7 +95,7 @@ class PlacementParams(BaseModel):
         improve_move_work: count-move evaluations times job hosts allowed (the phase's
             hill-climb on hosts per leaf).
         improve_cluster_work: re-solves, and separately move evaluations, times cluster hosts
-            allowed (each walks every host: 5 of each on 12,288 hosts, 16 on 1,024), so small
+            allowed (each walks every host: 2 of each on 12,288 hosts, 16 on 1,024), so small
             jobs on large clusters stay within their time target.
     """
 
@@ -125,7 +125,7 @@ class PlacementParams(BaseModel):
     improve_resolves: Annotated[int, Field(ge=0)] = 16
     improve_work: Annotated[int, Field(ge=0)] = 2048
     improve_move_work: Annotated[int, Field(ge=0)] = 4096
-    improve_cluster_work: Annotated[int, Field(ge=0)] = 65536
+    improve_cluster_work: Annotated[int, Field(ge=0)] = 32768
 
     def exposure_of(self, dim: Dim) -> float:
         """The exposure factor of ``dim`` (:data:`DEFAULT_EXPOSURE` unless set)."""

@@ -163,8 +163,11 @@ def max_contained(values: FloatArray, free: IntArray, hosts: int) -> float:
     """``max sum_D v(k_D)`` over ``sum_D k_D = hosts`` and ``0 <= k_D <= F_D`` (knapsack).
 
     One max-plus convolution per domain, each a single numpy operation over a sliding window.
+    Domains of equal (clipped) capacity are interchangeable and a job of ``hosts`` slots uses
+    at most ``hosts`` domains, so no more than ``hosts`` copies of each capacity are kept.
     """
-    caps = np.minimum(free[free > 0], hosts)
+    values_caps, counts = np.unique(np.minimum(free[free > 0], hosts), return_counts=True)
+    caps = np.repeat(values_caps, np.minimum(counts, hosts))
     best = np.full(hosts + 1, NEG)
     best[0] = 0.0
     reach = 0
