@@ -121,7 +121,9 @@ class CountProblem:
                 reward = int(block.reward_ns[level])
                 if reward:
                     out -= float(reward) * (x // block.hosts)
-                    out += float(remainder_penalty(reward)) * (x % block.hosts != 0)
+                    # Only where a whole block fits at all (as the CP-SAT models do).
+                    partial = (x % block.hosts != 0) & (np.minimum(free, self.hosts) >= block.hosts)
+                    out += float(remainder_penalty(reward)) * partial
         bad = (x > free) | (x % self.multiple[level] != 0)
         out[bad] = INF
         return out
