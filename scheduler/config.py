@@ -83,11 +83,12 @@ class ServerConfig(BaseSettings):
     insecure: bool = False
     """Allow listening without TLS on a non-loopback address (logs a warning)."""
     max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
-    """Largest request or response message (gRPC refuses larger ones: RESOURCE_EXHAUSTED)."""
+    """Largest request message (gRPC refuses larger ones: RESOURCE_EXHAUSTED)."""
     bootstrap_admin_file: Path | None = None
     """When no admin has a live token, mint one for user ``admin`` into this new file (0600)."""
-    max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 1024
-    """Most RPCs served at once (agents' streams included); more answer RESOURCE_EXHAUSTED."""
+    max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 16384
+    """Most RPCs served at once, agents' streams included (one per host: keep it well above
+    the host count); more answer RESOURCE_EXHAUSTED."""
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:

@@ -10,7 +10,7 @@ Transport security (docs/security.md): with ``tls_cert``/``tls_key`` the users' 
 TLS (callers present bearer tokens), and ``agent_listen`` opens a second port that requires a
 client certificate signed by ``client_ca`` (agents, the Slurm programs). Without TLS the server
 runs in insecure local mode (every caller trusted, as in the demo), which it refuses on a
-non-loopback address unless ``insecure`` is set. Messages are capped at ``max_message_bytes``
+non-loopback address unless ``insecure`` is set. Requests are capped at ``max_message_bytes``
 and concurrent RPCs at ``max_concurrent_rpcs`` (both RESOURCE_EXHAUSTED beyond).
 
 :func:`build_server` returns a :class:`SchedulerServer`, which holds the ``grpc.aio.Server``
@@ -183,6 +183,8 @@ class SchedulerServer:
     """The bound agents' port (mutual TLS), when ``agent_listen`` was set."""
     principals: Principals | None = None
     """Users, tokens and the audit trail (the store's tables)."""
+    auth: AuthInterceptor | None = None
+    """The authorisation interceptor (its audit writer is flushed on stop)."""
 
     @property
     def agent_address(self) -> str | None:
@@ -213,6 +215,8 @@ class SchedulerServer:
         self.runtime.close_streams()
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         await self.grpc.stop(grace)
+        if self.auth is not None:
+            await self.auth.flush()
         await self.runtime.stop()
         self.runtime.metrics.close()
         self.store.close()
@@ -286,16 +290,12 @@ def build_server(
         max_batch=config.max_batch,
     )
     fleet = Fleet(runtime, topology)
+    auth = AuthInterceptor(principals, insecure=tls is None)
     server = grpc.aio.server(
-        interceptors=(
-            RpcMetricsInterceptor(metrics),
-            ErrorInterceptor(),
-            AuthInterceptor(principals, insecure=tls is None),
-        ),
+        interceptors=(RpcMetricsInterceptor(metrics), ErrorInterceptor(), auth),
         options=(
             *SERVER_OPTIONS,
             ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
         ),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
@@ -319,7 +319,9 @@ def build_server(
         server,
     )
     add_slurm_service(server)
-    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(principals), server)
+    access_pb2_grpc.add_AccessServiceServicer_to_server(
+        AccessServicer(principals, before_reading_audit=auth.flush), server
+    )
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -348,6 +350,7 @@ def build_server(
         port,
         agent_port=agent_port,
         principals=principals,
+        auth=auth,
     )
 
 

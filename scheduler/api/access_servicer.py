@@ -9,7 +9,7 @@ Must not import ``scheduler.store`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,9 +67,16 @@ def audit_to_proto(entry: AuditEntry) -> access_pb2.AuditEntry:
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
     """The AccessService over one :class:`~scheduler.security.principals.Principals`."""
 
-    def __init__(self, principals: Principals, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        principals: Principals,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        before_reading_audit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._principals = principals
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._before_audit = before_reading_audit
 
     async def AddUser(  # noqa: N802 - gRPC method name
         self, request: access_pb2.AddUserRequest, context: Context
@@ -101,6 +108,8 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self, request: access_pb2.ListAuditRequest, context: Context
     ) -> access_pb2.ListAuditResponse:
         limit = check_audit_limit(request.limit)
+        if self._before_audit is not None:
+            await self._before_audit()
         entries = await asyncio.to_thread(
             lambda: self._principals.audit(limit=limit, user=request.user)
         )

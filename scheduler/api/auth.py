@@ -16,7 +16,10 @@ Identity, in order:
    every non-public method answers ``UNAUTHENTICATED``.
 
 State-changing calls (:data:`~scheduler.security.policy.MUTATING`) and every refused call are
-appended to the audit trail (who, how authenticated, method, resource, result, when). No token,
+appended to the audit trail (who, how authenticated, method, resource, result, when). Entries
+are written in batches by one background task (group commit: one transaction for whatever
+accumulated while the previous one was written), so auditing costs the request path no
+fsync; :meth:`AuthInterceptor.flush` waits for them (reads of the trail, shutdown). No token,
 key or certificate ever reaches a log line or the trail: only a token's public id.
 
 Must not import ``scheduler.store`` or ``agents``.
@@ -164,6 +167,8 @@ class AuthInterceptor(Interceptor):
         self._insecure = insecure
         self._clock = clock or (lambda: datetime.now(UTC))
         self._wrapped = HandlerCache()
+        self._pending: list[AuditEntry] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def intercept_service(
         self,
@@ -249,36 +254,38 @@ class AuthInterceptor(Interceptor):
     async def _audit_async(
         self, identity: Identity | None, method: str, noted: list[str], result: str
     ) -> None:
-        if method in MUTATING or result in _REFUSALS:
-            await asyncio.to_thread(
-                self._audit, identity, method, noted, result, refused=result in _REFUSALS
-            )
-
-    def _audit(
-        self,
-        identity: Identity | None,
-        method: str,
-        noted: list[str],
-        result: str,
-        *,
-        refused: bool,
-    ) -> None:
-        if method not in MUTATING and not refused:
+        if method not in MUTATING and result not in _REFUSALS:
             return
         who = identity or Identity("", Role.USER, via="none")
-        entry = AuditEntry(
-            at=self._clock(),
-            who=who.name,
-            role=who.role.value if identity is not None else "",
-            via=who.via,
-            method=method.lstrip("/").removeprefix("firsthop.v1."),
-            resource=", ".join(dict.fromkeys(noted))[:255],
-            result=result[:64],
+        self._pending.append(
+            AuditEntry(
+                at=self._clock(),
+                who=who.name,
+                role=who.role.value if identity is not None else "",
+                via=who.via,
+                method=method.lstrip("/").removeprefix("firsthop.v1."),
+                resource=", ".join(dict.fromkeys(noted))[:255],
+                result=result[:64],
+            )
         )
-        try:
-            self._principals.record(entry)
-        except FirsthopError as exc:
-            _log.error("cannot record an audit entry for %s: %s", entry.method, exc.reason)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        """Write what is pending, in batches (one transaction each), until nothing is."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._principals.record_all, batch)
+            except FirsthopError as exc:
+                _log.error("cannot record %d audit entries: %s", len(batch), exc.reason)
+
+    async def flush(self) -> None:
+        """Wait until every audit entry so far is written (before reads, and at shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._pending:
+            await self._write_pending()
 
 
 _REFUSALS: Final = frozenset(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,8 +102,8 @@ class Principals(Protocol):
         """Revoke every live token of ``user``; how many were revoked."""
         ...
 
-    def record(self, entry: AuditEntry) -> None:
-        """Append an audit entry."""
+    def record_all(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit entries (in one transaction)."""
         ...
 
     def audit(self, *, limit: int = 100, user: str = "") -> tuple[AuditEntry, ...]:

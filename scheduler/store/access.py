@@ -12,7 +12,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from threading import Lock
@@ -57,10 +57,10 @@ class MemoryPrincipals:
                 self._tokens[token.token_id] = _revoked(token, at)
             return len(live)
 
-    def record(self, entry: AuditEntry) -> None:
-        """Append an audit entry."""
+    def record_all(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit entries."""
         with self._lock:
-            self._audit.append(entry)
+            self._audit.extend(entries)
 
     def audit(self, *, limit: int = 100, user: str = "") -> tuple[AuditEntry, ...]:
         """The newest ``limit`` entries, oldest first."""
@@ -125,20 +125,24 @@ class SqlPrincipals:
             )
         return int(result.rowcount)
 
-    def record(self, entry: AuditEntry) -> None:
-        """Append an audit entry."""
-        with self._run("record an audit entry"), self._engine.begin() as conn:
-            conn.execute(
-                sa.insert(schema.audit).values(
-                    at=entry.at,
-                    who=entry.who,
-                    role=entry.role,
-                    via=entry.via,
-                    method=entry.method,
-                    resource=entry.resource,
-                    result=entry.result,
-                )
-            )
+    def record_all(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit entries in one transaction."""
+        if not entries:
+            return
+        rows = [
+            {
+                "at": e.at,
+                "who": e.who,
+                "role": e.role,
+                "via": e.via,
+                "method": e.method,
+                "resource": e.resource,
+                "result": e.result,
+            }
+            for e in entries
+        ]
+        with self._run("record audit entries"), self._engine.begin() as conn:
+            conn.execute(sa.insert(schema.audit), rows)
 
     def audit(self, *, limit: int = 100, user: str = "") -> tuple[AuditEntry, ...]:
         """The newest ``limit`` entries, oldest first."""

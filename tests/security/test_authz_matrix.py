@@ -159,7 +159,7 @@ async def test_every_rpc_for_every_caller(tmp_path: Path, caplog: pytest.LogCapt
         finally:
             for channel in channels.values():
                 await channel.close(None)
-        trail = cluster.principals.audit(limit=1000)
+    trail = cluster.principals.audit(limit=1000)  # after the stop, which flushes the trail
     assert wrong == []
     assert cells == len(methods) * len(CALLERS)
     # Every refusal and every state-changing call left an audit entry; no secret anywhere.

@@ -64,7 +64,7 @@ async def test_operators_submit_for_users_and_users_only_for_themselves(tmp_path
                 await submit("olga", "../root")
         finally:
             await channel.close(None)
-        trail = cluster.principals.audit(limit=100)
+    trail = cluster.principals.audit(limit=100)  # after the stop, which flushes the trail
     assert for_bob.job.user == "bob"
     assert own.job.user == "alice"
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED

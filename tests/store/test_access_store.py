@@ -73,11 +73,21 @@ def test_a_wrong_secret_or_unknown_id_is_refused_alike(principals: Principals) -
 
 
 def test_the_audit_trail_keeps_the_newest_entries_in_order(principals: Principals) -> None:
-    for i in range(5):
-        who = "alice" if i % 2 == 0 else "olga"
-        principals.record(
-            AuditEntry(T0 + timedelta(seconds=i), who, "user", "token", "M", f"r{i}", "ok")
+    entries = [
+        AuditEntry(
+            T0 + timedelta(seconds=i),
+            "olga" if i % 2 else "alice",
+            "user",
+            "token",
+            "M",
+            f"r{i}",
+            "ok",
         )
+        for i in range(5)
+    ]
+    principals.record_all(entries[:2])
+    principals.record_all(entries[2:])
+    principals.record_all([])
     assert [e.resource for e in principals.audit(limit=3)] == ["r2", "r3", "r4"]
     assert [e.resource for e in principals.audit(user="olga")] == ["r1", "r3"]
     assert principals.audit()[0].at == T0
