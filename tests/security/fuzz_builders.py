@@ -149,7 +149,8 @@ TALLY = Tally()
 
 
 def write_report(path: Path | None = None) -> None:
-    """Write the tallies as JSON where ``FIRSTHOP_FUZZ_REPORT`` says (if it says)."""
+    """Write the tallies so far (every fuzz module of the session) as JSON where
+    ``FIRSTHOP_FUZZ_REPORT`` says (if it says)."""
     target = path or (
         Path(os.environ["FIRSTHOP_FUZZ_REPORT"]) if os.environ.get("FIRSTHOP_FUZZ_REPORT") else None
     )

@@ -10,6 +10,7 @@ UTF-8, truncated YAML).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.jobspec_file import load_job_spec
-from tests.security.fuzz_builders import EXAMPLES, TALLY
+from tests.security.fuzz_builders import EXAMPLES, TALLY, write_report
 from topology.errors import FirsthopError
 from topology.generators import fat_tree
 from topology.model import Topology
@@ -46,6 +47,12 @@ documents = st.recursive(
     ),
     max_leaves=30,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Iterator[None]:
+    yield
+    write_report()
 
 
 def _valid_job() -> dict[str, Any]:
