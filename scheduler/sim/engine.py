@@ -164,6 +164,9 @@ class Engine:
         failure_rate_per_host_s: float,
         placement: PlacementParams | None = None,
         progress: ProgressFn | None = None,
+        scheduler: Scheduler | None = None,
+        origin: datetime = EPOCH,
+        record: list[Event] | None = None,
     ) -> None:
         self.index = index
         self.jobs = jobs
@@ -174,7 +177,14 @@ class Engine:
         self.rate_per_host_s = failure_rate_per_host_s
         self.params = placement or PlacementParams(time_limit_s=0.25)
         self.progress = progress
-        self.scheduler = Scheduler(index, sim_scheduler_config(config, self.params), placer=placer)
+        self.restored = scheduler is not None
+        self.scheduler = scheduler or Scheduler(
+            index, sim_scheduler_config(config, self.params), placer=placer
+        )
+        self.origin = origin
+        self.record = record
+        self.admitted_at: dict[str, float] = {}
+        """Job id -> when it was first admitted (given its placement)."""
         self.g = common_gpus_per_host(index)
         self.runs: dict[str, Run] = {j.id: Run(j) for j in jobs}
         self.rejected: dict[str, str] = {}
@@ -196,7 +206,7 @@ class Engine:
 
     def at(self, t: float) -> datetime:
         """The instant ``t`` seconds into the run."""
-        return EPOCH + timedelta(seconds=t)
+        return self.origin + timedelta(seconds=t)
 
     def push(self, t: float, kind: Kind, payload: object = None) -> None:
         """Schedule an event."""
@@ -206,6 +216,8 @@ class Engine:
     def feed(self, event: Event) -> None:
         """Hand one event to the core and execute what it returns."""
         self.events += 1
+        if self.record is not None:
+            self.record.append(event)
         self.apply(self.scheduler.handle(event))
 
     def want_tick(self) -> None:
@@ -222,12 +234,18 @@ class Engine:
     def run(self) -> Outcome:
         """Run to the horizon and return the outcome."""
         self.feed(SchedulerStarted(self.at(0)))
-        for name in self.index.host_names:
-            gpus = self.scheduler.state.nodes[name].gpus
-            self.feed(NodeRegistered(self.at(0), name, gpus, "sim"))
-            self.feed(HeartbeatReceived(self.at(0), name, Health.HEALTHY))
+        if self.restored:
+            self._adopt()
+        else:
+            for name in self.index.host_names:
+                gpus = self.scheduler.state.nodes[name].gpus
+                self.feed(NodeRegistered(self.at(0), name, gpus, "sim"))
+                self.feed(HeartbeatReceived(self.at(0), name, Health.HEALTHY))
+        known = self.scheduler.state.jobs
         for i, job in enumerate(self.jobs):
-            self.push(job.submit_s, Kind.SUBMIT, i)
+            if job.id not in known:
+                self.push(job.submit_s, Kind.SUBMIT, i)
+        self.want_tick()
         for i, failure in enumerate(self.failures):
             self.push(failure.at_s, Kind.FAIL, i)
         self.push(0.0, Kind.SAMPLE)
@@ -259,6 +277,17 @@ class Engine:
             events=self.events,
             ticks=self.ticks,
         )
+
+    def _adopt(self) -> None:
+        """A restored core: running jobs continue, preempted ones finish stopping."""
+        state = self.scheduler.state
+        for job_id in sorted(state.allocated):
+            job = state.jobs[job_id]
+            if job.state is JobState.RUNNING and job_id in self.runs:
+                self._start_run(job)
+            elif job.state is JobState.PREEMPTED and job.allocation is not None:
+                nodes = [h for h in job.allocation.hosts if h not in job.stopped_hosts]
+                self.push(self.config.stop_s, Kind.STOPPED, (job_id, job.restarts, nodes))
 
     def dispatch(self, kind: Kind, payload: object) -> None:
         """Handle one timed event."""
@@ -309,7 +338,9 @@ class Engine:
             self.push(self.now + self.config.stop_s, Kind.STOPPED, (job_id, attempt, nodes))
 
     def _job_changed(self, job: Job) -> None:
-        if job.state is JobState.RUNNING:
+        if job.state is JobState.ADMITTED:
+            self.admitted_at.setdefault(job.id, self.now)
+        elif job.state is JobState.RUNNING:
             self._start_run(job)
         elif is_terminal(job.state) or job.state is JobState.REQUEUED:
             self.want_tick()
@@ -342,9 +373,9 @@ class Engine:
             self.feed(RanksStarted(self.at(self.now), job_id, host, attempt))
 
     def _start_run(self, job: Job) -> None:
-        run = self.runs[job.id]
+        run = self.runs.get(job.id)
         alloc = job.allocation
-        if alloc is None or run.attempt == job.restarts:
+        if run is None or alloc is None or run.attempt == job.restarts:
             return
         run.attempt = job.restarts
         ideal = self._ideal_ms(job)

@@ -175,7 +175,8 @@ def _jct(path: Path, outcomes: list[Outcome]) -> None:
         ax.set_title(f"{c} GPUs")
         ax.set_xlabel("JCT (h)")
     axes[0][0].set_ylabel("CDF")
-    axes[0][0].legend(fontsize=7)
+    if per:
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

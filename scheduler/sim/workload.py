@@ -153,7 +153,7 @@ def trace_jobs(
         for s, d, g in _read_trace(trace_dir / TRACES[name])
         if s >= start and d > 0
     ]
-    rows = [r for r in rows if r[2] <= cluster_gpus]
+    rows = sorted(r for r in rows if r[2] <= cluster_gpus)
     if not rows:
         return []
     span = max(r[0] for r in rows) + 1.0
@@ -161,14 +161,17 @@ def trace_jobs(
     factor = load * cluster_gpus / demand
     period = span / factor
     out: list[SimJob] = []
+    specs: dict[int, JobSpec] = {}
     rounds = math.ceil(horizon_s / period)
     for k in range(rounds):
         for i, (submit, duration, gpus) in enumerate(rows):
             at = k * period + submit / factor
             if at >= horizon_s:
-                continue
-            job_id = f"{name}-{k}-{i:06d}"
-            out.append(SimJob(job_id, at, duration, _spec(job_id, gpus), name))
+                break
+            spec = specs.get(gpus)
+            if spec is None:
+                spec = specs[gpus] = _spec(f"{name}-{gpus}gpu", gpus)
+            out.append(SimJob(f"{name}-{k}-{i:06d}", at, duration, spec, name))
     return out
 
 
