@@ -53,7 +53,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Topology: {report['topology']}; workload: `{report['workload']}`; failures: "
         f"`{report['failures']}` ({report['failure_events']} events); wall time "
-        f"{report['wall_s']:.1f} s.",
+        f"{report['wall_s']:.1f} s (CPU {report.get('cpu_s', 0.0):.1f} s).",
         "",
         "## Policies",
         "",

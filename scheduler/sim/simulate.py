@@ -130,6 +130,7 @@ def simulate(
 ) -> tuple[dict[str, Any], list[Outcome]]:
     """Run the study; return the report dictionary and each policy's outcome."""
     start = time.perf_counter()
+    cpu = time.process_time()
     jobs = study_jobs(study)
     failures, rate = failure_schedule(study)
     outcomes: list[Outcome] = []
@@ -188,6 +189,7 @@ def simulate(
         "sensitivity": sensitivity,
         "config": study.config.model_dump(mode="json"),
         "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
     }
     return report, outcomes
 

@@ -167,3 +167,16 @@ def test_checkpoints_bound_the_lost_work() -> None:
     out = run(idx, [given], [fail], days=0.5)
     lost = out.jobs["long"].failures[0].lost_s
     assert 0 < lost <= 600 + SimConfig().checkpoint.save_s
+
+
+def test_same_seed_same_report_json() -> None:
+    from scheduler.sim.simulate import Study, simulate
+
+    idx = index()
+    study = Study(idx, "small", "philly=0.9", ("firsthop", "kueue-tas"), "llama3", 0.3, seed=4)
+    first, _ = simulate(study)
+    second, _ = simulate(study)
+    for report in (first, second):
+        del report["wall_s"], report["cpu_s"]
+    assert first == second
+    assert first["policies"]["firsthop"]["jobs_submitted"] > 10
