@@ -18,18 +18,19 @@ run on the same arrivals and failures, so ratios are measured in the same run):
   2-core CI machine), and a cProfile breakdown of a shorter run (where the time goes).
 
 Run: ``python -m bench.sim [--scenarios cluster,goodput,scale]``; writes
-``bench/results/sim.json``.
+``bench/results/sim.json`` (scenarios not run keep their previous results).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import time
 from typing import Any
 
-from bench.common import write_results
+from bench.common import RESULTS, write_results
 from scheduler.sim.cli import load_topology
 from scheduler.sim.config import SimConfig
 from scheduler.sim.metrics import policy_metrics
@@ -210,7 +211,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    results: dict[str, Any] = {"config": SimConfig().model_dump(mode="json")}
+    previous = RESULTS / "sim.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
+    results.pop("machine", None)
+    results["config"] = SimConfig().model_dump(mode="json")
     if "cluster" in chosen:
         results["cluster"] = cluster(args.cluster_days, args.sensitivity_days, args.load, args.seed)
         print(

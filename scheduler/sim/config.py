@@ -14,6 +14,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from placement import PlacementParams
+
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -95,6 +97,8 @@ class SimConfig(BaseModel):
         run: the run-time model.
         checkpoint: checkpoint and restart costs.
         failures: the failure model.
+        placement: parameters of every placer call (the scheduler's defaults: a 0.25 s
+            CP-SAT budget per job).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,3 +110,6 @@ class SimConfig(BaseModel):
     run: RunModel = Field(default_factory=RunModel)
     checkpoint: CheckpointModel = Field(default_factory=CheckpointModel)
     failures: FailureModel = Field(default_factory=FailureModel)
+    placement: PlacementParams = Field(
+        default_factory=lambda: PlacementParams(time_limit_s=0.25)
+    )

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from placement import PlacementParams
 from scheduler.sim.config import SimConfig
 from scheduler.sim.engine import Engine, Outcome, ProgressFn
 from scheduler.sim.failures import (
@@ -51,7 +50,6 @@ class Study:
         checkpoint_interval_s: a checkpoint cadence given for every job (``None``: the
             scheduler chooses by Young/Daly).
         trace_dir: where the traces are.
-        placement: parameters of every placer call.
     """
 
     index: TopologyIndex
@@ -65,7 +63,6 @@ class Study:
     sensitivity: tuple[float, ...] = ()
     checkpoint_interval_s: float | None = None
     trace_dir: Path = TRACE_DIR
-    placement: PlacementParams = field(default_factory=lambda: PlacementParams(time_limit_s=0.25))
 
 
 ProgressFactory = Callable[[str], ProgressFn | None]
@@ -119,7 +116,7 @@ def run_policy(
         config=config or study.config,
         horizon_s=study.days * DAY,
         failure_rate_per_host_s=rate,
-        placement=study.placement,
+        placement=(config or study.config).placement,
         progress=progress,
     )
     return engine.run()
