@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.common import RESULTS, write_results
 from scheduler.sim.cli import load_topology
-from scheduler.sim.config import SimConfig
+from scheduler.sim.config import CheckpointModel, SimConfig
 from scheduler.sim.metrics import policy_metrics
 from scheduler.sim.simulate import DAY, Study, failure_schedule, run_policy, simulate, study_jobs
 
@@ -100,15 +100,25 @@ def goodput(days: float, seed: int) -> dict[str, Any]:
     """The 16,384-GPU job on 17,408 GPUs at Llama 3 rates, repaired through the queue."""
     index = load_topology(SPARES)
     out: dict[str, Any] = {"topology": SPARES, "days": days, "seed": seed, "runs": {}}
-    for label, interval in (("young_daly", None), ("fixed_3600s", 3600.0)):
+    fast = SimConfig().model_copy(
+        update={"checkpoint": CheckpointModel(save_s=2.0, restart_s=30.0)}
+    )
+    runs = (
+        ("young_daly", None, days, SimConfig()),
+        ("fixed_3600s", 3600.0, days, SimConfig()),
+        ("young_daly_14d", None, min(days, 14.0), SimConfig()),
+        ("young_daly_fast_ckpt_14d", None, min(days, 14.0), fast),
+    )
+    for label, interval, span, config in runs:
         study = Study(
             index,
             SPARES,
             "hero=16384",
             ("firsthop",),
             "llama3",
-            days,
+            span,
             seed,
+            config=config,
             checkpoint_interval_s=interval,
         )
         start = time.perf_counter()
@@ -120,6 +130,9 @@ def goodput(days: float, seed: int) -> dict[str, Any]:
         hero = outcome.jobs["hero"]
         held = [s.at_s / DAY for s in outcome.samples if s.allocated_gpus >= 16384]
         out["runs"][label] = {
+            "days": span,
+            "checkpoint_save_s": config.checkpoint.save_s,
+            "restart_s": config.checkpoint.restart_s,
             "ettr": metrics["ettr"].get("hero"),
             "restarts": hero.restarts,
             "failures_injected": outcome.failures_injected,

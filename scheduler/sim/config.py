@@ -110,6 +110,4 @@ class SimConfig(BaseModel):
     run: RunModel = Field(default_factory=RunModel)
     checkpoint: CheckpointModel = Field(default_factory=CheckpointModel)
     failures: FailureModel = Field(default_factory=FailureModel)
-    placement: PlacementParams = Field(
-        default_factory=lambda: PlacementParams(time_limit_s=0.25)
-    )
+    placement: PlacementParams = Field(default_factory=lambda: PlacementParams(time_limit_s=0.25))

@@ -15,6 +15,12 @@ executes the actions it returns:
   ``RankExited`` with status 1 from one rank of a job on the host;
 - ``TimerFired`` at the next multiple of ``cycle_s`` after anything changed.
 
+Repair is the core's business: the engine reports failures and repairs and executes whatever
+stop and start commands come back. Today the core sends an interrupted job back through the
+queue (the failed host excluded); when it gains in-place repair with spares (issue 11), its
+start commands for the replacement hosts run here unchanged, so the simulator measures that
+mode without a line of repair logic of its own.
+
 Persisting, notifications to watchers and heartbeats are not simulated (nodes are never
 silent here, so the heartbeat timeout is set beyond the horizon). Nothing is copied from the
 core: every decision (admission order, backfill, placement, failure handling, requeueing) is
