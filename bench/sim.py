@@ -14,8 +14,11 @@ run on the same arrivals and failures, so ratios are measured in the same run):
   days, repaired through the queue (the core's failure path; in-place repair with spares is
   not in the core yet), with the scheduler's Young/Daly cadence and with a fixed hourly one.
 - ``scale``: 16,384 GPUs (8 x 16 x 16) for 54 days, synthetic LLM jobs at load 0.7 plus the
-  Philly trace at load 0.05, Llama 3 failures, ``firsthop``: wall time (target < 600 s on the
-  2-core CI machine), and a cProfile breakdown of a shorter run (where the time goes).
+  Philly trace at load 0.05, Llama 3 failures, ``firsthop`` with one cycle a minute and the
+  placer's exact count recursion for every job (:data:`SCALE_CONFIG`): wall and CPU time
+  (target < 600 s on the 2-core CI machine); cProfile breakdowns (where the time goes) of that
+  setting and of the production placement setting (CP-SAT for jobs above 8 hosts, a cycle
+  every 30 s) over the first ``--production-days``.
 
 Run: ``python -m bench.sim [--scenarios cluster,goodput,scale]``; writes
 ``bench/results/sim.json`` (scenarios not run keep their previous results).
@@ -31,8 +34,10 @@ import time
 from typing import Any
 
 from bench.common import RESULTS, write_results
+from placement import PlacementParams
 from scheduler.sim.cli import load_topology
 from scheduler.sim.config import CheckpointModel, SimConfig
+from scheduler.sim.engine import ProgressFn
 from scheduler.sim.metrics import policy_metrics
 from scheduler.sim.simulate import DAY, Study, failure_schedule, run_policy, simulate, study_jobs
 
@@ -154,44 +159,77 @@ def goodput(days: float, seed: int) -> dict[str, Any]:
 
 
 PROFILE_BUCKETS = {
-    "placer (placement.place)": "placement/engine.py:65(place)",
-    "core handle (all)": "scheduler/core/scheduler.py:121(handle)",
-    "core scheduling cycles": "scheduler/core/scheduler.py:173(_tick)",
-    "engine run (all)": "scheduler/sim/engine.py:234(run)",
+    "placer (placement.place)": "placement/engine.py(place)",
+    "CP-SAT level models": "placement/cpsat.py(solve_hierarchy)",
+    "core handle (all)": "scheduler/core/scheduler.py(handle)",
+    "core scheduling cycles": "scheduler/core/scheduler.py(_tick)",
+    "core backfill reservation": "scheduler/core/backfill.py(find_reservation)",
+    "engine run (all)": "scheduler/sim/engine.py(run)",
 }
+SCALE_CONFIG = SimConfig(
+    cycle_s=60.0, placement=PlacementParams(time_limit_s=0.25, fast_path_max_hosts=2048)
+)
+"""The scale run's settings: one cycle a minute, and the placer's exact count recursion for
+every job (no CP-SAT models; ``fast_path_max_hosts`` covers the whole cluster)."""
 
 
-def scale(days: float, profile_days: float, seed: int) -> dict[str, Any]:
-    """16,384 GPUs for ``days`` with the Llama 3 mix: wall time, then a profile."""
-    index = load_topology(SCALE)
-    workload = "llm=0.7,philly=0.05"
-    study = Study(index, SCALE, workload, ("firsthop",), "llama3", days, seed)
-    start = time.perf_counter()
-    report, _ = simulate(study)
-    wall = time.perf_counter() - start
-    metrics = report["policies"]["firsthop"]
-    short = Study(index, SCALE, workload, ("firsthop",), "llama3", profile_days, seed)
+def _profiled(study: Study) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+    """Run ``study`` under cProfile: its report, the time buckets, CPU seconds per day."""
+    per_day: list[float] = []
+
+    def factory(label: str) -> ProgressFn:
+        del label
+
+        def tick(t: float) -> None:
+            while len(per_day) < int(t // DAY):
+                per_day.append(round(time.process_time(), 1))
+
+        return tick
+
     profiler = cProfile.Profile()
     profiler.enable()
-    simulate(short)
+    report, _ = simulate(study, factory)
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    table: dict[tuple[str, int, str], Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in table.values())
+    table: dict[tuple[str, int, str], Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     cumulative: dict[str, float] = {}
-    for (path, line, func), (_, _, _, cum, _) in table.items():
-        key = f"{path}:{line}({func})"
+    for (path, _line, func), (_, _, _, cum, _) in table.items():
+        key = f"{path}({func})"
         for bucket, suffix in PROFILE_BUCKETS.items():
             if key.endswith(suffix):
                 cumulative[bucket] = cumulative.get(bucket, 0.0) + cum
-    run_s = cumulative.get("engine run (all)", total) or 1.0
-    top = sorted(table.items(), key=lambda kv: -kv[1][2])[:12]
+    run_s = cumulative.get("engine run (all)", 0.0) or 1.0
+    shares = {b: round(cumulative.get(b, 0.0) / run_s, 3) for b in PROFILE_BUCKETS}
+    top = sorted(table.items(), key=lambda kv: -kv[1][2])[:10]
+    profile = {
+        "share_of_engine_run": shares,
+        "top_self_time": [
+            {"function": f"{k[0].split('wt-sim/')[-1]}:{k[2]}", "self_s": round(v[2], 2)}
+            for k, v in top
+        ],
+    }
+    base = per_day[0] if per_day else 0.0
+    return report, profile, [round(c - base, 1) for c in per_day]
+
+
+def scale(days: float, profile_days: float, production_days: float, seed: int) -> dict[str, Any]:
+    """16,384 GPUs for ``days`` with the Llama 3 mix: wall and CPU time; profiles of the
+    scale settings and of the production placement settings."""
+    index = load_topology(SCALE)
+    workload = "llm=0.7,philly=0.05"
+    study = Study(index, SCALE, workload, ("firsthop",), "llama3", days, seed, SCALE_CONFIG)
+    report, _ = simulate(study)
+    metrics = report["policies"]["firsthop"]
+    short = Study(index, SCALE, workload, ("firsthop",), "llama3", profile_days, seed, SCALE_CONFIG)
+    _, profile, per_day = _profiled(short)
+    prod = Study(index, SCALE, workload, ("firsthop",), "llama3", production_days, seed)
+    prod_report, prod_profile, prod_per_day = _profiled(prod)
     return {
         "topology": SCALE,
         "gpus": index.num_gpus,
         "workload": workload,
         "days": days,
-        "wall_s": wall,
+        "settings": {"cycle_s": 60.0, "fast_path_max_hosts": 2048},
+        "wall_s": report["wall_s"],
         "cpu_s": report["cpu_s"],
         "target_s": 600.0,
         "jobs": report["jobs"],
@@ -200,14 +238,21 @@ def scale(days: float, profile_days: float, seed: int) -> dict[str, Any]:
         "events": metrics["events"],
         "cycles": metrics["cycles"],
         "utilisation": metrics["utilisation"],
+        "comm_cost_ratio_to_ideal": metrics["comm_cost_ratio_to_ideal"],
         "profile_days": profile_days,
-        "profile_share_of_engine_run": {
-            bucket: round(cumulative.get(bucket, 0.0) / run_s, 3) for bucket in PROFILE_BUCKETS
+        "profile": profile,
+        "profile_cpu_s_by_day": per_day,
+        "production_settings": {
+            "days": production_days,
+            "cycle_s": 30.0,
+            "fast_path_max_hosts": 8,
+            "cpu_s": prod_report["cpu_s"],
+            "cpu_s_by_day_profiled": prod_per_day,
+            "comm_cost_ratio_to_ideal": prod_report["policies"]["firsthop"][
+                "comm_cost_ratio_to_ideal"
+            ],
+            "profile": prod_profile,
         },
-        "profile_top_self_time": [
-            {"function": f"{k[0].split('firsthop/')[-1]}:{k[2]}", "self_s": round(v[2], 2)}
-            for k, v in top
-        ],
     }
 
 
@@ -220,7 +265,8 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=1.0)
     parser.add_argument("--goodput-days", type=float, default=54.0)
     parser.add_argument("--scale-days", type=float, default=54.0)
-    parser.add_argument("--profile-days", type=float, default=3.0)
+    parser.add_argument("--profile-days", type=float, default=21.0)
+    parser.add_argument("--production-days", type=float, default=21.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -241,7 +287,9 @@ def main() -> None:
         results["goodput"] = goodput(args.goodput_days, args.seed)
         print("goodput", results["goodput"]["runs"])
     if "scale" in chosen:
-        results["scale"] = scale(args.scale_days, args.profile_days, args.seed)
+        results["scale"] = scale(
+            args.scale_days, args.profile_days, args.production_days, args.seed
+        )
         print("scale", {k: results["scale"][k] for k in ("wall_s", "cpu_s", "events", "jobs")})
     path = write_results("sim", results)
     print(f"wrote {path}")
