@@ -13,12 +13,11 @@ run on the same arrivals and failures, so ratios are measured in the same run):
   hosts: one spare host per leaf, 1:7 like Meta's aggregation layer) at Llama 3 rates for 54
   days, repaired through the queue (the core's failure path; in-place repair with spares is
   not in the core yet), with the scheduler's Young/Daly cadence and with a fixed hourly one.
-- ``scale``: 16,384 GPUs (8 x 16 x 16) for 54 days, synthetic LLM jobs at load 0.7 plus the
-  Philly trace at load 0.05, Llama 3 failures, ``firsthop`` with one cycle a minute and the
-  placer's exact count recursion for every job (:data:`SCALE_CONFIG`): wall and CPU time
-  (target < 600 s on the 2-core CI machine); cProfile breakdowns (where the time goes) of that
-  setting and of the production placement setting (CP-SAT for jobs above 8 hosts, a cycle
-  every 30 s) over the first ``--production-days``.
+- ``scale``: 16,384 GPUs (8 x 16 x 16) for 54 days, synthetic LLM jobs (64-16,384 GPUs) at
+  load 0.8, Llama 3 failures, ``firsthop`` with the production settings: wall and CPU time
+  (target < 600 s on the 2-core CI machine) and a cProfile breakdown (where the time goes);
+  then the same with the Philly trace mixed in (load 0.05: ~3,000 small jobs a day) for
+  ``--mix-days``, profiled, which shows the core's per-cycle cost growing with running jobs.
 
 Run: ``python -m bench.sim [--scenarios cluster,goodput,scale]``; writes
 ``bench/results/sim.json`` (scenarios not run keep their previous results).
@@ -34,7 +33,6 @@ import time
 from typing import Any
 
 from bench.common import RESULTS, write_results
-from placement import PlacementParams
 from scheduler.sim.cli import load_topology
 from scheduler.sim.config import CheckpointModel, SimConfig
 from scheduler.sim.engine import ProgressFn
@@ -166,11 +164,6 @@ PROFILE_BUCKETS = {
     "core backfill reservation": "scheduler/core/backfill.py(find_reservation)",
     "engine run (all)": "scheduler/sim/engine.py(run)",
 }
-SCALE_CONFIG = SimConfig(
-    cycle_s=60.0, placement=PlacementParams(time_limit_s=0.25, fast_path_max_hosts=2048)
-)
-"""The scale run's settings: one cycle a minute, and the placer's exact count recursion for
-every job (no CP-SAT models; ``fast_path_max_hosts`` covers the whole cluster)."""
 
 
 def _profiled(study: Study) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
@@ -211,49 +204,51 @@ def _profiled(study: Study) -> tuple[dict[str, Any], dict[str, Any], list[float]
     return report, profile, [round(c - base, 1) for c in per_day]
 
 
-def scale(days: float, profile_days: float, production_days: float, seed: int) -> dict[str, Any]:
-    """16,384 GPUs for ``days`` with the Llama 3 mix: wall and CPU time; profiles of the
-    scale settings and of the production placement settings."""
+def scale(days: float, mix_days: float, seed: int) -> dict[str, Any]:
+    """16,384 GPUs for ``days`` with the Llama 3 mix (synthetic LLM jobs), production
+    settings, profiled; then the LLM + Philly mix for ``mix_days`` (0: skip), profiled."""
     index = load_topology(SCALE)
-    workload = "llm=0.7,philly=0.05"
-    study = Study(index, SCALE, workload, ("firsthop",), "llama3", days, seed, SCALE_CONFIG)
+    workload = "llm=0.8"
+    study = Study(index, SCALE, workload, ("firsthop",), "llama3", days, seed)
+    start = time.perf_counter()
+    cpu = time.process_time()
     report, _ = simulate(study)
+    wall, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     metrics = report["policies"]["firsthop"]
-    short = Study(index, SCALE, workload, ("firsthop",), "llama3", profile_days, seed, SCALE_CONFIG)
-    _, profile, per_day = _profiled(short)
-    prod = Study(index, SCALE, workload, ("firsthop",), "llama3", production_days, seed)
-    prod_report, prod_profile, prod_per_day = _profiled(prod)
-    return {
+    _, profile, per_day = _profiled(study)
+    out: dict[str, Any] = {
         "topology": SCALE,
         "gpus": index.num_gpus,
         "workload": workload,
         "days": days,
-        "settings": {"cycle_s": 60.0, "fast_path_max_hosts": 2048},
-        "wall_s": report["wall_s"],
-        "cpu_s": report["cpu_s"],
+        "settings": "production (cycle every 30 s, CP-SAT for jobs above 8 hosts)",
+        "wall_s": wall,
+        "cpu_s": cpu_s,
         "target_s": 600.0,
         "jobs": report["jobs"],
         "jobs_finished": metrics["jobs_finished"],
         "failure_events": report["failure_events"],
+        "restarts": metrics["restarts"],
         "events": metrics["events"],
         "cycles": metrics["cycles"],
         "utilisation": metrics["utilisation"],
         "comm_cost_ratio_to_ideal": metrics["comm_cost_ratio_to_ideal"],
-        "profile_days": profile_days,
         "profile": profile,
         "profile_cpu_s_by_day": per_day,
-        "production_settings": {
-            "days": production_days,
-            "cycle_s": 30.0,
-            "fast_path_max_hosts": 8,
-            "cpu_s": prod_report["cpu_s"],
-            "cpu_s_by_day_profiled": prod_per_day,
-            "comm_cost_ratio_to_ideal": prod_report["policies"]["firsthop"][
-                "comm_cost_ratio_to_ideal"
-            ],
-            "profile": prod_profile,
-        },
     }
+    if mix_days > 0:
+        mix = "llm=0.7,philly=0.05"
+        mixed = Study(index, SCALE, mix, ("firsthop",), "llama3", mix_days, seed)
+        mix_report, mix_profile, mix_per_day = _profiled(mixed)
+        out["with_philly"] = {
+            "workload": mix,
+            "days": mix_days,
+            "jobs": mix_report["jobs"],
+            "cpu_s_profiled": mix_report["cpu_s"],
+            "cpu_s_by_day_profiled": mix_per_day,
+            "profile": mix_profile,
+        }
+    return out
 
 
 def main() -> None:
@@ -265,8 +260,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=1.0)
     parser.add_argument("--goodput-days", type=float, default=54.0)
     parser.add_argument("--scale-days", type=float, default=54.0)
-    parser.add_argument("--profile-days", type=float, default=21.0)
-    parser.add_argument("--production-days", type=float, default=21.0)
+    parser.add_argument("--mix-days", type=float, default=21.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -287,9 +281,7 @@ def main() -> None:
         results["goodput"] = goodput(args.goodput_days, args.seed)
         print("goodput", results["goodput"]["runs"])
     if "scale" in chosen:
-        results["scale"] = scale(
-            args.scale_days, args.profile_days, args.production_days, args.seed
-        )
+        results["scale"] = scale(args.scale_days, args.mix_days, args.seed)
         print("scale", {k: results["scale"][k] for k in ("wall_s", "cpu_s", "events", "jobs")})
     path = write_results("sim", results)
     print(f"wrote {path}")
