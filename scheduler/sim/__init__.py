@@ -8,10 +8,11 @@ into the core's placement seam (``slurm-tree``, ``kueue-tas``, ``first-fit``); q
 backfill, preemption and the failure path are the core's own in every run.
 
 Modules: ``config`` (parameters), ``workload`` (traces and synthetic LLM jobs), ``failures``
-(failure schedules), ``policies`` with ``baselines`` (placement policies), ``runmodel`` (run
-time from communication cost, checkpoint cadence), ``engine`` (the event loop), ``metrics``
-and ``report`` (results, plots), ``forecast`` (start-time estimates from a live state),
-``cli`` (the console script).
+(failure schedules), ``policies`` with ``baselines`` and ``costing`` (placement policies and
+the placer's cost model applied to their rank tables), ``runmodel`` (run time from
+communication cost, checkpoint cadence), ``engine`` (the event loop), ``simulate`` (a study:
+every policy on the same arrivals and failures), ``metrics`` and ``report`` (results, plots),
+``forecast`` (start-time estimates from a live state), ``cli`` (the console script).
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 ``scheduler.runtime`` or ``agents`` (an import-linter contract enforces it).
