@@ -29,6 +29,7 @@ CONSOLE_SCRIPTS = {
     "firsthopctl": "scheduler.cli.ctl:main",
     "firsthop-scheduler": "scheduler.cli.server:main",
     "firsthop-agent": "agents.cli:main",
+    "firsthop-sim": "scheduler.sim.cli:main",
 }
 
 
