@@ -26,6 +26,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,6 +48,10 @@ from topology.errors import InvalidInputError
 from topology.index import BoolArray
 
 MAX_HEADS = 3
+
+Placer = Callable[[Snapshot, PlacementRequest, PlacementParams], Placement | PlacementFailure]
+"""The placement policy seam: ``placement.place`` in production; the simulator passes other
+policies (Slurm- and Kueue-style baselines) so that only placement differs between runs."""
 
 
 @dataclass
@@ -89,8 +94,9 @@ class PlacementCache:
     10,000 queued jobs of a few shapes cost a few placer calls, not 10,000.
     """
 
-    def __init__(self, params: PlacementParams) -> None:
+    def __init__(self, params: PlacementParams, placer: Placer = run_placer) -> None:
         self.params = params
+        self.placer = placer
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
         self._shapes: dict[str, str] = {}
         self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
@@ -133,7 +139,7 @@ class PlacementCache:
 
     def place(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
         """Run the placer for ``job`` on ``snapshot``."""
-        return run_placer(snapshot, self.request(job), self.params)
+        return self.placer(snapshot, self.request(job), self.params)
 
     @property
     def size(self) -> int:
