@@ -3,6 +3,8 @@ stale reports, idempotent submission, restart recovery."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from core_builders import Harness, cluster, spec
 
@@ -13,9 +15,10 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
     SchedulerStarted,
+    TimerFired,
 )
 from scheduler.core.scheduler import Scheduler
-from scheduler.core.states import JobState
+from scheduler.core.states import JobState, NodeState
 
 J = JobState
 
@@ -212,6 +215,31 @@ def test_restart_resends_commands_and_restores_state() -> None:
     assert [s.job_id for s in starts] == [b]
     assert not [x for x in actions if isinstance(x, StopRanks)]
     assert int(restored.state.busy.sum()) == 16
+
+
+def test_a_restarted_scheduler_gives_every_stored_node_one_timeout_from_its_start() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    job = h.submit(16)
+    h.tick()
+    h.start(job)
+    h.clock.advance(h.config.heartbeat_timeout_s * 10)  # the scheduler was down that long
+    stored = h.store.load()
+    restored = Scheduler(
+        h.topology.index, h.config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+    )
+    started = h.clock.now()
+    timeout = timedelta(seconds=h.config.heartbeat_timeout_s)
+    restored.handle(SchedulerStarted(started))
+    restored.handle(TimerFired(started + timeout - timedelta(seconds=1)))
+    within = {name: node.state for name, node in restored.state.nodes.items()}
+    kept = restored.state.jobs[job].state
+    restored.handle(TimerFired(started + timeout + timedelta(seconds=1)))
+    after = {name: node.state for name, node in restored.state.nodes.items()}
+
+    assert set(within.values()) == {NodeState.READY}
+    assert kept is J.RUNNING
+    assert set(after.values()) == {NodeState.LOST}  # the grace is one timeout, not forever
 
 
 def test_submission_event_resolves_to_its_job() -> None:
