@@ -70,12 +70,19 @@ Synchronous = Literal["FULL", "NORMAL"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def migrate(connection: sa.Connection) -> None:
-    """Upgrade the database behind ``connection`` to the newest schema revision."""
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Upgrade the database behind ``engine`` to ``revision`` (default the newest).
+
+    Each revision runs in its own transaction together with the update of the stored revision
+    number, DDL included (PostgreSQL's DDL is transactional, and so is SQLite's once the driver
+    leaves transactions to us: see :func:`_sqlite_pragmas`). A process killed in the middle
+    leaves the database at the revision before, and the next start carries on from there.
+    """
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.Engine:
@@ -98,6 +105,7 @@ def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.E
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1e3})
         sa.event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -113,7 +121,15 @@ def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.E
 
 
 def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
+    """Per-connection settings. Python's ``sqlite3`` driver opens a transaction only before
+    DML and commits nothing of a ``CREATE`` or ``ALTER`` done outside one, so a migration
+    killed midway left half a schema behind (``table queues already exists``); with
+    ``isolation_level = None`` the driver stays out of the way and :func:`_sqlite_begin`
+    starts every transaction SQLAlchemy begins, DDL included (SQLAlchemy's documented recipe
+    for pysqlite)."""
+
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
@@ -122,6 +138,10 @@ def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
         cursor.close()
 
     return on_connect
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
 
 
 class SqlStore:
@@ -142,8 +162,7 @@ class SqlStore:
         self.dialect = self.engine.dialect.name
         self._upserts = self._build_upserts()
         try:
-            with self.engine.begin() as conn:
-                migrate(conn)
+            migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             self.engine.dispose()
             raise StoreError(f"cannot open store {self._safe_url()}: {exc}") from exc
