@@ -72,6 +72,9 @@ SERVER_OPTIONS: Final = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # gRPC sets SO_REUSEPORT by default: a second scheduler on the port would listen too and
+    # take half the clients. Refuse instead (address_in_use).
+    ("grpc.so_reuseport", 0),
 )
 
 _log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ def open_configured_store(url: str) -> Store:
     """The store a ``db_url`` names (``memory://``, SQLite or PostgreSQL)."""
     if url == MEMORY_URL:
         return MemoryStore()
-    return open_store(url)
+    return open_store(url, exclusive=True)
 
 
 class RpcMetricsInterceptor(Interceptor):

@@ -43,6 +43,13 @@ class StoreError(FirsthopError):
     default_reason = "store_unavailable"
 
 
+class StoreLockedError(StoreError):
+    """Another scheduler holds the store (a second one must not run on it)."""
+
+    status_code = "FAILED_PRECONDITION"
+    default_reason = "store_locked"
+
+
 class VersionConflictError(FirsthopError):
     """A record in the store is as new as or newer than the one being saved."""
 

@@ -31,6 +31,8 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime``
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +53,7 @@ from scheduler.store.protocol import (
     JobPage,
     StoredState,
     StoreError,
+    StoreLockedError,
     VersionConflictError,
     check_limit,
     decode_page_token,
@@ -144,27 +147,64 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def lock_sqlite_file(database: str) -> int:
+    """Take the exclusive lock of a SQLite store: ``flock`` on ``DATABASE.lock``; the open
+    descriptor (closing it releases the lock, as does the death of the process).
+
+    ``flock`` locks are independent of the POSIX record locks SQLite itself takes on the
+    database file, so this lock never interferes with SQLite's own locking.
+
+    Raises:
+        StoreLockedError: another process (or another store object) holds the lock.
+    """
+    path = f"{database}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreLockedError(
+            f"another scheduler uses the store {database} (it holds {path}"
+            + (f", pid {holder}" if holder else "")
+            + "); stop it first, or give this one another --db"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class SqlStore:
     """A :class:`~scheduler.store.protocol.Store` on SQLite or PostgreSQL.
 
     Args:
         url: the database URL (see the module docstring).
         sqlite_synchronous: SQLite's ``synchronous`` setting (ignored for PostgreSQL).
+        exclusive: for SQLite, hold an exclusive lock on the store until :meth:`close` (a
+            scheduler does: two schedulers on one store would split its jobs). PostgreSQL
+            stores are shared through the leader lease instead.
 
     Raises:
         InvalidInputError: ``invalid_db_url``.
+        StoreLockedError: ``exclusive`` and another process holds the store.
         StoreError: the database cannot be reached or migrated.
     """
 
-    def __init__(self, url: str, *, sqlite_synchronous: Synchronous = "FULL") -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: Synchronous = "FULL", exclusive: bool = False
+    ) -> None:
         self.url = url
         self.engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.dialect = self.engine.dialect.name
+        self._lock_fd: int | None = None
+        database = self.engine.url.database
+        if exclusive and self.dialect == "sqlite" and database:
+            self._lock_fd = lock_sqlite_file(database)
         self._upserts = self._build_upserts()
         try:
             migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            self.engine.dispose()
+            self.close()
             raise StoreError(f"cannot open store {self._safe_url()}: {exc}") from exc
 
     def _safe_url(self) -> str:
@@ -281,10 +321,15 @@ class SqlStore:
         return out
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and release the store's lock."""
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
-def open_store(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> SqlStore:
-    """Open (and migrate) the SQL store at ``url``."""
-    return SqlStore(url, sqlite_synchronous=sqlite_synchronous)
+def open_store(
+    url: str, *, sqlite_synchronous: Synchronous = "FULL", exclusive: bool = False
+) -> SqlStore:
+    """Open (and migrate) the SQL store at ``url`` (see :class:`SqlStore`)."""
+    return SqlStore(url, sqlite_synchronous=sqlite_synchronous, exclusive=exclusive)
