@@ -27,6 +27,7 @@ from server_builders import (
 )
 
 from firsthop.v1 import admin_pb2, jobs_pb2
+from scheduler.api.jobs_servicer import LIST_CHUNK, JobServicer
 from scheduler.api.serde import job_spec_to_proto
 from scheduler.core.states import JobState
 
@@ -315,3 +316,30 @@ async def test_preemption_stops_the_victim_requeues_it_and_runs_the_urgent_job()
     assert [f.reason for f in requeued.failures] == ["preempted"]
     assert urgent.state == jobs_pb2.JOB_STATE_SUCCEEDED
     assert again.restarts == 1
+
+
+async def test_a_large_job_list_lets_other_requests_run_while_it_is_built() -> None:
+    async with running_server() as server, stubs(server.address) as s:
+        for i in range(5 * LIST_CHUNK):
+            await submit(s, spec(8), submission_id=f"many-{i}")
+        servicer = JobServicer(server.runtime)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        response = await servicer.ListJobs(
+            jobs_pb2.ListJobsRequest(page_size=5 * LIST_CHUNK),
+            None,  # type: ignore[arg-type]
+        )
+        during = turns - before
+        counter.cancel()
+
+    assert len(response.jobs) == 5 * LIST_CHUNK
+    assert during >= 4  # the loop ran between chunks, not once after the whole page

@@ -4,6 +4,7 @@ reload after a failed commit, watchers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import datetime
 
@@ -12,8 +13,9 @@ from server_builders import small_topology, spec
 
 from scheduler.core.actions import ChangeSet
 from scheduler.core.clock import ManualClock
+from scheduler.core.config import SchedulerConfig
 from scheduler.core.errors import UnknownQueueError
-from scheduler.core.events import Event, JobSubmitted
+from scheduler.core.events import Event, JobSubmitted, NodeRegistered, TimerFired
 from scheduler.core.records import Job
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.states import JobState
@@ -172,3 +174,42 @@ async def test_ending_watches_raises_shutting_down() -> None:
     assert (await anext(updates)).version == 1
     with pytest.raises(ShuttingDownError):
         await anext(updates)
+
+
+async def test_a_cycle_cut_short_by_its_budget_is_followed_by_the_next_at_once() -> None:
+    store = RecordingStore()
+    index = small_topology().index
+    config = SchedulerConfig(max_admitted_gpus_per_cycle=8)
+
+    def build() -> Scheduler:
+        stored = store.load()
+        return Scheduler(index, config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues)
+
+    runtime = Runtime(build, store, ManualClock(), tick_interval_s=3600)
+    await runtime.start()
+    try:
+        for name in index.host_names[:4]:
+            await runtime.apply(
+                lambda at, n=name: NodeRegistered(at=at, node=n, gpus=8, agent_version="t")
+            )
+        for i in range(4):
+            await runtime.apply(_submit(f"j-{i}"))
+        await runtime.apply(lambda at: TimerFired(at=at))  # one cycle; the ticker is far off
+        deadline = asyncio.get_running_loop().time() + 10
+
+        def states() -> dict[str, JobState]:
+            return {f"j-{i}": runtime.get_job(f"j-{i}").state for i in range(4)}
+
+        while set(states().values()) != {JobState.ADMITTED}:
+            assert asyncio.get_running_loop().time() < deadline, states()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.next_tick(), 0.5)
+        final = states()
+    finally:
+        await runtime.stop()
+
+    admitted_per_commit = [
+        sum(1 for job in changes.jobs if job.state is JobState.ADMITTED) for changes in store.saves
+    ]
+    assert set(final.values()) == {JobState.ADMITTED}  # no hour-long wait between cycles
+    assert max(admitted_per_commit) == 1  # one job (8 GPUs) per cycle and per commit

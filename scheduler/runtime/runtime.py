@@ -17,7 +17,9 @@ the store, so memory never runs ahead of what is durable for longer than one com
 
 A ticker queues :class:`~scheduler.core.events.TimerFired` every ``tick_interval_s`` after the
 previous tick was handled (ticks never pile up); its handling time is the scheduling cycle
-time metric.
+time metric. A cycle that admitted jobs but stopped at its budget (``truncated``: it admits
+at most so many GPUs per cycle, to keep each commit small) is followed by the next one at
+once, queued behind whatever requests arrived meanwhile.
 
 Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 """
@@ -25,6 +27,7 @@ Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -120,6 +123,7 @@ class Runtime:
         """Extra observers of executed actions (the agent layer registers here)."""
         self.ticks = 0
         self._ticked = asyncio.Condition()
+        self._cycle_again = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -261,6 +265,9 @@ class Runtime:
                 actions = core.handle(event)
                 if isinstance(event, TimerFired):
                     self.metrics.cycle_seconds.observe(time.perf_counter() - started)
+                    cycle = core.last_cycle
+                    if cycle is not None and cycle.truncated and cycle.admitted:
+                        self._cycle_again.set()  # more admissions wait: next cycle at once
                 self.metrics.events.labels(type(event).__name__).inc()
                 value = item.result(event) if item.result is not None else None
             except FirsthopError as exc:
@@ -332,7 +339,9 @@ class Runtime:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cycle_again.wait(), self._tick_s)
+            self._cycle_again.clear()
             try:
                 await self.apply(lambda at: TimerFired(at=at))
             except FirsthopError as exc:
