@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import replace
 from datetime import datetime
 
@@ -115,6 +116,52 @@ async def test_a_failed_commit_is_reported_and_memory_reloads_from_the_store() -
     assert not lost_in_memory
     assert store.get_job("j-lost") is None
     assert store.get_job("j-kept") is not None
+
+
+class GatedStore(RecordingStore):
+    """Holds each commit until the test opens the gate (commits run on the store thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+
+    def save(self, changes: ChangeSet) -> None:
+        self.waiting.set()
+        self.gate.wait(10)
+        super().save(changes)
+
+
+async def test_the_next_batch_is_handled_during_a_commit_and_refused_if_that_commit_fails() -> None:
+    store = GatedStore()
+    runtime = _runtime(store)
+    await runtime.start()
+    try:
+        store.gate.clear()
+        store.waiting.clear()
+        store.fail = True
+        first = asyncio.ensure_future(runtime.apply(_submit("j-first")))  # type: ignore[arg-type]
+        await asyncio.to_thread(store.waiting.wait, 10)  # its commit is on the store thread
+        second = asyncio.ensure_future(runtime.apply(_submit("j-second")))  # type: ignore[arg-type]
+        deadline = asyncio.get_running_loop().time() + 10
+        while "j-second" not in runtime.state.jobs:  # handled while the first one commits
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        store.gate.set()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        in_memory = {"j-first", "j-second"} & set(runtime.state.jobs)
+        store.fail = False
+        await runtime.apply(_submit("j-third"))  # type: ignore[arg-type]
+    finally:
+        store.gate.set()
+        await runtime.stop()
+
+    assert [getattr(o, "reason", None) for o in outcomes] == ["store_unavailable"] * 2
+    assert not in_memory  # the core was reloaded without either
+    assert store.get_job("j-first") is None
+    assert store.get_job("j-second") is None  # never committed on top of the refused change
+    assert store.get_job("j-third") is not None
 
 
 async def test_requests_after_stop_are_refused() -> None:

@@ -11,9 +11,15 @@ takes the queue in batches (group commit):
 3. only then answer the callers, publish the changed jobs to ``WatchJob`` streams and send the
    agent commands (stops before starts, in the order the core gave them).
 
-If the commit fails, the batch's callers get ``store_unavailable`` and the core is rebuilt from
-the store, so memory never runs ahead of what is durable for longer than one commit. Reads
-(``GetJob``, ``ListJobs``...) look at the in-memory state and may see the batch being committed.
+Commits are pipelined, one in flight: while batch N commits on the store's thread, batch N+1
+is collected and applied to the core (step 1), and it commits as soon as N is durable. So the
+event loop never idles behind an fsync, and batches grow with the commit time.
+
+If a commit fails, its callers get ``store_unavailable`` and the core is rebuilt from the
+store; the batch applied on top of the refused one is refused too (without being committed),
+so memory never runs ahead of what is durable by more than two batches and never keeps a
+refused change. Reads (``GetJob``, ``ListJobs``...) look at the in-memory state and may see
+the batches being committed.
 
 A ticker queues :class:`~scheduler.core.events.TimerFired` every ``tick_interval_s`` after the
 previous tick was handled (ticks never pile up); its handling time is the scheduling cycle
@@ -49,7 +55,7 @@ from scheduler.core.actions import (
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
 from scheduler.core.events import Event, SchedulerStarted, TimerFired
-from scheduler.core.records import Job, Node
+from scheduler.core.records import Job, Node, Queue
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import JobState
@@ -90,6 +96,15 @@ class _Item:
     make: EventFactory
     result: Callable[[Event], Any] | None
     future: asyncio.Future[Any] | None
+
+
+@dataclass(slots=True)
+class _Handled:
+    """A batch applied to the core: what to commit, then do, then answer."""
+
+    changes: ChangeSet
+    effects: list[Action]
+    outcomes: list[tuple[_Item, Any]]
 
 
 class Runtime:
@@ -229,6 +244,7 @@ class Runtime:
             self._queue.put_nowait(_Item(make, None, None))
 
     async def _consume(self) -> None:
+        previous: asyncio.Task[None] | None = None
         while True:
             batch = [await self._queue.get()]
             # One turn of the loop lets RPCs that are already readable queue their events, so
@@ -236,15 +252,21 @@ class Runtime:
             await asyncio.sleep(0)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            core = self.core
             try:
-                await self._process(batch)
+                handled = self._handle(core, batch)
             except Exception:  # a bug in the runtime itself: keep serving, loudly
                 _log.exception("runtime batch failed")
-                for item in batch:
-                    _settle(item.future, StoreUnavailableError("internal error; see the log"))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                handled = _Handled(
+                    ChangeSet(),
+                    [],
+                    [(i, StoreUnavailableError("internal error; see the log")) for i in batch],
+                )
+            # One commit in flight: this batch was handled while the previous one committed;
+            # it commits once that one is durable (or refused).
+            if previous is not None:
+                await previous
+            previous = asyncio.create_task(self._finish(core, batch, handled))
 
     def _stamp(self) -> datetime:
         now = self._clock.now()
@@ -253,9 +275,11 @@ class Runtime:
         self._last_at = now
         return now
 
-    async def _process(self, batch: list[_Item]) -> None:
-        core = self.core
-        changes = ChangeSet()
+    def _handle(self, core: Scheduler, batch: list[_Item]) -> _Handled:
+        """Apply a batch's events to the core, one at a time; what to commit and do after."""
+        jobs: dict[str, Job] = {}
+        nodes: dict[str, Node] = {}
+        queues: dict[str, Queue] = {}
         effects: list[Action] = []
         outcomes: list[tuple[_Item, Any]] = []
         for item in batch:
@@ -281,10 +305,39 @@ class Runtime:
                 continue
             for action in actions:
                 if isinstance(action, PersistChanges):
-                    changes = changes.merged(action.changes)
+                    # The newest version of each record wins (ChangeSet.merged, without
+                    # copying the batch's changes once per event).
+                    part = action.changes
+                    jobs.update((j.id, j) for j in part.jobs)
+                    nodes.update((n.name, n) for n in part.nodes)
+                    queues.update((q.name, q) for q in part.queues)
                 else:
                     effects.append(action)
             outcomes.append((item, value))
+        changes = ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        return _Handled(changes, effects, outcomes)
+
+    async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
+        """Commit a handled batch, then answer its callers and run its actions."""
+        try:
+            if core is not self._core:
+                # An earlier commit failed and the core was reloaded from the store: this
+                # batch was computed on top of the refused change, so it is refused too.
+                error = StoreUnavailableError("an earlier change was refused by the store")
+                for item, _ in handled.outcomes:
+                    _settle(item.future, error)
+                return
+            await self._commit(handled)
+        except Exception:  # a bug in the runtime itself: keep serving, loudly
+            _log.exception("runtime batch failed")
+            for item in batch:
+                _settle(item.future, StoreUnavailableError("internal error; see the log"))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, handled: _Handled) -> None:
+        changes, outcomes = handled.changes, handled.outcomes
         if changes:
             started = time.perf_counter()
             try:
@@ -302,7 +355,7 @@ class Runtime:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             for job in changes.jobs:
                 self.watchers.publish(job)
-        for action in effects:
+        for action in handled.effects:
             self._execute(action)
         for item, value in outcomes:
             _settle(item.future, value)
