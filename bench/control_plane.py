@@ -18,8 +18,16 @@ PostgreSQL started with ``fsync=on``), one run of:
    scheduler marked LOST (every agent is alive, so any LOST node is a false one).
 
 The three processes share this machine's cores; the figures are end-to-end (gRPC, runtime,
-core, store). Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs);
-writes ``bench/results/control_plane.json``.
+core, store).
+
+The peer, in the same run: a real ``slurmctld`` (:mod:`bench.slurm_peer`) with one node per host
+of the same fabric (its ``topology/tree`` loaded from our export) takes the same job mix (the
+fill jobs, then the steady-state jobs, as whole-host ``sbatch`` requests) from ``CONCURRENCY``
+concurrent ``sbatch`` processes; ``submit_rate_vs_slurm`` is each store's durable submission
+rate over Slurm's. It is skipped, saying why, without Slurm.
+
+Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs); writes
+``bench/results/control_plane.json``.
 """
 
 from __future__ import annotations
@@ -41,11 +49,13 @@ from typing import Any
 import grpc.aio
 
 from bench.common import write_results
+from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from scheduler.api.serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
 from scheduler.store.pg_server import PostgresUnavailableError, start_throwaway_postgres
 from topology.generators import fat_tree
+from topology.model import Topology
 from topology.spec import dump_spec
 
 BIN = Path(sys.executable).parent
@@ -297,10 +307,30 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         scheduler.stop()
 
 
+def run_slurm(scale: Scale, work: Path) -> dict[str, Any]:
+    """The same fill and steady-state job mix, submitted to a real slurmctld with ``sbatch``."""
+    topology = Topology.from_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8))
+    fill = [s.gpus for s in _specs(FILL_JOBS, seed=1, prefix="fill")]
+    steady = [s.gpus for s in _specs(scale.jobs)]
+    try:
+        with running_slurmctld(topology, work / "slurm", 4 * (len(fill) + len(steady))) as env:
+            fill_result = asyncio.run(sbatch_all(env, fill, CONCURRENCY))
+            submit = asyncio.run(sbatch_all(env, steady, CONCURRENCY))
+    except SlurmUnavailableError as exc:
+        return {"store": "slurm", "skipped": str(exc)}
+    return {
+        "store": "slurm",
+        "version": slurm_version(),
+        "hosts": len(topology.hosts),
+        "fill_submit": fill_result,
+        "submit": {**submit, "durable_submissions_per_s": submit["submissions_per_s"]},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 hosts, 2,000 jobs")
-    parser.add_argument("--stores", default="memory,sqlite,postgresql")
+    parser.add_argument("--stores", default="memory,sqlite,postgresql,slurm")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     results: list[dict[str, Any]] = []
@@ -312,6 +342,8 @@ def main() -> None:
             elif store == "sqlite":
                 url = f"sqlite:///{work / 'bench.db'}"
                 results.append(run_backend("sqlite", url, scale, work))
+            elif store == "slurm":
+                results.append(run_slurm(scale, work))
             elif store == "postgresql":
                 try:
                     server = start_throwaway_postgres(fsync=True)
@@ -332,6 +364,18 @@ def main() -> None:
                 r["submit_rate_vs_memory"] = round(
                     r["submit"]["durable_submissions_per_s"] / base_rate, 3
                 )
+    slurm = next((r for r in results if r.get("store") == "slurm" and "submit" in r), None)
+    if slurm is not None:
+        slurm_rate = slurm["submit"]["durable_submissions_per_s"]
+        slurm_fill = slurm["fill_submit"]["submissions_per_s"]
+        for r in results:
+            if "submit" in r and r is not slurm:
+                r["submit_rate_vs_slurm"] = round(
+                    r["submit"]["durable_submissions_per_s"] / slurm_rate, 2
+                )
+                r["fill_rate_vs_slurm"] = round(
+                    r["fill_submit"]["durable_submissions_per_s"] / slurm_fill, 2
+                )
     path = write_results(
         "control_plane" + ("_quick" if args.quick else ""),
         {"scale": scale.__dict__, "results": results},
@@ -343,7 +387,16 @@ def _print(r: dict[str, Any]) -> None:
     if "skipped" in r:
         print(f"{r['store']:>10}: skipped ({r['skipped']})")
         return
-    s, c = r["submit"], r["cycle"]
+    s = r["submit"]
+    if r["store"] == "slurm":
+        print(
+            f"{'slurm':>10}: {s['submissions_per_s']:8.1f} sbatch/s (p50 {s['latency_p50_ms']} ms, "
+            f"p99 {s['latency_p99_ms']} ms, errors {s['errors']}); while filling "
+            f"{r['fill_submit']['submissions_per_s']}/s; {r['version']}, {r['hosts']} nodes",
+            flush=True,
+        )
+        return
+    c = r["cycle"]
     print(
         f"{r['store']:>10}: {s['durable_submissions_per_s']:8.1f} durable submits/s "
         f"(p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, errors {s['errors']}); "
