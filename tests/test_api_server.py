@@ -30,6 +30,7 @@ from firsthop.v1 import admin_pb2, jobs_pb2
 from scheduler.api.jobs_servicer import LIST_CHUNK, JobServicer
 from scheduler.api.serde import job_spec_to_proto
 from scheduler.core.states import JobState
+from scheduler.store.memory import MemoryStore
 
 J = JobState
 
@@ -343,3 +344,40 @@ async def test_a_large_job_list_lets_other_requests_run_while_it_is_built() -> N
 
     assert len(response.jobs) == 5 * LIST_CHUNK
     assert during >= 4  # the loop ran between chunks, not once after the whole page
+
+
+async def test_finished_jobs_leave_memory_after_the_window_and_are_read_from_the_store() -> None:
+    store = MemoryStore()
+    async with (
+        running_server(store=store, job_retention_s=0.2) as server,
+        stubs(server.address) as s,
+    ):
+        first = await submit(s, spec(8), submission_id="keep-me")
+        job_id = first.job.id
+        await s.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason="done"))
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while job_id in server.runtime.state.jobs:  # swept once its window has passed
+            assert asyncio.get_running_loop().time() < deadline
+            await server.runtime.next_tick()
+        got = (await s.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))).job
+        listed = await s.jobs.ListJobs(jobs_pb2.ListJobsRequest())
+        again = await submit(s, spec(8), submission_id="keep-me")
+        with pytest.raises(grpc.aio.AioRpcError) as other_spec:
+            await submit(s, spec(16), submission_id="keep-me")
+        cancelled_again = await s.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id))
+    async with (
+        running_server(store=store, job_retention_s=0.2) as restarted,
+        stubs(restarted.address) as s,
+    ):
+        loaded = set(restarted.runtime.state.jobs)
+        after_restart = (await s.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))).job
+
+    assert got.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert [j.id for j in listed.jobs] == [job_id]
+    assert listed.total_size == 1
+    assert again.job.id == job_id
+    assert not again.created
+    assert reason_of(other_spec.value) == "duplicate_submission"
+    assert cancelled_again.job.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert job_id not in loaded  # a restart loads what is live, not the history
+    assert after_restart.state == jobs_pb2.JOB_STATE_CANCELLED

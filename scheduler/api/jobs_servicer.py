@@ -17,9 +17,9 @@ import grpc.aio
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_spec_from_proto, job_state_from_proto, job_to_proto
+from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
-from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 
@@ -45,6 +45,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job_id = self._runtime.new_job_id()
         user = request.user or ANONYMOUS
         submission_id = request.submission_id or None
+        earlier = await self._runtime.stored_submission(user, submission_id)
+        if earlier is not None:  # a repeat of a job only the store still has
+            if earlier.spec != spec:
+                raise DuplicateSubmissionError(
+                    f"submission id {submission_id!r} was used for job {earlier.id} "
+                    "with a different spec"
+                )
+            return jobs_pb2.SubmitJobResponse(job=job_to_proto(earlier), created=False)
 
         def submitted(at: Any) -> Event:
             return JobSubmitted(
@@ -64,13 +72,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(  # noqa: N802
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
-        return jobs_pb2.GetJobResponse(job=job_to_proto(self._runtime.get_job(request.job_id)))
+        job = await self._runtime.find_job(request.job_id)
+        return jobs_pb2.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        page = queries.list_jobs(
-            self._runtime.state,
+        page = await self._runtime.list_jobs(
             states=[job_state_from_proto(s) for s in request.states],
             queue=request.queue,
             user=request.user,
@@ -90,7 +98,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
         job_id, reason = request.job_id, request.reason
-        self._runtime.get_job(job_id)  # unknown_job before queueing anything
+        known = await self._runtime.find_job(job_id)  # unknown_job before queueing anything
+        if job_id not in self._runtime.state.jobs:  # finished long ago: nothing to cancel
+            return jobs_pb2.CancelJobResponse(job=job_to_proto(known))
 
         def cancelled(at: Any) -> Event:
             return JobCancelRequested(at=at, job_id=job_id, reason=reason)
@@ -105,7 +115,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
         watch = self._runtime.watchers.subscribe(request.job_id)
         try:
-            first = self._runtime.get_job(request.job_id)
+            first = await self._runtime.find_job(request.job_id)
             async for job in watch.updates(first):
                 yield jobs_pb2.WatchJobResponse(job=job_to_proto(job))
         finally:

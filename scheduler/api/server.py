@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import grpc
@@ -235,8 +235,11 @@ def build_server(
         return_lost_nodes=config.return_lost_nodes,
     )
 
+    runtime_clock = clock or SystemClock()
+    retention = timedelta(seconds=config.job_retention_s)
+
     def build_core() -> Scheduler:
-        stored = store.load()
+        stored = store.load(finished_after=runtime_clock.now() - retention)
         return Scheduler(
             index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
         )
@@ -245,10 +248,12 @@ def build_server(
     runtime = Runtime(
         build_core,
         store,
-        clock or SystemClock(),
+        runtime_clock,
         metrics=metrics,
         tick_interval_s=config.tick_interval_s,
         max_batch=config.max_batch,
+        archive=store,
+        retention_s=config.job_retention_s,
     )
     fleet = Fleet(runtime, topology)
     server = grpc.aio.server(

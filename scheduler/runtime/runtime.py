@@ -37,7 +37,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,8 +59,11 @@ from scheduler.core.records import Job, Node, Queue
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import JobState
+from scheduler.runtime import queries
 from scheduler.runtime.agents import AgentHub, ShuttingDownError
+from scheduler.runtime.history import History, JobArchive
 from scheduler.runtime.metrics import Metrics, StateSnapshot
+from scheduler.runtime.queries import Page
 from scheduler.runtime.watch import WatchHub
 from topology.errors import FirsthopError
 
@@ -119,8 +122,16 @@ class Runtime:
         metrics: Metrics | None = None,
         tick_interval_s: float = 1.0,
         max_batch: int = 512,
+        archive: JobArchive | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self._build_core = build_core
+        self.history = (
+            History(archive, retention_s, lambda: self.state)
+            if archive is not None and retention_s is not None
+            else None
+        )
+        """Finished jobs past ``retention_s`` live in the store only (``None``: all in memory)."""
         self._store = store
         self._clock = clock
         self.metrics = metrics or Metrics()
@@ -169,6 +180,8 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._store_thread.shutdown(wait=True)
+        if self.history is not None:
+            self.history.close()
 
     async def in_store_thread(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the store's thread (every store call goes through this one thread)."""
@@ -207,6 +220,45 @@ class Runtime:
         if node is None:
             raise UnknownNodeError(f"unknown node {name!r} (not a host of the topology)")
         return node
+
+    async def find_job(self, job_id: str) -> Job:
+        """A job by id, from memory or, past its retention, from the store.
+
+        Raises:
+            UnknownJobError: no such job.
+        """
+        if self.history is None:
+            return self.get_job(job_id)
+        return await self.history.find_job(job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str = "",
+        user: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[Job]:
+        """A page of jobs (from the store once memory no longer holds the whole history)."""
+        if self.history is None:
+            return queries.list_jobs(
+                self.state,
+                states=states,
+                queue=queue,
+                user=user,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        return await self.history.list_jobs(
+            states=states, queue=queue, user=user, page_size=page_size, page_token=page_token
+        )
+
+    async def stored_submission(self, user: str, submission_id: str | None) -> Job | None:
+        """The job of a repeated submission that only the store still has, if any."""
+        if self.history is None or submission_id is None:
+            return None
+        return await self.history.stored_submission(user, submission_id)
 
     def new_job_id(self) -> str:
         """A fresh job id: ``j-`` and 12 hex digits, unique across restarts."""
@@ -292,6 +344,8 @@ class Runtime:
                     cycle = core.last_cycle
                     if cycle is not None and cycle.truncated and cycle.admitted:
                         self._cycle_again.set()  # more admissions wait: next cycle at once
+                    if self.history is not None:
+                        self.history.sweep(core.state, event.at)
                 self.metrics.events.labels(type(event).__name__).inc()
                 value = item.result(event) if item.result is not None else None
             except FirsthopError as exc:

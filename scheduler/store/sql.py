@@ -35,6 +35,7 @@ import fcntl
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,12 +220,17 @@ class SqlStore:
 
     # ------------------------------------------------------------------ reads
 
-    def load(self) -> StoredState:
-        """Every stored record (jobs in submission order)."""
-        with self._errors(), self.engine.connect() as conn:
-            jobs = conn.execute(
-                sa.select(schema.jobs).order_by(schema.jobs.c.submitted_at, schema.jobs.c.id)
+    def load(self, *, finished_after: datetime | None = None) -> StoredState:
+        """Every stored record (jobs in submission order); with ``finished_after``, finished
+        jobs only from then on (an index on ``finished_at`` makes this cost what is kept)."""
+        t = schema.jobs
+        query = sa.select(t).order_by(t.c.submitted_at, t.c.id)
+        if finished_after is not None:
+            query = query.where(
+                sa.or_(t.c.finished_at.is_(None), t.c.finished_at >= finished_after)
             )
+        with self._errors(), self.engine.connect() as conn:
+            jobs = conn.execute(query)
             job_list = tuple(job_from_row(r._asdict()) for r in jobs)
             nodes = conn.execute(sa.select(schema.nodes).order_by(schema.nodes.c.name))
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
@@ -239,6 +245,33 @@ class SqlStore:
                 sa.select(schema.jobs).where(schema.jobs.c.id == job_id)
             ).one_or_none()
         return None if row is None else job_from_row(row._asdict())
+
+    def job_for_submission(self, user: str, submission_id: str) -> Job | None:
+        """The job ``user`` submitted with ``submission_id``, or ``None``."""
+        t = schema.jobs
+        query = sa.select(t).where(t.c.user == user, t.c.submission_id == submission_id)
+        with self._errors(), self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else job_from_row(row._asdict())
+
+    def count_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """How many jobs match the filters."""
+        t = schema.jobs
+        query = sa.select(sa.func.count()).select_from(t)
+        if states:
+            query = query.where(t.c.state.in_(sorted(s.value for s in states)))
+        if queue is not None:
+            query = query.where(t.c.queue == queue)
+        if user is not None:
+            query = query.where(t.c.user == user)
+        with self._errors(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def list_jobs(
         self,

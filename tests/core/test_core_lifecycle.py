@@ -269,3 +269,28 @@ def test_a_job_that_never_starts_times_out_and_is_requeued() -> None:
     assert requeued.reason == "start_timeout"
     assert requeued.failures[-1].host == second
     assert second in requeued.message
+
+
+def test_finished_jobs_can_be_forgotten_and_live_ones_cannot() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    done = h.submit(8, submission_id="s-done")
+    live = h.submit(8, submission_id="s-live")
+    h.tick()
+    h.start(done)
+    h.finish(done)
+    h.start(live)
+    h.clock.advance(10)
+    finished_at = h.job(done).finished_at
+    assert finished_at is not None
+
+    kept = h.state.forget_finished(finished_at)  # not before the cutoff: kept
+    gone = h.state.forget_finished(h.clock.now())
+    h.state.validate()
+
+    assert kept == []
+    assert gone == [done]
+    assert done not in h.state.jobs
+    assert h.state.job_for_submission("alice", "s-done") is None
+    assert h.job(live).state is J.RUNNING
+    assert h.state.job_for_submission("alice", "s-live") is not None
