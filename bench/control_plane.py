@@ -20,6 +20,11 @@ PostgreSQL started with ``fsync=on``), one run of:
 The three processes share this machine's cores; the figures are end-to-end (gRPC, runtime,
 core, store).
 
+Agents at scale, in the same run: ``--agents N`` (default 8,192; 1,024 with ``--quick``)
+simulated agents heartbeating every 5 s on one server with an empty queue, for longer than the
+heartbeat timeout: connect time, heartbeats handled per second, the server's CPU, and the nodes
+it falsely marks LOST.
+
 The peer, in the same run: a real ``slurmctld`` (:mod:`bench.slurm_peer`) with one node per host
 of the same fabric (its ``topology/tree`` loaded from our export) takes the same job mix (the
 fill jobs, then the steady-state jobs, as whole-host ``sbatch`` requests) from ``CONCURRENCY``
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import queue
 import random
 import subprocess
@@ -307,6 +313,76 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         scheduler.stop()
 
 
+def run_agents(pods: int, work: Path, observe_s: float) -> dict[str, Any]:
+    """Many simulated agents on one server (SQLite store, no jobs): connect time, heartbeats
+    handled, and the nodes the scheduler falsely marks LOST while every agent is alive."""
+    topology = work / f"agents-{pods}.yaml"
+    dump_spec(fat_tree(pods, 16, 16, gpus_per_host=8), topology)
+    hosts = pods * 16 * 16
+    argv = [
+        str(BIN / "firsthop-scheduler"),
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        f"sqlite:///{work / f'agents-{pods}.db'}",
+        "--topology",
+        str(topology),
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+    scheduler = Proc(argv, work / "agents-scheduler.log")
+    agents: Proc | None = None
+    try:
+        address = scheduler.wait_line("listening on ").split()[-1]
+        metrics = scheduler.wait_line("metrics on ").split()[-1]
+        started = time.perf_counter()
+        agents = Proc(
+            [str(BIN / "firsthop-agent"), "simulate", "--server", address, "--topology",
+             str(topology)],
+            work / "agents-agents.log",
+        )  # fmt: skip
+        agents.wait_line("connected ")
+        connect_s = time.perf_counter() - started
+        before = _histogram(metrics, "firsthop_events_total")
+        cpu_before = _cpu_s(scheduler.popen.pid)
+        observe_started = time.perf_counter()
+        lost_seen, ready_min = 0, hosts
+        while time.perf_counter() - observe_started < observe_s:
+            status = asyncio.run(_status(address))
+            lost_seen = max(lost_seen, status.hosts_by_state.get("LOST", 0))
+            ready_min = min(ready_min, status.hosts_by_state.get("READY", 0))
+            time.sleep(5.0)  # a sampling period of the observation, not synchronisation
+        window = time.perf_counter() - observe_started
+        after = _histogram(metrics, "firsthop_events_total")
+        cpu = (_cpu_s(scheduler.popen.pid) - cpu_before) / window
+        status = asyncio.run(_status(address))
+        beats = sum(v for k, v in after.items() if "HeartbeatReceived" in k) - sum(
+            v for k, v in before.items() if "HeartbeatReceived" in k
+        )
+        return {
+            "hosts": hosts,
+            "heartbeat_s": HEARTBEAT_S,
+            "timeout_s": TIMEOUT_S,
+            "agents_connect_s": round(connect_s, 2),
+            "observe_s": round(window, 1),
+            "heartbeats_per_s": round(beats / window, 1),
+            "scheduler_cpu_cores": round(cpu, 2),
+            "lost_nodes_max": max(lost_seen, status.hosts_by_state.get("LOST", 0)),
+            "ready_nodes_min": min(ready_min, status.hosts_by_state.get("READY", 0)),
+        }
+    finally:
+        if agents is not None:
+            agents.stop()
+        scheduler.stop()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_slurm(scale: Scale, work: Path) -> dict[str, Any]:
     """The same fill and steady-state job mix, submitted to a real slurmctld with ``sbatch``."""
     topology = Topology.from_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8))
@@ -331,12 +407,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 hosts, 2,000 jobs")
     parser.add_argument("--stores", default="memory,sqlite,postgresql,slurm")
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="also run this many simulated agents (a multiple of 256) on one server "
+        "and count false LOST nodes (default: 8,192; --quick: 1,024; 0: skip)",
+    )
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="firsthop-bench-") as tmp:
         work = Path(tmp)
-        for store in args.stores.split(","):
+        for store in filter(None, args.stores.split(",")):
             if store == "memory":
                 results.append(run_backend("memory", "memory://", scale, work))
             elif store == "sqlite":
@@ -355,7 +438,14 @@ def main() -> None:
                     results.append(run_backend("postgresql", url, scale, work))
                 finally:
                     server.stop()
+            else:
+                parser.error(f"unknown store {store!r}")
             _print(results[-1])
+        agents = args.agents if args.agents is not None else (1024 if args.quick else 8192)
+        agent_run = None
+        if agents:
+            agent_run = run_agents(agents // 256, work, scale.observe_s)
+            print(f"{'agents':>10}: {agent_run}", flush=True)
     baseline = next((r for r in results if r.get("store") == "memory"), None)
     if baseline is not None:
         base_rate = baseline["submit"]["durable_submissions_per_s"]
@@ -378,7 +468,7 @@ def main() -> None:
                 )
     path = write_results(
         "control_plane" + ("_quick" if args.quick else ""),
-        {"scale": scale.__dict__, "results": results},
+        {"scale": scale.__dict__, "results": results, "agents": agent_run},
     )
     print(f"wrote {path}")
 
