@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import write_results
 from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
@@ -191,6 +192,34 @@ async def _submit_all(address: str, specs: list[JobSpec]) -> dict[str, Any]:
     }
 
 
+async def _rpc_floor(address: str, calls: int) -> dict[str, Any]:
+    """The same client and concurrency against the server's trivial health check: what the
+    gRPC stack alone costs per call on this machine (the ceiling for any unary RPC)."""
+    request = health_pb2.HealthCheckRequest()
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        left = calls
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                started = time.perf_counter()
+                await stub.Check(request, timeout=60)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "calls": calls,
+        "calls_per_s": round(calls / wall, 1),
+        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
 def _histogram(metrics_url: str, name: str) -> dict[str, float]:
     text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
     out: dict[str, float] = {}
@@ -281,6 +310,7 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         fill = asyncio.run(_submit_all(address, _specs(FILL_JOBS, seed=1, prefix="fill")))
         fill_s = _wait_full(address)
         submit = asyncio.run(_submit_all(address, _specs(scale.jobs)))
+        floor = asyncio.run(_rpc_floor(address, scale.jobs))
         before = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
         observe_started = time.perf_counter()
         lost_seen = 0
@@ -299,6 +329,7 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
             "fill_submit": fill,
             "fill_admitted_after_s": round(fill_s, 2),
             "submit": submit,
+            "grpc_health_check_floor": floor,
             "observe_s": scale.observe_s,
             "cycle": _cycle_stats(before, after, "firsthop_scheduling_cycle_seconds"),
             "pending_jobs_during_window": (min(pending), max(pending)) if pending else None,
@@ -489,6 +520,7 @@ def _print(r: dict[str, Any]) -> None:
     c = r["cycle"]
     print(
         f"{r['store']:>10}: {s['durable_submissions_per_s']:8.1f} durable submits/s "
+        f"(gRPC floor {r['grpc_health_check_floor']['calls_per_s']} health checks/s) "
         f"(p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, errors {s['errors']}); "
         f"cycle mean {c['mean_s']} s, p99 < {c['p99_below_s']} s over {c['cycles']} cycles; "
         f"{r['hosts']} agents connected in {r['agents_connect_s']} s; "
