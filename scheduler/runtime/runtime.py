@@ -261,7 +261,10 @@ class Runtime:
         return await self.history.stored_submission(user, submission_id)
 
     def new_job_id(self) -> str:
-        """A fresh job id: ``j-`` and 12 hex digits, unique across restarts."""
+        """A fresh job id: ``j-`` and 12 random hex digits, not used by a job in memory.
+
+        Jobs past their retention are not checked: with a million of them a clash has odds of
+        about 4e-9 per submission, and the store would refuse it (the caller retries)."""
         while True:
             job_id = f"j-{secrets.token_hex(6)}"
             if job_id not in self.state.jobs:
