@@ -15,6 +15,11 @@ WAL mode and PostgreSQL both serve readers beside the writer):
 - :meth:`History.stored_submission`: the job of a (user, submission id) that memory no longer
   knows, so a repeated submission is still answered with its first job after the window.
 
+All three go to the store only while memory is :attr:`History.partial` (this process forgot a
+job, or the store had older history when it started); until then memory answers, as it always
+did. Once partial, a submission with an id memory does not know costs one indexed read on the
+reader thread.
+
 Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 """
 
@@ -30,6 +35,7 @@ from scheduler.core.errors import UnknownJobError
 from scheduler.core.records import Job
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import JobState
+from scheduler.runtime import queries
 from scheduler.runtime.queries import DEFAULT_JOB_PAGE, MAX_JOB_PAGE, Page
 
 T = TypeVar("T")
@@ -68,6 +74,10 @@ class JobArchive(Protocol):
         """How many stored jobs match."""
         ...
 
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at``."""
+        ...
+
 
 class _StorePage(Protocol):
     @property
@@ -98,7 +108,21 @@ class History:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
         self.forgotten = 0
         """Jobs dropped from memory by this process."""
+        self._older_in_store = True
+        """Whether the store held jobs the start did not load (until :meth:`started`)."""
         self._next_sweep: datetime | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Whether memory may miss a job the store has. While it does not, every read is
+        answered from memory as before (no store round trip for a new submission id)."""
+        return self.forgotten > 0 or self._older_in_store
+
+    async def started(self, now: datetime) -> None:
+        """After the core was loaded: ask the store whether it left history out. ``now`` is
+        later than the load's cutoff, so any doubt counts as history left out."""
+        cutoff = self.finished_after(now)
+        self._older_in_store = await self._read(lambda: self._archive.has_finished_before(cutoff))
 
     def close(self) -> None:
         """Stop the reader thread."""
@@ -125,7 +149,7 @@ class History:
             UnknownJobError: neither has it.
         """
         job = self._state().jobs.get(job_id)
-        if job is None:
+        if job is None and self.partial:
             job = await self._read(lambda: self._archive.get_job(job_id))
         if job is None:
             raise UnknownJobError(f"unknown job {job_id!r}")
@@ -133,8 +157,8 @@ class History:
 
     async def stored_submission(self, user: str, submission_id: str) -> Job | None:
         """The job of (``user``, ``submission_id``) when only the store still has it."""
-        if self._state().job_for_submission(user, submission_id) is not None:
-            return None  # memory has it: the core answers
+        if not self.partial or self._state().job_for_submission(user, submission_id):
+            return None  # memory has it, or memory has everything: the core answers
         job = await self._read(lambda: self._archive.job_for_submission(user, submission_id))
         if job is None or job.id in self._state().jobs:
             return None
@@ -154,6 +178,15 @@ class History:
         Raises:
             InvalidInputError: ``invalid_page_token``.
         """
+        if not self.partial:
+            return queries.list_jobs(
+                self._state(),
+                states=states,
+                queue=queue,
+                user=user,
+                page_size=page_size,
+                page_token=page_token,
+            )
         size = min(page_size or DEFAULT_JOB_PAGE, MAX_JOB_PAGE)
         wanted = tuple(states)
 

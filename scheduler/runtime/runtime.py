@@ -156,6 +156,8 @@ class Runtime:
     async def start(self) -> None:
         """Load the core from the store, announce the (re)start, begin ticking."""
         self._core = await self.in_store_thread(self._build_core)
+        if self.history is not None:
+            await self.history.started(self._clock.now())
         self._tasks.append(asyncio.create_task(self._consume(), name="runtime consumer"))
         await self.apply(lambda at: SchedulerStarted(at=at))
         self._tasks.append(asyncio.create_task(self._tick(), name="runtime ticker"))

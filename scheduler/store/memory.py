@@ -97,6 +97,11 @@ class MemoryStore:
             job_id = self._submissions.get((user, submission_id))
             return None if job_id is None else self._jobs[job_id]
 
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at``."""
+        with self._lock:
+            return any(not _kept(job, at) for job in self._jobs.values())
+
     def count_jobs(
         self,
         *,

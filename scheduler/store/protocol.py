@@ -87,6 +87,11 @@ class Store(Protocol):
         """The job ``user`` submitted with ``submission_id``, or ``None``."""
         ...
 
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at`` (what a ``load(finished_after=at)``
+        left out)."""
+        ...
+
     def count_jobs(
         self,
         *,

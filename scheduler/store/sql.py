@@ -254,6 +254,13 @@ class SqlStore:
             row = conn.execute(query).one_or_none()
         return None if row is None else job_from_row(row._asdict())
 
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at`` (one probe of the index)."""
+        t = schema.jobs
+        query = sa.select(t.c.id).where(t.c.finished_at < at).limit(1)
+        with self._errors(), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def count_jobs(
         self,
         *,

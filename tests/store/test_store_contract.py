@@ -213,3 +213,5 @@ def test_history_stays_out_of_a_load_but_answers_lookups(kit: StoreKit) -> None:
     assert store.count_jobs() == 3
     assert store.count_jobs(states=[J.SUCCEEDED, J.FAILED]) == 2
     assert store.count_jobs(user="bob") == 0
+    assert store.has_finished_before(at(50))  # "old" finished at 10
+    assert not store.has_finished_before(at(5))
