@@ -67,6 +67,7 @@ from scheduler.store.serde import (
     node_to_row,
     queue_from_row,
     queue_to_row,
+    utc,
 )
 from topology.errors import InvalidInputError
 
@@ -224,14 +225,18 @@ class SqlStore:
         """Every stored record (jobs in submission order); with ``finished_after``, finished
         jobs only from then on (an index on ``finished_at`` makes this cost what is kept)."""
         t = schema.jobs
-        query = sa.select(t).order_by(t.c.submitted_at, t.c.id)
-        if finished_after is not None:
-            query = query.where(
-                sa.or_(t.c.finished_at.is_(None), t.c.finished_at >= finished_after)
-            )
         with self._errors(), self.engine.connect() as conn:
-            jobs = conn.execute(query)
-            job_list = tuple(job_from_row(r._asdict()) for r in jobs)
+            if finished_after is None:
+                rows = conn.execute(sa.select(t).order_by(t.c.submitted_at, t.c.id)).all()
+            else:
+                # Two probes of ix_jobs_finished (unfinished, then recently finished), sorted
+                # here: one query with OR and ORDER BY walks the whole table in submit order.
+                rows = [
+                    *conn.execute(sa.select(t).where(t.c.finished_at.is_(None))),
+                    *conn.execute(sa.select(t).where(t.c.finished_at >= finished_after)),
+                ]
+                rows.sort(key=lambda r: (utc(r.submitted_at), r.id))
+            job_list = tuple(job_from_row(r._asdict()) for r in rows)
             nodes = conn.execute(sa.select(schema.nodes).order_by(schema.nodes.c.name))
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
             queues = conn.execute(sa.select(schema.queues).order_by(schema.queues.c.name))
