@@ -67,7 +67,6 @@ from scheduler.store.serde import (
     node_to_row,
     queue_from_row,
     queue_to_row,
-    utc,
 )
 from topology.errors import InvalidInputError
 
@@ -227,16 +226,21 @@ class SqlStore:
         t = schema.jobs
         with self._errors(), self.engine.connect() as conn:
             if finished_after is None:
-                rows = conn.execute(sa.select(t).order_by(t.c.submitted_at, t.c.id)).all()
+                rows = conn.execute(sa.select(t).order_by(t.c.submitted_at, t.c.id))
+                job_list = tuple(job_from_row(r._asdict()) for r in rows)
             else:
                 # Two probes of ix_jobs_finished (unfinished, then recently finished), sorted
                 # here: one query with OR and ORDER BY walks the whole table in submit order.
-                rows = [
-                    *conn.execute(sa.select(t).where(t.c.finished_at.is_(None))),
-                    *conn.execute(sa.select(t).where(t.c.finished_at >= finished_after)),
+                loaded = [
+                    job_from_row(r._asdict())
+                    for query in (
+                        sa.select(t).where(t.c.finished_at.is_(None)),
+                        sa.select(t).where(t.c.finished_at >= finished_after),
+                    )
+                    for r in conn.execute(query)
                 ]
-                rows.sort(key=lambda r: (utc(r.submitted_at), r.id))
-            job_list = tuple(job_from_row(r._asdict()) for r in rows)
+                loaded.sort(key=lambda j: (j.submitted_at, j.id))
+                job_list = tuple(loaded)
             nodes = conn.execute(sa.select(schema.nodes).order_by(schema.nodes.c.name))
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
             queues = conn.execute(sa.select(schema.queues).order_by(schema.queues.c.name))
