@@ -95,7 +95,9 @@ def test_the_store_lock_is_released_when_the_scheduler_exits(
 def test_listening_on_every_interface_prints_what_was_bound(
     tmp_path: Path, topology_file: Path
 ) -> None:
-    proc = Proc(_argv("0.0.0.0:0", tmp_path / "firsthop.db", topology_file), tmp_path / "s.log")
+    # Every interface without TLS needs --insecure (docs/security.md).
+    argv = [*_argv("0.0.0.0:0", tmp_path / "firsthop.db", topology_file), "--insecure"]
+    proc = Proc(argv, tmp_path / "s.log")
     try:
         line = proc.wait_line("listening on ")
         port = line.rsplit(":", 1)[-1]
