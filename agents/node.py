@@ -47,7 +47,7 @@ from agents.launch import LogPiece, ProcessExecutor, read_rank_log
 from agents.ranks import RankExecutor
 from agents.session import AgentSession, HealthCheckFn, SessionOptions
 from agents.timing import Backoff
-from agents.transport import GrpcAgentTransport
+from agents.transport import FailoverAgentTransport, parse_addresses
 from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.errors import InvalidInputError
 
@@ -323,16 +323,18 @@ class NodeAgent:
         Raises:
             FatalAgentError: the scheduler refused this host.
         """
-        channel = grpc.aio.insecure_channel(self.settings.server, options=CHANNEL_OPTIONS)
-        session = AgentSession(
-            self.identity, GrpcAgentTransport(channel), self.executor, self._options
+        # ``server`` may list several schedulers (a leader and standbys): follow the leader.
+        transport = FailoverAgentTransport(
+            parse_addresses(self.settings.server),
+            lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         )
+        session = AgentSession(self.identity, transport, self.executor, self._options)
         self.session = session
         self._session_made.set()
         try:
             await session.run(stop)
         finally:
             await session.supervisor.stop_all(self.settings.stop_grace_s)
-            await channel.close(None)
+            await transport.close()
             with contextlib.suppress(HealthProbeError):
                 self._gpus.close()

@@ -26,7 +26,7 @@ import grpc.aio
 
 from agents.ranks import RankExecutor
 from agents.session import AgentSession, FatalAgentError, SessionOptions
-from agents.transport import GrpcAgentTransport
+from agents.transport import FailoverAgentTransport, parse_addresses
 from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.model import Topology
 
@@ -90,15 +90,20 @@ class SimulatedCluster:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every agent until ``stop`` is set."""
-        channels = [
-            grpc.aio.insecure_channel(self.server, options=CHANNEL_OPTIONS)
+        # ``server`` may list several schedulers: each group of agents follows the leader.
+        addresses = parse_addresses(self.server)
+        transports = [
+            FailoverAgentTransport(
+                addresses,
+                lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+            )
             for _ in range(max(1, -(-len(self._identities) // AGENTS_PER_CHANNEL)))
         ]
         try:
             self.sessions = [
                 AgentSession(
                     ident,
-                    GrpcAgentTransport(channels[i // AGENTS_PER_CHANNEL]),
+                    transports[i // AGENTS_PER_CHANNEL],
                     self._executor,
                     self._session_options(i),
                 )
@@ -111,8 +116,8 @@ class SimulatedCluster:
                 for task in session.supervisor.cancel_all():
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            for channel in channels:
-                await channel.close(None)
+            for transport in transports:
+                await transport.close()
 
     def _session_options(self, i: int) -> SessionOptions:
         options = self._options(random.Random(self._seed * 1_000_003 + i))

@@ -82,6 +82,8 @@ class Registered:
     session_id: str
     heartbeat_interval_s: float | None
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
+    epoch: int = 0
+    """The leader's fencing epoch (0: a scheduler without a leader lease)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ def register_request(identity: AgentIdentity) -> agent_pb2.RegisterNodeRequest:
 def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registered:
     """The session and heartbeat interval the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
-    return Registered(response.session_id, interval)
+    return Registered(response.session_id, interval, response.epoch)
 
 
 # ---------------------------------------------------------------- commands down
@@ -278,6 +280,13 @@ def scheduler_message_from_proto(
     if kind == "report_ack":
         return ReportAck(message.report_ack.report_id)
     return None
+
+
+def command_epoch(message: agent_pb2.SchedulerMessage | agent_pb2.Command) -> int:
+    """The fencing epoch a command (or a message down the stream) carries (0: none)."""
+    if isinstance(message, agent_pb2.Command):
+        return message.epoch
+    return message.command.epoch if message.WhichOneof("body") == "command" else 0
 
 
 def launches_of(start: StartCommand) -> list[RankLaunch]:

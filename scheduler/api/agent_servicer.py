@@ -67,6 +67,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=session,
             heartbeat_interval_ms=self._interval_ms,
             heartbeat_timeout_ms=self._timeout_ms,
+            epoch=self._runtime.agents.epoch,
         )
 
     async def Connect(  # noqa: N802
@@ -111,7 +112,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     if self._runtime.agents.closing:
                         raise ShuttingDownError("the scheduler is shutting down; reconnect")
                     raise SessionReplacedError(f"{link.node}: a newer session took over")
-                yield outgoing_to_proto(item.result())
+                yield outgoing_to_proto(item.result(), epoch=self._runtime.agents.epoch)
         finally:
             replaced.cancel()
 

@@ -71,6 +71,13 @@ class StoreUnavailableError(FirsthopError):
     default_reason = ErrorReason.STORE_UNAVAILABLE
 
 
+class DeposedError(FirsthopError):
+    """The store fenced this scheduler off: a newer leader took over."""
+
+    status_code = "UNAVAILABLE"
+    default_reason = ErrorReason.NOT_LEADER
+
+
 class DurableStore(Protocol):
     """What the runtime needs of a :class:`~scheduler.store.protocol.Store`."""
 
@@ -121,6 +128,10 @@ class Runtime:
         """Extra observers of executed actions (the agent layer registers here)."""
         self.ticks = 0
         self._ticked = asyncio.Condition()
+        self.deposed = False
+        """Set when the store refused a commit with ``not_leader``: a newer leader took over."""
+        self.on_deposed: list[Callable[[], None]] = []
+        """Called once the store fenced this runtime off (the server steps down)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,6 +226,8 @@ class Runtime:
         """
         if self._closing:
             raise ShuttingDownError("the scheduler is shutting down")
+        if self.deposed:
+            raise DeposedError("this scheduler is no longer the leader")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(make, result, future))
         value: T | None = await future
@@ -222,7 +235,7 @@ class Runtime:
 
     def post(self, make: EventFactory) -> None:
         """Queue an event nobody waits for (heartbeats); errors are logged, not raised."""
-        if not self._closing:
+        if not self._closing and not self.deposed:
             self._queue.put_nowait(_Item(make, None, None))
 
     async def _consume(self) -> None:
@@ -251,6 +264,10 @@ class Runtime:
         return now
 
     async def _process(self, batch: list[_Item]) -> None:
+        if self.deposed:
+            for item in batch:
+                _settle(item.future, DeposedError("this scheduler is no longer the leader"))
+            return
         core = self.core
         changes = ChangeSet()
         effects: list[Action] = []
@@ -279,19 +296,17 @@ class Runtime:
                 else:
                     effects.append(action)
             outcomes.append((item, value))
-        if changes:
+        # Commands to agents are fenced like writes: a batch that sends any goes through the
+        # store even when it changes nothing stored (a leader's store checks its epoch then).
+        if changes or any(isinstance(a, StartRanks | StopRanks) for a in effects):
             started = time.perf_counter()
             try:
                 await self.in_store_thread(lambda: self._store.save(changes))
             except Exception as exc:
-                _log.exception("store commit failed; reloading the core from the store")
-                error = StoreUnavailableError(f"the store did not accept the change: {exc}")
-                try:
-                    # Reload before answering, so no caller sees the state that was refused.
-                    await self._reload()
-                finally:
-                    for item, _ in outcomes:
-                        _settle(item.future, error)
+                if isinstance(exc, FirsthopError) and exc.reason == ErrorReason.NOT_LEADER:
+                    self._fenced_off(exc, outcomes)
+                else:
+                    await self._commit_failed(exc, outcomes)
                 return
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             for job in changes.jobs:
@@ -300,6 +315,26 @@ class Runtime:
             self._execute(action)
         for item, value in outcomes:
             _settle(item.future, value)
+
+    def _fenced_off(self, exc: FirsthopError, outcomes: list[tuple[_Item, Any]]) -> None:
+        # Deposed: a newer leader owns the store. Nothing of the batch happened; send
+        # nothing, take no more events, and let the server step down.
+        _log.error("store write fenced off (%s); stepping down", exc)
+        self.deposed = True
+        for item, _ in outcomes:
+            _settle(item.future, exc)
+        for observer in self.on_deposed:
+            observer()
+
+    async def _commit_failed(self, exc: Exception, outcomes: list[tuple[_Item, Any]]) -> None:
+        _log.error("store commit failed; reloading the core from the store", exc_info=exc)
+        error = StoreUnavailableError(f"the store did not accept the change: {exc}")
+        try:
+            # Reload before answering, so no caller sees the state that was refused.
+            await self._reload()
+        finally:
+            for item, _ in outcomes:
+                _settle(item.future, error)
 
     async def _reload(self) -> None:
         self._core = await self.in_store_thread(self._build_core)
