@@ -53,8 +53,8 @@ from topology.errors import InvalidInputError
 
 AGENT_VERSION: Final = "firsthop-agent/0.1"
 CHANNEL_OPTIONS: Final = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )

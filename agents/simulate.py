@@ -34,8 +34,8 @@ AGENTS_PER_CHANNEL: Final = 256
 AGENT_VERSION: Final = "firsthop-sim/0.1"
 
 CHANNEL_OPTIONS: Final = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # Each simulated channel is its own connection, not shared with other channels.
