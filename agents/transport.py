@@ -190,10 +190,22 @@ def parse_addresses(servers: str) -> list[str]:
     return addresses
 
 
+SILENCE_INTERVALS: Final = 3.0
+"""A stream is dead after this many keep-alive intervals without a message."""
+MIN_SILENCE_S: Final = 1.0
+
+
 class _WatchedStream:
+    """Reports failures to the failover transport; declares the stream dead when a scheduler
+    that sends keep-alives (every heartbeat interval) stays silent for three intervals. The
+    interval is learnt from the gap between two keep-alives; until then reads wait as long
+    as the call lives (a scheduler without keep-alives is never timed out)."""
+
     def __init__(self, stream: AgentStream, failed: Callable[[FirsthopError], None]) -> None:
         self._stream = stream
         self._failed = failed
+        self._last_keep_alive: float | None = None
+        self.silence_s: float | None = None
 
     async def write(self, message: agent_pb2.AgentMessage) -> None:
         try:
@@ -204,10 +216,23 @@ class _WatchedStream:
 
     async def read(self) -> agent_pb2.SchedulerMessage | None:
         try:
-            return await self._stream.read()
+            async with asyncio.timeout(self.silence_s):
+                message = await self._stream.read()
+        except TimeoutError:
+            silent = TransportError(f"the scheduler sent nothing for {self.silence_s:.1f} s")
+            self._stream.close()
+            self._failed(silent)
+            raise silent from None
         except FirsthopError as exc:
             self._failed(exc)
             raise
+        if message is not None and message.WhichOneof("body") == "keep_alive":
+            now = asyncio.get_running_loop().time()
+            if self._last_keep_alive is not None:
+                gap = now - self._last_keep_alive
+                self.silence_s = max(SILENCE_INTERVALS * gap, MIN_SILENCE_S, self.silence_s or 0)
+            self._last_keep_alive = now
+        return message
 
     def close(self) -> None:
         self._stream.close()

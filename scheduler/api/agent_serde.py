@@ -130,6 +130,11 @@ def outgoing_to_proto(item: Outgoing, *, epoch: int = 0) -> agent_pb2.SchedulerM
     return agent_pb2.SchedulerMessage(command=command)
 
 
+def keep_alive_to_proto(epoch: int) -> agent_pb2.SchedulerMessage:
+    """What an idle stream carries every heartbeat interval (proof the scheduler is alive)."""
+    return agent_pb2.SchedulerMessage(keep_alive=agent_pb2.KeepAlive(epoch=epoch))
+
+
 # ---------------------------------------------------------------- reports up
 
 

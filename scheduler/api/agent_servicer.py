@@ -25,6 +25,7 @@ from scheduler.api.agent_serde import (
     checkpoint_from_proto,
     health_check_from_proto,
     heartbeat_from_proto,
+    keep_alive_to_proto,
     log_chunk_from_proto,
     node_registered_from_proto,
     outgoing_to_proto,
@@ -98,12 +99,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, link: AgentLink, reader: asyncio.Task[None]
     ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
         replaced = asyncio.ensure_future(link.replaced.wait())
+        loop = asyncio.get_running_loop()
+        every_s = self._interval_ms / 1000
+        keep_alive_at = loop.time()
         try:
             while True:
+                if loop.time() >= keep_alive_at:
+                    # Every heartbeat interval, busy or idle: proof this scheduler is alive.
+                    keep_alive_at = loop.time() + every_s
+                    yield keep_alive_to_proto(self._runtime.agents.epoch)
                 item = asyncio.ensure_future(link.outbox.get())
                 done, _ = await asyncio.wait(
-                    {item, replaced, reader}, return_when=asyncio.FIRST_COMPLETED
+                    {item, replaced, reader},
+                    timeout=max(0.0, keep_alive_at - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:
+                    item.cancel()
+                    continue
                 if item not in done:
                     item.cancel()
                     if reader in done:

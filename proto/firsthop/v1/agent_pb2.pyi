@@ -962,26 +962,57 @@ class ReportAck(_message.Message):
 Global___ReportAck: _TypeAlias = ReportAck  # noqa: Y015
 
 @_typing.final
+class KeepAlive(_message.Message):
+    """Sent down an idle stream every heartbeat interval, so an agent notices a scheduler that went
+    silent (paused, partitioned) without waiting for TCP: after three missed intervals it moves
+    to another scheduler address.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """The sender's fencing epoch (0: no leader lease)."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
+
+@_typing.final
 class SchedulerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_FIELD_NUMBER: _builtins.int
     REPORT_ACK_FIELD_NUMBER: _builtins.int
+    KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def command(self) -> Global___Command: ...
     @_builtins.property
     def report_ack(self) -> Global___ReportAck: ...
+    @_builtins.property
+    def keep_alive(self) -> Global___KeepAlive:
+        """Numbered high so members others add below keep their numbers."""
+
     def __init__(
         self,
         *,
         command: Global___Command | None = ...,
         report_ack: Global___ReportAck | None = ...,
+        keep_alive: Global___KeepAlive | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack", "keep_alive"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
