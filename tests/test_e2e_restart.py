@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness.procs import BIN, Proc, wait_until
-from scheduler.client import FirsthopClient, Job, JobState, NodeState
+from scheduler.client import FirsthopClient, JobState, JobView, NodeState
 from scheduler.jobspec import job_spec_from_data
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -141,13 +141,13 @@ def _submit(cluster: Cluster, name: str, out: Path) -> str:
     return job.id
 
 
-def _job(cluster: Cluster, job_id: str) -> Job:
+def _job(cluster: Cluster, job_id: str) -> JobView:
     with cluster.client() as client:
         return client.get_job(job_id)
 
 
-def _wait_job(cluster: Cluster, job_id: str, states: set[JobState], timeout: float = 60) -> Job:
-    def reached() -> Job | None:
+def _wait_job(cluster: Cluster, job_id: str, states: set[JobState], timeout: float = 60) -> JobView:
+    def reached() -> JobView | None:
         job = _job(cluster, job_id)
         return job if job.state in states else None
 
@@ -156,7 +156,7 @@ def _wait_job(cluster: Cluster, job_id: str, states: set[JobState], timeout: flo
 
 def _node_states(cluster: Cluster) -> dict[str, NodeState]:
     with cluster.client() as client:
-        return {n.node.name: n.node.state for n in client.list_nodes()}
+        return {n.name: n.state for n in client.list_nodes()}
 
 
 def _restart_after_downtime(cluster: Cluster) -> float:
@@ -180,7 +180,7 @@ def test_restarts_with_the_readme_settings_disturb_no_job_and_drain_no_node(
     pids = {p.name: p.read_text() for p in out.glob("pid-*")}
 
     seen: list[dict[str, NodeState]] = []
-    jobs: list[Job] = []
+    jobs: list[JobView] = []
     for _ in range(2):
         restarted = _restart_after_downtime(cluster)
         # Watch well past one heartbeat timeout from the restart: nothing may be lost.
