@@ -237,7 +237,12 @@ def build_server(
     def build_core() -> Scheduler:
         stored = store.load()
         return Scheduler(
-            index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+            index,
+            core_config,
+            jobs=stored.jobs,
+            nodes=stored.nodes,
+            queues=stored.queues,
+            campaigns=stored.campaigns,
         )
 
     metrics = Metrics()

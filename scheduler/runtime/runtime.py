@@ -41,6 +41,7 @@ from scheduler.core.actions import (
     NotifyJobChanged,
     NotifyNodeChanged,
     PersistChanges,
+    RunMaintenance,
     StartRanks,
     StopRanks,
 )
@@ -318,6 +319,9 @@ class Runtime:
             self.metrics.commands.labels(
                 "start" if isinstance(action, StartRanks) else "stop"
             ).inc()
+        elif isinstance(action, RunMaintenance):
+            self.agents.send(action)
+            self.metrics.commands.labels("maintenance").inc()
         elif isinstance(action, NotifyJobChanged):
             job = action.job
             if job.state is JobState.ADMITTED and job.allocation is not None:
