@@ -48,9 +48,7 @@ def parse_time(text: str | None, flag: str) -> datetime | None:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-@app.command(
-    "start", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False}
-)
+@app.command("start")
 def start(
     name: NameArg,
     command: Annotated[
