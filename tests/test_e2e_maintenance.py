@@ -163,7 +163,9 @@ def test_a_campaign_waits_for_the_job_and_survives_a_sigkill(cluster: Cluster) -
         assert client.get_job(job_id).state is JobState.RUNNING
     (root / "job-go").touch()
     done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
-    assert done.state is JobState.SUCCEEDED and done.restarts == 0 and done.failures == ()
+    assert done.state is JobState.SUCCEEDED
+    assert done.restarts == 0
+    assert done.failures == ()
 
     final = _wait_state(cluster, "drv", {"SUCCEEDED", "FAILED", "PAUSED"})
     assert final["state"] == "SUCCEEDED", final
