@@ -218,3 +218,64 @@ def test_max_failures_pauses_the_campaign_and_resume_goes_on(cluster: Cluster) -
     assert _runs(root, "bad-driver") == Counter({HOSTS[0]: 2, HOSTS[1]: 2, HOSTS[2]: 1})
     with cluster.client() as client:
         assert {n.state for n in client.list_nodes()} == {NodeState.READY}
+
+
+def test_an_external_campaign_hands_hosts_over_and_takes_them_back(cluster: Cluster) -> None:
+    result = CliRunner().invoke(
+        ctl_app,
+        [
+            "maintenance",
+            "start",
+            "fw",
+            "--hosts",
+            HOSTS[2],
+            "--external",
+            "--server",
+            cluster.address,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ready = wait_until(
+        lambda: (
+            r
+            if (r := json.loads(_ctl(cluster, "ready", "fw", "--output", "json")))["hosts"]
+            else None
+        ),
+        "a host handed over",
+    )
+    assert ready == {"name": "fw", "hosts": [HOSTS[2]]}
+    with cluster.client() as client:
+        assert client.get_node(HOSTS[2]).state is NodeState.DRAINED
+    _ctl(cluster, "done", "fw", HOSTS[2])
+    final = _wait_state(cluster, "fw", {"SUCCEEDED", "FAILED", "PAUSED"})
+    assert final["state"] == "SUCCEEDED"
+    assert [(h["host"], h["state"], h["attempts"]) for h in final["hosts"]] == [
+        (HOSTS[2], "DONE", 1)
+    ]
+    with cluster.client() as client:
+        assert client.get_node(HOSTS[2]).state is NodeState.READY
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["start", "m1", "--busy", "migrate", "--", "true"], "busy_migrate_unavailable"),
+        (["start", "m2", "--hosts", "nosuch", "--", "true"], "invalid_selector"),
+        (["start", "m3", "--max-unavailable", "0", "--", "true"], "invalid_budget"),
+        (["start", "m4", "--not-before", "soon", "--", "true"], "invalid_time"),
+        (["start", "m5"], "invalid_campaign"),
+        (["status", "nosuch"], "unknown_campaign"),
+        (["done", "nosuch", HOSTS[0]], "unknown_campaign"),
+    ],
+)
+def test_bad_maintenance_requests_fail_with_their_reason(
+    cluster: Cluster, args: list[str], reason: str
+) -> None:
+    command, *rest = args
+    result = CliRunner().invoke(
+        ctl_app, ["maintenance", command, "--server", cluster.address, *rest]
+    )
+    assert result.exit_code != 0
+    assert f"error: {reason}:" in result.output
+    listed = json.loads(_ctl(cluster, "list", "--output", "json"))
+    assert not {c["name"] for c in listed} & {"m1", "m2", "m3", "m4", "m5"}
