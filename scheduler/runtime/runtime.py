@@ -28,7 +28,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +45,7 @@ from scheduler.core.actions import (
     StartRanks,
     StopRanks,
 )
+from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, Campaign
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
 from scheduler.core.events import Event, SchedulerStarted, TimerFired
@@ -343,7 +344,9 @@ class Runtime:
             except FirsthopError as exc:
                 _log.warning("tick failed: %s", exc)
             self.ticks += 1
-            self.metrics.set_snapshot(snapshot_of(self.state, self.agents.connected))
+            self.metrics.set_snapshot(
+                snapshot_of(self.state, self.agents.connected, self.core.campaigns.all.values())
+            )
             async with self._ticked:
                 self._ticked.notify_all()
 
@@ -362,8 +365,16 @@ def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
-    """Whole-state counts for the metrics endpoint."""
+def snapshot_of(
+    state: SchedulerState, agents_connected: int, campaigns: Iterable[Campaign] = ()
+) -> StateSnapshot:
+    """Whole-state counts for the metrics endpoint (campaigns: the live ones)."""
+    live = [c for c in campaigns if c.state not in TERMINAL_CAMPAIGN_STATES]
+    campaign_hosts: dict[str, dict[str, int]] = {}
+    for campaign in live:
+        counts = campaign_hosts.setdefault(campaign.name, {})
+        for entry in campaign.hosts:
+            counts[entry.phase.value] = counts.get(entry.phase.value, 0) + 1
     depth = {queue: len(keys) for queue, keys in state.pending.items()}
     jobs: dict[str, int] = {}
     for job in state.jobs.values():
@@ -385,4 +396,7 @@ def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
         gpus_free=free,
         gpus_unavailable=total - busy - free,
         agents_connected=agents_connected,
+        campaign_hosts=campaign_hosts,
+        campaign_jobs={c.name: (len(c.jobs_moved), len(c.jobs_waited)) for c in live},
+        campaign_gpu_hours_lost={c.name: c.gpu_hours_lost for c in live},
     )
