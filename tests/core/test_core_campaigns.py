@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -294,3 +295,43 @@ def test_selectors() -> None:
     with pytest.raises(FirsthopError) as err:
         _start(h, name="a", selector="all")
     assert err.value.reason == "campaign_exists"
+
+
+def test_per_domain_budget_holds_one_host_per_leaf() -> None:
+    h = Harness(cluster(1, 2, 3))
+    h.register()
+    _start(h, max_unavailable="4", per_domain="leaf=1")
+    index = h.topology.index
+    first = _commands(h)
+    leaves = {int(index.ancestors_of(index.host_ids[c.node])[1]) for c in first}
+    assert len(first) == 2
+    assert len(leaves) == 2
+    _play(h, budget=2)
+    assert h.scheduler.campaigns.all["drv"].state is C.SUCCEEDED
+
+
+def test_not_before_and_deadline() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    now = h.clock.now()
+    _start(
+        h,
+        not_before=now + timedelta(seconds=60),
+        deadline=now + timedelta(seconds=90),
+    )
+    assert h.scheduler.campaigns.all["drv"].state is C.PENDING
+    assert not _commands(h)
+    h.wait(61)
+    h.tick()
+    assert h.scheduler.campaigns.all["drv"].state is C.RUNNING
+    (first,) = _commands(h)
+    h.wait(30)
+    h.tick()  # past the deadline: the host in flight finishes, no other is taken
+    mark = len(h.actions)
+    _report(h, first)
+    (check,) = _commands(h, mark)
+    _report(h, check)
+    campaign = h.scheduler.campaigns.all["drv"]
+    assert campaign.state is C.FAILED
+    assert campaign.reason == "deadline_passed: 1 hosts not done"
+    assert [e.phase for e in campaign.hosts] == [P.DONE, P.WAITING]
