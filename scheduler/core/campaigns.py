@@ -41,7 +41,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -62,6 +62,7 @@ from scheduler.core.events import (
     CampaignStartRequested,
     MaintenanceReported,
 )
+from scheduler.core.records import Node
 from scheduler.core.states import Health, NodeState
 from scheduler.core.waves import Fleet, parse_budget, parse_per_domain, plan_wave
 from topology.errors import FirsthopError, InvalidInputError
@@ -438,11 +439,14 @@ def _take_wave(
         and n.registered_at is not None
         and n.state in (NodeState.READY, NodeState.DRAINING, NodeState.DRAINED)
     }
+    campaign = _note_unusable(book, campaign, usable, state.nodes, at)
     # Own WAITING hosts already out of service (failed ones retried after resume) cost no
     # capacity: take them at once; they count as out for everything else.
     already = {h for h in usable if state.nodes[h].state is not NodeState.READY}
     usable -= already
-    own = (set(waiting) - already) | {h.host for h in campaign.hosts if h.phase is P.FAILED}
+    # Own hosts the planner may pick are counted when picked, not before; own hosts it cannot
+    # pick (lost, never registered) are out like any other.
+    own = usable | {h.host for h in campaign.hosts if h.phase is P.FAILED}
     out = frozenset(
         n.name
         for n in state.nodes.values()
@@ -483,6 +487,36 @@ def _take_wave(
     campaign = book.put(campaign)
     # Idle hosts are DRAINED at once: start their step in the same event.
     return _start_drained(ctx, book, campaign, at)
+
+
+UNUSABLE = "node not in service: "
+
+
+def _note_unusable(
+    book: CampaignBook,
+    campaign: Campaign,
+    usable: set[str],
+    nodes: Mapping[str, Node],
+    at: datetime,
+) -> Campaign:
+    """Say in status why a WAITING host cannot be taken (never registered, lost)."""
+    changed = False
+    hosts = []
+    for old in campaign.hosts:
+        entry = old
+        if entry.phase is P.WAITING:
+            node = nodes.get(entry.host)
+            if entry.host in usable:
+                reason = "" if entry.reason.startswith(UNUSABLE) else entry.reason
+            else:
+                reason = UNUSABLE + (node.state.value if node is not None else "unknown")
+            if reason != entry.reason:
+                entry = replace(entry, reason=reason)
+                changed = True
+        hosts.append(entry)
+    if not changed:
+        return campaign
+    return book.put(replace(campaign, hosts=tuple(hosts), updated_at=at))
 
 
 def _maybe_finish(book: CampaignBook, campaign: Campaign, at: datetime) -> None:

@@ -335,3 +335,18 @@ def test_not_before_and_deadline() -> None:
     assert campaign.state is C.FAILED
     assert campaign.reason == "deadline_passed: 1 hosts not done"
     assert [e.phase for e in campaign.hosts] == [P.DONE, P.WAITING]
+
+
+def test_a_host_never_registered_waits_with_the_reason() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register([h.hosts[0]])
+    _start(h, max_unavailable="2")  # the unregistered host is out already: one of two left
+    _play(h, budget=2)
+    campaign = h.scheduler.campaigns.all["drv"]
+    assert campaign.state is C.RUNNING
+    entry = campaign.host(h.hosts[1])
+    assert entry is not None
+    assert (entry.phase, entry.reason) == (P.WAITING, "node not in service: UNKNOWN")
+    h.register([h.hosts[1]])
+    _play(h, budget=2)
+    assert h.scheduler.campaigns.all["drv"].state is C.SUCCEEDED
