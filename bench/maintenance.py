@@ -18,6 +18,9 @@ Two runs on the same job stream, same budget (5 % of the fleet, 51 hosts out at 
   jobs on it killed (requeued from their last checkpoint, as an eviction does), returned after
   the same action and check.
 
+A third run isolates what the planner's order is worth: hosts in name order, drained and
+waited for (lossless, like ``--busy wait``, but blind to jobs and leaves).
+
 Reported per run: wall time of the campaign in simulated hours, peak capacity out (hosts not
 in service), GPU-hours of work lost (time since the last checkpoint of every killed job,
 times its GPUs, as the core records it), jobs disturbed (killed, or waited for), and the mean
@@ -60,6 +63,7 @@ from scheduler.core.events import (
     HeartbeatReceived,
     JobSubmitted,
     MaintenanceReported,
+    NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
     RankExited,
@@ -285,8 +289,10 @@ def run_firsthop(topology: Topology, seed: int) -> dict[str, Any]:
     }
 
 
-def run_baseline(topology: Topology, seed: int) -> dict[str, Any]:
-    """Hosts in name order within the budget, taken at once, their jobs killed."""
+def run_baseline(topology: Topology, seed: int, *, kill: bool = True) -> dict[str, Any]:
+    """Hosts in name order within the budget, taken at once and their jobs killed (``kill``),
+    or drained and waited for (the lossless naive order, to isolate what the planner's order
+    is worth)."""
     sim = Sim(topology, seed)
     sim.fill()
     start = sim.now
@@ -306,14 +312,25 @@ def run_baseline(topology: Topology, seed: int) -> dict[str, Any]:
         done += 1
 
     total = len(todo)
+    draining: set[str] = set()
+    waited: set[str] = set()
     while done < total and sim.now < deadline:
         while todo and len(out) < budget:
             host = todo.pop(0)
             out.add(host)
-            # A failed verdict drains the host and sends its jobs down the failure path:
-            # requeued from their last checkpoint, as an eviction does.
-            sim.handle(HeartbeatReceived(sim.now, host, Health.FAILED, detail="maintenance"))
-            sim.later(ACTION_S + CHECK_S, partial(back, host))
+            if kill:
+                # A failed verdict drains the host and sends its jobs down the failure path:
+                # requeued from their last checkpoint, as an eviction does.
+                sim.handle(HeartbeatReceived(sim.now, host, Health.FAILED, detail="maintenance"))
+                sim.later(ACTION_S + CHECK_S, partial(back, host))
+            else:
+                waited.update(sim.core.state.host_jobs.get(host, ()))
+                sim.handle(NodeDrainRequested(sim.now, host, "maintenance"))
+                draining.add(host)
+        for host in sorted(draining):
+            if sim.core.state.nodes[host].state is NodeState.DRAINED:
+                draining.discard(host)
+                sim.later(ACTION_S + CHECK_S, partial(back, host))
         sim.step(sim.now + timedelta(seconds=TICK_S))
         sim.sample(TICK_S)
     lost, disturbed = _lost(sim, start)
@@ -324,8 +341,8 @@ def run_baseline(topology: Topology, seed: int) -> dict[str, Any]:
         "peak_capacity_out_hosts": sim.peak_out,
         "gpu_hours_lost": round(lost, 1),
         "jobs_stopped": disturbed,
-        "jobs_waited": 0,
-        "jobs_disturbed": disturbed,
+        "jobs_waited": len(waited),
+        "jobs_disturbed": disturbed + len(waited),
         "utilisation_at_start": round(utilisation_at_start, 3),
         "mean_utilisation_during": round(
             sim.busy_gpu_s / (topology.index.num_gpus * max(1.0, hours * 3600)), 3
@@ -350,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     print("firsthop:", firsthop, flush=True)
     baseline = run_baseline(topology, args.seed)
     print("baseline:", baseline, flush=True)
+    naive_wait = run_baseline(topology, args.seed, kill=False)
+    print("name order, waiting:", naive_wait, flush=True)
     payload = {
         "fleet_hosts": hosts,
         "gpus_per_host": GPUS,
@@ -363,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "firsthop_busy_wait": firsthop,
         "baseline_name_order_kill": baseline,
+        "name_order_wait": naive_wait,
         "ratios": {
             "wall_time": round(
                 firsthop["wall_time_sim_h"] / max(1e-9, baseline["wall_time_sim_h"]), 2
