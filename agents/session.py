@@ -7,7 +7,11 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   ``Connect`` stream and sends a hello listing every running rank. When the stream breaks it
   waits (exponential backoff with jitter) and connects again; when the scheduler no longer
   knows the session (``unknown_session``, for example after a scheduler restart) it registers
-  again first. ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
+  again at once. The backoff starts again from its initial delay after every success (an
+  answered registration, a stream that carried a heartbeat, any message down), and never
+  waits longer than a fifth of the heartbeat timeout the scheduler announced, so a restarted
+  scheduler hears from every agent well before it could take one for lost.
+  ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
 - **Heartbeats** go out every interval the scheduler asked for, jittered, with the health
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
@@ -64,6 +68,8 @@ FATAL_REASONS: Final = frozenset(
 REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
+RECONNECT_SHARE_OF_TIMEOUT: Final = 0.2
+"""The longest reconnection delay, as a share of the scheduler's heartbeat timeout."""
 
 HealthProbe = Callable[[], tuple[Health, str]]
 """Returns the host's health verdict and, when not healthy, why."""
@@ -127,10 +133,15 @@ class AgentSession:
         )
         self._session_id: str | None = None
         self._interval_s = 5.0
+        self._max_delay_s: float | None = None
+        """Ceiling of reconnection delays from the announced heartbeat timeout (if any)."""
+        self._fresh_session = False
+        """True between a registration and the first stream that proved it works."""
         self._outbox: OrderedDict[str, agent_pb2.Report] = OrderedDict()
         self._applied: OrderedDict[str, None] = OrderedDict()
         self._report_seq = 0
         self._heartbeat_seq = 0
+        self._heartbeat_seq_on_stream = 0
         self._queue: asyncio.Queue[agent_pb2.AgentMessage] | None = None
         self.connected = asyncio.Event()
         """Set while a stream is open and the hello was sent (tests wait on it)."""
@@ -166,24 +177,38 @@ class AgentSession:
                     )
                     fatal.status_code = exc.status_code
                     raise fatal from None
+                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
                 if exc.reason in REREGISTER_REASONS:
                     self._session_id = None
-                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
+                    if not self._fresh_session:
+                        # The scheduler restarted (or another stream took over): register
+                        # again at once; waiting would only bring the heartbeat timeout nearer.
+                        continue
             except TransportError as exc:
                 _log.debug("%s: %s", self.identity.host, exc)
             except Exception:  # never let one broken stream kill the agent: reconnect
                 _log.warning(
                     "%s: unexpected error on the stream", self.identity.host, exc_info=True
                 )
-            if stop.is_set() or await self._opts.wait(stop, self._backoff.next_delay()):
+            if stop.is_set() or await self._opts.wait(stop, self._reconnect_delay()):
                 break
+
+    def _reconnect_delay(self) -> float:
+        delay = self._backoff.next_delay()
+        if self._max_delay_s is not None:
+            delay = min(delay, self._max_delay_s)
+        return delay
 
     async def _register(self) -> None:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
+        self._fresh_session = True
+        self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
             self._interval_s = registered.heartbeat_interval_s
+        if registered.heartbeat_timeout_s is not None:
+            self._max_delay_s = registered.heartbeat_timeout_s * RECONNECT_SHARE_OF_TIMEOUT
 
     async def _serve(self, stop: asyncio.Event) -> None:
         stream = self._transport.connect()
@@ -195,6 +220,7 @@ class AgentSession:
         for report in self._outbox.values():
             queue.put_nowait(wire.report_message(report))
         self._queue = queue
+        self._heartbeat_seq_on_stream = 0
         beat_stop = asyncio.Event()
         tasks = [
             asyncio.create_task(self._write_all(stream, queue), name="agent writer"),
@@ -251,6 +277,7 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
+            self._fresh_session = False
             item = wire.scheduler_message_from_proto(message)
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
@@ -262,6 +289,11 @@ class AgentSession:
             self._queue.put_nowait(message)
 
     async def _send_heartbeat(self) -> None:
+        if self._queue is not None and self._heartbeat_seq_on_stream > 0:
+            # A heartbeat interval after the hello the stream still stands: connected.
+            self._backoff.reset()
+            self._fresh_session = False
+        self._heartbeat_seq_on_stream += 1
         self._heartbeat_seq += 1
         health, detail = self._opts.health()
         self._send(
