@@ -340,6 +340,7 @@ class Runtime:
         jobs: dict[str, Job] = {}
         nodes: dict[str, Node] = {}
         queues: dict[str, Queue] = {}
+        campaigns: dict[str, Campaign] = {}
         effects: list[Action] = []
         outcomes: list[tuple[_Item, Any]] = []
         for item in batch:
@@ -373,10 +374,16 @@ class Runtime:
                     jobs.update((j.id, j) for j in part.jobs)
                     nodes.update((n.name, n) for n in part.nodes)
                     queues.update((q.name, q) for q in part.queues)
+                    campaigns.update((c.name, c) for c in part.campaigns)
                 else:
                     effects.append(action)
             outcomes.append((item, value))
-        changes = ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        changes = ChangeSet(
+            tuple(jobs.values()),
+            tuple(nodes.values()),
+            tuple(queues.values()),
+            tuple(campaigns.values()),
+        )
         return _Handled(changes, effects, outcomes)
 
     async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
