@@ -22,6 +22,9 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   deposed scheduler that wakes up cannot start or stop ranks.
 - **Reports** (ranks started, rank exited, checkpoint, health check result) wait in an outbox
   until the scheduler acknowledges them, and are sent again in order after a reconnect.
+- **Maintenance steps** (``RunMaintenance``) run in the background (:mod:`agents.maintenance`),
+  once per command id like every command; a resent copy is acknowledged as a duplicate and
+  its result comes (or came) as a report that waits in the outbox until acknowledged.
 - **Deep health checks** (``RunHealthCheck``) run in the background through an injected
   :data:`HealthCheckFn`, one at a time; the result is a report. **Log reads** (``FetchLogs``)
   go through an injected :data:`LogReadFn` and are answered at once with a ``LogChunk``.
@@ -48,6 +51,7 @@ from typing import Final
 from agents import wire
 from agents.health.verdict import Health
 from agents.launch import LogPiece
+from agents.maintenance import run_step
 from agents.ranks import RankExecutor, RankExit, RankKey, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
@@ -152,6 +156,7 @@ class AgentSession:
         """The newest leader epoch seen (registration answers and commands)."""
         self.stale_commands = 0
         """Commands refused because they came from an older epoch than :attr:`epoch`."""
+        self._steps: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ main loop
 
@@ -345,6 +350,11 @@ class AgentSession:
                 message = f"signalled {count} ranks"
             case wire.HealthCheckCommand():
                 status, message = self._start_check(command.check_id)
+            case wire.MaintenanceCommand():
+                task = asyncio.create_task(self._run_maintenance(command), name=cid)
+                self._steps.add(task)
+                task.add_done_callback(self._steps.discard)
+                message = f"maintenance {command.step} started"
             case wire.FetchLogsCommand():
                 self._send(wire.log_chunk_to_proto(command.request_id, self._read_log(command)))
                 message = "log read"
@@ -379,6 +389,19 @@ class AgentSession:
             _log.warning("%s: deep health check failed to run", self.identity.host, exc_info=True)
             outcome = HealthCheckOutcome(False, f"the check could not run: {exc}")
         self._report(wire.health_check_report(check_id, outcome, _now()))
+
+    async def _run_maintenance(self, command: wire.MaintenanceCommand) -> None:
+        try:
+            outcome = await run_step(
+                command,
+                self.identity.host,
+                probe=self._opts.health,
+                deep=self._opts.health_check,
+            )
+        except Exception as exc:  # a broken step is a failed step, not a dead agent
+            _log.warning("%s: maintenance step failed to run", self.identity.host, exc_info=True)
+            outcome = wire.MaintenanceOutcome(False, f"the step could not run: {exc}")
+        self._report(wire.maintenance_report(command, outcome, _now()))
 
     def _read_log(self, fetch: wire.FetchLogsCommand) -> LogPiece:
         if self._opts.logs is None:

@@ -312,7 +312,12 @@ def build_server(
     def build_core() -> Scheduler:
         stored = store.load(finished_after=runtime_clock.now() - retention)
         return Scheduler(
-            index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+            index,
+            core_config,
+            jobs=stored.jobs,
+            nodes=stored.nodes,
+            queues=stored.queues,
+            campaigns=stored.campaigns,
         )
 
     metrics = Metrics()

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,9 +50,11 @@ from scheduler.core.actions import (
     NotifyJobChanged,
     NotifyNodeChanged,
     PersistChanges,
+    RunMaintenance,
     StartRanks,
     StopRanks,
 )
+from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, Campaign
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
 from scheduler.core.events import Event, SchedulerStarted, TimerFired
@@ -351,6 +353,7 @@ class Runtime:
         jobs: dict[str, Job] = {}
         nodes: dict[str, Node] = {}
         queues: dict[str, Queue] = {}
+        campaigns: dict[str, Campaign] = {}
         effects: list[Action] = []
         outcomes: list[tuple[_Item, Any]] = []
         for item in batch:
@@ -384,10 +387,16 @@ class Runtime:
                     jobs.update((j.id, j) for j in part.jobs)
                     nodes.update((n.name, n) for n in part.nodes)
                     queues.update((q.name, q) for q in part.queues)
+                    campaigns.update((c.name, c) for c in part.campaigns)
                 else:
                     effects.append(action)
             outcomes.append((item, value))
-        changes = ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        changes = ChangeSet(
+            tuple(jobs.values()),
+            tuple(nodes.values()),
+            tuple(queues.values()),
+            tuple(campaigns.values()),
+        )
         return _Handled(changes, effects, outcomes)
 
     async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
@@ -417,7 +426,9 @@ class Runtime:
         changes, outcomes = handled.changes, handled.outcomes
         # Commands to agents are fenced like writes: a batch that sends any goes through the
         # store even when it changes nothing stored (a leader's store checks its epoch then).
-        if changes or any(isinstance(a, StartRanks | StopRanks) for a in handled.effects):
+        if changes or any(
+            isinstance(a, StartRanks | StopRanks | RunMaintenance) for a in handled.effects
+        ):
             started = time.perf_counter()
             try:
                 await self.in_store_thread(lambda: self._store.save(changes))
@@ -469,6 +480,9 @@ class Runtime:
             self.metrics.commands.labels(
                 "start" if isinstance(action, StartRanks) else "stop"
             ).inc()
+        elif isinstance(action, RunMaintenance):
+            self.agents.send(action)
+            self.metrics.commands.labels("maintenance").inc()
         elif isinstance(action, NotifyJobChanged):
             job = action.job
             if job.state is JobState.ADMITTED and job.allocation is not None:
@@ -492,7 +506,9 @@ class Runtime:
             except FirsthopError as exc:
                 _log.warning("tick failed: %s", exc)
             self.ticks += 1
-            self.metrics.set_snapshot(snapshot_of(self.state, self.agents.connected))
+            self.metrics.set_snapshot(
+                snapshot_of(self.state, self.agents.connected, self.core.campaigns.all.values())
+            )
             async with self._ticked:
                 self._ticked.notify_all()
 
@@ -511,8 +527,16 @@ def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
-    """Whole-state counts for the metrics endpoint."""
+def snapshot_of(
+    state: SchedulerState, agents_connected: int, campaigns: Iterable[Campaign] = ()
+) -> StateSnapshot:
+    """Whole-state counts for the metrics endpoint (campaigns: the live ones)."""
+    live = [c for c in campaigns if c.state not in TERMINAL_CAMPAIGN_STATES]
+    campaign_hosts: dict[str, dict[str, int]] = {}
+    for campaign in live:
+        counts = campaign_hosts.setdefault(campaign.name, {})
+        for entry in campaign.hosts:
+            counts[entry.phase.value] = counts.get(entry.phase.value, 0) + 1
     depth = {queue: len(keys) for queue, keys in state.pending.items()}
     jobs: dict[str, int] = {}
     for job in state.jobs.values():
@@ -534,4 +558,7 @@ def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
         gpus_free=free,
         gpus_unavailable=total - busy - free,
         agents_connected=agents_connected,
+        campaign_hosts=campaign_hosts,
+        campaign_jobs={c.name: (len(c.jobs_moved), len(c.jobs_waited)) for c in live},
+        campaign_gpu_hours_lost={c.name: c.gpu_hours_lost for c in live},
     )

@@ -62,6 +62,8 @@ from scheduler.store.protocol import (
     encode_page_token,
 )
 from scheduler.store.serde import (
+    campaign_from_row,
+    campaign_to_row,
     job_from_row,
     job_to_row,
     node_from_row,
@@ -249,7 +251,9 @@ class SqlStore:
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
             queues = conn.execute(sa.select(schema.queues).order_by(schema.queues.c.name))
             queue_list = tuple(queue_from_row(r._asdict()) for r in queues)
-        return StoredState(job_list, node_list, queue_list)
+            campaigns = conn.execute(sa.select(schema.campaigns).order_by(schema.campaigns.c.name))
+            campaign_list = tuple(campaign_from_row(r._asdict()) for r in campaigns)
+        return StoredState(job_list, node_list, queue_list, campaign_list)
 
     def get_job(self, job_id: str) -> Job | None:
         """The stored job, or ``None``."""
@@ -345,6 +349,12 @@ class SqlStore:
                 self._upsert(conn, schema.queues, "name", [queue_to_row(q) for q in changes.queues])
                 self._upsert(conn, schema.nodes, "name", [node_to_row(n) for n in changes.nodes])
                 self._upsert(conn, schema.jobs, "id", [job_to_row(j) for j in changes.jobs])
+                self._upsert(
+                    conn,
+                    schema.campaigns,
+                    "name",
+                    [campaign_to_row(c) for c in changes.campaigns],
+                )
         except sa.exc.IntegrityError as exc:
             raise DuplicateSubmissionError(
                 f"a (user, submission id) pair is already used by another job: {exc.orig}"
@@ -368,7 +378,12 @@ class SqlStore:
         per table, built once (building a statement costs more than running it)."""
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         out: dict[str, sa.Executable] = {}
-        for table, key in ((schema.queues, "name"), (schema.nodes, "name"), (schema.jobs, "id")):
+        for table, key in (
+            (schema.queues, "name"),
+            (schema.nodes, "name"),
+            (schema.jobs, "id"),
+            (schema.campaigns, "name"),
+        ):
             stmt = insert(table)
             updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
             out[table.name] = stmt.on_conflict_do_update(
