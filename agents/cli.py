@@ -97,7 +97,15 @@ def _root() -> None:
 
 @app.command("run")
 def run(
-    server: Annotated[str, typer.Option("--server", "-s", help="Scheduler HOST:PORT.")],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="FIRSTHOP_SERVER",
+            help="Scheduler HOST:PORT, or a comma-separated list (a leader and its standbys).",
+        ),
+    ],
     host: Annotated[
         str, typer.Option(help="This host's name in the topology (default: the hostname).")
     ] = "",
@@ -202,7 +210,15 @@ def check(
 
 @app.command("simulate")
 def simulate(
-    server: Annotated[str, typer.Option("--server", "-s", help="Scheduler HOST:PORT.")],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="FIRSTHOP_SERVER",
+            help="Scheduler HOST:PORT, or a comma-separated list (a leader and its standbys).",
+        ),
+    ],
     topology_file: Annotated[
         Path, typer.Option("--topology", "-t", help="The cluster's topology file.")
     ],

@@ -16,6 +16,10 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
   attempt), and every copy is acknowledged, so the scheduler can resend freely.
+- **Fencing.** Every command carries the fencing epoch of the leader that sent it, and a
+  registration answer the leader's epoch; the session keeps the newest epoch it has seen and
+  refuses (acknowledges as rejected, applies nothing) any command of an older one, so a
+  deposed scheduler that wakes up cannot start or stop ranks.
 - **Reports** (ranks started, rank exited, checkpoint, health check result) wait in an outbox
   until the scheduler acknowledges them, and are sent again in order after a reconnect.
 - **Maintenance steps** (``RunMaintenance``) run in the background (:mod:`agents.maintenance`),
@@ -148,6 +152,10 @@ class AgentSession:
         self.connections = 0
         """How many streams this session has opened."""
         self._check: asyncio.Task[None] | None = None
+        self.epoch = 0
+        """The newest leader epoch seen (registration answers and commands)."""
+        self.stale_commands = 0
+        """Commands refused because they came from an older epoch than :attr:`epoch`."""
         self._steps: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ main loop
@@ -203,6 +211,7 @@ class AgentSession:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
+        self.epoch = max(self.epoch, registered.epoch)
         self._fresh_session = True
         self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
@@ -282,7 +291,7 @@ class AgentSession:
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
             elif item is not None:
-                self._send(self.apply(item))
+                self._send(self.apply(item, epoch=wire.command_epoch(message)))
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if self._queue is not None:
@@ -306,11 +315,27 @@ class AgentSession:
 
     def handle_command(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
         """Apply a wire command at most once per id; the acknowledgement to send back."""
-        return self.apply(wire.command_from_proto(command)).ack
+        return self.apply(wire.command_from_proto(command), epoch=wire.command_epoch(command)).ack
 
-    def apply(self, command: wire.AgentCommand) -> agent_pb2.AgentMessage:
-        """Apply a command at most once per id; the acknowledgement to send back."""
+    def apply(self, command: wire.AgentCommand, *, epoch: int = 0) -> agent_pb2.AgentMessage:
+        """Apply a command at most once per id; the acknowledgement to send back.
+
+        A command of an older ``epoch`` than the newest seen is refused unapplied (fencing).
+        """
         cid = command.command_id
+        if epoch < self.epoch:
+            self.stale_commands += 1
+            _log.warning(
+                "%s: ignoring command %s of epoch %d (the leader's epoch is %d)",
+                self.identity.host,
+                cid,
+                epoch,
+                self.epoch,
+            )
+            return wire.ack_to_proto(
+                cid, AckStatus.REJECTED, f"stale epoch {epoch}; the leader's is {self.epoch}"
+            )
+        self.epoch = epoch
         if cid in self._applied:
             return wire.ack_to_proto(cid, AckStatus.DUPLICATE, "")
         status, message = AckStatus.APPLIED, ""

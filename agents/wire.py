@@ -85,6 +85,8 @@ class Registered:
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
     heartbeat_timeout_s: float | None = None
     """After how long without a heartbeat the scheduler takes the host for lost."""
+    epoch: int = 0
+    """The leader's fencing epoch (0: a scheduler without a leader lease)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registere
     """The session, heartbeat interval and timeout the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
     timeout = response.heartbeat_timeout_ms / 1000.0 if response.heartbeat_timeout_ms else None
-    return Registered(response.session_id, interval, timeout)
+    return Registered(response.session_id, interval, timeout, response.epoch)
 
 
 # ---------------------------------------------------------------- commands down
@@ -318,6 +320,13 @@ def scheduler_message_from_proto(
     if kind == "report_ack":
         return ReportAck(message.report_ack.report_id)
     return None
+
+
+def command_epoch(message: agent_pb2.SchedulerMessage | agent_pb2.Command) -> int:
+    """The fencing epoch a command (or a message down the stream) carries (0: none)."""
+    if isinstance(message, agent_pb2.Command):
+        return message.epoch
+    return message.command.epoch if message.WhichOneof("body") == "command" else 0
 
 
 def launches_of(start: StartCommand) -> list[RankLaunch]:

@@ -76,6 +76,17 @@ class ServerConfig(BaseSettings):
     the store (so memory and restart time do not grow with the history)."""
     placement: PlacementParams = PlacementParams(time_limit_s=0.5)
     """Placement solver limits for each job the scheduler places."""
+    leader_election: bool = True
+    """On PostgreSQL, take part in leader election (``scheduler.store.lease``): serve only
+    while holding the leader lease; wait as a standby otherwise. Ignored for SQLite and
+    ``memory://`` (one scheduler per store)."""
+    lease_s: Positive = 5.0
+    """A leader that has not renewed its lease for this long is deposed by a standby."""
+    leader_poll_s: Positive = 0.5
+    """How often a standby tries to take the lease."""
+    advertise_address: str | None = None
+    """``HOST:PORT`` a standby tells clients to use for this scheduler when it leads
+    (default: the bound address)."""
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:

@@ -151,6 +151,9 @@ class ErrorReason(StrEnum):
     # the server
     SHUTTING_DOWN = "shutting_down"
     STORE_UNAVAILABLE = "store_unavailable"
+    NOT_LEADER = "not_leader"
+    """A standby scheduler (or a deposed leader): ask the leader, whose address the
+    ``firsthop-leader`` trailing metadata gives where known."""
     VERSION_CONFLICT = "version_conflict"
     INVARIANT_VIOLATED = "invariant_violated"
     INTERNAL = "internal"

@@ -129,19 +129,28 @@ def run_maintenance_to_proto(action: RunMaintenance) -> agent_pb2.Command:
     )
 
 
-def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
-    """What goes down a host's stream: a command, or the acknowledgement of a report."""
+def outgoing_to_proto(item: Outgoing, *, epoch: int = 0) -> agent_pb2.SchedulerMessage:
+    """What goes down a host's stream: a command (stamped with the leader's fencing
+    ``epoch``), or the acknowledgement of a report."""
     if isinstance(item, ReportAcked):
         return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
     if isinstance(item, StartRanks):
-        return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
-    if isinstance(item, StopRanks):
-        return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))
-    if isinstance(item, RunHealthCheck):
-        return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
-    if isinstance(item, RunMaintenance):
-        return agent_pb2.SchedulerMessage(command=run_maintenance_to_proto(item))
-    return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
+        command = start_ranks_to_proto(item)
+    elif isinstance(item, StopRanks):
+        command = stop_ranks_to_proto(item)
+    elif isinstance(item, RunHealthCheck):
+        command = run_health_check_to_proto(item)
+    elif isinstance(item, RunMaintenance):
+        command = run_maintenance_to_proto(item)
+    else:
+        command = fetch_logs_to_proto(item)
+    command.epoch = epoch
+    return agent_pb2.SchedulerMessage(command=command)
+
+
+def keep_alive_to_proto(epoch: int) -> agent_pb2.SchedulerMessage:
+    """What an idle stream carries every heartbeat interval (proof the scheduler is alive)."""
+    return agent_pb2.SchedulerMessage(keep_alive=agent_pb2.KeepAlive(epoch=epoch))
 
 
 # ---------------------------------------------------------------- reports up

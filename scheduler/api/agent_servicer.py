@@ -25,6 +25,7 @@ from scheduler.api.agent_serde import (
     checkpoint_from_proto,
     health_check_from_proto,
     heartbeat_from_proto,
+    keep_alive_to_proto,
     log_chunk_from_proto,
     maintenance_from_proto,
     node_registered_from_proto,
@@ -68,6 +69,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=session,
             heartbeat_interval_ms=self._interval_ms,
             heartbeat_timeout_ms=self._timeout_ms,
+            epoch=self._runtime.agents.epoch,
         )
 
     async def Connect(  # noqa: N802
@@ -98,12 +100,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, link: AgentLink, reader: asyncio.Task[None]
     ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
         replaced = asyncio.ensure_future(link.replaced.wait())
+        loop = asyncio.get_running_loop()
+        every_s = self._interval_ms / 1000
+        keep_alive_at = loop.time()
         try:
             while True:
+                if loop.time() >= keep_alive_at:
+                    # Every heartbeat interval, busy or idle: proof this scheduler is alive.
+                    keep_alive_at = loop.time() + every_s
+                    yield keep_alive_to_proto(self._runtime.agents.epoch)
                 item = asyncio.ensure_future(link.outbox.get())
                 done, _ = await asyncio.wait(
-                    {item, replaced, reader}, return_when=asyncio.FIRST_COMPLETED
+                    {item, replaced, reader},
+                    timeout=max(0.0, keep_alive_at - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:
+                    item.cancel()
+                    continue
                 if item not in done:
                     item.cancel()
                     if reader in done:
@@ -112,7 +126,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     if self._runtime.agents.closing:
                         raise ShuttingDownError("the scheduler is shutting down; reconnect")
                     raise SessionReplacedError(f"{link.node}: a newer session took over")
-                yield outgoing_to_proto(item.result())
+                yield outgoing_to_proto(item.result(), epoch=self._runtime.agents.epoch)
         finally:
             replaced.cancel()
 

@@ -29,7 +29,10 @@ ServerOption = Annotated[
         "--server",
         "-s",
         envvar="FIRSTHOP_SERVER",
-        help="Scheduler address HOST:PORT (or set FIRSTHOP_SERVER).",
+        help=(
+            "Scheduler address HOST:PORT, or a comma-separated list of a leader and its "
+            "standbys (or set FIRSTHOP_SERVER)."
+        ),
         show_default=True,
     ),
 ]

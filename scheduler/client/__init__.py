@@ -9,11 +9,21 @@ A failed call raises :class:`RemoteError` carrying the server's stable ``reason`
 :class:`ServerUnavailableError` when the server cannot be reached. Callers switch on
 ``reason``, never on the message.
 
+**Several schedulers.** ``server`` may be a comma-separated list of addresses (a leader and its
+standbys on one PostgreSQL store). A call goes to the address last found to lead; when that
+one cannot be reached, or answers ``not_leader`` or ``shutting_down`` (none of which applied
+anything), the call is retried with backoff, straight at the leader the answer names
+(``firsthop-leader`` trailing metadata) or else at the next address, until ``failover_s``
+runs out. A lone address is retried only while it answers ``not_leader`` (an election is
+under way). A retried ``SubmitJob`` carries the same submission id, so it cannot create a
+second job. ``WatchJob`` streams are not moved: watch again.
+
 Must not import ``scheduler.core``, ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -56,10 +66,14 @@ from scheduler.client.wire import (
     queue_view_from_proto,
 )
 from scheduler.jobspec import JobSpec
-from topology.errors import FirsthopError
+from topology.errors import FirsthopError, InvalidInputError
 from topology.model import Topology
 
 REASON_KEY: Final = "firsthop-reason"
+LEADER_KEY: Final = "firsthop-leader"
+"""Trailing metadata of a ``not_leader`` answer: the leader's ``HOST:PORT`` where known."""
+_MOVE_REASONS: Final = frozenset({ErrorReason.NOT_LEADER, ErrorReason.SHUTTING_DOWN})
+_BACKOFF_S: Final = (0.05, 1.0)
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
 RESUME_TIMEOUT_S: Final = 900.0
 """Deadline of a resume, which waits for the node's deep health check."""
@@ -108,12 +122,35 @@ def error_from_rpc(exc: grpc.RpcError, server: str) -> FirsthopError:
 class FirsthopClient:
     """Blocking client over one channel; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        timeout_s: float = 30.0,
+        failover_s: float | None = None,
+    ) -> None:
         self.server = server
+        self.addresses = parse_servers(server)
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(server)
-        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.failover_s = timeout_s if failover_s is None else failover_s
+        """How long a call keeps looking for the leader (module docstring)."""
+        self.failovers = 0
+        """How many times a call moved to another address."""
+        self._channels: dict[str, grpc.Channel] = {}
+        self._method_names: dict[int, tuple[str, str]] = {}
+        self._use(self.addresses[0])
+
+    def _use(self, address: str) -> None:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.insecure_channel(address)
+        self.current = address
+        self._channel = channel
+        self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(channel)
+        for kind, stub in (("jobs", self._jobs), ("admin", self._admin)):
+            for name, method in vars(stub).items():
+                self._method_names[id(method)] = (kind, name)
 
     def __enter__(self) -> FirsthopClient:
         return self
@@ -127,8 +164,10 @@ class FirsthopClient:
         self.close()
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channels."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
 
     # ------------------------------------------------------------------ jobs
 
@@ -342,10 +381,64 @@ class FirsthopClient:
         *,
         timeout: float | None = None,
     ) -> _Resp:
-        try:
-            return method(request, timeout=timeout or self.timeout_s)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.server) from None
+        deadline = time.monotonic() + self.failover_s
+        kind, name = self._method_names.get(id(method), ("", ""))
+        delay = _BACKOFF_S[0]
+        while True:
+            address = self.current
+            try:
+                return method(request, timeout=timeout or self.timeout_s)
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc, address)
+                target = self._next_address(address, exc, error)
+                if target is None or not name or time.monotonic() + delay > deadline:
+                    raise error from None
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_S[1])
+            if target != address:
+                self.failovers += 1
+                self._use(target)
+            method = getattr(self._jobs if kind == "jobs" else self._admin, name)
+
+    def _next_address(self, address: str, exc: grpc.RpcError, error: FirsthopError) -> str | None:
+        """Where to retry a call that failed on ``address`` (``None``: do not retry)."""
+        call: Any = exc
+        if call.code() is not grpc.StatusCode.UNAVAILABLE:
+            return None  # a deadline may have passed after the call was applied
+        if isinstance(error, RemoteError) and error.reason not in _MOVE_REASONS:
+            return None
+        if error.reason == ErrorReason.NOT_LEADER:
+            leader = _metadata_value(call.trailing_metadata(), LEADER_KEY)
+            if leader and leader != address:
+                if leader not in self.addresses:
+                    self.addresses.append(leader)
+                return leader
+            if len(self.addresses) == 1:
+                return address
+        if len(self.addresses) == 1:
+            return None
+        return self.addresses[(self.addresses.index(address) + 1) % len(self.addresses)]
+
+
+def parse_servers(server: str) -> list[str]:
+    """The addresses of a comma-separated server list (blanks dropped, order kept).
+
+    Raises:
+        InvalidInputError: ``invalid_server_address`` when the list names none.
+    """
+    addresses = list(dict.fromkeys(a.strip() for a in server.split(",") if a.strip()))
+    if not addresses:
+        raise InvalidInputError(
+            f"no scheduler address in {server!r}", reason="invalid_server_address"
+        )
+    return addresses
+
+
+def _metadata_value(metadata: Any, wanted: str) -> str:
+    for key, value in metadata or ():
+        if key == wanted:
+            return value if isinstance(value, str) else bytes(value).decode()
+    return ""
 
 
 __all__ = [

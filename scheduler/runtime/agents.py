@@ -111,6 +111,9 @@ class AgentHub:
         self._pending: dict[str, OrderedDict[str, Command]] = {}
         self.closing = False
         """Set by :meth:`close_all`: streams end because the server is stopping."""
+        self.epoch = 0
+        """The leader's fencing epoch, stamped on every command and registration (0: no
+        leader lease, as with SQLite); agents ignore commands of an older epoch."""
 
     # ------------------------------------------------------------------ sessions
 

@@ -85,6 +85,13 @@ class StoreUnavailableError(FirsthopError):
     default_reason = ErrorReason.STORE_UNAVAILABLE
 
 
+class DeposedError(FirsthopError):
+    """The store fenced this scheduler off: a newer leader took over."""
+
+    status_code = "UNAVAILABLE"
+    default_reason = ErrorReason.NOT_LEADER
+
+
 class DurableStore(Protocol):
     """What the runtime needs of a :class:`~scheduler.store.protocol.Store`."""
 
@@ -153,6 +160,10 @@ class Runtime:
         self.ticks = 0
         self._ticked = asyncio.Condition()
         self._cycle_again = asyncio.Event()
+        self.deposed = False
+        """Set when the store refused a commit with ``not_leader``: a newer leader took over."""
+        self.on_deposed: list[Callable[[], None]] = []
+        """Called once the store fenced this runtime off (the server steps down)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,6 +304,8 @@ class Runtime:
         """
         if self._closing:
             raise ShuttingDownError("the scheduler is shutting down")
+        if self.deposed:
+            raise DeposedError("this scheduler is no longer the leader")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(make, result, future))
         value: T | None = await future
@@ -300,7 +313,7 @@ class Runtime:
 
     def post(self, make: EventFactory) -> None:
         """Queue an event nobody waits for (heartbeats); errors are logged, not raised."""
-        if not self._closing:
+        if not self._closing and not self.deposed:
             self._queue.put_nowait(_Item(make, None, None))
 
     async def _consume(self) -> None:
@@ -389,6 +402,10 @@ class Runtime:
     async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
         """Commit a handled batch, then answer its callers and run its actions."""
         try:
+            if self.deposed:
+                for item in batch:
+                    _settle(item.future, DeposedError("this scheduler is no longer the leader"))
+                return
             if core is not self._core:
                 # An earlier commit failed and the core was reloaded from the store: this
                 # batch was computed on top of the refused change, so it is refused too.
@@ -407,11 +424,18 @@ class Runtime:
 
     async def _commit(self, handled: _Handled) -> None:
         changes, outcomes = handled.changes, handled.outcomes
-        if changes:
+        # Commands to agents are fenced like writes: a batch that sends any goes through the
+        # store even when it changes nothing stored (a leader's store checks its epoch then).
+        if changes or any(
+            isinstance(a, StartRanks | StopRanks | RunMaintenance) for a in handled.effects
+        ):
             started = time.perf_counter()
             try:
                 await self.in_store_thread(lambda: self._store.save(changes))
             except Exception as exc:
+                if isinstance(exc, FirsthopError) and exc.reason == ErrorReason.NOT_LEADER:
+                    self._fenced_off(exc, outcomes)
+                    return
                 _log.exception("store commit failed; reloading the core from the store")
                 error = StoreUnavailableError(f"the store did not accept the change: {exc}")
                 try:
@@ -428,6 +452,16 @@ class Runtime:
             self._execute(action)
         for item, value in outcomes:
             _settle(item.future, value)
+
+    def _fenced_off(self, exc: FirsthopError, outcomes: list[tuple[_Item, Any]]) -> None:
+        # Deposed: a newer leader owns the store. Nothing of the batch happened; send
+        # nothing, take no more events, and let the server step down.
+        _log.error("store write fenced off (%s); stepping down", exc)
+        self.deposed = True
+        for item, _ in outcomes:
+            _settle(item.future, exc)
+        for observer in self.on_deposed:
+            observer()
 
     async def _reload(self) -> None:
         self._core = await self.in_store_thread(self._build_core)

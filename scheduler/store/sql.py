@@ -50,6 +50,7 @@ from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.records import Job
 from scheduler.core.states import JobState
 from scheduler.store import migrations, schema
+from scheduler.store.lease import check_epoch
 from scheduler.store.protocol import (
     JobPage,
     StoredState,
@@ -204,6 +205,9 @@ class SqlStore:
         if exclusive and self.dialect == "sqlite" and database:
             self._lock_fd = lock_sqlite_file(database)
         self._upserts = self._build_upserts()
+        self.fence_epoch: int | None = None
+        """Set by a leader (PostgreSQL with a leader lease): every :meth:`save` first checks
+        in its transaction that the lease still carries this epoch (``check_epoch``)."""
         try:
             migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
@@ -332,11 +336,16 @@ class SqlStore:
             VersionConflictError: a stored record is not older than its replacement.
             DuplicateSubmissionError: two jobs with one (user, submission id).
             StoreError: the database failed.
+            NotLeaderError: ``fence_epoch`` is set and a newer leader took over (nothing
+                written). An empty change set still checks the epoch then, which is how the
+                runtime fences commands that change nothing stored.
         """
-        if not changes:
+        if not changes and self.fence_epoch is None:
             return
         try:
             with self._errors(), self.engine.begin() as conn:
+                if self.fence_epoch is not None:
+                    check_epoch(conn, self.fence_epoch)
                 self._upsert(conn, schema.queues, "name", [queue_to_row(q) for q in changes.queues])
                 self._upsert(conn, schema.nodes, "name", [node_to_row(n) for n in changes.nodes])
                 self._upsert(conn, schema.jobs, "id", [job_to_row(j) for j in changes.jobs])

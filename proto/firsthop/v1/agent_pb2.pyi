@@ -163,12 +163,18 @@ class RegisterNodeResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque; the ConnectHello of this session must carry it."""
     heartbeat_interval_ms: _builtins.int
     """Send a heartbeat about this often (the agent adds jitter)."""
     heartbeat_timeout_ms: _builtins.int
     """The scheduler marks the node LOST after this long without one."""
+    epoch: _builtins.int
+    """The leader's fencing epoch (scheduler.store.lease; 0 for a scheduler without a lease):
+    the agent ignores later commands of an older epoch. Numbered high so fields others add
+    below it keep their numbers.
+    """
     @_builtins.property
     def node(self) -> _admin_pb2.Node: ...
     def __init__(
@@ -178,10 +184,11 @@ class RegisterNodeResponse(_message.Message):
         session_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         heartbeat_timeout_ms: _builtins.int = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -995,8 +1002,14 @@ class Command(_message.Message):
     RUN_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     FETCH_LOGS_FIELD_NUMBER: _builtins.int
     RUN_MAINTENANCE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Names the command's effect; a resent copy carries the same id."""
+    epoch: _builtins.int
+    """The fencing epoch of the leader that sent the command (0: a scheduler without a leader
+    lease). An agent ignores (acknowledges as rejected, applies nothing) a command of an older
+    epoch than the newest it has seen, so a deposed leader cannot start or stop anything.
+    """
     @_builtins.property
     def start_ranks(self) -> Global___StartRanks: ...
     @_builtins.property
@@ -1019,10 +1032,11 @@ class Command(_message.Message):
         run_health_check: Global___RunHealthCheck | None = ...,
         fetch_logs: Global___FetchLogs | None = ...,
         run_maintenance: Global___RunMaintenance | None = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "epoch", b"epoch", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs", "run_maintenance"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -1050,26 +1064,57 @@ class ReportAck(_message.Message):
 Global___ReportAck: _TypeAlias = ReportAck  # noqa: Y015
 
 @_typing.final
+class KeepAlive(_message.Message):
+    """Sent down an idle stream every heartbeat interval, so an agent notices a scheduler that went
+    silent (paused, partitioned) without waiting for TCP: after three missed intervals it moves
+    to another scheduler address.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """The sender's fencing epoch (0: no leader lease)."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
+
+@_typing.final
 class SchedulerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_FIELD_NUMBER: _builtins.int
     REPORT_ACK_FIELD_NUMBER: _builtins.int
+    KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def command(self) -> Global___Command: ...
     @_builtins.property
     def report_ack(self) -> Global___ReportAck: ...
+    @_builtins.property
+    def keep_alive(self) -> Global___KeepAlive:
+        """Numbered high so members others add below keep their numbers."""
+
     def __init__(
         self,
         *,
         command: Global___Command | None = ...,
         report_ack: Global___ReportAck | None = ...,
+        keep_alive: Global___KeepAlive | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack", "keep_alive"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
