@@ -121,6 +121,10 @@ class ErrorReason(StrEnum):
     INVALID_QUEUE = "invalid_queue"
     INVALID_PAGE_TOKEN = "invalid_page_token"
     INVALID_PAGE_SIZE = "invalid_page_size"
+    FIELD_TOO_LARGE = "field_too_large"
+    """A field over its documented limit (``scheduler.limits``, README "Limits")."""
+    INVALID_TEXT = "invalid_text"
+    """Text that cannot travel: a NUL byte or a lone surrogate."""
     # jobs
     UNKNOWN_JOB = "unknown_job"
     UNKNOWN_QUEUE = "unknown_queue"

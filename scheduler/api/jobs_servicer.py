@@ -14,6 +14,7 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
+from scheduler import limits
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
@@ -38,10 +39,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
     ) -> jobs_pb2.SubmitJobResponse:
+        user = limits.check_user(request.user) or ANONYMOUS
+        submission_id = limits.check_id("submission_id", request.submission_id) or None
         spec = job_spec_from_proto(request.spec)
+        limits.require_command(spec.command)
         job_id = self._runtime.new_job_id()
-        user = request.user or ANONYMOUS
-        submission_id = request.submission_id or None
 
         def submitted(at: Any) -> Event:
             return JobSubmitted(
@@ -69,6 +71,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
+        now = self._runtime.now()
+        protos: dict[str, jobs_pb2.Job] = {}
+
+        def size_of(job: Job) -> int:
+            protos[job.id] = job_to_proto(job, now)
+            return protos[job.id].ByteSize()
+
         page = queries.list_jobs(
             self._runtime.state,
             states=[job_state_from_proto(s) for s in request.states],
@@ -76,10 +85,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             user=request.user,
             page_size=request.page_size,
             page_token=request.page_token,
+            size_of=size_of,
+            max_bytes=limits.MAX_LIST_RESPONSE_BYTES,
         )
-        now = self._runtime.now()
         return jobs_pb2.ListJobsResponse(
-            jobs=[job_to_proto(j, now) for j in page.items],
+            jobs=[protos[j.id] for j in page.items],
             next_page_token=page.next_token,
             total_size=page.total,
         )
@@ -87,7 +97,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(  # noqa: N802
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
-        job_id, reason = request.job_id, request.reason
+        job_id, reason = request.job_id, limits.check_reason(request.reason)
         self._runtime.get_job(job_id)  # unknown_job before queueing anything
 
         def cancelled(at: Any) -> Event:
