@@ -25,8 +25,8 @@ from server_builders import (
 )
 from typer.testing import CliRunner
 
-from agents.launch import ProcessExecutor, read_rank_log
-from agents.session import LogPiece, SessionOptions
+from agents.launch import LogPiece, ProcessExecutor, read_rank_log
+from agents.session import SessionOptions
 from agents.simulate import SimulatedCluster, identities
 from scheduler.cli.user import app as user_app
 from scheduler.core.states import JobState
