@@ -32,10 +32,10 @@ from typing import Any
 
 import grpc
 
+from agents.health.verdict import Health
 from agents.wire import AgentIdentity, heartbeat_to_proto, hello_to_proto, register_request
 from bench.common import write_results
 from bench.harness.procs import Proc, wait_until
-from firsthop.states import Health
 from firsthop.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.client import FirsthopClient
 from scheduler.config import ServerConfig
