@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from firsthop.v1 import jobs_pb2
+from firsthop.v1 import agent_pb2, jobs_pb2
 from scheduler import limits
-from scheduler.api.agent_serde import start_ranks_to_proto
+from scheduler.api.agent_serde import (
+    health_check_from_proto,
+    rank_exited_from_proto,
+    start_ranks_to_proto,
+)
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.cli.user import app as user_app
 from scheduler.core.actions import StartRanks
@@ -283,3 +288,18 @@ def test_clip_says_how_long_the_value_was() -> None:
     assert len(clipped) < 120
     assert "100000 chars" in clipped
     assert limits.clip("short") == "'short'"
+
+
+def test_an_agents_free_text_is_cut_before_it_reaches_a_record() -> None:
+    report = agent_pb2.RankExited(
+        job_id="j-1", attempt=0, rank=0, exit_reason=agent_pb2.RANK_EXIT_REASON_START_FAILED
+    )
+    report.message = "m" * 1_000_000
+    check = agent_pb2.HealthCheckResult(check_id="c", passed=False, summary="s" * 1_000_000)
+
+    event = rank_exited_from_proto(report, "h1")(datetime.now(UTC))
+    result = health_check_from_proto(check)
+
+    assert len(event.message) <= limits.MAX_AGENT_MESSAGE_CHARS
+    assert event.reason == "start_failed"
+    assert len(result.summary) <= limits.MAX_AGENT_MESSAGE_CHARS

@@ -30,6 +30,7 @@ from typing import Final
 from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
 from scheduler.api.spec_serde import health_from_proto
+from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
 from scheduler.core.actions import StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
@@ -216,7 +217,8 @@ def rank_exited_from_proto(
     report: agent_pb2.RankExited, node: str
 ) -> Callable[[datetime], RankExited]:
     """The event of a rank-exited report from ``node``."""
-    job_id, attempt, rank, message = report.job_id, report.attempt, report.rank, report.message
+    job_id, attempt, rank = report.job_id, report.attempt, report.rank
+    message = clip_message(report.message, MAX_AGENT_MESSAGE_CHARS)  # it lands in the record
     exit_code, reason = exit_code_of(report), exit_reason_of(report)
     signal = report.signal if report.HasField("signal") else None
 
@@ -260,7 +262,8 @@ class HealthCheckResult:
 
 def health_check_from_proto(result: agent_pb2.HealthCheckResult) -> HealthCheckResult:
     """The outcome of a ``RunHealthCheck`` command."""
-    return HealthCheckResult(result.check_id, result.passed, result.summary, result.report_json)
+    summary = clip_message(result.summary, MAX_AGENT_MESSAGE_CHARS)
+    return HealthCheckResult(result.check_id, result.passed, summary, result.report_json)
 
 
 @dataclass(frozen=True, slots=True)
