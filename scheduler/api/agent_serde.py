@@ -30,7 +30,6 @@ from typing import Final
 from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
 from scheduler.api.spec_serde import health_from_proto
-from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
 from scheduler.core.actions import StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
@@ -39,6 +38,7 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
 )
+from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
 from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
 from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
