@@ -3,11 +3,12 @@
 A scheduler (memory store, 16-host fat tree) runs in a thread of this process. The baseline:
 ``SUBMITS`` sequential job submissions through the ``firsthop`` client, each timed. Then a
 child process registers as one host and sends heartbeats on its ``Connect`` stream as fast as
-gRPC lets it (``flood``), and the same submissions are timed again while it floods. The
+gRPC lets it (``flood``), and the same submissions are timed again while it floods; then the
+same with a child flooding checkpoint reports (each one an event the scheduler commits). The
 figure is the ratio of the p99 submit latencies (flood / baseline), measured in the same run;
 the scheduler's ``firsthop_agent_messages_dropped_total`` says how many heartbeats the
 per-session rate limit dropped (:mod:`scheduler.runtime.ratelimit`). For comparison, a third
-round floods a session whose limits are lifted (the limiter's constants raised in this
+round of each kind floods a session whose limits are lifted (the limiter's constants raised in this
 process, where the scheduler runs), which is what a flood cost before the limit.
 
 Run: ``python -m bench.agent_flood [--submits N]``; writes ``bench/results/agent_flood.json``.
@@ -33,7 +34,16 @@ from typing import Any
 import grpc
 
 from agents.health.verdict import Health
-from agents.wire import AgentIdentity, heartbeat_to_proto, hello_to_proto, register_request
+from agents.ranks import RankKey
+from agents.wire import (
+    AgentIdentity,
+    checkpoint_report,
+    heartbeat_to_proto,
+    hello_to_proto,
+    identified,
+    register_request,
+    report_message,
+)
 from bench.common import write_results
 from bench.harness.procs import Proc, wait_until
 from firsthop.v1 import agent_pb2, agent_pb2_grpc
@@ -66,6 +76,13 @@ class Running:
             "firsthop_agent_messages_dropped_total", {"kind": "heartbeat"}
         )
         return value or 0.0
+
+    def limited(self) -> float:
+        """Agent messages the rate limit dropped or read late so far."""
+        value = self.server.runtime.metrics.registry.get_sample_value(
+            "firsthop_agent_messages_throttled_total", {}
+        )
+        return self.dropped() + (value or 0.0)
 
 
 def serve(topology: Topology) -> Running:
@@ -121,8 +138,9 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-def flood(server: str, host: str, gpus: int) -> None:
-    """Register as ``host`` and send heartbeats as fast as possible until killed."""
+def flood(server: str, host: str, gpus: int, kind: str) -> None:
+    """Register as ``host`` and send heartbeats (or checkpoint reports, each with a new id, of
+    a job that is not there) as fast as possible until killed."""
     with grpc.insecure_channel(server) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         registered = stub.RegisterNode(register_request(AgentIdentity(host=host, gpus=gpus)))
@@ -133,17 +151,21 @@ def flood(server: str, host: str, gpus: int) -> None:
             seq = 0
             while True:
                 seq += 1
-                yield heartbeat_to_proto(seq, Health.HEALTHY, "", {}, datetime.now(UTC))
+                now = datetime.now(UTC)
+                if kind == "report":
+                    report = checkpoint_report(RankKey("j-flood", 0, 0), seq, "/c", now)
+                    yield report_message(identified(report, f"flood-{seq}"))
+                else:
+                    yield heartbeat_to_proto(seq, Health.HEALTHY, "", {}, now)
 
         for _ in stub.Connect(messages()):
             pass
 
 
 @contextlib.contextmanager
-def _flooding(running: Running, host: str, log: Path) -> Iterator[None]:
-    child = Proc(
-        [sys.executable, "-m", "bench.agent_flood", "flood", running.address, host, "8"], log
-    )
+def _flooding(running: Running, host: str, log: Path, kind: str) -> Iterator[None]:
+    argv = [sys.executable, "-m", "bench.agent_flood", "flood", running.address, host, "8", kind]
+    child = Proc(argv, log)
     try:
         child.wait_line("flooding")
         yield
@@ -151,60 +173,68 @@ def _flooding(running: Running, host: str, log: Path) -> Iterator[None]:
         child.stop()
 
 
+def _wait_limited(running: Running, goal: float) -> None:
+    wait_until(lambda: running.limited() > goal or None, "the flood to be limited")
+
+
+@contextlib.contextmanager
+def _lifted() -> Iterator[None]:
+    """The rate limits lifted for the sessions opened meanwhile (constants read at connect)."""
+    names = ("PACE_PER_S", "PACE_BURST", "HEARTBEAT_FACTOR", "REPORTS_PER_S", "REPORT_BURST")
+    saved = {name: getattr(ratelimit, name) for name in names}
+    for name in names:
+        setattr(ratelimit, name, 1e12)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ratelimit, name, value)
+
+
 def measure(submits: int, log_dir: Path) -> dict[str, Any]:
-    """Submit p99 without and with a flooding agent (same run, same server)."""
+    """Submit latencies without and with a flooding agent, heartbeats then reports, with the
+    limits and without them (same run, same server)."""
     topology = Topology.from_spec(fat_tree(2, 2, 4, gpus_per_host=8))
     running = serve(topology)
+    hosts = iter(topology.hosts)
+    rounds: dict[str, list[float]] = {}
     try:
         submit_latencies(running.address, 20)  # warm up the channel and the server
-        baseline = submit_latencies(running.address, submits)
-        hosts = iter(topology.hosts)
-        with _flooding(running, next(hosts), log_dir / "flood.log"):
-            wait_until(lambda: running.dropped() > 100 or None, "the flood to be dropped")
-            flooded = submit_latencies(running.address, submits)
-            dropped = running.dropped()
-        lifted = (ratelimit.PACE_PER_S, ratelimit.PACE_BURST, ratelimit.HEARTBEAT_FACTOR)
-        ratelimit.PACE_PER_S = ratelimit.PACE_BURST = ratelimit.HEARTBEAT_FACTOR = 1e12
-        try:
-            with _flooding(running, next(hosts), log_dir / "flood-unlimited.log"):
-                unlimited = submit_latencies(running.address, submits)
-        finally:
-            ratelimit.PACE_PER_S, ratelimit.PACE_BURST, ratelimit.HEARTBEAT_FACTOR = lifted
+        rounds["baseline"] = submit_latencies(running.address, submits)
+        for kind in ("heartbeat", "report"):
+            with _flooding(running, next(hosts), log_dir / f"{kind}.log", kind):
+                _wait_limited(running, running.limited() + 100)
+                rounds[f"{kind}_flood"] = submit_latencies(running.address, submits)
+            with _lifted(), _flooding(running, next(hosts), log_dir / f"{kind}-u.log", kind):
+                rounds[f"{kind}_flood_unlimited"] = submit_latencies(running.address, submits)
+        dropped = running.dropped()
     finally:
         shutdown(running)
-    base_p99, flood_p99 = p99(baseline), p99(flooded)
-    return {
-        "unlimited_flood_p50_ms": statistics.median(unlimited) * 1e3,
-        "unlimited_flood_p99_ms": p99(unlimited) * 1e3,
-        "unlimited_p99_ratio": p99(unlimited) / base_p99,
-        "submits": submits,
-        "baseline_p50_ms": statistics.median(baseline) * 1e3,
-        "baseline_p99_ms": base_p99 * 1e3,
-        "flood_p50_ms": statistics.median(flooded) * 1e3,
-        "flood_p99_ms": flood_p99 * 1e3,
-        "p99_ratio": flood_p99 / base_p99,
-        "heartbeats_dropped": dropped,
-    }
+    base_p99 = p99(rounds["baseline"])
+    result: dict[str, Any] = {"submits": submits, "heartbeats_dropped": dropped}
+    for name, values in rounds.items():
+        result[name] = {
+            "p50_ms": statistics.median(values) * 1e3,
+            "p99_ms": p99(values) * 1e3,
+            "p99_ratio": p99(values) / base_p99,
+        }
+    return result
 
 
 def main() -> None:
     """Run the benchmark (or, with ``flood``, be the flooding agent)."""
     if len(sys.argv) > 1 and sys.argv[1] == "flood":
-        flood(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        flood(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submits", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args.submits, Path(tmp))
-    print(f"{'':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"{'baseline':>10} {result['baseline_p50_ms']:8.2f} {result['baseline_p99_ms']:8.2f}")
-    print(f"{'flood':>10} {result['flood_p50_ms']:8.2f} {result['flood_p99_ms']:8.2f}")
-    print(
-        f"{'unlimited':>10} {result['unlimited_flood_p50_ms']:8.2f} "
-        f"{result['unlimited_flood_p99_ms']:8.2f}"
-    )
-    print(f"p99 ratio {result['p99_ratio']:.2f} (unlimited {result['unlimited_p99_ratio']:.2f})")
+    print(f"{'':>26} {'p50 ms':>8} {'p99 ms':>8} {'p99 ratio':>9}")
+    for name, row in result.items():
+        if isinstance(row, dict):
+            print(f"{name:>26} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['p99_ratio']:9.2f}")
     print(f"heartbeats dropped {result['heartbeats_dropped']:.0f}")
     path = write_results("agent_flood", result)
     print(f"wrote {path}")

@@ -12,6 +12,8 @@ from scheduler.runtime.ratelimit import (
     HEARTBEAT_BURST,
     PACE_BURST,
     PACE_PER_S,
+    REPORT_BURST,
+    REPORTS_PER_S,
     SessionLimiter,
     TokenBucket,
 )
@@ -59,11 +61,23 @@ def test_a_session_is_paced_past_its_burst() -> None:
     assert limiter.counts.throttled == 10
 
 
+def test_reports_are_paced_not_dropped() -> None:
+    limiter = SessionLimiter(heartbeat_interval_s=1.0, now=0.0)
+
+    waits = [limiter.report(0.0) for _ in range(int(REPORT_BURST) + 5)]
+
+    assert all(w == 0.0 for w in waits[: int(REPORT_BURST)])
+    assert waits[-1] == pytest.approx(5 / REPORTS_PER_S)
+    assert limiter.counts.dropped_heartbeats == 0
+
+
 @pytest.mark.slow
 def test_one_flooding_agent_does_not_slow_other_clients_much(tmp_path: Path) -> None:
-    result = measure(200, tmp_path)
+    result = measure(300, tmp_path)
 
+    base = result["baseline"]["p99_ms"]
     assert result["heartbeats_dropped"] > 100
-    # Noisy 2-core machines: the bound is generous, but a flood read in full is not within it
-    # on the machine the issue measured (14 -> 383 ms).
-    assert result["flood_p99_ms"] <= max(3 * result["baseline_p99_ms"], 50.0), result
+    # Noisy 2-core machines (the flooding child takes a core): the bound is generous, but a
+    # flood read in full was far outside it where the issue measured it (14 -> 383 ms).
+    assert result["heartbeat_flood"]["p99_ms"] <= max(3 * base, 50.0), result
+    assert result["report_flood"]["p99_ms"] <= max(3 * base, 50.0), result
