@@ -180,7 +180,7 @@ def _wait_limited(running: Running, goal: float) -> None:
 @contextlib.contextmanager
 def _lifted() -> Iterator[None]:
     """The rate limits lifted for the sessions opened meanwhile (constants read at connect)."""
-    names = ("PACE_PER_S", "PACE_BURST", "HEARTBEAT_FACTOR", "REPORTS_PER_S", "REPORT_BURST")
+    names = ("PACE_PER_S", "PACE_BURST", "HEARTBEAT_FACTOR")
     saved = {name: getattr(ratelimit, name) for name in names}
     for name in names:
         setattr(ratelimit, name, 1e12)

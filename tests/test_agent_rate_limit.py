@@ -12,8 +12,6 @@ from scheduler.runtime.ratelimit import (
     HEARTBEAT_BURST,
     PACE_BURST,
     PACE_PER_S,
-    REPORT_BURST,
-    REPORTS_PER_S,
     SessionLimiter,
     TokenBucket,
 )
@@ -59,16 +57,6 @@ def test_a_session_is_paced_past_its_burst() -> None:
     assert all(w == 0.0 for w in waits[: int(PACE_BURST)])
     assert waits[-1] == pytest.approx(10 / PACE_PER_S)
     assert limiter.counts.throttled == 10
-
-
-def test_reports_are_paced_not_dropped() -> None:
-    limiter = SessionLimiter(heartbeat_interval_s=1.0, now=0.0)
-
-    waits = [limiter.report(0.0) for _ in range(int(REPORT_BURST) + 5)]
-
-    assert all(w == 0.0 for w in waits[: int(REPORT_BURST)])
-    assert waits[-1] == pytest.approx(5 / REPORTS_PER_S)
-    assert limiter.counts.dropped_heartbeats == 0
 
 
 @pytest.mark.slow

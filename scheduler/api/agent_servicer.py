@@ -144,10 +144,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 beat = heartbeat_from_proto(message.heartbeat, node)
                 fleet.heartbeat(link, beat.make, beat.running)
             elif kind == "report":
-                wait = limiter.report(time.monotonic())
-                if wait > 0:
-                    metrics.agent_throttled.inc()
-                    await asyncio.sleep(wait)  # pacing: a report is read late, never lost
                 await self._report(link, message.report)
             elif kind == "ack":
                 ack = ack_from_proto(message.ack)

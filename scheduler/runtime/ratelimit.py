@@ -1,13 +1,11 @@
 """Per agent session rate limits: one flooding connection must not slow everyone else.
 
-Each ``Connect`` stream gets three token buckets (:class:`SessionLimiter`):
+Each ``Connect`` stream gets two token buckets (:class:`SessionLimiter`):
 
 - every message the agent sends passes a **pace** bucket: past it, the stream's reader waits
   before reading on, so the excess stays in the transport (HTTP/2 flow control pushes back on
   the sender) and costs the scheduler nothing; nothing is lost, reports and acknowledgements
   only arrive later;
-- reports (each one an event the scheduler commits) pass a tighter **report** pace bucket the
-  same way: read late, never lost;
 - heartbeats then pass a **heartbeat** bucket a few times the rate the scheduler asked for:
   past it they are **dropped** (counted): a later heartbeat carries the same news.
 
@@ -30,10 +28,8 @@ PACE_BURST = 1_000.0
 HEARTBEAT_FACTOR = 4.0
 """Heartbeats per expected heartbeat accepted before dropping."""
 HEARTBEAT_BURST: Final = 10.0
-REPORTS_PER_S = 50.0
-"""Reports per second one agent session may send, sustained (a host has at most a few dozen
-ranks, each reporting a handful of times per attempt)."""
-REPORT_BURST = 200.0
+# No tighter pace for reports: a stream is read in order, so a paced report would hold back the
+# heartbeats behind it (a job checkpointing every fast step reports many times a second).
 
 
 class TokenBucket:
@@ -81,19 +77,11 @@ class SessionLimiter:
         beats = max(HEARTBEAT_FACTOR / max(heartbeat_interval_s, 1e-3), 1.0)
         self._pace = TokenBucket(PACE_PER_S, PACE_BURST, now)
         self._beats = TokenBucket(beats, HEARTBEAT_BURST, now)
-        self._reports = TokenBucket(REPORTS_PER_S, REPORT_BURST, now)
         self.counts = SessionCounts()
 
     def pace(self, now: float) -> float:
         """Seconds to wait before reading the next message (0: read on)."""
         wait = self._pace.reserve(now)
-        if wait > 0:
-            self.counts.throttled += 1
-        return wait
-
-    def report(self, now: float) -> float:
-        """Seconds to wait before applying this report (0: apply it now)."""
-        wait = self._reports.reserve(now)
         if wait > 0:
             self.counts.throttled += 1
         return wait
