@@ -7,13 +7,20 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   ``Connect`` stream and sends a hello listing every running rank. When the stream breaks it
   waits (exponential backoff with jitter) and connects again; when the scheduler no longer
   knows the session (``unknown_session``, for example after a scheduler restart) it registers
-  again first. ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
+  again at once. The backoff starts again from its initial delay after every success (an
+  answered registration, a stream that carried a heartbeat, any message down), and never
+  waits longer than a fifth of the heartbeat timeout the scheduler announced, so a restarted
+  scheduler hears from every agent well before it could take one for lost.
+  ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
 - **Heartbeats** go out every interval the scheduler asked for, jittered, with the health
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
   attempt), and every copy is acknowledged, so the scheduler can resend freely.
 - **Reports** (ranks started, rank exited, checkpoint, health check result) wait in an outbox
   until the scheduler acknowledges them, and are sent again in order after a reconnect.
+- **Maintenance steps** (``RunMaintenance``) run in the background (:mod:`agents.maintenance`),
+  once per command id like every command; a resent copy is acknowledged as a duplicate and
+  its result comes (or came) as a report that waits in the outbox until acknowledged.
 - **Deep health checks** (``RunHealthCheck``) run in the background through an injected
   :data:`HealthCheckFn`, one at a time; the result is a report. **Log reads** (``FetchLogs``)
   go through an injected :data:`LogReadFn` and are answered at once with a ``LogChunk``.
@@ -40,6 +47,7 @@ from typing import Final
 from agents import wire
 from agents.health.verdict import Health
 from agents.launch import LogPiece
+from agents.maintenance import run_step
 from agents.ranks import RankExecutor, RankExit, RankKey, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
@@ -60,6 +68,8 @@ FATAL_REASONS: Final = frozenset(
 REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
+RECONNECT_SHARE_OF_TIMEOUT: Final = 0.2
+"""The longest reconnection delay, as a share of the scheduler's heartbeat timeout."""
 
 HealthProbe = Callable[[], tuple[Health, str]]
 """Returns the host's health verdict and, when not healthy, why."""
@@ -123,16 +133,22 @@ class AgentSession:
         )
         self._session_id: str | None = None
         self._interval_s = 5.0
+        self._max_delay_s: float | None = None
+        """Ceiling of reconnection delays from the announced heartbeat timeout (if any)."""
+        self._fresh_session = False
+        """True between a registration and the first stream that proved it works."""
         self._outbox: OrderedDict[str, agent_pb2.Report] = OrderedDict()
         self._applied: OrderedDict[str, None] = OrderedDict()
         self._report_seq = 0
         self._heartbeat_seq = 0
+        self._heartbeat_seq_on_stream = 0
         self._queue: asyncio.Queue[agent_pb2.AgentMessage] | None = None
         self.connected = asyncio.Event()
         """Set while a stream is open and the hello was sent (tests wait on it)."""
         self.connections = 0
         """How many streams this session has opened."""
         self._check: asyncio.Task[None] | None = None
+        self._steps: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ main loop
 
@@ -161,24 +177,38 @@ class AgentSession:
                     )
                     fatal.status_code = exc.status_code
                     raise fatal from None
+                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
                 if exc.reason in REREGISTER_REASONS:
                     self._session_id = None
-                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
+                    if not self._fresh_session:
+                        # The scheduler restarted (or another stream took over): register
+                        # again at once; waiting would only bring the heartbeat timeout nearer.
+                        continue
             except TransportError as exc:
                 _log.debug("%s: %s", self.identity.host, exc)
             except Exception:  # never let one broken stream kill the agent: reconnect
                 _log.warning(
                     "%s: unexpected error on the stream", self.identity.host, exc_info=True
                 )
-            if stop.is_set() or await self._opts.wait(stop, self._backoff.next_delay()):
+            if stop.is_set() or await self._opts.wait(stop, self._reconnect_delay()):
                 break
+
+    def _reconnect_delay(self) -> float:
+        delay = self._backoff.next_delay()
+        if self._max_delay_s is not None:
+            delay = min(delay, self._max_delay_s)
+        return delay
 
     async def _register(self) -> None:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
+        self._fresh_session = True
+        self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
             self._interval_s = registered.heartbeat_interval_s
+        if registered.heartbeat_timeout_s is not None:
+            self._max_delay_s = registered.heartbeat_timeout_s * RECONNECT_SHARE_OF_TIMEOUT
 
     async def _serve(self, stop: asyncio.Event) -> None:
         stream = self._transport.connect()
@@ -190,6 +220,7 @@ class AgentSession:
         for report in self._outbox.values():
             queue.put_nowait(wire.report_message(report))
         self._queue = queue
+        self._heartbeat_seq_on_stream = 0
         beat_stop = asyncio.Event()
         tasks = [
             asyncio.create_task(self._write_all(stream, queue), name="agent writer"),
@@ -246,6 +277,7 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
+            self._fresh_session = False
             item = wire.scheduler_message_from_proto(message)
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
@@ -257,6 +289,11 @@ class AgentSession:
             self._queue.put_nowait(message)
 
     async def _send_heartbeat(self) -> None:
+        if self._queue is not None and self._heartbeat_seq_on_stream > 0:
+            # A heartbeat interval after the hello the stream still stands: connected.
+            self._backoff.reset()
+            self._fresh_session = False
+        self._heartbeat_seq_on_stream += 1
         self._heartbeat_seq += 1
         health, detail = self._opts.health()
         self._send(
@@ -288,6 +325,11 @@ class AgentSession:
                 message = f"signalled {count} ranks"
             case wire.HealthCheckCommand():
                 status, message = self._start_check(command.check_id)
+            case wire.MaintenanceCommand():
+                task = asyncio.create_task(self._run_maintenance(command), name=cid)
+                self._steps.add(task)
+                task.add_done_callback(self._steps.discard)
+                message = f"maintenance {command.step} started"
             case wire.FetchLogsCommand():
                 self._send(wire.log_chunk_to_proto(command.request_id, self._read_log(command)))
                 message = "log read"
@@ -322,6 +364,19 @@ class AgentSession:
             _log.warning("%s: deep health check failed to run", self.identity.host, exc_info=True)
             outcome = HealthCheckOutcome(False, f"the check could not run: {exc}")
         self._report(wire.health_check_report(check_id, outcome, _now()))
+
+    async def _run_maintenance(self, command: wire.MaintenanceCommand) -> None:
+        try:
+            outcome = await run_step(
+                command,
+                self.identity.host,
+                probe=self._opts.health,
+                deep=self._opts.health_check,
+            )
+        except Exception as exc:  # a broken step is a failed step, not a dead agent
+            _log.warning("%s: maintenance step failed to run", self.identity.host, exc_info=True)
+            outcome = wire.MaintenanceOutcome(False, f"the step could not run: {exc}")
+        self._report(wire.maintenance_report(command, outcome, _now()))
 
     def _read_log(self, fetch: wire.FetchLogsCommand) -> LogPiece:
         if self._opts.logs is None:

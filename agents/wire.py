@@ -10,7 +10,8 @@ scheduler's decoder for every report), so a field dropped on either side fails a
 - **Down** (scheduler to agent): :func:`scheduler_message_from_proto` reads a
   ``SchedulerMessage`` into one of the command types (:class:`StartCommand`,
   :class:`StopCommand`, :class:`SignalCommand`, :class:`HealthCheckCommand`,
-  :class:`FetchLogsCommand`, :class:`UnknownCommand`) or a :class:`ReportAck`. A
+  :class:`FetchLogsCommand`, :class:`MaintenanceCommand`, :class:`UnknownCommand`) or a
+  :class:`ReportAck`. A
   ``StartRanks`` carries every rank's launcher environment as the scheduler computed it;
   :func:`launches_of` turns it into what the executor runs.
 - **Up** (agent to scheduler): registration, the hello, heartbeats, command
@@ -82,6 +83,8 @@ class Registered:
     session_id: str
     heartbeat_interval_s: float | None
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
+    heartbeat_timeout_s: float | None = None
+    """After how long without a heartbeat the scheduler takes the host for lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +109,10 @@ def register_request(identity: AgentIdentity) -> agent_pb2.RegisterNodeRequest:
 
 
 def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registered:
-    """The session and heartbeat interval the scheduler gave this agent."""
+    """The session, heartbeat interval and timeout the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
-    return Registered(response.session_id, interval)
+    timeout = response.heartbeat_timeout_ms / 1000.0 if response.heartbeat_timeout_ms else None
+    return Registered(response.session_id, interval, timeout)
 
 
 # ---------------------------------------------------------------- commands down
@@ -193,6 +197,30 @@ class FetchLogsCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceCommand:
+    """One step of a maintenance campaign: run ``argv`` (step ``action``) or only the health
+    check (step ``check``); report a :class:`MaintenanceOutcome` under ``command_id``."""
+
+    command_id: str
+    campaign: str
+    attempt: int
+    step: str
+    argv: tuple[str, ...]
+    timeout_s: float
+    health_check: str
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceOutcome:
+    """How one maintenance step went, as the scheduler is told."""
+
+    ok: bool
+    detail: str = ""
+    output: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownCommand:
     """A command this agent does not know (a newer scheduler's); it is rejected."""
 
@@ -206,6 +234,7 @@ AgentCommand = (
     | SignalCommand
     | HealthCheckCommand
     | FetchLogsCommand
+    | MaintenanceCommand
     | UnknownCommand
 )
 
@@ -264,6 +293,17 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
             rank=fetch.rank,
             offset=fetch.offset,
             max_bytes=fetch.max_bytes,
+        )
+    if kind == "run_maintenance":
+        run = command.run_maintenance
+        return MaintenanceCommand(
+            command_id=cid,
+            campaign=run.campaign,
+            attempt=run.attempt,
+            step=run.step,
+            argv=tuple(run.argv),
+            timeout_s=run.timeout_s,
+            health_check=run.health_check,
         )
     return UnknownCommand(cid, kind or "")
 
@@ -420,6 +460,25 @@ def health_check_report(
         at=_timestamp(at),
     )
     return agent_pb2.Report(health_check=result)
+
+
+def maintenance_report(
+    command: MaintenanceCommand, outcome: MaintenanceOutcome, at: datetime
+) -> agent_pb2.Report:
+    """The outcome of a ``RunMaintenance`` command."""
+    result = agent_pb2.MaintenanceResult(
+        command_id=command.command_id,
+        campaign=command.campaign,
+        attempt=command.attempt,
+        step=command.step,
+        ok=outcome.ok,
+        detail=outcome.detail,
+        output=outcome.output,
+        at=_timestamp(at),
+    )
+    if outcome.exit_code is not None:
+        result.exit_code = outcome.exit_code
+    return agent_pb2.Report(maintenance=result)
 
 
 def log_chunk_to_proto(request_id: str, piece: LogPiece) -> agent_pb2.AgentMessage:

@@ -12,10 +12,19 @@ import grpc.aio
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
 from scheduler import limits
 from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
+from scheduler.api.maintenance_serde import campaign_spec_from_proto, campaign_to_proto
 from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
 from scheduler.api.spec_serde import node_state_from_proto
 from scheduler.api.topology_serde import topology_to_proto
-from scheduler.core.events import Event, NodeDrainRequested, QueueSet
+from scheduler.core.campaigns import UnknownCampaignError
+from scheduler.core.events import (
+    CampaignControlRequested,
+    CampaignStartRequested,
+    Event,
+    MaintenanceReported,
+    NodeDrainRequested,
+    QueueSet,
+)
 from scheduler.core.records import Node
 from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests, resume_node
@@ -156,3 +165,65 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 msg.queue.CopyFrom(queue_to_proto(record))
             out.append(msg)
         return admin_pb2.ListQueuesResponse(queues=out)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _campaign(self, name: str) -> admin_pb2.MaintenanceResponse:
+        campaign = self._runtime.core.campaigns.all.get(name)
+        if campaign is None:
+            raise UnknownCampaignError(f"no maintenance campaign named {name[:80]!r}")
+        return admin_pb2.MaintenanceResponse(campaign=campaign_to_proto(campaign))
+
+    async def StartMaintenance(  # noqa: N802
+        self, request: admin_pb2.StartMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        spec = campaign_spec_from_proto(request.name, request.spec)
+
+        def start(at: Any) -> Event:
+            return CampaignStartRequested(at=at, spec=spec)
+
+        await self._runtime.apply(start)
+        return self._campaign(spec.name)
+
+    async def GetMaintenance(  # noqa: N802
+        self, request: admin_pb2.GetMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        return self._campaign(request.name)
+
+    async def ListMaintenance(  # noqa: N802
+        self, request: admin_pb2.ListMaintenanceRequest, context: Context
+    ) -> admin_pb2.ListMaintenanceResponse:
+        campaigns = self._runtime.core.campaigns.all
+        return admin_pb2.ListMaintenanceResponse(
+            campaigns=[campaign_to_proto(campaigns[name]) for name in sorted(campaigns)]
+        )
+
+    async def ControlMaintenance(  # noqa: N802
+        self, request: admin_pb2.ControlMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        name, op, reason = request.name, request.op, request.reason
+
+        def control(at: Any) -> Event:
+            return CampaignControlRequested(at=at, name=name, op=op, reason=reason)
+
+        await self._runtime.apply(control)
+        return self._campaign(name)
+
+    async def MaintenanceHostDone(  # noqa: N802
+        self, request: admin_pb2.MaintenanceHostDoneRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        name, host, failed, reason = request.name, request.host, request.failed, request.reason
+
+        def done(at: Any) -> Event:
+            return MaintenanceReported(
+                at=at,
+                campaign=name,
+                node=host,
+                attempt=None,
+                step="external",
+                ok=not failed,
+                detail=reason,
+            )
+
+        await self._runtime.apply(done)
+        return self._campaign(name)

@@ -30,10 +30,11 @@ from typing import Final
 from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
 from scheduler.api.spec_serde import health_from_proto
-from scheduler.core.actions import StartRanks, StopRanks
+from scheduler.core.actions import RunMaintenance, StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
     HeartbeatReceived,
+    MaintenanceReported,
     NodeRegistered,
     RankExited,
     RanksStarted,
@@ -114,6 +115,21 @@ def fetch_logs_to_proto(command: FetchLogs) -> agent_pb2.Command:
     )
 
 
+def run_maintenance_to_proto(action: RunMaintenance) -> agent_pb2.Command:
+    """A maintenance step for ``action.node``'s agent."""
+    return agent_pb2.Command(
+        command_id=action.command_id,
+        run_maintenance=agent_pb2.RunMaintenance(
+            campaign=action.campaign,
+            attempt=action.attempt,
+            step=action.step,
+            argv=list(action.argv),
+            timeout_s=action.timeout_s,
+            health_check=action.health_check,
+        ),
+    )
+
+
 def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
     """What goes down a host's stream: a command, or the acknowledgement of a report."""
     if isinstance(item, ReportAcked):
@@ -124,6 +140,8 @@ def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
         return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))
     if isinstance(item, RunHealthCheck):
         return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
+    if isinstance(item, RunMaintenance):
+        return agent_pb2.SchedulerMessage(command=run_maintenance_to_proto(item))
     return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
 
 
@@ -246,6 +264,41 @@ def checkpoint_from_proto(
 
     def make(at: datetime) -> CheckpointReported:
         return CheckpointReported(at=at, job_id=job_id, attempt=attempt)
+
+    return make
+
+
+MAINTENANCE_STEPS: Final = frozenset({"action", "check"})
+
+
+def maintenance_from_proto(
+    result: agent_pb2.MaintenanceResult, node: str
+) -> Callable[[datetime], MaintenanceReported]:
+    """The event of a maintenance step's report from ``node``.
+
+    Raises:
+        InvalidInputError: ``invalid_report`` (an unknown step or no campaign).
+    """
+    if result.step not in MAINTENANCE_STEPS or not result.campaign:
+        raise InvalidInputError(
+            f"maintenance report with step {result.step[:20]!r} and campaign "
+            f"{result.campaign[:80]!r}",
+            reason="invalid_report",
+        )
+    campaign, attempt, step = result.campaign, result.attempt, result.step
+    ok, detail, output = result.ok, result.detail, result.output
+
+    def make(at: datetime) -> MaintenanceReported:
+        return MaintenanceReported(
+            at=at,
+            campaign=campaign,
+            node=node,
+            attempt=attempt,
+            step=step,
+            ok=ok,
+            detail=detail,
+            output=output,
+        )
 
     return make
 

@@ -30,6 +30,7 @@ from scheduler.api.agent_serde import (
     health_check_from_proto,
     heartbeat_from_proto,
     log_chunk_from_proto,
+    maintenance_from_proto,
     node_registered_from_proto,
     outgoing_to_proto,
     rank_exited_from_proto,
@@ -172,6 +173,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         elif kind == "checkpoint":
             await fleet.report(link, report_id, checkpoint_from_proto(report.checkpoint))
+        elif kind == "maintenance":
+            await fleet.report(link, report_id, maintenance_from_proto(report.maintenance, node))
         elif kind == "health_check":
             result = health_check_from_proto(report.health_check)
             fleet.health_check_reported(

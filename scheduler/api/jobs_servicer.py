@@ -8,8 +8,9 @@ Must not import ``scheduler.store`` or ``agents``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import grpc.aio
 
@@ -18,15 +19,19 @@ from scheduler import limits
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
+from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
-from scheduler.runtime import queries
+from scheduler.runtime.queries import Page
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 ANONYMOUS = "anonymous"
+LIST_CHUNK: Final = 100
+"""Jobs translated per turn of the event loop when a list is answered: a 1,000-job page
+takes tens of milliseconds to build, which other requests must not wait behind."""
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -44,6 +49,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         spec = job_spec_from_proto(request.spec)
         limits.require_command(spec.command)
         job_id = self._runtime.new_job_id()
+        earlier = await self._runtime.stored_submission(user, submission_id)
+        if earlier is not None:  # a repeat of a job only the store still has
+            if earlier.spec != spec:
+                raise DuplicateSubmissionError(
+                    f"submission id {submission_id!r} was used for job {earlier.id} "
+                    "with a different spec"
+                )
+            return jobs_pb2.SubmitJobResponse(
+                job=job_to_proto(earlier, self._runtime.now()), created=False
+            )
 
         def submitted(at: Any) -> Event:
             return JobSubmitted(
@@ -65,40 +80,47 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(  # noqa: N802
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
-        job = self._runtime.get_job(request.job_id)
+        job = await self._runtime.find_job(request.job_id)
         return jobs_pb2.GetJobResponse(job=job_to_proto(job, self._runtime.now()))
 
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        now = self._runtime.now()
-        protos: dict[str, jobs_pb2.Job] = {}
+        states = [job_state_from_proto(s) for s in request.states]
 
-        def size_of(job: Job) -> int:
-            protos[job.id] = job_to_proto(job, now)
-            return protos[job.id].ByteSize()
+        async def fetch(page_size: int) -> tuple[Page[Job], list[jobs_pb2.Job]]:
+            page = await self._runtime.list_jobs(
+                states=states,
+                queue=request.queue,
+                user=request.user,
+                page_size=page_size,
+                page_token=request.page_token,
+            )
+            now = self._runtime.now()
+            jobs: list[jobs_pb2.Job] = []
+            for start in range(0, len(page.items), LIST_CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # let other requests in (records are immutable)
+                jobs.extend(job_to_proto(j, now) for j in page.items[start : start + LIST_CHUNK])
+            return page, jobs
 
-        page = queries.list_jobs(
-            self._runtime.state,
-            states=[job_state_from_proto(s) for s in request.states],
-            queue=request.queue,
-            user=request.user,
-            page_size=request.page_size,
-            page_token=request.page_token,
-            size_of=size_of,
-            max_bytes=limits.MAX_LIST_RESPONSE_BYTES,
-        )
+        page, jobs = await fetch(request.page_size)
+        fits = _fitting(jobs, limits.MAX_LIST_RESPONSE_BYTES)
+        if fits < len(jobs):
+            # Over the size budget: ask again for only the jobs that fit, so the next page
+            # token is the source's own (memory or store).
+            page, jobs = await fetch(fits)
         return jobs_pb2.ListJobsResponse(
-            jobs=[protos[j.id] for j in page.items],
-            next_page_token=page.next_token,
-            total_size=page.total,
+            jobs=jobs, next_page_token=page.next_token, total_size=page.total
         )
 
     async def CancelJob(  # noqa: N802
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
         job_id, reason = request.job_id, limits.check_reason(request.reason)
-        self._runtime.get_job(job_id)  # unknown_job before queueing anything
+        known = await self._runtime.find_job(job_id)  # unknown_job before queueing anything
+        if job_id not in self._runtime.state.jobs:  # finished long ago: nothing to cancel
+            return jobs_pb2.CancelJobResponse(job=job_to_proto(known, self._runtime.now()))
 
         def cancelled(at: Any) -> Event:
             return JobCancelRequested(at=at, job_id=job_id, reason=reason)
@@ -113,7 +135,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
         watch = self._runtime.watchers.subscribe(request.job_id)
         try:
-            first = self._runtime.get_job(request.job_id)
+            first = await self._runtime.find_job(request.job_id)
             async for job in watch.updates(first):
                 yield jobs_pb2.WatchJobResponse(job=job_to_proto(job, self._runtime.now()))
         finally:
@@ -137,3 +159,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.GetJobLogsResponse(
             host=read.host, attempt=read.attempt, offset=read.offset, size=read.size, data=read.data
         )
+
+
+def _fitting(jobs: list[jobs_pb2.Job], max_bytes: int) -> int:
+    """How many of ``jobs``, from the first, fit in ``max_bytes`` (at least one)."""
+    total = 0
+    for i, job in enumerate(jobs):
+        total += job.ByteSize()
+        if total > max_bytes and i > 0:
+            return i
+    return len(jobs)

@@ -11,6 +11,7 @@ import typer
 
 from scheduler.cli.certs_cmd import app as certs_app
 from scheduler.cli.cluster_cmd import cluster_app, jobs_app, nodes_app, queues_app
+from scheduler.cli.maintenance_cmd import app as maintenance_app
 from scheduler.cli.options import global_options
 from scheduler.cli.place_cmd import place
 from scheduler.cli.slurm_cmd import app as slurm_app
@@ -31,6 +32,7 @@ app.add_typer(queues_app, name="queues")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(certs_app, name="certs")
 app.add_typer(slurm_app, name="slurm")
+app.add_typer(maintenance_app, name="maintenance")
 
 
 _ROOT_HELP = """Administer a firsthop cluster.

@@ -26,6 +26,12 @@ from firsthop.states import Health, JobState, NodeState
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from scheduler.api.spec_serde import job_spec_to_proto, job_state_to_proto, node_state_to_proto
 from scheduler.api.topology_serde import topology_from_proto
+from scheduler.client.maintenance import (
+    CampaignRequest,
+    CampaignView,
+    campaign_view_from_proto,
+    start_request_to_proto,
+)
 from scheduler.client.views import (
     ClusterView,
     Explanation,
@@ -293,6 +299,39 @@ class FirsthopClient:
         """Every queue with its jobs and GPUs now."""
         response = self._call(self._admin.ListQueues, admin_pb2.ListQueuesRequest())
         return [queue_view_from_proto(q) for q in response.queues]
+
+    # ------------------------------------------------------------------ maintenance
+
+    def start_maintenance(self, request: CampaignRequest) -> CampaignView:
+        """Start a maintenance campaign (the same request again answers the campaign)."""
+        response = self._call(self._admin.StartMaintenance, start_request_to_proto(request))
+        return campaign_view_from_proto(response.campaign)
+
+    def get_maintenance(self, name: str) -> CampaignView:
+        """One campaign with its hosts."""
+        request = admin_pb2.GetMaintenanceRequest(name=name)
+        return campaign_view_from_proto(self._call(self._admin.GetMaintenance, request).campaign)
+
+    def list_maintenance(self) -> list[CampaignView]:
+        """Every campaign, by name."""
+        response = self._call(self._admin.ListMaintenance, admin_pb2.ListMaintenanceRequest())
+        return [campaign_view_from_proto(c) for c in response.campaigns]
+
+    def control_maintenance(self, name: str, op: str, reason: str = "") -> CampaignView:
+        """``pause``, ``resume`` or ``abort`` a campaign."""
+        request = admin_pb2.ControlMaintenanceRequest(name=name, op=op, reason=reason)
+        response = self._call(self._admin.ControlMaintenance, request)
+        return campaign_view_from_proto(response.campaign)
+
+    def maintenance_host_done(
+        self, name: str, host: str, *, failed: str | None = None
+    ) -> CampaignView:
+        """Hand a host of an ``--external`` campaign back (or report its failure)."""
+        request = admin_pb2.MaintenanceHostDoneRequest(
+            name=name, host=host, failed=failed is not None, reason=failed or ""
+        )
+        response = self._call(self._admin.MaintenanceHostDone, request)
+        return campaign_view_from_proto(response.campaign)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from firsthop.reasons import StopReason
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.records import Job, Node, Queue, RankSlot
 
 
@@ -36,9 +37,11 @@ class ChangeSet:
     jobs: tuple[Job, ...] = ()
     nodes: tuple[Node, ...] = ()
     queues: tuple[Queue, ...] = ()
+    campaigns: tuple[Campaign, ...] = ()
+    """Maintenance campaigns (:mod:`scheduler.core.campaigns`)."""
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.nodes or self.queues)
+        return bool(self.jobs or self.nodes or self.queues or self.campaigns)
 
     def merged(self, later: ChangeSet) -> ChangeSet:
         """This change set followed by ``later`` (newest version of each record wins).
@@ -48,7 +51,13 @@ class ChangeSet:
         jobs = {j.id: j for j in (*self.jobs, *later.jobs)}
         nodes = {n.name: n for n in (*self.nodes, *later.nodes)}
         queues = {q.name: q for q in (*self.queues, *later.queues)}
-        return ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        campaigns = {c.name: c for c in (*self.campaigns, *later.campaigns)}
+        return ChangeSet(
+            tuple(jobs.values()),
+            tuple(nodes.values()),
+            tuple(queues.values()),
+            tuple(campaigns.values()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +186,35 @@ class StopRanks:
     reason: StopReason
 
 
-Action = PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks
+@dataclass(frozen=True, slots=True)
+class RunMaintenance:
+    """Run one step of a maintenance campaign on one host.
+
+    Attributes:
+        command_id: ``maint:<campaign>:<host>:<attempt>:<step>``; the agent runs an id once
+            and answers a repeat with the stored result.
+        campaign: the campaign's name (``FIRSTHOP_CAMPAIGN`` of the action).
+        node: the host (``FIRSTHOP_HOST``).
+        attempt: the host's attempt in the campaign; echo it in the report.
+        step: ``action`` (run ``argv``) or ``check`` (run the health check only).
+        argv: the action's argv, never a shell string (empty for ``check``).
+        timeout_s: the action's time limit (killed and reported failed after it).
+        health_check: ``fast`` or ``deep``.
+    """
+
+    command_id: str
+    campaign: str
+    node: str
+    attempt: int
+    step: str
+    argv: tuple[str, ...]
+    timeout_s: float
+    health_check: str
+
+
+Action = (
+    PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks | RunMaintenance
+)
 """Every action :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` returns."""
 
 
@@ -190,3 +227,8 @@ def stop_command_id(job_id: str, attempt: int, node: str, *, force: bool = False
     """The id of the stop command of ``job_id``'s attempt on ``node``."""
     suffix = ":force" if force else ""
     return f"stop:{job_id}:{attempt}:{node}{suffix}"
+
+
+def maintenance_command_id(campaign: str, node: str, attempt: int, step: str) -> str:
+    """The id of one maintenance step of ``campaign`` on ``node``."""
+    return f"maint:{campaign}:{node}:{attempt}:{step}"

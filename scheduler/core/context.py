@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from firsthop.reasons import StopReason
-from scheduler.core.actions import StartRanks, StopRanks, start_command_id, stop_command_id
+from scheduler.core.actions import (
+    RunMaintenance,
+    StartRanks,
+    StopRanks,
+    start_command_id,
+    stop_command_id,
+)
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
 from scheduler.core.state import SchedulerState
@@ -33,6 +39,7 @@ class Outbox:
 
     stops: list[StopRanks] = field(default_factory=list)
     starts: list[StartRanks] = field(default_factory=list)
+    maintenance: list[RunMaintenance] = field(default_factory=list)
 
 
 @dataclass

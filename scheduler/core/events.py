@@ -17,6 +17,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from firsthop.reasons import RankExitReason
+from scheduler.core.campaign_records import CampaignSpec
 from scheduler.core.records import Queue
 from scheduler.core.states import Health
 from scheduler.jobspec import JobSpec
@@ -175,6 +176,45 @@ class TimerFired:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignStartRequested:
+    """An operator started a maintenance campaign (:mod:`scheduler.core.campaigns`)."""
+
+    at: datetime
+    spec: CampaignSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignControlRequested:
+    """An operator paused, resumed or aborted a campaign (``op``: pause, resume, abort)."""
+
+    at: datetime
+    name: str
+    op: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReported:
+    """A host finished one step of a campaign.
+
+    ``step`` is ``action`` or ``check`` (reported by the agent, echoing the command's
+    ``attempt``), or ``external`` (``maintenance done``: the operator handed the host back;
+    ``attempt`` is ``None``, meaning the host's current one).
+    """
+
+    at: datetime
+    campaign: str
+    node: str
+    attempt: int | None
+    step: str
+    ok: bool
+    detail: str = ""
+    """Why it failed (exit status, timeout, the failed health check)."""
+    output: str = ""
+    """The tail of the action's captured output."""
+
+
 Event = (
     SchedulerStarted
     | JobSubmitted
@@ -190,5 +230,8 @@ Event = (
     | CheckpointReported
     | QueueSet
     | TimerFired
+    | CampaignStartRequested
+    | CampaignControlRequested
+    | MaintenanceReported
 )
 """Every event :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` takes."""

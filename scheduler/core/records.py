@@ -40,14 +40,20 @@ class Allocation:
     placed_at: datetime
     hosts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """Hosts in rank order, each once (node rank order for launchers); derived from ranks."""
+    _gpus: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Computed once: heartbeats and acks ask for it on every event.
-        object.__setattr__(self, "hosts", tuple(dict.fromkeys(s.host for s in self.ranks)))
+        # Computed once, in one pass: heartbeats, acks and fencing ask for these on every
+        # event, and a scan of every rank per host is quadratic for a 16K-rank job.
+        gpus: dict[str, list[int]] = {}
+        for slot in self.ranks:
+            gpus.setdefault(slot.host, []).append(slot.gpu)
+        object.__setattr__(self, "hosts", tuple(gpus))
+        object.__setattr__(self, "_gpus", MappingProxyType({h: tuple(g) for h, g in gpus.items()}))
 
     def gpus_on(self, host: str) -> tuple[int, ...]:
         """Local GPU indices the job holds on ``host``, in rank order."""
-        return tuple(slot.gpu for slot in self.ranks if slot.host == host)
+        return self._gpus.get(host, ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from firsthop.reasons import ErrorReason
-from scheduler.core.actions import StartRanks, StopRanks
+from scheduler.core.actions import RunMaintenance, StartRanks, StopRanks
 from topology.errors import FirsthopError
 
 MAX_PENDING_PER_NODE: Final = 1024
@@ -76,7 +76,7 @@ class FetchLogs:
     max_bytes: int
 
 
-Command = StartRanks | StopRanks | RunHealthCheck | FetchLogs
+Command = StartRanks | StopRanks | RunHealthCheck | FetchLogs | RunMaintenance
 """What the hub keeps and resends until the agent acknowledges it."""
 
 

@@ -34,10 +34,11 @@ from enum import Enum
 from typing import Final
 
 from firsthop.reasons import ErrorReason
-from scheduler.core.actions import Action, StartRanks, StopRanks
+from scheduler.core.actions import Action, RunMaintenance, StartRanks, StopRanks
 from scheduler.core.events import (
     Event,
     HeartbeatReceived,
+    MaintenanceReported,
     NodeRegistered,
     RankExited,
     RanksStopped,
@@ -240,6 +241,23 @@ class Fleet:
         if isinstance(command, RunHealthCheck | FetchLogs):
             if status is AckStatus.REJECTED:
                 self.requests.rejected(command, message)
+            return
+        if isinstance(command, RunMaintenance):
+            if status is AckStatus.REJECTED:
+                step = command
+
+                def refused(at: datetime) -> Event:
+                    return MaintenanceReported(
+                        at=at,
+                        campaign=step.campaign,
+                        node=step.node,
+                        attempt=step.attempt,
+                        step=step.step,
+                        ok=False,
+                        detail=f"rejected by the agent: {message}",
+                    )
+
+                await self._apply_quietly(refused)
             return
         if isinstance(command, StopRanks):
             stop = self._stops.get(command.node, {}).get((command.job_id, command.attempt))

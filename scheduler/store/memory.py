@@ -16,6 +16,7 @@ from datetime import datetime
 from threading import Lock
 
 from scheduler.core.actions import ChangeSet
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.records import Job, Node, Queue
 from scheduler.core.states import JobState
@@ -37,16 +38,20 @@ class MemoryStore:
         self._order: list[tuple[datetime, str]] = []
         self._nodes: dict[str, Node] = {}
         self._queues: dict[str, Queue] = {}
+        self._campaigns: dict[str, Campaign] = {}
         self._submissions: dict[tuple[str, str], str] = {}
         self._lock = Lock()
 
-    def load(self) -> StoredState:
-        """Every stored record (jobs in submission order)."""
+    def load(self, *, finished_after: datetime | None = None) -> StoredState:
+        """Every stored record (jobs in submission order), finished jobs since
+        ``finished_after`` if given."""
         with self._lock:
+            jobs = (self._jobs[j] for _, j in self._order)
             return StoredState(
-                jobs=tuple(self._jobs[j] for _, j in self._order),
+                jobs=tuple(j for j in jobs if _kept(j, finished_after)),
                 nodes=tuple(self._nodes[n] for n in sorted(self._nodes)),
                 queues=tuple(self._queues[q] for q in sorted(self._queues)),
+                campaigns=tuple(self._campaigns[c] for c in sorted(self._campaigns)),
             )
 
     def save(self, changes: ChangeSet) -> None:
@@ -63,6 +68,12 @@ class MemoryStore:
                 _check(self._nodes.get(node.name), node.version, f"node {node.name}")
             for queue in changes.queues:
                 _check(self._queues.get(queue.name), queue.version, f"queue {queue.name}")
+            for campaign in changes.campaigns:
+                _check(
+                    self._campaigns.get(campaign.name),
+                    campaign.version,
+                    f"campaign {campaign.name}",
+                )
             claimed: dict[tuple[str, str], str] = {}
             for job in changes.jobs:
                 if job.submission_id is not None:
@@ -83,11 +94,42 @@ class MemoryStore:
                 self._nodes[node.name] = node
             for queue in changes.queues:
                 self._queues[queue.name] = queue
+            for campaign in changes.campaigns:
+                self._campaigns[campaign.name] = campaign
 
     def get_job(self, job_id: str) -> Job | None:
         """The stored job, or ``None``."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def job_for_submission(self, user: str, submission_id: str) -> Job | None:
+        """The job ``user`` submitted with ``submission_id``, or ``None``."""
+        with self._lock:
+            job_id = self._submissions.get((user, submission_id))
+            return None if job_id is None else self._jobs[job_id]
+
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at``."""
+        with self._lock:
+            return any(not _kept(job, at) for job in self._jobs.values())
+
+    def count_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """How many jobs match the filters."""
+        wanted = frozenset(states)
+        with self._lock:
+            return sum(
+                1
+                for job in self._jobs.values()
+                if (not wanted or job.state in wanted)
+                and (queue is None or job.queue == queue)
+                and (user is None or job.user == user)
+            )
 
     def list_jobs(
         self,
@@ -126,7 +168,11 @@ class MemoryStore:
         """Nothing to release."""
 
 
-def _check(stored: Job | Node | Queue | None, version: int, what: str) -> None:
+def _kept(job: Job, finished_after: datetime | None) -> bool:
+    return finished_after is None or job.finished_at is None or job.finished_at >= finished_after
+
+
+def _check(stored: Job | Node | Queue | Campaign | None, version: int, what: str) -> None:
     if stored is not None and stored.version >= version:
         raise VersionConflictError(
             f"{what}: stored version {stored.version} is not older than {version}"

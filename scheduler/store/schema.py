@@ -9,7 +9,9 @@ describes the result for queries and must be kept equal to it (a test compares t
 - ``jobs``: the columns used to filter and order, the spec as JSON, and the rest of the record
   (allocation, failures, bookkeeping) as one JSON document;
 - ``leader_lease``: one row per lease name: the fencing epoch and who holds it
-  (:mod:`scheduler.store.lease`).
+  (:mod:`scheduler.store.lease`);
+- ``campaigns``: one row per maintenance campaign, the record (spec and hosts) as one JSON
+  document.
 
 Enums are stored as strings, times as ``TIMESTAMP WITH TIME ZONE`` (UTC on SQLite).
 
@@ -102,6 +104,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_queue", "queue"),
     sa.Index("ix_jobs_user", "user"),
     sa.Index("ix_jobs_submitted", "submitted_at", "id"),
+    sa.Index("ix_jobs_finished", "finished_at"),
 )
 
 leader_lease = sa.Table(
@@ -113,4 +116,15 @@ leader_lease = sa.Table(
     sa.Column("address", sa.String(255), nullable=False),
     sa.Column("backend_pid", sa.Integer, nullable=True),
     sa.Column("renewed_at", UtcDateTime, nullable=True),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("data", JSONDoc, nullable=False),
 )

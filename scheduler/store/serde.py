@@ -17,6 +17,15 @@ from types import MappingProxyType
 from typing import Any
 
 from firsthop.reasons import FailureReason
+from scheduler.core.campaign_records import (
+    BusyPolicy,
+    Campaign,
+    CampaignHost,
+    CampaignSpec,
+    CampaignState,
+    HealthCheckDepth,
+    HostPhase,
+)
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.jobspec import JobSpec
@@ -203,5 +212,91 @@ def queue_from_row(row: Mapping[str, Any]) -> Queue:
         gpu_quota=None if row["gpu_quota"] is None else int(row["gpu_quota"]),
         weight=float(row["weight"]),
         labels=MappingProxyType(dict(row["labels"] or {})),
+        version=int(row["version"]),
+    )
+
+
+def campaign_to_row(campaign: Campaign) -> dict[str, Any]:
+    """The ``campaigns`` row of a campaign."""
+    spec = campaign.spec
+    return {
+        "name": campaign.name,
+        "state": campaign.state.value,
+        "created_at": campaign.created_at,
+        "updated_at": campaign.updated_at,
+        "version": campaign.version,
+        "data": {
+            "spec": {
+                "selector": spec.selector,
+                "max_unavailable": spec.max_unavailable,
+                "per_domain": spec.per_domain,
+                "busy": spec.busy.value,
+                "force": spec.force,
+                "health_check": spec.health_check.value,
+                "max_failures": spec.max_failures,
+                "not_before": _iso(spec.not_before),
+                "deadline": _iso(spec.deadline),
+                "command": list(spec.command),
+                "external": spec.external,
+                "timeout_s": spec.timeout_s,
+            },
+            "reason": campaign.reason,
+            "jobs_waited": list(campaign.jobs_waited),
+            "jobs_moved": list(campaign.jobs_moved),
+            "gpu_hours_lost": campaign.gpu_hours_lost,
+            "hosts": [
+                {
+                    "host": h.host,
+                    "phase": h.phase.value,
+                    "reason": h.reason,
+                    "attempts": h.attempts,
+                    "since": _iso(h.since),
+                    "output": h.output,
+                }
+                for h in campaign.hosts
+            ],
+        },
+    }
+
+
+def campaign_from_row(row: Mapping[str, Any]) -> Campaign:
+    """The campaign a ``campaigns`` row holds."""
+    data = row["data"]
+    s = data["spec"]
+    spec = CampaignSpec(
+        name=row["name"],
+        selector=s["selector"],
+        max_unavailable=s["max_unavailable"],
+        per_domain=s["per_domain"],
+        busy=BusyPolicy(s["busy"]),
+        force=bool(s["force"]),
+        health_check=HealthCheckDepth(s["health_check"]),
+        max_failures=s["max_failures"],
+        not_before=_from_iso(s["not_before"]),
+        deadline=_from_iso(s["deadline"]),
+        command=tuple(s["command"]),
+        external=bool(s["external"]),
+        timeout_s=float(s["timeout_s"]),
+    )
+    return Campaign(
+        spec=spec,
+        state=CampaignState(row["state"]),
+        created_at=_required(utc(row["created_at"])),
+        updated_at=_required(utc(row["updated_at"])),
+        hosts=tuple(
+            CampaignHost(
+                host=h["host"],
+                phase=HostPhase(h["phase"]),
+                reason=h["reason"],
+                attempts=int(h["attempts"]),
+                since=_from_iso(h["since"]),
+                output=h["output"],
+            )
+            for h in data["hosts"]
+        ),
+        reason=data["reason"],
+        jobs_waited=tuple(data["jobs_waited"]),
+        jobs_moved=tuple(data["jobs_moved"]),
+        gpu_hours_lost=float(data["gpu_hours_lost"]),
         version=int(row["version"]),
     )

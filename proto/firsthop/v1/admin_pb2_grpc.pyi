@@ -50,6 +50,21 @@ class AdminServiceStub:
     SetQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]
     """Create a queue or replace its settings."""
     ListQueues: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]
+    StartMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    name (the same request again answers the campaign). The others: NOT_FOUND
+    "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+    """
+    GetMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    ListMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMaintenanceRequest, _admin_pb2.ListMaintenanceResponse]
+    ControlMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ControlMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+    MaintenanceHostDone: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MaintenanceHostDoneRequest, _admin_pb2.MaintenanceResponse]
+    """--external campaigns: the operator hands a host back (checked, then returned to service),
+    or reports that its maintenance failed.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -70,6 +85,21 @@ class AdminServiceAsyncStub(AdminServiceStub):
     SetQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]  # type: ignore[assignment]
     """Create a queue or replace its settings."""
     ListQueues: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    StartMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    name (the same request again answers the campaign). The others: NOT_FOUND
+    "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+    """
+    GetMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    ListMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMaintenanceRequest, _admin_pb2.ListMaintenanceResponse]  # type: ignore[assignment]
+    ControlMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.ControlMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+    MaintenanceHostDone: _aio.UnaryUnaryMultiCallable[_admin_pb2.MaintenanceHostDoneRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """--external campaigns: the operator hands a host back (checked, then returned to service),
+    or reports that its maintenance failed.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -135,5 +165,50 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListQueuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListQueuesResponse, _abc.Awaitable[_admin_pb2.ListQueuesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartMaintenance(
+        self,
+        request: _admin_pb2.StartMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+        "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+        name (the same request again answers the campaign). The others: NOT_FOUND
+        "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+        """
+
+    @_abc_1.abstractmethod
+    def GetMaintenance(
+        self,
+        request: _admin_pb2.GetMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMaintenance(
+        self,
+        request: _admin_pb2.ListMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListMaintenanceResponse, _abc.Awaitable[_admin_pb2.ListMaintenanceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ControlMaintenance(
+        self,
+        request: _admin_pb2.ControlMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+
+    @_abc_1.abstractmethod
+    def MaintenanceHostDone(
+        self,
+        request: _admin_pb2.MaintenanceHostDoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """--external campaigns: the operator hands a host back (checked, then returned to service),
+        or reports that its maintenance failed.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

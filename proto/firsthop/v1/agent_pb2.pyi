@@ -455,6 +455,7 @@ class Report(_message.Message):
     RANK_EXITED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Unique per agent instance; the scheduler acknowledges it by this id."""
     @_builtins.property
@@ -465,6 +466,8 @@ class Report(_message.Message):
     def checkpoint(self) -> Global___CheckpointReported: ...
     @_builtins.property
     def health_check(self) -> Global___HealthCheckResult: ...
+    @_builtins.property
+    def maintenance(self) -> Global___MaintenanceResult: ...
     def __init__(
         self,
         *,
@@ -473,16 +476,70 @@ class Report(_message.Message):
         rank_exited: Global___RankExited | None = ...,
         checkpoint: Global___CheckpointReported | None = ...,
         health_check: Global___HealthCheckResult | None = ...,
+        maintenance: Global___MaintenanceResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "maintenance", b"maintenance", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "maintenance", b"maintenance", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint", "health_check"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint", "health_check", "maintenance"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Report: _TypeAlias = Report  # noqa: Y015
+
+@_typing.final
+class MaintenanceResult(_message.Message):
+    """The outcome of one RunMaintenance step. A repeat of the command (same command_id) is
+    answered with the stored result, never by running the step again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    campaign: _builtins.str
+    attempt: _builtins.int
+    step: _builtins.str
+    """"action" or "check", as in the command."""
+    ok: _builtins.bool
+    detail: _builtins.str
+    """Why it failed: "exit 3", "timeout after 900 s", "cannot run: ...", or the failed check."""
+    output: _builtins.str
+    """The tail of the action's captured stdout and stderr."""
+    exit_code: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        campaign: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        step: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        output: _builtins.str = ...,
+        exit_code: _builtins.int | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "at", b"at", "exit_code", b"exit_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "at", b"at", "attempt", b"attempt", "campaign", b"campaign", "command_id", b"command_id", "detail", b"detail", "exit_code", b"exit_code", "ok", b"ok", "output", b"output", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
+
+Global___MaintenanceResult: _TypeAlias = MaintenanceResult  # noqa: Y015
 
 @_typing.final
 class LogChunk(_message.Message):
@@ -887,6 +944,47 @@ class FetchLogs(_message.Message):
 Global___FetchLogs: _TypeAlias = FetchLogs  # noqa: Y015
 
 @_typing.final
+class RunMaintenance(_message.Message):
+    """One step of a maintenance campaign on this host. step "action": run argv (an argv, never a
+    shell string) with FIRSTHOP_HOST and FIRSTHOP_CAMPAIGN in its environment, killed after
+    timeout_s, capturing its output; step "check": run the health check (health_check: "fast"
+    or "deep") only. Answered by a MaintenanceResult report.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    campaign: _builtins.str
+    attempt: _builtins.int
+    step: _builtins.str
+    timeout_s: _builtins.float
+    health_check: _builtins.str
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        campaign: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        step: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout_s: _builtins.float = ...,
+        health_check: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "attempt", b"attempt", "campaign", b"campaign", "health_check", b"health_check", "step", b"step", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunMaintenance: _TypeAlias = RunMaintenance  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -896,6 +994,7 @@ class Command(_message.Message):
     SIGNAL_RANKS_FIELD_NUMBER: _builtins.int
     RUN_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     FETCH_LOGS_FIELD_NUMBER: _builtins.int
+    RUN_MAINTENANCE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Names the command's effect; a resent copy carries the same id."""
     @_builtins.property
@@ -908,6 +1007,8 @@ class Command(_message.Message):
     def run_health_check(self) -> Global___RunHealthCheck: ...
     @_builtins.property
     def fetch_logs(self) -> Global___FetchLogs: ...
+    @_builtins.property
+    def run_maintenance(self) -> Global___RunMaintenance: ...
     def __init__(
         self,
         *,
@@ -917,12 +1018,13 @@ class Command(_message.Message):
         signal_ranks: Global___SignalRanks | None = ...,
         run_health_check: Global___RunHealthCheck | None = ...,
         fetch_logs: Global___FetchLogs | None = ...,
+        run_maintenance: Global___RunMaintenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs", "run_maintenance"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
