@@ -46,6 +46,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from agents.address import advertised_address
 from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
@@ -74,6 +75,9 @@ class ReportFormat(StrEnum):
 
     TEXT = "text"
     JSON = "json"
+
+
+_log = logging.getLogger("firsthop.agent")
 
 
 app = typer.Typer(
@@ -111,7 +115,10 @@ def run(
     ] = "",
     address: Annotated[
         str,
-        typer.Option(help="How ranks on other hosts reach this one (default: the host name)."),
+        typer.Option(
+            help="How ranks on other hosts reach this one (default: the host name if it "
+            "resolves, else the local address used to reach the scheduler)."
+        ),
     ] = "",
     location: Annotated[
         str,
@@ -150,11 +157,16 @@ def run(
     )
     name = host or socket.gethostname()
     fake_check: FakeCheck = fake_deep_check.value
+    chosen = advertised_address(name, server, address)
+    if chosen.warning:
+        _log.warning("%s", chosen.warning)
+    else:
+        _log.info("advertising %s (%s) to other hosts", chosen.address, chosen.source)
     with _exit_on_error():
         settings = AgentSettings(
             server=server,
             host=name,
-            address=address,
+            address=chosen.address,
             location=tuple(part for part in location.split(",") if part),
             fake_gpus=fake_gpus,
             fake_faults=tuple(fake_fault or ()),

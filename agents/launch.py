@@ -113,6 +113,14 @@ class LocalProcessRunner:
         return _LocalProcess(proc)
 
 
+def _log_start_failure(log_path: Path, message: str) -> None:
+    """Leave the reason a rank could not start in its log, where ``firsthop logs`` looks."""
+    with contextlib.suppress(OSError):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8", errors="replace") as log:
+            log.write(f"firsthop-agent: the rank could not be started: {message}\n")
+
+
 def rank_log_path(log_dir: Path, job_id: str, attempt: int, rank: int) -> Path:
     """Where the output of ``rank`` of ``job_id``'s ``attempt`` goes."""
     return log_dir / _safe(job_id) / f"attempt-{attempt}" / f"rank-{rank}.log"
@@ -206,10 +214,10 @@ class ProcessExecutor:
         env = self.environment(launch)
         try:
             proc = await self._runner.spawn(launch.argv, env, log_path)
-        except OSError as exc:
-            return RankExit(
-                None, reason=RankExitReason.START_FAILED, message=f"{launch.argv[:1]}: {exc}"
-            )
+        except (OSError, ValueError) as exc:  # ValueError: text the OS cannot take (NUL)
+            message = f"{launch.argv[:1]}: {exc}"
+            _log_start_failure(log_path, message)
+            return RankExit(None, reason=RankExitReason.START_FAILED, message=message)
         watcher: asyncio.Task[None] | None = None
         report = env.get(CHECKPOINT_REPORT_ENV)
         if report is not None:

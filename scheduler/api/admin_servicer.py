@@ -10,6 +10,7 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
+from scheduler import limits
 from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
 from scheduler.api.maintenance_serde import campaign_spec_from_proto, campaign_to_proto
 from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
@@ -62,14 +63,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListNodes(  # noqa: N802 - gRPC method name
         self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
+        protos: dict[str, admin_pb2.Node] = {}
+
+        def size_of(node: Node) -> int:
+            protos[node.name] = self._node(node)
+            return protos[node.name].ByteSize()
+
         page = queries.list_nodes(
             self._runtime.state,
             states=[node_state_from_proto(s) for s in request.states],
             page_size=request.page_size,
             page_token=request.page_token,
+            size_of=size_of,
+            max_bytes=limits.MAX_LIST_RESPONSE_BYTES,
         )
         return admin_pb2.ListNodesResponse(
-            nodes=[self._node(n) for n in page.items],
+            nodes=[protos[n.name] for n in page.items],
             next_page_token=page.next_token,
             total_size=page.total,
         )
@@ -82,7 +91,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DrainNode(  # noqa: N802
         self, request: admin_pb2.DrainNodeRequest, context: Context
     ) -> admin_pb2.DrainNodeResponse:
-        name, reason = request.name, request.reason
+        name, reason = request.name, limits.check_reason(request.reason)
         self._runtime.get_node(name)
 
         def drain(at: Any) -> Event:
@@ -100,7 +109,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._runtime,
             self._requests,
             request.name,
-            request.reason,
+            limits.check_reason(request.reason),
             skip_check=request.skip_health_check,
             timeout_s=self._check_timeout_s,
         )
@@ -130,6 +139,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetQueue(  # noqa: N802
         self, request: admin_pb2.SetQueueRequest, context: Context
     ) -> admin_pb2.SetQueueResponse:
+        limits.check_labels(request.queue.labels)
         queue = queue_from_proto(request.queue)
 
         def set_queue(at: Any) -> Event:

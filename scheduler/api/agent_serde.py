@@ -39,6 +39,7 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
 )
+from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
 from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
 from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
@@ -243,7 +244,8 @@ def rank_exited_from_proto(
     report: agent_pb2.RankExited, node: str
 ) -> Callable[[datetime], RankExited]:
     """The event of a rank-exited report from ``node``."""
-    job_id, attempt, rank, message = report.job_id, report.attempt, report.rank, report.message
+    job_id, attempt, rank = report.job_id, report.attempt, report.rank
+    message = clip_message(report.message, MAX_AGENT_MESSAGE_CHARS)  # it lands in the record
     exit_code, reason = exit_code_of(report), exit_reason_of(report)
     signal = report.signal if report.HasField("signal") else None
 
@@ -322,7 +324,8 @@ class HealthCheckResult:
 
 def health_check_from_proto(result: agent_pb2.HealthCheckResult) -> HealthCheckResult:
     """The outcome of a ``RunHealthCheck`` command."""
-    return HealthCheckResult(result.check_id, result.passed, result.summary, result.report_json)
+    summary = clip_message(result.summary, MAX_AGENT_MESSAGE_CHARS)
+    return HealthCheckResult(result.check_id, result.passed, summary, result.report_json)
 
 
 @dataclass(frozen=True, slots=True)

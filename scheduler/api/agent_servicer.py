@@ -4,7 +4,9 @@
 ``unknown_session``), then runs two things until either ends: a reader that turns heartbeats,
 reports and acknowledgements into runtime calls (in the order received), and a writer that
 sends what the runtime queues for this host (commands, report acknowledgements). A newer
-session of the same host ends this stream with ``session_replaced``.
+session of the same host ends this stream with ``session_replaced``. The reader is paced per
+session (:mod:`scheduler.runtime.ratelimit`): a flooding agent is read late and its excess
+heartbeats are dropped and counted, so it cannot slow other clients.
 
 Must not import ``scheduler.store`` or ``agents``.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,10 +41,13 @@ from scheduler.api.agent_serde import (
 from scheduler.api.serde import node_to_proto
 from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
 from scheduler.runtime.fleet import Fleet
+from scheduler.runtime.ratelimit import SessionLimiter
 from scheduler.runtime.runtime import Runtime
 from topology.errors import InvalidInputError
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_log = logging.getLogger(__name__)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -56,6 +63,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         self._runtime = runtime
         self._fleet = fleet
+        self._interval_s = heartbeat_interval_s
         self._interval_ms = round(heartbeat_interval_s * 1000)
         self._timeout_ms = round(heartbeat_timeout_s * 1000)
 
@@ -134,9 +142,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, link: AgentLink, request_iterator: AsyncIterator[agent_pb2.AgentMessage]
     ) -> None:
         fleet, node = self._fleet, link.node
+        limiter = SessionLimiter(self._interval_s, time.monotonic())
+        metrics = self._runtime.metrics
         async for message in request_iterator:
+            wait = limiter.pace(time.monotonic())
+            if wait > 0:
+                metrics.agent_throttled.inc()
+                await asyncio.sleep(wait)  # pacing, not synchronisation: the excess waits
             kind = message.WhichOneof("body")
             if kind == "heartbeat":
+                if not limiter.heartbeat(time.monotonic()):
+                    metrics.agent_dropped.labels("heartbeat").inc()
+                    if limiter.counts.dropped_heartbeats == 1:
+                        _log.warning("%s: heartbeats faster than asked; dropping the excess", node)
+                    continue
                 beat = heartbeat_from_proto(message.heartbeat, node)
                 fleet.heartbeat(link, beat.make, beat.running)
             elif kind == "report":

@@ -56,7 +56,9 @@ def allocation_to_proto(allocation: Allocation) -> jobs_pb2.Allocation:
 
 def failure_to_proto(failure: Failure) -> jobs_pb2.Failure:
     """The wire form of one interruption."""
-    msg = jobs_pb2.Failure(reason=failure.reason.value, lost_s=failure.lost_s)
+    msg = jobs_pb2.Failure(
+        reason=failure.reason.value, lost_s=failure.lost_s, message=failure.message
+    )
     set_time(msg, "at", failure.at)
     if failure.host is not None:
         msg.host = failure.host

@@ -12,6 +12,7 @@ import typer
 from scheduler.cli.certs_cmd import app as certs_app
 from scheduler.cli.cluster_cmd import cluster_app, jobs_app, nodes_app, queues_app
 from scheduler.cli.maintenance_cmd import app as maintenance_app
+from scheduler.cli.options import global_options
 from scheduler.cli.place_cmd import place
 from scheduler.cli.slurm_cmd import app as slurm_app
 from scheduler.cli.topology_cmd import app as topology_app
@@ -34,14 +35,15 @@ app.add_typer(slurm_app, name="slurm")
 app.add_typer(maintenance_app, name="maintenance")
 
 
-@app.callback()
-def _root() -> None:
-    """Administer a firsthop cluster.
+_ROOT_HELP = """Administer a firsthop cluster.
 
-    Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
-    Against a live scheduler (`--server` or `FIRSTHOP_SERVER`): `nodes`, `jobs`, `queues`,
-    `cluster status` and `topology show --server`.
-    """
+Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
+Against a live scheduler (`--server` before the command or after it, or `FIRSTHOP_SERVER`):
+`nodes`, `jobs`, `queues`, `cluster status` and `topology show --server`.
+"""
+
+
+app.callback(help=_ROOT_HELP)(global_options)
 
 
 def main() -> None:

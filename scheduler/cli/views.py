@@ -4,7 +4,7 @@ The JSON of a job is a stable contract (scripts rely on it): at least ``id``, ``
 (upper case: PENDING, ADMITTED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, PREEMPTED,
 REQUEUED) and, once placed, ``placement`` with ``hosts`` (node-rank order) and ``ranks``
 (``[{rank, host, gpu}]``); ``placement`` is ``null`` before that. Recovery: ``restarts``,
-``failures`` (``[{at, reason, host, lost_s}]``: each interruption and the work it lost),
+``failures`` (``[{at, reason, host, lost_s, message}]``: each interruption and the work it lost),
 ``lost_s`` (their sum) and ``ettr`` (effective training time ratio: productive time over wall
 time since the first start; ``null`` before the job first ran).
 
@@ -89,7 +89,13 @@ def job_dict(job: JobView) -> dict[str, Any]:
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
         "restarts": job.restarts,
         "failures": [
-            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            {
+                "at": _iso(f.at),
+                "reason": f.reason,
+                "host": f.host,
+                "lost_s": f.lost_s,
+                "message": f.message,
+            }
             for f in job.failures
         ],
         "lost_s": job.lost_s,
@@ -136,6 +142,7 @@ def job_fields(job: JobView) -> dict[str, Any]:
             f"{f['reason']}"
             + (f" on {f['host']}" if f["host"] else "")
             + f" (lost {f['lost_s']:.1f} s)"
+            + (f": {f['message']}" if f["message"] and f["reason"] == "start_failed" else "")
             for f in failures
         )
         or "none"

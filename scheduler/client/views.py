@@ -57,6 +57,8 @@ class FailureView:
     """A :class:`firsthop.reasons.FailureReason` value."""
     host: str | None
     lost_s: float
+    message: str = ""
+    """What happened, in words (for ``start_failed``, the agent's message)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ def failure_view_from_proto(msg: jobs_pb2.Failure) -> FailureView:
         reason=msg.reason,
         host=msg.host if msg.HasField("host") else None,
         lost_s=msg.lost_s,
+        message=msg.message,
     )
 
 

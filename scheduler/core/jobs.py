@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from firsthop.reasons import ErrorReason, FailureReason, JobReason, StopReason
+from firsthop.reasons import ErrorReason, FailureReason, JobReason, RankExitReason, StopReason
 from placement import Placement
 from scheduler.core.context import Ctx
 from scheduler.core.errors import (
@@ -208,6 +208,18 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
         return
     if not 0 <= event.rank < job.gpus:
         return
+    if event.reason is RankExitReason.START_FAILED:
+        detail = f": {event.message}" if event.message else ""
+        interrupt(
+            ctx,
+            job,
+            event.at,
+            FailureReason.START_FAILED,
+            event.node,
+            exclude=False,
+            message=f"rank {event.rank} on {event.node} failed to start{detail}",
+        )
+        return
     if event.exit_code != 0:
         interrupt(
             ctx,
@@ -314,7 +326,9 @@ def interrupt(
     """The failure path (module docstring). ``unreachable`` hosts get no stop command."""
     state = ctx.state
     held = job
-    failure = Failure(at=at, reason=reason, host=node, lost_s=lost_seconds(job, at))
+    failure = Failure(
+        at=at, reason=reason, host=node, lost_s=lost_seconds(job, at), message=message
+    )
     failures = (*job.failures, failure)
     faults = job.fault_restarts + 1
     message = message or reason

@@ -65,6 +65,8 @@ class Failure:
     host: str | None
     lost_s: float
     """Work lost: time since the last checkpoint (or since start) when it failed."""
+    message: str = ""
+    """What happened, in words (a rank's start failure as its agent reported it)."""
 
 
 @dataclass(frozen=True, slots=True)

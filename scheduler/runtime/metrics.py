@@ -11,6 +11,9 @@ Names (Grafana-ready, ``firsthop_`` prefix):
 - ``firsthop_placement_cost_ratio``: modelled cost / lower bound of each placement made;
 - ``firsthop_rpc_duration_seconds{method,code}``: RPC latency (unary calls; streams measure
   their whole life);
+- ``firsthop_agent_messages_dropped_total{kind}`` and
+  ``firsthop_agent_messages_throttled_total``: the per-session rate limit of agent streams
+  (:mod:`scheduler.runtime.ratelimit`);
 - ``firsthop_store_commit_seconds`` and ``firsthop_events_total{event}``: the runtime's
   group commits and the events it applied;
 - ``firsthop_maintenance_hosts{campaign,state}``: hosts of each live maintenance campaign per
@@ -151,6 +154,17 @@ class Metrics:
         )
         self.commands = Counter(
             "firsthop_agent_commands", "Commands sent to agents", ["kind"], registry=self.registry
+        )
+        self.agent_dropped = Counter(
+            "firsthop_agent_messages_dropped",
+            "Agent messages dropped by the per-session rate limit",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.agent_throttled = Counter(
+            "firsthop_agent_messages_throttled",
+            "Agent messages read late because their session sent too fast",
+            registry=self.registry,
         )
         self.up = Gauge("firsthop_up", "1 while the scheduler serves", registry=self.registry)
         self.registry.register(_SnapshotCollector(self))

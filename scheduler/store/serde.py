@@ -88,7 +88,13 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
         "restarts": job.restarts,
         "failures": [
-            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            {
+                "at": _iso(f.at),
+                "reason": f.reason,
+                "host": f.host,
+                "lost_s": f.lost_s,
+                "message": f.message,
+            }
             for f in job.failures
         ],
         "excluded_hosts": sorted(job.excluded_hosts),
@@ -140,6 +146,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
                 reason=FailureReason(f["reason"]),
                 host=f["host"],
                 lost_s=float(f["lost_s"]),
+                message=str(f.get("message", "")),
             )
             for f in data.get("failures", ())
         ),

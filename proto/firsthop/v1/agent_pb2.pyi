@@ -835,7 +835,7 @@ class StopRanks(_message.Message):
     reason: _builtins.str
     """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
     should not run there any more), or the failure that interrupted the job ("rank_exited",
-    "node_lost", "node_failed", "time_limit", "start_timeout").
+    "node_lost", "node_failed", "time_limit", "start_timeout", "start_failed").
     """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:

@@ -474,13 +474,18 @@ class Failure(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     LOST_S_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Stable reason (firsthop.reasons.FailureReason): "preempted", "rank_exited", "node_lost",
-    "node_failed", "time_limit", "start_timeout".
+    "node_failed", "time_limit", "start_timeout", "start_failed".
     """
     host: _builtins.str
     lost_s: _builtins.float
     """Work lost in seconds: time since the last checkpoint (or start) when it failed."""
+    message: _builtins.str
+    """What happened, in words (for "start_failed": the agent's message, such as a missing
+    program).
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -490,10 +495,11 @@ class Failure(_message.Message):
         reason: _builtins.str = ...,
         host: _builtins.str | None = ...,
         lost_s: _builtins.float = ...,
+        message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "host", b"host"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "host", b"host", "lost_s", b"lost_s", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "host", b"host", "lost_s", b"lost_s", "message", b"message", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__host: _TypeAlias = _typing.Literal["host"]  # noqa: Y015
     _WhichOneofArgType__host: _TypeAlias = _typing.Literal["_host", b"_host"]  # noqa: Y015
