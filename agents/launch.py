@@ -6,8 +6,9 @@
   group (``start_new_session=True``), stdout and stderr appended to one log file. Tests inject
   a fake runner.
 - :class:`ProcessExecutor` is the :class:`~agents.ranks.RankExecutor` for real ranks: it starts
-  the process, forwards signals to its process group, stops it with SIGTERM then SIGKILL after
-  the grace period (the whole group), and once the leader exits kills whatever is left of the
+  the process, forwards signals to its process group, stops it with the stop's signal
+  (SIGTERM, or the job's checkpoint signal on a planned stop) then SIGKILL after the grace
+  period (the whole group), and once the leader exits kills whatever is left of the
   group (dataloader workers, a wrapper's children) so no stray keeps GPUs busy.
 - Logs: one file per rank and attempt, ``LOG_DIR/JOB/attempt-N/rank-R.log``
   (:func:`rank_log_path`), read back in pieces by :func:`read_rank_log` (``firsthop logs``).
@@ -236,7 +237,7 @@ class ProcessExecutor:
                 if sig in finished:
                     proc.signal_group(sig.result())
                 if stop in finished and not done.done():
-                    return await self._terminate(proc, done, control.grace_s)
+                    return await self._terminate(proc, done, control)
         finally:
             waiters = [f for f in (stop, sig) if f is not None and not f.done()]
             for waiter in waiters:
@@ -245,12 +246,12 @@ class ProcessExecutor:
         return exit_of(done.result(), stopped=False)
 
     async def _terminate(
-        self, proc: RankProcess, done: asyncio.Future[int], grace_s: float
+        self, proc: RankProcess, done: asyncio.Future[int], control: RankControl
     ) -> RankExit:
-        proc.signal_group(signals.SIGTERM)
+        proc.signal_group(control.stop_signal)
         exited = asyncio.Event()
         done.add_done_callback(lambda _: exited.set())
-        if not await self._wait(exited, grace_s):
+        if not await self._wait(exited, control.grace_s):
             proc.signal_group(signals.SIGKILL)
         return exit_of(await done, stopped=True)
 

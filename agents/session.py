@@ -281,7 +281,9 @@ class AgentSession:
             case wire.StartCommand():
                 status, message = self._start(command)
             case wire.StopCommand(job_id=job_id, attempt=attempt, ranks=ranks):
-                count = self.supervisor.stop(job_id, attempt, list(ranks), command.grace_s)
+                count = self.supervisor.stop(
+                    job_id, attempt, list(ranks), command.grace_s, command.signal
+                )
                 message = f"stopping {count} ranks"
             case wire.SignalCommand(job_id=job_id, attempt=attempt, ranks=ranks):
                 count = self.supervisor.signal(job_id, attempt, list(ranks), command.signal)

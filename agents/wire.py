@@ -25,6 +25,7 @@ Must not import ``scheduler``.
 
 from __future__ import annotations
 
+import signal as signal_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -149,7 +150,7 @@ class StartCommand:
 
 @dataclass(frozen=True, slots=True)
 class StopCommand:
-    """Stop ranks of a job attempt: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop ranks of a job attempt: ``signal`` (SIGTERM), then SIGKILL after ``grace_s``."""
 
     command_id: str
     job_id: str
@@ -158,6 +159,18 @@ class StopCommand:
     """Empty: every rank of the attempt on this host."""
     grace_s: float
     reason: str
+    signal: int = signal_module.SIGTERM
+    """The job's checkpoint signal on a planned stop; SIGTERM otherwise (or when the name is
+    unknown to this host)."""
+
+
+def signal_number(name: str) -> int:
+    """The number of the signal called ``name`` (``SIGUSR1``...); SIGTERM for an empty or
+    unknown name (a stop must still stop)."""
+    try:
+        return int(signal_module.Signals[name]) if name else int(signal_module.SIGTERM)
+    except KeyError:
+        return int(signal_module.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +260,13 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
     if kind == "stop_ranks":
         stop = command.stop_ranks
         return StopCommand(
-            cid, stop.job_id, stop.attempt, tuple(stop.ranks), stop.grace_s, stop.reason
+            cid,
+            stop.job_id,
+            stop.attempt,
+            tuple(stop.ranks),
+            stop.grace_s,
+            stop.reason,
+            signal_number(stop.signal),
         )
     if kind == "signal_ranks":
         sig = command.signal_ranks

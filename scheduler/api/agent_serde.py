@@ -85,7 +85,11 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
 def stop_ranks_to_proto(action: StopRanks) -> agent_pb2.Command:
     """The command that stops every rank of the job attempt on the host."""
     stop = agent_pb2.StopRanks(
-        job_id=action.job_id, attempt=action.attempt, grace_s=action.grace_s, reason=action.reason
+        job_id=action.job_id,
+        attempt=action.attempt,
+        grace_s=action.grace_s,
+        reason=action.reason,
+        signal="" if action.signal == "SIGTERM" else action.signal,
     )
     return agent_pb2.Command(command_id=action.command_id, stop_ranks=stop)
 

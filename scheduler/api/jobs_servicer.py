@@ -87,11 +87,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(  # noqa: N802
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
-        job_id, reason = request.job_id, request.reason
+        job_id, reason, graceful = request.job_id, request.reason, request.graceful
         self._runtime.get_job(job_id)  # unknown_job before queueing anything
 
         def cancelled(at: Any) -> Event:
-            return JobCancelRequested(at=at, job_id=job_id, reason=reason)
+            return JobCancelRequested(at=at, job_id=job_id, reason=reason, graceful=graceful)
 
         job = await self._runtime.apply(cancelled, lambda _: self._runtime.get_job(job_id))
         if job is None:  # pragma: no cover - apply returns the result

@@ -137,9 +137,14 @@ def job_spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         )
     )
     if spec.checkpoint is not None:
+        ckpt = spec.checkpoint
         msg.checkpoint.CopyFrom(
-            jobs_pb2.CheckpointSpec(dir=spec.checkpoint.dir, interval_s=spec.checkpoint.interval_s)
+            jobs_pb2.CheckpointSpec(dir=ckpt.dir or "", interval_s=ckpt.interval_s or 0)
         )
+        if ckpt.signal != "SIGTERM":
+            msg.checkpoint.signal = ckpt.signal
+        if ckpt.grace_s is not None:
+            msg.checkpoint.grace_s = ckpt.grace_s
     if spec.time_limit_s is not None:
         msg.time_limit_s = spec.time_limit_s
     hints = spec.placement
@@ -176,7 +181,17 @@ def job_spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             dim: getattr(par, dim) or 1 for dim in ("tp", "cp", "ep", "dp", "pp")
         } | _non_empty(order=par.order, order_convention=par.order_convention)
     if msg.HasField("checkpoint"):
-        data["checkpoint"] = {"dir": msg.checkpoint.dir, "interval_s": msg.checkpoint.interval_s}
+        ckpt = msg.checkpoint
+        checkpoint: dict[str, Any] = {}
+        if ckpt.dir:
+            checkpoint["dir"] = ckpt.dir
+        if ckpt.interval_s:
+            checkpoint["interval_s"] = ckpt.interval_s
+        if ckpt.HasField("signal"):
+            checkpoint["signal"] = ckpt.signal
+        if ckpt.HasField("grace_s"):
+            checkpoint["grace_s"] = ckpt.grace_s
+        data["checkpoint"] = checkpoint
     if msg.HasField("time_limit_s"):
         data["time_limit_s"] = msg.time_limit_s
     if msg.HasField("placement"):

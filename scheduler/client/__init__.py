@@ -195,9 +195,10 @@ class FirsthopClient:
             if not token:
                 return
 
-    def cancel_job(self, job_id: str, reason: str = "") -> JobView:
-        """Cancel a job; the job after the request."""
-        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+    def cancel_job(self, job_id: str, reason: str = "", *, graceful: bool = False) -> JobView:
+        """Cancel a job; the job after the request. ``graceful``: its ranks get the job's
+        checkpoint signal and grace (they may save a checkpoint before they exit)."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason, graceful=graceful)
         return job_view_from_proto(self._call(self._jobs.CancelJob, request).job)
 
     def watch_job(self, job_id: str) -> Iterator[JobView]:

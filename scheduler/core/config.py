@@ -55,6 +55,9 @@ class SchedulerConfig(BaseModel):
             reservation (start time and GPUs) per cycle.
         max_preemption_placements: placer calls spent choosing preemption victims per cycle.
         placement: parameters of every placer call.
+        max_checkpoint_grace_s: the most seconds a job's ranks get, on a planned stop, between
+            its checkpoint signal and SIGKILL (a spec's ``checkpoint.grace_s`` above it is cut
+            to it); a spec without ``grace_s`` gets ``stop_grace_s``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,3 +75,4 @@ class SchedulerConfig(BaseModel):
     max_reservation_placements: PositiveInt = 12
     max_preemption_placements: PositiveInt = 12
     placement: PlacementParams = Field(default_factory=default_placement_params)
+    max_checkpoint_grace_s: PositiveFloat = 600.0

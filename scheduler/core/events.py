@@ -57,6 +57,8 @@ class JobCancelRequested:
     at: datetime
     job_id: str
     reason: str = ""
+    graceful: bool = False
+    """Ask the job to checkpoint first (its checkpoint signal and grace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,8 @@ class RanksStopped:
     job_id: str
     node: str
     attempt: int
+    clean: bool = False
+    """Every rank of the host exited with status 0 after the stop (within the grace)."""
 
 
 @dataclass(frozen=True, slots=True)

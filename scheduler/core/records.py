@@ -58,7 +58,10 @@ class Failure:
     reason: FailureReason
     host: str | None
     lost_s: float
-    """Work lost: time since the last checkpoint (or since start) when it failed."""
+    """Work lost: time since the last checkpoint (or since start) when it failed; 0 for a
+    planned stop the job answered with a checkpoint (or a clean exit of every rank)."""
+    checkpointed: bool = False
+    """A planned stop the job answered by checkpointing in its grace (nothing lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,11 @@ class Job:
     """While ``PREEMPTED``: hosts whose ranks have stopped (or were lost)."""
     stop_deadline: datetime | None = None
     """While ``PREEMPTED``: when a forced stop is sent to hosts still running ranks."""
+    checkpoint_requested_at: datetime | None = None
+    """While ``PREEMPTED`` gracefully: when the job was asked to checkpoint; a checkpoint
+    reported after it (or every rank exiting 0) makes the stop lose nothing."""
+    clean_hosts: frozenset[str] = frozenset()
+    """While ``PREEMPTED``: hosts whose ranks all exited 0 after the stop."""
     last_allocation: Allocation | None = None
     """The allocation of the latest attempt that let go of its GPUs (where its ranks ran, so
     their logs can be found after the job finished or was requeued)."""

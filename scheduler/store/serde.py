@@ -79,7 +79,13 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
         "restarts": job.restarts,
         "failures": [
-            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            {
+                "at": _iso(f.at),
+                "reason": f.reason,
+                "host": f.host,
+                "lost_s": f.lost_s,
+                "checkpointed": f.checkpointed,
+            }
             for f in job.failures
         ],
         "excluded_hosts": sorted(job.excluded_hosts),
@@ -88,6 +94,8 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "exited_ranks": sorted(job.exited_ranks),
         "stopped_hosts": sorted(job.stopped_hosts),
         "stop_deadline": _iso(job.stop_deadline),
+        "checkpoint_requested_at": _iso(job.checkpoint_requested_at),
+        "clean_hosts": sorted(job.clean_hosts),
     }
     return {
         "id": job.id,
@@ -131,6 +139,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
                 reason=FailureReason(f["reason"]),
                 host=f["host"],
                 lost_s=float(f["lost_s"]),
+                checkpointed=bool(f.get("checkpointed", False)),
             )
             for f in data.get("failures", ())
         ),
@@ -140,6 +149,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         exited_ranks=frozenset(int(r) for r in data.get("exited_ranks", ())),
         stopped_hosts=frozenset(data.get("stopped_hosts", ())),
         stop_deadline=_from_iso(data.get("stop_deadline")),
+        checkpoint_requested_at=_from_iso(data.get("checkpoint_requested_at")),
+        clean_hosts=frozenset(data.get("clean_hosts", ())),
         version=int(row["version"]),
     )
 

@@ -765,6 +765,7 @@ class StopRanks(_message.Message):
     RANKS_FIELD_NUMBER: _builtins.int
     GRACE_S_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     grace_s: _builtins.float
@@ -772,6 +773,10 @@ class StopRanks(_message.Message):
     """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
     should not run there any more), or the failure that interrupted the job ("rank_exited",
     "node_lost", "node_failed", "time_limit", "start_timeout").
+    """
+    signal: _builtins.str
+    """Signal name sent first ("SIGTERM" when empty): the job's checkpoint signal on a planned
+    stop. SIGKILL follows after grace_s.
     """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -785,10 +790,11 @@ class StopRanks(_message.Message):
         ranks: _abc.Iterable[_builtins.int] | None = ...,
         grace_s: _builtins.float = ...,
         reason: _builtins.str = ...,
+        signal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -116,19 +116,35 @@ class CheckpointSpec(_message.Message):
 
     DIR_FIELD_NUMBER: _builtins.int
     INTERVAL_S_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    GRACE_S_FIELD_NUMBER: _builtins.int
     dir: _builtins.str
+    """Empty / 0: not given."""
     interval_s: _builtins.int
+    signal: _builtins.str
+    """Signal sent to every rank before a planned stop ("SIGTERM" when absent)."""
+    grace_s: _builtins.int
+    """Seconds the ranks get to checkpoint and exit (operator-bounded; absent: the default)."""
     def __init__(
         self,
         *,
         dir: _builtins.str = ...,
         interval_s: _builtins.int = ...,
+        signal: _builtins.str | None = ...,
+        grace_s: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "_signal", b"_signal", "grace_s", b"grace_s", "signal", b"signal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dir", b"dir", "interval_s", b"interval_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "_signal", b"_signal", "dir", b"dir", "grace_s", b"grace_s", "interval_s", b"interval_s", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__grace_s: _TypeAlias = _typing.Literal["grace_s"]  # noqa: Y015
+    _WhichOneofArgType__grace_s: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s"]  # noqa: Y015
+    _WhichOneofReturnType__signal: _TypeAlias = _typing.Literal["signal"]  # noqa: Y015
+    _WhichOneofArgType__signal: _TypeAlias = _typing.Literal["_signal", b"_signal"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_s) -> _WhichOneofReturnType__grace_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__signal) -> _WhichOneofReturnType__signal | None: ...
 
 Global___CheckpointSpec: _TypeAlias = CheckpointSpec  # noqa: Y015
 
@@ -809,18 +825,24 @@ class CancelJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    GRACEFUL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     reason: _builtins.str
     """Free text kept with the job."""
+    graceful: _builtins.bool
+    """Ask the job to checkpoint first: its checkpoint signal and grace (job spec
+    `checkpoint.signal`, `checkpoint.grace_s`) instead of SIGTERM and the default grace.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        graceful: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["graceful", b"graceful", "job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
