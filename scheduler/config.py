@@ -59,6 +59,13 @@ class ServerConfig(BaseSettings):
     """Period of the scheduling tick (timeouts, time limits, retries of blocked jobs)."""
     stop_grace_s: Annotated[float, Field(ge=0)] = 30.0
     """Grace period between SIGTERM and SIGKILL when ranks are stopped."""
+    max_checkpoint_grace_s: Positive = 600.0
+    """Upper bound of a job's ``checkpoint.grace_s`` (time between its checkpoint signal and
+    SIGKILL on a planned stop)."""
+    repair_in_place: bool = True
+    """Repair a checkpointing job that loses hosts where it runs (swap only those hosts)
+    instead of requeueing it; failures are blamed two heartbeat intervals after a rank's
+    exit."""
     return_lost_nodes: bool = False
     """A LOST node whose agent returns goes back to READY by itself (default: DRAINED,
     until ``firsthopctl nodes resume`` runs a deep health check and returns it)."""

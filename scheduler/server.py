@@ -232,6 +232,9 @@ def build_server(
         stop_grace_s=config.stop_grace_s,
         placement=config.placement,
         return_lost_nodes=config.return_lost_nodes,
+        max_checkpoint_grace_s=config.max_checkpoint_grace_s,
+        repair_in_place=config.repair_in_place,
+        blame_delay_s=2 * config.heartbeat_interval_s,
     )
 
     def build_core() -> Scheduler:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from firsthop.reasons import ErrorReason, FailureReason, JobReason, StopReason
 from placement import Placement
+from scheduler.core import repair
 from scheduler.core.context import Ctx
 from scheduler.core.errors import (
     DuplicateJobError,
@@ -151,7 +152,7 @@ def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
         JobReason.CANCELLED,
         message,
         updated=replace(
-            job,
+            _closed(job),
             allocation=None,
             stopped_hosts=frozenset(),
             stop_deadline=None,
@@ -196,11 +197,14 @@ def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
             J.RUNNING,
             event.at,
             JobReason.RUNNING,
-            updated=replace(
-                job,
-                started_hosts=started,
-                started_at=event.at,
-                first_started_at=job.first_started_at or event.at,
+            updated=repair.ranks_running(
+                replace(
+                    job,
+                    started_hosts=started,
+                    started_at=event.at,
+                    first_started_at=job.first_started_at or event.at,
+                ),
+                event.at,
             ),
         )
     else:
@@ -216,6 +220,19 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
     if not 0 <= event.rank < job.gpus:
         return
     if event.exit_code != 0:
+        if job.rank_failed_at is not None:
+            return  # a failure is already waiting to be blamed: its peers follow it
+        if (
+            ctx.config.blame_delay_s > 0
+            and job.fault_restarts < job.spec.max_restarts
+            and repair.eligible(ctx, job, FailureReason.RANK_EXITED)
+        ):
+            state.put_job(
+                replace(
+                    job, rank_failed_at=event.at, rank_failed_host=event.node, updated_at=event.at
+                )
+            )
+            return
         interrupt(
             ctx,
             job,
@@ -270,6 +287,9 @@ def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime, *, clean: bool = F
         return
     if job.checkpoint_requested_at is not None and cleaned >= set(alloc.hosts):
         job = state.put_job(_saved(job, at))
+    if job.repair is not None:
+        repair.finish_stop(ctx, replace(job, stopped_hosts=stopped), at)
+        return
     state.transition(
         job,
         J.REQUEUED,
@@ -338,14 +358,26 @@ def interrupt(
     message: str = "",
     unreachable: frozenset[str] = frozenset(),
     requeue: bool = True,
+    vacate: frozenset[str] | None = None,
 ) -> Job:
-    """The failure path (module docstring). ``unreachable`` hosts get no stop command."""
+    """The failure path (module docstring). ``unreachable`` hosts get no stop command.
+
+    A job that qualifies is repaired in place instead (:mod:`scheduler.core.repair`):
+    ``vacate`` (default: ``node`` when a node is to blame, else none) are the hosts it
+    leaves; ``unreachable`` ones count as stopped.
+    """
     state = ctx.state
     held = job
     failure = Failure(at=at, reason=reason, host=node, lost_s=lost_seconds(job, at))
     failures = (*job.failures, failure)
     faults = job.fault_restarts + 1
     message = message or reason
+    if requeue and faults <= job.spec.max_restarts and repair.eligible(ctx, job, reason):
+        if vacate is None:
+            vacate = frozenset({node}) if node is not None and exclude else frozenset()
+        return repair.begin(
+            ctx, job, at, failure, vacate=vacate, stopped=unreachable, message=message
+        )
     if requeue and faults <= job.spec.max_restarts:
         excluded = job.excluded_hosts | {node} if exclude and node else job.excluded_hosts
         new = state.transition(
@@ -355,7 +387,7 @@ def interrupt(
             JobReason(reason),
             message,
             updated=replace(
-                job,
+                _closed(job),
                 allocation=None,
                 failures=failures,
                 restarts=job.restarts + 1,
@@ -374,10 +406,19 @@ def interrupt(
             at,
             JobReason(reason),
             message,
-            updated=replace(job, allocation=None, failures=failures),
+            updated=replace(_closed(job), allocation=None, failures=failures),
         )
     ctx.stop_and_fence(held, at, StopReason(reason), skip=unreachable)
     return new
+
+
+def _closed(job: Job) -> Job:
+    """``job`` with a repair in progress closed (recorded as ending in the queue) and a
+    pending blame dropped: it leaves its allocation another way."""
+    repairs = job.repairs
+    if job.repair is not None:
+        repairs = (*repairs, replace(job.repair, method="queue"))
+    return replace(job, repair=None, repairs=repairs, rank_failed_at=None, rank_failed_host=None)
 
 
 def preempt(ctx: Ctx, victim: Job, at: datetime, by: Job) -> None:
@@ -433,6 +474,9 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
     for job_id in sorted(state.allocated):
         job = state.jobs[job_id]
         limit = job.spec.time_limit_s
+        if job.state is J.RUNNING and repair.blame_due(ctx, job, at):
+            _blame(ctx, job, at)
+            continue
         if (
             job.state is J.RUNNING
             and limit is not None
@@ -475,6 +519,25 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
     for key, fence in sorted(state.fences.items()):
         if at >= fence.deadline:
             state.release_fence(*key)
+
+
+def _blame(ctx: Ctx, job: Job, at: datetime) -> None:
+    """A rank failure waited ``blame_delay_s``: blame silent or FAILED hosts, else restart in
+    place on the same hosts (the rank's host named in the failure)."""
+    silent = frozenset(repair.silent_hosts(ctx, job))
+    node = min(silent) if silent else job.rank_failed_host
+    what = f"host {', '.join(sorted(silent))} went silent" if silent else "a rank exited"
+    interrupt(
+        ctx,
+        job,
+        at,
+        FailureReason.RANK_EXITED,
+        node,
+        exclude=bool(silent),
+        message=f"{what} (first failed rank on {job.rank_failed_host})",
+        unreachable=silent,
+        vacate=silent,
+    )
 
 
 # ---------------------------------------------------------------------------- admission

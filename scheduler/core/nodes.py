@@ -31,6 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from firsthop.reasons import ErrorReason, FailureReason, NodeReason, StopReason
+from scheduler.core import repair
 from scheduler.core.actions import StopRanks, stop_command_id
 from scheduler.core.context import Ctx
 from scheduler.core.errors import UnknownNodeError
@@ -139,8 +140,13 @@ def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
     for job in state.jobs_on(node.name):
         if job.state is JobState.PREEMPTED:
             ctx.stop(job, node.name, StopReason.NODE_FAILED, force=True)
-            host_stopped(ctx, job, node.name, at)
+            host_stopped(ctx, repair.vacate_more(job, node.name), node.name, at)
             continue
+        gone: frozenset[str] = frozenset()
+        if repair.eligible(ctx, job, FailureReason.NODE_FAILED):
+            # Repaired in place: the failed host is told to stop at once and counts as gone.
+            ctx.stop(job, node.name, StopReason.NODE_FAILED, force=True)
+            gone = frozenset({node.name})
         interrupt(
             ctx,
             job,
@@ -149,6 +155,7 @@ def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
             node.name,
             exclude=True,
             message=f"node {node.name} failed: {detail or 'health check'}",
+            unreachable=gone,
         )
     node = state.nodes[node.name]
     if node.state in (N.READY, N.DRAINING) and not state.host_jobs.get(node.name):
@@ -235,7 +242,7 @@ def lose(ctx: Ctx, node: Node, at: datetime) -> None:
     silent = (at - node.last_heartbeat_at).total_seconds() if node.last_heartbeat_at else 0.0
     for job in state.jobs_on(node.name):
         if job.state is JobState.PREEMPTED:
-            host_stopped(ctx, job, node.name, at)
+            host_stopped(ctx, repair.vacate_more(job, node.name), node.name, at)
             continue
         interrupt(
             ctx,

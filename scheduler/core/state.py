@@ -166,6 +166,11 @@ class SchedulerState:
             count=len(allocation.ranks),
         )
 
+    @property
+    def spares(self) -> frozenset[str]:
+        """Names of the hosts in the spare pool."""
+        return frozenset(name for name, node in self.nodes.items() if node.spare)
+
     def usable_hosts(self) -> BoolArray:
         """Per host id: in service (no unavailability)."""
         mask = np.ones(self.index.num_hosts, dtype=np.bool_)

@@ -167,6 +167,7 @@ def node_to_row(node: Node) -> dict[str, Any]:
         "address": node.address,
         "registered_at": utc(node.registered_at),
         "last_heartbeat_at": utc(node.last_heartbeat_at),
+        "spare": node.spare,
         "version": node.version,
     }
 
@@ -183,6 +184,7 @@ def node_from_row(row: Mapping[str, Any]) -> Node:
         address=row.get("address") or "",
         registered_at=utc(row["registered_at"]),
         last_heartbeat_at=utc(row["last_heartbeat_at"]),
+        spare=bool(row.get("spare") or False),
         version=int(row["version"]),
     )
 
