@@ -100,6 +100,9 @@ class JobSpec(BaseModel):
     time_limit_s: Annotated[int, Field(ge=1)] | None = None
     placement: PlacementHints = Field(default_factory=PlacementHints)
     launch: Launch = Launch.PER_RANK
+    preemptible: bool = False
+    """The job accepts being preempted on short notice: it may run on spare hosts (and is
+    preempted before other candidates)."""
 
     @model_validator(mode="after")
     def _product(self) -> JobSpec:

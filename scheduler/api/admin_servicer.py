@@ -14,7 +14,7 @@ from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to
 from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
 from scheduler.api.spec_serde import node_state_from_proto
 from scheduler.api.topology_serde import topology_to_proto
-from scheduler.core.events import Event, NodeDrainRequested, QueueSet
+from scheduler.core.events import Event, NodeDrainRequested, NodeSpareSet, QueueSet
 from scheduler.core.records import Node
 from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests, resume_node
@@ -83,6 +83,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if node is None:  # pragma: no cover - apply returns the result
             raise RuntimeError("drain produced no node")
         return admin_pb2.DrainNodeResponse(node=self._node(node))
+
+    async def SetNodeSpare(  # noqa: N802
+        self, request: admin_pb2.SetNodeSpareRequest, context: Context
+    ) -> admin_pb2.SetNodeSpareResponse:
+        names, spare = tuple(request.names), request.spare
+        for name in names:
+            self._runtime.get_node(name)  # unknown_node before queueing anything
+
+        def spared(at: Any) -> Event:
+            return NodeSpareSet(at=at, nodes=names, spare=spare)
+
+        await self._runtime.apply(spared)
+        return admin_pb2.SetNodeSpareResponse(
+            nodes=[self._node(self._runtime.get_node(name)) for name in names]
+        )
 
     async def ResumeNode(  # noqa: N802
         self, request: admin_pb2.ResumeNodeRequest, context: Context

@@ -123,6 +123,7 @@ def job_spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         queue=spec.queue,
         max_restarts=spec.max_restarts,
         launch="" if spec.launch is Launch.PER_RANK else spec.launch.value,
+        preemptible=spec.preemptible,
     )
     par = spec.par
     msg.parallelism.CopyFrom(
@@ -175,6 +176,8 @@ def job_spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
         data["queue"] = msg.queue
     if msg.launch:
         data["launch"] = msg.launch
+    if msg.preemptible:
+        data["preemptible"] = True
     if msg.HasField("parallelism"):
         par = msg.parallelism
         data["parallelism"] = {

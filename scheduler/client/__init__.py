@@ -39,6 +39,7 @@ from scheduler.client.views import (
     QueueSettings,
     QueueView,
     RankView,
+    RepairView,
 )
 from scheduler.client.wire import (
     cluster_view_from_proto,
@@ -244,6 +245,13 @@ class FirsthopClient:
         request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
         return node_view_from_proto(self._call(self._admin.DrainNode, request).node)
 
+    def set_node_spare(self, names: list[str], *, spare: bool) -> list[NodeView]:
+        """Put hosts into the spare pool or take them out (all or none)."""
+        request = admin_pb2.SetNodeSpareRequest(names=names, spare=spare)
+        return [
+            node_view_from_proto(n) for n in self._call(self._admin.SetNodeSpare, request).nodes
+        ]
+
     def resume_node(
         self, name: str, reason: str = "", *, skip_health_check: bool = False
     ) -> tuple[NodeView, HealthCheck | None]:
@@ -329,5 +337,6 @@ __all__ = [
     "QueueView",
     "RankView",
     "RemoteError",
+    "RepairView",
     "ServerUnavailableError",
 ]

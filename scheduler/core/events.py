@@ -96,6 +96,15 @@ class NodeDrainRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeSpareSet:
+    """An operator put hosts into the spare pool (``spare``) or took them out."""
+
+    at: datetime
+    nodes: tuple[str, ...]
+    spare: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class NodeResumeRequested:
     """An operator returned a drained or draining node to service."""
 
@@ -187,6 +196,7 @@ Event = (
     | HeartbeatReceived
     | NodeDrainRequested
     | NodeResumeRequested
+    | NodeSpareSet
     | StartAcknowledged
     | RanksStarted
     | RankExited

@@ -40,6 +40,7 @@ from scheduler.core.events import (
     NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
 )
 from scheduler.core.jobs import host_stopped, interrupt
 from scheduler.core.records import Node
@@ -202,6 +203,24 @@ def drain(ctx: Ctx, event: NodeDrainRequested) -> None:
         return
     dst = N.DRAINING if state.host_jobs.get(node.name) else N.DRAINED
     state.move_node(node, dst, reason)
+
+
+def set_spare(ctx: Ctx, event: NodeSpareSet) -> None:
+    """Put hosts into the spare pool or take them out (all or none).
+
+    Spares run only preemptible jobs (``preemptible: true``), which are preempted before
+    other candidates, and in-place repairs take them before other free hosts.
+
+    Raises:
+        UnknownNodeError for any unknown host (nothing changes).
+    """
+    state = ctx.state
+    found = [get_node(state, name) for name in event.nodes]
+    for node in found:
+        if node.spare != event.spare:
+            state.put_node(replace(node, spare=event.spare))
+    if not event.spare and found:
+        state.capacity_epoch += 1  # ordinary jobs may use them now: refusals are stale
 
 
 def resume(ctx: Ctx, event: NodeResumeRequested) -> None:

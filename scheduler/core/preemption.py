@@ -90,6 +90,7 @@ def _candidates(state: SchedulerState, job: Job, now: datetime) -> list[_Candida
         out.append(_Candidate(other, lost_gpu_seconds(other, now), state.gpu_ids(alloc), hosts))
     out.sort(
         key=lambda c: (
+            not c.job.spec.preemptible,  # jobs that accept short notice go first
             c.lost,
             state.queues[c.job.queue].priority,
             c.job.priority,

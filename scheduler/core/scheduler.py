@@ -43,6 +43,7 @@ from scheduler.core.events import (
     NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
     QueueSet,
     RankExited,
     RanksStarted,
@@ -138,6 +139,8 @@ class Scheduler:
                 nodes.drain(ctx, event)
             case NodeResumeRequested():
                 nodes.resume(ctx, event)
+            case NodeSpareSet():
+                nodes.set_spare(ctx, event)
             case StartAcknowledged():
                 jobs.start_acknowledged(ctx, event)
             case RanksStarted():
