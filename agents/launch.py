@@ -213,8 +213,9 @@ class ProcessExecutor:
             )
         watcher: asyncio.Task[None] | None = None
         report = env.get(CHECKPOINT_REPORT_ENV)
+        seen: list[tuple[int, str]] = []
         if report is not None:
-            watcher = asyncio.create_task(self._watch_checkpoints(Path(report), control))
+            watcher = asyncio.create_task(self._watch_checkpoints(Path(report), control, seen))
         try:
             return await self._supervise(proc, control)
         finally:
@@ -223,6 +224,10 @@ class ProcessExecutor:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            if report is not None:
+                # The checkpoint a program saves on its way out (checkpoint on request) is
+                # written just before it exits: read the report once more.
+                _read_report(Path(report), control, seen)
 
     async def _supervise(self, proc: RankProcess, control: RankControl) -> RankExit:
         done = asyncio.ensure_future(proc.wait())
@@ -255,19 +260,26 @@ class ProcessExecutor:
             proc.signal_group(signals.SIGKILL)
         return exit_of(await done, stopped=True)
 
-    async def _watch_checkpoints(self, path: Path, control: RankControl) -> None:
-        seen: tuple[int, str] | None = None
+    async def _watch_checkpoints(
+        self, path: Path, control: RankControl, seen: list[tuple[int, str]]
+    ) -> None:
         never = asyncio.Event()
         while True:
             await self._wait(never, CHECKPOINT_POLL_S)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-            parsed = parse_checkpoint_report(text)
-            if parsed is not None and parsed != seen:
-                seen = parsed
-                control.checkpoint(*parsed)
+            _read_report(path, control, seen)
+
+
+def _read_report(path: Path, control: RankControl, seen: list[tuple[int, str]]) -> None:
+    """Pass on the checkpoint in the report file at ``path`` if it is new (``seen`` holds the
+    last one passed on)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    parsed = parse_checkpoint_report(text)
+    if parsed is not None and (not seen or parsed != seen[-1]):
+        seen[:] = [parsed]
+        control.checkpoint(*parsed)
 
 
 def exit_of(returncode: int, *, stopped: bool) -> RankExit:
