@@ -133,6 +133,10 @@ class AgentSession:
         self.connections = 0
         """How many streams this session has opened."""
         self._check: asyncio.Task[None] | None = None
+        self._fence_after_s = 0.0
+        self._last_heard: float | None = None
+        self.fenced = 0
+        """How many times this agent fenced itself (stopped its ranks, unheard)."""
 
     # ------------------------------------------------------------------ main loop
 
@@ -142,11 +146,47 @@ class AgentSession:
         Raises:
             FatalAgentError: the scheduler refused the host (unknown host, topology mismatch).
         """
+        fence = asyncio.create_task(self._fence_loop(stop), name="agent fence")
         try:
             await self._run(stop)
         finally:
+            fence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fence
             if self._check is not None:
                 self._check.cancel()
+
+    def _heard(self) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+
+    async def _fence_loop(self, stop: asyncio.Event) -> None:
+        """Fencing: with ranks running and no word from any scheduler for the fence time the
+        scheduler gave at registration, stop them all at once (SIGKILL). The scheduler
+        replaces a silent host's ranks only after its heartbeat timeout, which is longer, so
+        two attempts of a job never run at once; an outage shorter than the fence time (a
+        failover) leaves the ranks alone."""
+        fenced_at: float | None = None
+        while True:
+            fence = self._fence_after_s
+            if await self._opts.wait(stop, min(1.0, fence / 4) if fence else 1.0):
+                return
+            heard = self._last_heard
+            if not fence or heard is None or fenced_at == heard:
+                continue
+            silent = asyncio.get_running_loop().time() - heard
+            running = self.supervisor.running()
+            if silent <= fence or not running:
+                continue
+            fenced_at = heard
+            self.fenced += 1
+            _log.warning(
+                "%s: fenced: no word from any scheduler for %.1f s; stopping %d job attempt(s)",
+                self.identity.host,
+                silent,
+                len(running),
+            )
+            for job_id, attempt in running:
+                self.supervisor.stop(job_id, attempt, [], 0.0)
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -177,6 +217,8 @@ class AgentSession:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
+        self._fence_after_s = registered.fence_after_s
+        self._heard()
         if registered.heartbeat_interval_s is not None:
             self._interval_s = registered.heartbeat_interval_s
 
@@ -246,7 +288,10 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
+            self._heard()
             item = wire.scheduler_message_from_proto(message)
+            if isinstance(item, wire.HeartbeatAck):
+                continue
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
             elif item is not None:

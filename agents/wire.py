@@ -83,6 +83,13 @@ class Registered:
     session_id: str
     heartbeat_interval_s: float | None
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
+    fence_after_s: float = 0.0
+    """Stop every rank after hearing nothing from any scheduler this long (0: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The scheduler heard a heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,7 @@ def register_request(identity: AgentIdentity) -> agent_pb2.RegisterNodeRequest:
 def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registered:
     """The session and heartbeat interval the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
-    return Registered(response.session_id, interval)
+    return Registered(response.session_id, interval, response.fence_after_ms / 1000.0)
 
 
 # ---------------------------------------------------------------- commands down
@@ -289,13 +296,15 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
 
 def scheduler_message_from_proto(
     message: agent_pb2.SchedulerMessage,
-) -> AgentCommand | ReportAck | None:
+) -> AgentCommand | ReportAck | HeartbeatAck | None:
     """What a message down the stream says (``None``: nothing this agent knows)."""
     kind = message.WhichOneof("body")
     if kind == "command":
         return command_from_proto(message.command)
     if kind == "report_ack":
         return ReportAck(message.report_ack.report_id)
+    if kind == "heartbeat_ack":
+        return HeartbeatAck()
     return None
 
 

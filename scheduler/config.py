@@ -62,6 +62,11 @@ class ServerConfig(BaseSettings):
     max_checkpoint_grace_s: Positive = 600.0
     """Upper bound of a job's ``checkpoint.grace_s`` (time between its checkpoint signal and
     SIGKILL on a planned stop)."""
+    fence_after_s: Annotated[float, Field(ge=0)] | None = None
+    """Agents that hear nothing from any scheduler for this long stop their ranks (0: never).
+    Default: the heartbeat timeout less three heartbeat intervals. It must be shorter than
+    the heartbeat timeout by at least one interval (the fenced ranks are gone before a LOST
+    host's ranks are replaced) and longer than a failover (an outage kills no job)."""
     repair_in_place: bool = True
     """Repair a checkpointing job that loses hosts where it runs (swap only those hosts)
     instead of requeueing it; failures are blamed two heartbeat intervals after a rank's
@@ -81,12 +86,27 @@ class ServerConfig(BaseSettings):
     placement: PlacementParams = PlacementParams(time_limit_s=0.5)
     """Placement solver limits for each job the scheduler places."""
 
+    def fence_after(self) -> float:
+        """The fence time agents are given (see ``fence_after_s``)."""
+        if self.fence_after_s is not None:
+            return self.fence_after_s
+        return max(
+            self.heartbeat_timeout_s - 3 * self.heartbeat_interval_s, self.heartbeat_timeout_s / 2
+        )
+
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError(
                 f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        fence = self.fence_after_s
+        if fence and fence > self.heartbeat_timeout_s - self.heartbeat_interval_s:
+            raise ValueError(
+                f"fence_after_s ({fence}) must be at most heartbeat_timeout_s - "
+                f"heartbeat_interval_s ({self.heartbeat_timeout_s - self.heartbeat_interval_s}): "
+                "a LOST host's ranks must be fenced before they are replaced"
             )
         return self
 

@@ -273,6 +273,7 @@ def build_server(
             fleet,
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_timeout_s=config.heartbeat_timeout_s,
+            fence_after_s=config.fence_after(),
         ),
         server,
     )

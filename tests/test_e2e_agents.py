@@ -359,30 +359,37 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     import torch
 
     reference_ranks, reference = _reference_run(cluster.root)  # runs beside the job
-    ckpt = cluster.root / "ckpt"
-    job_id = _submit(
-        cluster,
-        {
-            "name": "train",
-            "gpus": 4,
-            "command": _train_argv(STEPS, STEP_TIME_S),
-            "checkpoint": {"dir": str(ckpt), "interval_s": 1},
-            "max_restarts": 3,
-        },
-    )
+    try:
+        ckpt = cluster.root / "ckpt"
+        job_id = _submit(
+            cluster,
+            {
+                "name": "train",
+                "gpus": 4,
+                "command": _train_argv(STEPS, STEP_TIME_S),
+                "checkpoint": {"dir": str(ckpt), "interval_s": 1},
+                "max_restarts": 3,
+            },
+        )
 
-    def checkpointed() -> JobView | None:
-        with cluster.client() as client:
-            job = client.get_job(job_id)
-        return job if job.last_checkpoint_at is not None else None
+        def checkpointed() -> JobView | None:
+            with cluster.client() as client:
+                job = client.get_job(job_id)
+            return job if job.last_checkpoint_at is not None else None
 
-    first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
-    assert first.state is JobState.RUNNING
-    assert first.placement is not None
-    victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
-    _kill_host(cluster, victim)
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
-    codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+        first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
+        assert first.state is JobState.RUNNING
+        assert first.placement is not None
+        victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
+        _kill_host(cluster, victim)
+        done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+        codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+    finally:
+        # A failure above must not leave the reference ranks running (their pipes would
+        # raise ResourceWarnings in a later test).
+        for proc in reference_ranks:
+            if proc.popen.poll() is None:
+                proc.stop()
 
     assert codes == [0, 0, 0, 0], f"reference run failed; see {cluster.root}/reference-*.log"
     assert done.state is JobState.SUCCEEDED, done.message
@@ -408,8 +415,12 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     got = torch.load(ckpt / "final.pt", weights_only=True)
     assert sorted(got) == sorted(want)
     assert all(torch.equal(got[name], want[name]) for name in want)
-    with cluster.client() as client:
-        assert client.get_node(victim).state.value == "LOST"
+
+    def lost() -> bool:
+        with cluster.client() as client:
+            return client.get_node(victim).state.value == "LOST"
+
+    wait_until(lost, f"{victim} LOST")  # an in-place repair may finish before the timeout
     assert not any(alive(pid) for pid in _ranks_on(cluster, victim))
     # `firsthop logs` reads rank 0's log of the last attempt from its host's agent.
     logs = CliRunner().invoke(user_app, ["logs", job_id, "--rank", "0", "-s", cluster.address])

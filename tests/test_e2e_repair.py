@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,3 +301,78 @@ def test_a_graceful_preemption_checkpoints_and_loses_no_work(cluster: Cluster) -
     ]
     assert any("SIGUSR1 received, checkpoint written" in line for line in logs)
     _same_parameters(ckpt / "final.pt", reference)
+
+
+# ---------------------------------------------------------------------------- fencing
+
+WAIT_FOR_GO = (
+    "import os, pathlib, sys, time\n"
+    "out = pathlib.Path(sys.argv[1])\n"
+    "(out / ('pid-' + os.environ['RANK'])).write_text(str(os.getpid()))\n"
+    "while not (out / 'go').exists():\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_agents_cut_off_from_every_scheduler_fence_their_ranks(cluster: Cluster) -> None:
+    out = cluster.root / "fence"
+    out.mkdir()
+    job_id = _submit(
+        cluster,
+        {"name": "long", "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(out)]},
+    )
+    _wait_job(cluster, job_id, {JobState.RUNNING})
+    pids = wait_until(
+        lambda: (
+            [int(p.read_text()) for p in out.glob("pid-*")]
+            if len(list(out.glob("pid-*"))) == 4
+            else None
+        ),
+        "four ranks running",
+    )
+    # The scheduler is partitioned away (paused): no agent hears from it any more.
+    cluster.scheduler.popen.send_signal(signal.SIGSTOP)
+    paused = time.monotonic()
+    try:
+        wait_until(lambda: not any(_alive(pid) for pid in pids), "ranks fenced", 60)
+        fenced_after = time.monotonic() - paused
+    finally:
+        cluster.scheduler.popen.send_signal(signal.SIGCONT)
+    # Fence time with these settings: timeout 3 s - 3 x 0.3 s interval = 2.1 s.
+    assert fenced_after >= 2.0
+    fenced = [
+        host
+        for host in HOSTS
+        if any("fenced: no word from any scheduler" in line for line in _log_lines(cluster, host))
+    ]
+    assert len(fenced) == 2  # the job's two hosts; the idle ones had nothing to stop
+    (out / "go").touch()
+    job = _wait_job(
+        cluster,
+        job_id,
+        {
+            JobState.REQUEUED,
+            JobState.FAILED,
+            JobState.ADMITTED,
+            JobState.STARTING,
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+        },
+    )
+    assert job.state is not JobState.SUCCEEDED or job.restarts > 0
+
+
+def _log_lines(cluster: Cluster, host: str) -> list[str]:
+    return [
+        line
+        for log in cluster.root.glob(f"agent-{host}-*.log")
+        for line in log.read_text(errors="replace").splitlines()
+    ]

@@ -38,7 +38,13 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
 )
-from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
+from scheduler.runtime.agents import (
+    FetchLogs,
+    HeartbeatAcked,
+    Outgoing,
+    ReportAcked,
+    RunHealthCheck,
+)
 from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
 
@@ -121,6 +127,8 @@ def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
     """What goes down a host's stream: a command, or the acknowledgement of a report."""
     if isinstance(item, ReportAcked):
         return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
+    if isinstance(item, HeartbeatAcked):
+        return agent_pb2.SchedulerMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
     if isinstance(item, StartRanks):
         return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
     if isinstance(item, StopRanks):

@@ -33,7 +33,12 @@ from scheduler.api.agent_serde import (
     running_from_proto,
 )
 from scheduler.api.serde import node_to_proto
-from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
+from scheduler.runtime.agents import (
+    AgentLink,
+    HeartbeatAcked,
+    SessionReplacedError,
+    ShuttingDownError,
+)
 from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.runtime import Runtime
 from topology.errors import InvalidInputError
@@ -51,11 +56,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         heartbeat_interval_s: float,
         heartbeat_timeout_s: float,
+        fence_after_s: float = 0.0,
     ) -> None:
         self._runtime = runtime
         self._fleet = fleet
         self._interval_ms = round(heartbeat_interval_s * 1000)
         self._timeout_ms = round(heartbeat_timeout_s * 1000)
+        self._fence_ms = round(fence_after_s * 1000)
 
     async def RegisterNode(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterNodeRequest, context: Context
@@ -67,6 +74,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=session,
             heartbeat_interval_ms=self._interval_ms,
             heartbeat_timeout_ms=self._timeout_ms,
+            fence_after_ms=self._fence_ms,
         )
 
     async def Connect(  # noqa: N802
@@ -124,6 +132,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if kind == "heartbeat":
                 beat = heartbeat_from_proto(message.heartbeat, node)
                 fleet.heartbeat(link, beat.make, beat.running)
+                link.outbox.put_nowait(HeartbeatAcked())
             elif kind == "report":
                 await self._report(link, message.report)
             elif kind == "ack":
