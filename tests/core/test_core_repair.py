@@ -3,6 +3,7 @@ and swaps only the lost hosts, without going back through the queue."""
 
 from __future__ import annotations
 
+import pytest
 from core_builders import Harness, cluster
 
 from scheduler.core.config import SchedulerConfig
@@ -208,3 +209,42 @@ def test_repairs_prefer_a_spare_host() -> None:
     placed = h.job(job)
     assert placed.repair is not None
     assert placed.repair.moves == ((lost, spare),)
+
+
+def test_spares_run_only_preemptible_jobs_which_are_preempted_first() -> None:
+    from scheduler.core.errors import UnknownNodeError
+    from scheduler.core.events import NodeSpareSet
+
+    h = Harness(cluster(1, 1, 3))
+    h.register()
+    spare = h.hosts[0]
+    h.handle(NodeSpareSet(h.clock.now(), (spare,)))
+    assert h.state.spares == {spare}
+    with pytest.raises(UnknownNodeError):
+        h.handle(NodeSpareSet(h.clock.now(), (h.hosts[1], "nope")))
+    assert h.state.spares == {spare}  # all or none
+    ordinary = [h.submit(8) for _ in range(3)]
+    h.tick()
+    assert [h.job(j).state for j in ordinary] == [J.ADMITTED, J.ADMITTED, J.PENDING]
+    assert spare not in {x for j in ordinary for x in h.hosts_of(j)}
+    flexible = h.submit(8, preemptible=True)
+    h.tick()
+    assert h.hosts_of(flexible) == (spare,)
+    h.cancel(ordinary[2])
+    for job in (*ordinary[:2], flexible):
+        h.start(job)
+    h.wait(100)
+    h.checkpoint(flexible)  # cheapest to preempt by lost work would be it anyway: make it dear
+    h.wait(100)
+    for job in ordinary[:2]:
+        h.checkpoint(job)
+    urgent = h.submit(8, priority=5, preemptible=True)  # may use the spare too
+    h.tick()
+    assert h.job(flexible).state is J.PREEMPTED  # preemptible first, despite more lost work
+    assert all(h.job(j).state is J.RUNNING for j in ordinary[:2])
+    h.handle(NodeSpareSet(h.clock.now(), (spare,), spare=False))
+    assert h.state.spares == frozenset()
+    h.stopped(flexible)
+    h.tick()
+    assert h.hosts_of(urgent) == (spare,)
+    h.store_matches()
