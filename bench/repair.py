@@ -4,8 +4,8 @@ The scheduling core alone (no processes), driven as a runtime would drive it, on
 simulated hosts of 8 GPUs (a fat tree of 4 pods x 16 leaves x 16 hosts) at 80 % utilisation:
 a 512-host job (4,096 GPUs, checkpointing), 307 hosts of 2-host jobs, and a backlog of
 256-host jobs waiting in the queue (too big for the 205 free hosts). One of the big job's
-hosts reports a FAILED verdict; the surviving hosts report their ranks stopped ``STOP_S`` later; every start command's ranks report
-running ``LAUNCH_S`` after it was sent; the scheduler ticks every ``TICK_S``. Both paths see
+hosts reports a FAILED verdict; the surviving hosts report their ranks stopped ``STOP_S``
+later; every start command's ranks report running ``LAUNCH_S`` after it was sent; the scheduler ticks every ``TICK_S``. Both paths see
 the same simulated agents; only the core's decision differs:
 
 - **in place** (``repair_in_place``): the job keeps its 511 healthy hosts and swaps one;
@@ -152,7 +152,8 @@ def run_path(*, in_place: bool) -> dict[str, Any]:
         sim.advance(TICK_S)
         waited += TICK_S
     job = state.jobs[big]
-    assert job.state is JobState.RUNNING and job.allocation is not None, job.state
+    assert job.state is JobState.RUNNING, job.state
+    assert job.allocation is not None
     after = {s.rank: (s.host, s.gpu) for s in job.allocation.ranks}
     assert job.started_at is not None
     return {
