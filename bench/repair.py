@@ -5,8 +5,9 @@ simulated hosts of 8 GPUs (a fat tree of 4 pods x 16 leaves x 16 hosts) at 80 % 
 a 512-host job (4,096 GPUs, checkpointing), 307 hosts of 2-host jobs, and a backlog of
 256-host jobs waiting in the queue (too big for the 205 free hosts). One of the big job's
 hosts reports a FAILED verdict; the surviving hosts report their ranks stopped ``STOP_S``
-later; every start command's ranks report running ``LAUNCH_S`` after it was sent; the scheduler ticks every ``TICK_S``. Both paths see
-the same simulated agents; only the core's decision differs:
+later; every start command's ranks report running ``LAUNCH_S`` after it was sent; the
+scheduler ticks every ``TICK_S``. Both paths see the same simulated agents; only the core's
+decision differs:
 
 - **in place** (``repair_in_place``): the job keeps its 511 healthy hosts and swaps one;
 - **queue** (the baseline, measured in the same run): the job is requeued and placed again
