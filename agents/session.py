@@ -7,7 +7,11 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   ``Connect`` stream and sends a hello listing every running rank. When the stream breaks it
   waits (exponential backoff with jitter) and connects again; when the scheduler no longer
   knows the session (``unknown_session``, for example after a scheduler restart) it registers
-  again first. ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
+  again at once. The backoff starts again from its initial delay after every success (an
+  answered registration, a stream that carried a heartbeat, any message down), and never
+  waits longer than a fifth of the heartbeat timeout the scheduler announced, so a restarted
+  scheduler hears from every agent well before it could take one for lost.
+  ``unknown_node`` and ``topology_mismatch`` are fatal: retrying cannot help.
 - **Heartbeats** go out every interval the scheduler asked for, jittered, with the health
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
@@ -60,6 +64,8 @@ FATAL_REASONS: Final = frozenset(
 REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.SESSION_REPLACED})
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
+RECONNECT_SHARE_OF_TIMEOUT: Final = 0.2
+"""The longest reconnection delay, as a share of the scheduler's heartbeat timeout."""
 
 HealthProbe = Callable[[], tuple[Health, str]]
 """Returns the host's health verdict and, when not healthy, why."""
@@ -123,10 +129,15 @@ class AgentSession:
         )
         self._session_id: str | None = None
         self._interval_s = 5.0
+        self._max_delay_s: float | None = None
+        """Ceiling of reconnection delays from the announced heartbeat timeout (if any)."""
+        self._fresh_session = False
+        """True between a registration and the first stream that proved it works."""
         self._outbox: OrderedDict[str, agent_pb2.Report] = OrderedDict()
         self._applied: OrderedDict[str, None] = OrderedDict()
         self._report_seq = 0
         self._heartbeat_seq = 0
+        self._heartbeat_seq_on_stream = 0
         self._queue: asyncio.Queue[agent_pb2.AgentMessage] | None = None
         self.connected = asyncio.Event()
         """Set while a stream is open and the hello was sent (tests wait on it)."""
@@ -134,6 +145,8 @@ class AgentSession:
         """How many streams this session has opened."""
         self._check: asyncio.Task[None] | None = None
         self._fence_after_s = 0.0
+        self._fence_armed = asyncio.Event()
+        """Set while the scheduler gave a fence time (the fence loop sleeps otherwise)."""
         self._last_heard: float | None = None
         self.fenced = 0
         """How many times this agent fenced itself (stopped its ranks, unheard)."""
@@ -168,7 +181,17 @@ class AgentSession:
         fenced_at: float | None = None
         while True:
             fence = self._fence_after_s
-            if await self._opts.wait(stop, min(1.0, fence / 4) if fence else 1.0):
+            if not fence:
+                armed = asyncio.ensure_future(self._fence_armed.wait())
+                halt = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({armed, halt}, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (armed, halt):
+                    waiter.cancel()
+                await asyncio.gather(armed, halt, return_exceptions=True)
+                if stop.is_set():
+                    return
+                continue
+            if await self._opts.wait(stop, min(1.0, fence / 4)):
                 return
             heard = self._last_heard
             if not fence or heard is None or fenced_at == heard:
@@ -201,26 +224,44 @@ class AgentSession:
                     )
                     fatal.status_code = exc.status_code
                     raise fatal from None
+                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
                 if exc.reason in REREGISTER_REASONS:
                     self._session_id = None
-                _log.info("%s: stream ended: %s: %s", self.identity.host, exc.reason, exc)
+                    if not self._fresh_session:
+                        # The scheduler restarted (or another stream took over): register
+                        # again at once; waiting would only bring the heartbeat timeout nearer.
+                        continue
             except TransportError as exc:
                 _log.debug("%s: %s", self.identity.host, exc)
             except Exception:  # never let one broken stream kill the agent: reconnect
                 _log.warning(
                     "%s: unexpected error on the stream", self.identity.host, exc_info=True
                 )
-            if stop.is_set() or await self._opts.wait(stop, self._backoff.next_delay()):
+            if stop.is_set() or await self._opts.wait(stop, self._reconnect_delay()):
                 break
+
+    def _reconnect_delay(self) -> float:
+        delay = self._backoff.next_delay()
+        if self._max_delay_s is not None:
+            delay = min(delay, self._max_delay_s)
+        return delay
 
     async def _register(self) -> None:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
         self._fence_after_s = registered.fence_after_s
+        if self._fence_after_s > 0:
+            self._fence_armed.set()
+        else:
+            self._fence_armed.clear()
         self._heard()
+        self._fresh_session = True
+        self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
             self._interval_s = registered.heartbeat_interval_s
+        if registered.heartbeat_timeout_s is not None:
+            self._max_delay_s = registered.heartbeat_timeout_s * RECONNECT_SHARE_OF_TIMEOUT
 
     async def _serve(self, stop: asyncio.Event) -> None:
         stream = self._transport.connect()
@@ -232,6 +273,7 @@ class AgentSession:
         for report in self._outbox.values():
             queue.put_nowait(wire.report_message(report))
         self._queue = queue
+        self._heartbeat_seq_on_stream = 0
         beat_stop = asyncio.Event()
         tasks = [
             asyncio.create_task(self._write_all(stream, queue), name="agent writer"),
@@ -289,6 +331,7 @@ class AgentSession:
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
             self._heard()
+            self._fresh_session = False
             item = wire.scheduler_message_from_proto(message)
             if isinstance(item, wire.HeartbeatAck):
                 continue
@@ -302,6 +345,11 @@ class AgentSession:
             self._queue.put_nowait(message)
 
     async def _send_heartbeat(self) -> None:
+        if self._queue is not None and self._heartbeat_seq_on_stream > 0:
+            # A heartbeat interval after the hello the stream still stands: connected.
+            self._backoff.reset()
+            self._fresh_session = False
+        self._heartbeat_seq_on_stream += 1
         self._heartbeat_seq += 1
         health, detail = self._opts.health()
         self._send(

@@ -38,6 +38,10 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's own reconnection backoff (1 s growing to 120 s by default) would keep a restarted
+    # scheduler unreachable long after it is back; the session paces its retries itself.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
     # Each simulated channel is its own connection, not shared with other channels.
     ("grpc.use_local_subchannel_pool", 1),
 )

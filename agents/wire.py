@@ -83,6 +83,8 @@ class Registered:
     session_id: str
     heartbeat_interval_s: float | None
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
+    heartbeat_timeout_s: float | None = None
+    """After how long without a heartbeat the scheduler takes the host for lost."""
     fence_after_s: float = 0.0
     """Stop every rank after hearing nothing from any scheduler this long (0: never)."""
 
@@ -114,9 +116,10 @@ def register_request(identity: AgentIdentity) -> agent_pb2.RegisterNodeRequest:
 
 
 def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registered:
-    """The session and heartbeat interval the scheduler gave this agent."""
+    """The session, heartbeat interval and timeout the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
-    return Registered(response.session_id, interval, response.fence_after_ms / 1000.0)
+    timeout = response.heartbeat_timeout_ms / 1000.0 if response.heartbeat_timeout_ms else None
+    return Registered(response.session_id, interval, timeout, response.fence_after_ms / 1000.0)
 
 
 # ---------------------------------------------------------------- commands down

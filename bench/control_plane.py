@@ -18,14 +18,28 @@ PostgreSQL started with ``fsync=on``), one run of:
    scheduler marked LOST (every agent is alive, so any LOST node is a false one).
 
 The three processes share this machine's cores; the figures are end-to-end (gRPC, runtime,
-core, store). Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs);
-writes ``bench/results/control_plane.json``.
+core, store).
+
+Agents at scale, in the same run: ``--agents N`` (default 8,192; 1,024 with ``--quick``)
+simulated agents heartbeating every 5 s on one server with an empty queue, for longer than the
+heartbeat timeout: connect time, heartbeats handled per second, the server's CPU, and the nodes
+it falsely marks LOST.
+
+The peer, in the same run: a real ``slurmctld`` (:mod:`bench.slurm_peer`) with one node per host
+of the same fabric (its ``topology/tree`` loaded from our export) takes the same job mix (the
+fill jobs, then the steady-state jobs, as whole-host ``sbatch`` requests) from ``CONCURRENCY``
+concurrent ``sbatch`` processes; ``submit_rate_vs_slurm`` is each store's durable submission
+rate over Slurm's. It is skipped, saying why, without Slurm.
+
+Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs); writes
+``bench/results/control_plane.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -36,14 +50,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import write_results
 from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
 from bench.harness.procs import Proc
+from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
 from topology.generators import fat_tree
+from topology.model import Topology
 from topology.spec import dump_spec
 
 BIN = Path(sys.executable).parent
@@ -128,6 +145,34 @@ async def _submit_all(address: str, specs: list[JobSpec]) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "durable_submissions_per_s": round(len(requests) / wall, 1),
         "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
+        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
+async def _rpc_floor(address: str, calls: int) -> dict[str, Any]:
+    """The same client and concurrency against the server's trivial health check: what the
+    gRPC stack alone costs per call on this machine (the ceiling for any unary RPC)."""
+    request = health_pb2.HealthCheckRequest()
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        left = calls
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                started = time.perf_counter()
+                await stub.Check(request, timeout=60)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "calls": calls,
+        "calls_per_s": round(calls / wall, 1),
         "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
     }
 
@@ -222,6 +267,7 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         fill = asyncio.run(_submit_all(address, _specs(FILL_JOBS, seed=1, prefix="fill")))
         fill_s = _wait_full(address)
         submit = asyncio.run(_submit_all(address, _specs(scale.jobs)))
+        floor = asyncio.run(_rpc_floor(address, scale.jobs))
         before = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
         observe_started = time.perf_counter()
         lost_seen = 0
@@ -240,6 +286,7 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
             "fill_submit": fill,
             "fill_admitted_after_s": round(fill_s, 2),
             "submit": submit,
+            "grpc_health_check_floor": floor,
             "observe_s": scale.observe_s,
             "cycle": _cycle_stats(before, after, "firsthop_scheduling_cycle_seconds"),
             "pending_jobs_during_window": (min(pending), max(pending)) if pending else None,
@@ -254,21 +301,120 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         scheduler.stop(timeout=120)
 
 
+def run_agents(pods: int, work: Path, observe_s: float) -> dict[str, Any]:
+    """Many simulated agents on one server (SQLite store, no jobs): connect time, heartbeats
+    handled, and the nodes the scheduler falsely marks LOST while every agent is alive."""
+    topology = work / f"agents-{pods}.yaml"
+    dump_spec(fat_tree(pods, 16, 16, gpus_per_host=8), topology)
+    hosts = pods * 16 * 16
+    argv = [
+        str(BIN / "firsthop-scheduler"),
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        f"sqlite:///{work / f'agents-{pods}.db'}",
+        "--topology",
+        str(topology),
+        "--metrics-port",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
+    scheduler = Proc(argv, work / "agents-scheduler.log")
+    agents: Proc | None = None
+    try:
+        address = scheduler.wait_line("listening on ").split()[-1]
+        metrics = scheduler.wait_line("metrics on ").split()[-1]
+        started = time.perf_counter()
+        agents = Proc(
+            [str(BIN / "firsthop-agent"), "simulate", "--server", address, "--topology",
+             str(topology)],
+            work / "agents-agents.log",
+        )  # fmt: skip
+        agents.wait_line("connected ")
+        connect_s = time.perf_counter() - started
+        before = _histogram(metrics, "firsthop_events_total")
+        cpu_before = _cpu_s(scheduler.popen.pid)
+        observe_started = time.perf_counter()
+        lost_seen, ready_min = 0, hosts
+        while time.perf_counter() - observe_started < observe_s:
+            status = asyncio.run(_status(address))
+            lost_seen = max(lost_seen, status.hosts_by_state.get("LOST", 0))
+            ready_min = min(ready_min, status.hosts_by_state.get("READY", 0))
+            time.sleep(5.0)  # a sampling period of the observation, not synchronisation
+        window = time.perf_counter() - observe_started
+        after = _histogram(metrics, "firsthop_events_total")
+        cpu = (_cpu_s(scheduler.popen.pid) - cpu_before) / window
+        status = asyncio.run(_status(address))
+        beats = sum(v for k, v in after.items() if "HeartbeatReceived" in k) - sum(
+            v for k, v in before.items() if "HeartbeatReceived" in k
+        )
+        return {
+            "hosts": hosts,
+            "heartbeat_s": HEARTBEAT_S,
+            "timeout_s": TIMEOUT_S,
+            "agents_connect_s": round(connect_s, 2),
+            "observe_s": round(window, 1),
+            "heartbeats_per_s": round(beats / window, 1),
+            "scheduler_cpu_cores": round(cpu, 2),
+            "lost_nodes_max": max(lost_seen, status.hosts_by_state.get("LOST", 0)),
+            "ready_nodes_min": min(ready_min, status.hosts_by_state.get("READY", 0)),
+        }
+    finally:
+        if agents is not None:
+            agents.stop()
+        scheduler.stop()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_slurm(scale: Scale, work: Path) -> dict[str, Any]:
+    """The same fill and steady-state job mix, submitted to a real slurmctld with ``sbatch``."""
+    topology = Topology.from_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8))
+    fill = [s.gpus for s in _specs(FILL_JOBS, seed=1, prefix="fill")]
+    steady = [s.gpus for s in _specs(scale.jobs)]
+    try:
+        with running_slurmctld(topology, work / "slurm", 4 * (len(fill) + len(steady))) as env:
+            fill_result = asyncio.run(sbatch_all(env, fill, CONCURRENCY))
+            submit = asyncio.run(sbatch_all(env, steady, CONCURRENCY))
+    except SlurmUnavailableError as exc:
+        return {"store": "slurm", "skipped": str(exc)}
+    return {
+        "store": "slurm",
+        "version": slurm_version(),
+        "hosts": len(topology.hosts),
+        "fill_submit": fill_result,
+        "submit": {**submit, "durable_submissions_per_s": submit["submissions_per_s"]},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 hosts, 2,000 jobs")
-    parser.add_argument("--stores", default="memory,sqlite,postgresql")
+    parser.add_argument("--stores", default="memory,sqlite,postgresql,slurm")
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="also run this many simulated agents (a multiple of 256) on one server "
+        "and count false LOST nodes (default: 8,192; --quick: 1,024; 0: skip)",
+    )
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="firsthop-bench-") as tmp:
         work = Path(tmp)
-        for store in args.stores.split(","):
+        for store in filter(None, args.stores.split(",")):
             if store == "memory":
                 results.append(run_backend("memory", "memory://", scale, work))
             elif store == "sqlite":
                 url = f"sqlite:///{work / 'bench.db'}"
                 results.append(run_backend("sqlite", url, scale, work))
+            elif store == "slurm":
+                results.append(run_slurm(scale, work))
             elif store == "postgresql":
                 try:
                     server = start_throwaway_postgres(fsync=True)
@@ -280,7 +426,14 @@ def main() -> None:
                     results.append(run_backend("postgresql", url, scale, work))
                 finally:
                     server.stop()
+            else:
+                parser.error(f"unknown store {store!r}")
             _print(results[-1])
+        agents = args.agents if args.agents is not None else (1024 if args.quick else 8192)
+        agent_run = None
+        if agents:
+            agent_run = run_agents(agents // 256, work, scale.observe_s)
+            print(f"{'agents':>10}: {agent_run}", flush=True)
     baseline = next((r for r in results if r.get("store") == "memory"), None)
     if baseline is not None:
         base_rate = baseline["submit"]["durable_submissions_per_s"]
@@ -289,9 +442,21 @@ def main() -> None:
                 r["submit_rate_vs_memory"] = round(
                     r["submit"]["durable_submissions_per_s"] / base_rate, 3
                 )
+    slurm = next((r for r in results if r.get("store") == "slurm" and "submit" in r), None)
+    if slurm is not None:
+        slurm_rate = slurm["submit"]["durable_submissions_per_s"]
+        slurm_fill = slurm["fill_submit"]["submissions_per_s"]
+        for r in results:
+            if "submit" in r and r is not slurm:
+                r["submit_rate_vs_slurm"] = round(
+                    r["submit"]["durable_submissions_per_s"] / slurm_rate, 2
+                )
+                r["fill_rate_vs_slurm"] = round(
+                    r["fill_submit"]["durable_submissions_per_s"] / slurm_fill, 2
+                )
     path = write_results(
         "control_plane" + ("_quick" if args.quick else ""),
-        {"scale": scale.__dict__, "results": results},
+        {"scale": scale.__dict__, "results": results, "agents": agent_run},
     )
     print(f"wrote {path}")
 
@@ -300,9 +465,19 @@ def _print(r: dict[str, Any]) -> None:
     if "skipped" in r:
         print(f"{r['store']:>10}: skipped ({r['skipped']})")
         return
-    s, c = r["submit"], r["cycle"]
+    s = r["submit"]
+    if r["store"] == "slurm":
+        print(
+            f"{'slurm':>10}: {s['submissions_per_s']:8.1f} sbatch/s (p50 {s['latency_p50_ms']} ms, "
+            f"p99 {s['latency_p99_ms']} ms, errors {s['errors']}); while filling "
+            f"{r['fill_submit']['submissions_per_s']}/s; {r['version']}, {r['hosts']} nodes",
+            flush=True,
+        )
+        return
+    c = r["cycle"]
     print(
         f"{r['store']:>10}: {s['durable_submissions_per_s']:8.1f} durable submits/s "
+        f"(gRPC floor {r['grpc_health_check_floor']['calls_per_s']} health checks/s) "
         f"(p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms, errors {s['errors']}); "
         f"cycle mean {c['mean_s']} s, p99 < {c['p99_below_s']} s over {c['cycles']} cycles; "
         f"{r['hosts']} agents connected in {r['agents_connect_s']} s; "

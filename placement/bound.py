@@ -1,14 +1,15 @@
 """A lower bound on the cost of any placement, in milliseconds (placement.md section 6).
 
-**Telescoping.** With ``c'`` the non-decreasing envelope of the tier costs
-(:func:`placement.cost.monotone_costs_ms`) and ``m_{d,l}`` the number of groups of ``d`` that
-span level ``l`` or higher (are *not contained* in one domain of level ``l-1``)::
+**Telescoping.** With ``C'_d`` the non-decreasing envelope of dimension ``d``'s cost per
+level (:mod:`placement.cost`: exposure, bytes over bandwidth with ECMP contention, messages
+times latency) and ``m_{d,l}`` the number of groups of ``d`` that span level ``l`` or higher
+(are *not contained* in one domain of level ``l-1``)::
 
-    cost >= sum_d w_d * c'_0  +  sum_{l >= 1} (c'_l - c'_{l-1}) * U_l,
-    U_l = sum_d (w_d / |groups_d|) * m_{d,l}
+    cost >= sum_d C'_d(0)  +  sum_{l >= 1} U_l,
+    U_l = sum_d ((C'_d(l) - C'_d(l-1)) / |groups_d|) * m_{d,l}
 
 so any lower bound on each ``U_l`` gives a lower bound on the cost. Each ``U_l`` is bounded
-separately, by the larger of two valid bounds:
+separately, by the largest of three valid bounds:
 
 1. **Forced splits, per dimension.** A group's *host set* is the set of host slots its ranks
    use (``rank // G``). In a regular layout the host sets of ``d`` are disjoint *lines* of
@@ -29,6 +30,12 @@ separately, by the larger of two valid bounds:
    inside one domain; each of the others pays the plane's minimum (capacity caps dropped:
    they are global).
 
+3. **All digits at once, per level** (:mod:`placement.relax`): the most line weight each
+   domain's free hosts can hold, whatever the assignment, from the exact best *down-set* of
+   the slot box, summed over domains by a knapsack. It sees three or more dimensions that
+   cannot all stay inside one domain, which the pairwise bound cannot. It runs where the
+   knapsack is small (:data:`MAX_KNAPSACK_WORK`).
+
 The bound also reports the fewest domains per tier that can hold the job
 (``k_l = min{k : k largest F_D sum to at least H}``), the forced crossings per dimension and
 tier, and the same bound on an empty cluster (``ideal_ms``: the price of fragmentation is
@@ -39,15 +46,20 @@ Must not import grpc, generated protos, databases, subprocess, typer, rich or ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from placement.dims import Dim
 from placement.ranks import JobLayout, group_ranks, multi_rank_dims
+from placement.relax import line_values, max_contained
 from placement.request import Parallelism
 from topology.index import BoolArray, FloatArray, IntArray, TopologyIndex
+
+MAX_KNAPSACK_WORK = 2_000_000
+"""Largest knapsack (job hosts times free slots summed over domains) bound 3 solves; beyond
+it (a 2,048-host job over 384 leaves) bounds 1 and 2 stand alone, within the time target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +164,32 @@ def _pair_plane_min(plane: _Plane, fmax: int) -> float:
     return best
 
 
+def _level_weights(
+    costs: Mapping[Dim, FloatArray], lines: Mapping[Dim, _Lines], top: int
+) -> dict[Dim, FloatArray]:
+    """Per dimension and level ``l >= 1``, what one more group spanning ``l`` adds (ms).
+
+    ``(C'_d(l) - C'_d(l-1)) / |groups_d|``; index 0 is unused (0).
+    """
+    out: dict[Dim, FloatArray] = {}
+    for dim, info in lines.items():
+        steps = np.zeros(top + 1, dtype=np.float64)
+        if dim in costs:
+            steps[1:] = np.diff(costs[dim]) / info.groups
+        out[dim] = steps
+    return out
+
+
 def _level_bounds(
     index: TopologyIndex,
     *,
     par: Parallelism,
     layout: JobLayout,
     free_hosts: BoolArray,
-    weights: Mapping[Dim, float],
+    costs: Mapping[Dim, FloatArray],
     lines: Mapping[Dim, _Lines],
-) -> tuple[FloatArray, dict[Dim, IntArray], FloatArray]:
-    """Per level: the per-dimension ``m_{d,l}``, the independent ``U_l`` and the best ``U_l``."""
+) -> tuple[dict[Dim, IntArray], FloatArray]:
+    """Per level: the per-dimension ``m_{d,l}`` and the best bound on ``U_l`` (ms)."""
     top = index.cluster_level
     sizes = par.sizes
     g = layout.gpus_per_host
@@ -175,16 +203,19 @@ def _level_bounds(
             m[level] = info.groups - _contained_max(info, free, hosts, sizes[dim], g)
         # Groups spanning level l also span every level below it.
         forced[dim] = np.maximum.accumulate(m[::-1])[::-1].copy()
-    per_group = {d: weights.get(d, 0.0) / lines[d].groups for d in lines}
-    independent = np.zeros(top + 1, dtype=np.float64)
+    weight = _level_weights(costs, lines, top)
+    best = np.zeros(top + 1, dtype=np.float64)
     for dim, m in forced.items():
-        independent += per_group[dim] * m
-    best = independent.copy()
+        best += weight[dim] * m
     digits = [(d.dim, d.hosts) for d in layout.digits if d.dim is not None]
     if not layout.regular or len(digits) < 2:
-        return independent, forced, best
+        return forced, best
     for level in range(2, top + 1):
         free = index.sum_per_domain(level - 1, free_hosts.astype(np.int64))
+        joint = _knapsack_level(
+            digits, lines=lines, weight=weight, forced=forced, level=level, free=free
+        )
+        best[level] = max(best[level], joint)
         fmax = min(int(free.max()), hosts)
         for i, (a_dim, a_hosts) in enumerate(digits):
             for b_dim, b_hosts in digits[i + 1 :]:
@@ -202,27 +233,55 @@ def _level_bounds(
                 shape = _Plane(
                     n_a=a_hosts,
                     n_b=b_hosts,
-                    cost_a=per_group[a_dim] * la.groups_per_line,
-                    cost_b=per_group[b_dim] * lb.groups_per_line,
+                    cost_a=float(weight[a_dim][level]) * la.groups_per_line,
+                    cost_b=float(weight[b_dim][level]) * lb.groups_per_line,
                     cap_a=cap_a if planes == 1 else b_hosts,
                     cap_b=cap_b if planes == 1 else a_hosts,
                 )
                 plane = _pair_plane_min(shape, fmax)
                 rest = sum(
-                    per_group[d] * float(forced[d][level])
+                    float(weight[d][level]) * float(forced[d][level])
                     for d in forced
                     if d not in (a_dim, b_dim)
                 )
                 best[level] = max(best[level], (planes - whole_planes) * plane + rest)
-    return independent, forced, best
+    return forced, best
 
 
-def _bound_ms(
-    costs: FloatArray, weights: Mapping[Dim, float], dims: list[Dim], u: FloatArray
+def _knapsack_level(
+    digits: Sequence[tuple[Dim, int]],
+    *,
+    lines: Mapping[Dim, _Lines],
+    weight: Mapping[Dim, FloatArray],
+    forced: Mapping[Dim, IntArray],
+    level: int,
+    free: IntArray,
 ) -> float:
-    steps = np.diff(costs)
-    base = sum(weights.get(d, 0.0) for d in dims) * float(costs[0])
-    return base + float(np.dot(steps, u[1:]))
+    """Bound 3 on ``U_l``: all digits' lines at once (:mod:`placement.relax`), or 0."""
+    if any(lines[d].groups_per_line is None for d, _ in digits):
+        return 0.0
+    sizes = [n for _, n in digits]
+    line_w = [float(weight[d][level]) * (lines[d].groups_per_line or 0) for d, _ in digits]
+    if not any(line_w):
+        return 0.0
+    hosts = int(np.prod(sizes))
+    if (hosts + 1) * int(np.minimum(free, hosts).sum()) > MAX_KNAPSACK_WORK:
+        return 0.0
+    values = line_values(sizes, line_w)
+    if values is None:
+        return 0.0
+    total = sum(w * (hosts // n) for w, n in zip(line_w, sizes, strict=True))
+    kept = max_contained(values, free, hosts)
+    if not np.isfinite(kept):
+        return 0.0
+    named = {d for d, _ in digits}
+    rest = sum(float(weight[d][level]) * float(forced[d][level]) for d in forced if d not in named)
+    return max(0.0, total - kept) + rest
+
+
+def _bound_ms(costs: Mapping[Dim, FloatArray], dims: list[Dim], u: FloatArray) -> float:
+    base = sum(float(costs[d][0]) for d in dims if d in costs)
+    return base + float(u[1:].sum())
 
 
 def lower_bound(
@@ -232,8 +291,7 @@ def lower_bound(
     layout: JobLayout,
     free_hosts: BoolArray,
     eligible_hosts: BoolArray,
-    weights: Mapping[Dim, float],
-    costs: FloatArray,
+    costs: Mapping[Dim, FloatArray],
 ) -> LowerBound:
     """The lower bound of any placement of the job (see the module docstring).
 
@@ -244,24 +302,22 @@ def lower_bound(
         free_hosts: per host, usable by this job now (whole, free, healthy, not excluded).
         eligible_hosts: per host, usable on an empty cluster (right GPU count); for
             ``ideal_ms``.
-        weights: ``w_d`` per dimension.
-        costs: the non-decreasing tier costs ``c'_l`` (ms per GB).
+        costs: per dimension, the non-decreasing costs ``C'_d(l)`` (ms per step) of its
+            groups spanning each level (:mod:`placement.cost`).
     """
     dims = multi_rank_dims(par)
     lines = {d: _lines(par, d, layout.gpus_per_host) for d in dims}
-    _, forced, best = _level_bounds(
-        index, par=par, layout=layout, free_hosts=free_hosts, weights=weights, lines=lines
+    forced, best = _level_bounds(
+        index, par=par, layout=layout, free_hosts=free_hosts, costs=costs, lines=lines
     )
-    total = _bound_ms(costs, weights, dims, best)
-    steps = np.diff(costs)
+    total = _bound_ms(costs, dims, best)
+    weight = _level_weights(costs, lines, index.cluster_level)
     by_dim: dict[Dim, float] = {}
     for dim in dims:
-        per_group = weights.get(dim, 0.0) / lines[dim].groups
-        by_dim[dim] = weights.get(dim, 0.0) * float(costs[0]) + per_group * float(
-            np.dot(steps, forced[dim][1:])
-        )
-    _, _, ideal_u = _level_bounds(
-        index, par=par, layout=layout, free_hosts=eligible_hosts, weights=weights, lines=lines
+        base = float(costs[dim][0]) if dim in costs else 0.0
+        by_dim[dim] = base + float(np.dot(weight[dim][1:], forced[dim][1:]))
+    _, ideal_u = _level_bounds(
+        index, par=par, layout=layout, free_hosts=eligible_hosts, costs=costs, lines=lines
     )
     names = index.level_names
     min_domains: dict[str, int | None] = {}
@@ -278,5 +334,5 @@ def lower_bound(
             d: {names[lv]: int(forced[d][lv]) for lv in range(1, index.num_levels)} for d in dims
         },
         min_domains=min_domains,
-        ideal_ms=_bound_ms(costs, weights, dims, ideal_u),
+        ideal_ms=_bound_ms(costs, dims, ideal_u),
     )

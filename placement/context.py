@@ -32,7 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from placement.cost import dimension_weights, monotone_costs_ms, tier_costs_ms
+from placement.cost import (
+    DimCosts,
+    dimension_costs,
+    dimension_weights,
+    monotone_dimension_costs,
+)
 from placement.counts import BlockTerm, CountProblem
 from placement.dims import Dim
 from placement.errors import InvalidRequestError
@@ -40,7 +45,7 @@ from placement.params import PlacementParams
 from placement.ranks import JobLayout, job_layout, multi_rank_dims
 from placement.request import Parallelism, PlacementRequest
 from placement.snapshot import Snapshot
-from topology.index import BoolArray, FloatArray, TopologyIndex
+from topology.index import BoolArray, TopologyIndex
 
 NS_PER_MS = 1e6
 
@@ -55,9 +60,9 @@ class JobContext:
         params: the parameters.
         gpus_per_host: ``G``.
         layouts: candidate layouts, identity first.
-        weights: ``w_d`` per dimension.
-        costs: ``c_l`` per level (ms per GB).
-        monotone: ``c'_l``.
+        weights: ``w_d = e_d * V_d`` per dimension (ranks dimensions for the layouts).
+        costs: ``C_d(l)`` per dimension and level (ms per step, :mod:`placement.cost`).
+        monotone: their non-decreasing envelopes ``C'_d(l)``.
         required: per dimension, the highest level its groups may span.
         usable: per host, in service and not excluded.
         eligible: per host, usable, wholly free and of ``G`` GPUs (multi-host jobs).
@@ -69,8 +74,8 @@ class JobContext:
     gpus_per_host: int
     layouts: tuple[JobLayout, ...]
     weights: dict[Dim, float]
-    costs: FloatArray
-    monotone: FloatArray
+    costs: DimCosts
+    monotone: DimCosts
     required: dict[Dim, int]
     usable: BoolArray
     eligible: BoolArray
@@ -171,7 +176,7 @@ def job_context(
             transposed = identity.transposed(weights, pinned)
             if all(transposed.physical != seen.physical for seen in layouts):
                 layouts.append(transposed)
-    costs = tier_costs_ms(index)
+    costs = dimension_costs(index, request, params)
     return JobContext(
         snapshot=snapshot,
         request=request,
@@ -180,18 +185,24 @@ def job_context(
         layouts=tuple(layouts),
         weights=weights,
         costs=costs,
-        monotone=monotone_costs_ms(costs),
+        monotone=monotone_dimension_costs(costs),
         required={d: lv for d, lv in required.items() if sizes[d] > 1},
         usable=usable,
         eligible=eligible,
     )
 
 
-def count_problem(ctx: JobContext, layout: JobLayout) -> CountProblem:
-    """The count model of ``layout`` (:mod:`placement.counts`)."""
+def count_problem(
+    ctx: JobContext, layout: JobLayout, eligible: BoolArray | None = None
+) -> CountProblem:
+    """The count model of ``layout`` (:mod:`placement.counts`).
+
+    ``eligible`` restricts the hosts to a subset of ``ctx.eligible`` (restricted re-solves
+    of :mod:`placement.improve`).
+    """
     index = ctx.index
     top = index.cluster_level
-    steps = np.diff(ctx.monotone)
+    steps = {d: np.diff(c) for d, c in ctx.monotone.items()}
     groups = {d: ctx.par.world_size // ctx.par.sizes[d] for d in multi_rank_dims(ctx.par)}
     blocks: list[BlockTerm] = []
     multiple = [1] * (top + 1)
@@ -203,9 +214,12 @@ def count_problem(ctx: JobContext, layout: JobLayout) -> CountProblem:
         else:
             dims = [d for d in groups if _spans_hosts(ctx.par, d, layout.gpus_per_host)]
             share = 1.0
-        per_block_ms = sum(ctx.weights.get(d, 0.0) for d in dims) * share
+        saved_ms = np.zeros(top, dtype=np.float64)
+        for dim in dims:
+            if dim in steps:
+                saved_ms += steps[dim] * share
         reward = np.zeros(top + 1, dtype=np.int64)
-        reward[:top] = np.rint(steps * per_block_ms * NS_PER_MS).astype(np.int64)
+        reward[:top] = np.rint(saved_ms * NS_PER_MS).astype(np.int64)
         blocks.append(BlockTerm(block, reward, digit.dim or "job"))
         for dim in dims:
             level = ctx.required.get(dim)
@@ -213,7 +227,7 @@ def count_problem(ctx: JobContext, layout: JobLayout) -> CountProblem:
                 continue
             for lv in range(max(level, 1), top + 1):
                 multiple[lv] = math.lcm(multiple[lv], block)
-    eligible = ctx.eligible
+    eligible = ctx.eligible if eligible is None else eligible & ctx.eligible
     free = tuple(
         [eligible.astype(np.int64)]
         + [index.sum_per_domain(lv, eligible.astype(np.int64)) for lv in range(1, top + 1)]

@@ -7,6 +7,7 @@ domain pays a *local* cost that depends only on its own count::
     local_D(x) = alpha_l * [x > 0]                      # domains used
                + gamma_l * [0 < x < F_D]                # touched but not exhausted
                - sum_b  rho_{b,l} * floor(x / B_b)      # whole blocks kept inside D
+               + sum_b  (rho_{b,l} / 64) * [x mod B_b != 0]  # a partial block in D
                (+ infinity unless x is a multiple of M_l: required tiers, NVLink blocks)
 
 where ``B_b`` are the physical block sizes of the job's layout (:meth:`JobLayout.blocks`) and
@@ -15,7 +16,11 @@ groups would otherwise span level ``l+1``, costing ``(c'_{l+1} - c'_l) * w_d * (
 block) / |groups_d|`` more (:mod:`placement.cost`). Summed over all domains this is,
 up to a constant, the cost of :mod:`placement.cost` *if* the fill order packs every partial
 block perfectly (the whole-block proxy): a block not inside one level-``l`` domain must span
-level ``l+1``, and a domain holds at most ``floor(x/B)`` disjoint whole blocks.
+level ``l+1``, and a domain holds at most ``floor(x/B)`` disjoint whole blocks. The last
+term is a tie-breaker: the proxy is indifferent to where remainders go, but the fill order can
+only pair them into whole blocks when few domains hold one (counts that are multiples of
+``B`` never shift a later domain's blocks off the grid), so among equal proxies it prefers
+aligned counts.
 
 **Recursion.** The objective is separable over the tree, so min-plus convolution of the
 children's cost curves solves it exactly (placement.md section 5.5, "exact DP alternative"):
@@ -40,6 +45,15 @@ from numpy.lib.stride_tricks import sliding_window_view
 from topology.index import BoolArray, FloatArray, IntArray, TopologyIndex
 
 INF = float("inf")
+
+
+REMAINDER_DIVISOR = 64
+"""The partial-block tie-breaker is the block's reward divided by this."""
+
+
+def remainder_penalty(reward_ns: int) -> int:
+    """Cost (ns) of a domain holding a partial block whose whole-block reward is ``reward_ns``."""
+    return int(reward_ns) // REMAINDER_DIVISOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +118,12 @@ class CountProblem:
             out += float(self.use_ns[level]) * (x > 0)
             out += float(self.partial_ns[level]) * ((x > 0) & (x < free))
             for block in self.blocks:
-                reward = float(block.reward_ns[level])
+                reward = int(block.reward_ns[level])
                 if reward:
-                    out -= reward * (x // block.hosts)
+                    out -= float(reward) * (x // block.hosts)
+                    # Only where a whole block fits at all (as the CP-SAT models do).
+                    partial = (x % block.hosts != 0) & (np.minimum(free, self.hosts) >= block.hosts)
+                    out += float(remainder_penalty(reward)) * partial
         bad = (x > free) | (x % self.multiple[level] != 0)
         out[bad] = INF
         return out

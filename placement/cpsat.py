@@ -20,7 +20,11 @@ Constraints:
 
 Objective (integer nanoseconds; minimise)::
 
-    sum_i s_i + alpha * sum_i u_i + gamma * sum_i (u_i - f_i) - sum_{i,B} rho_B * q_{i,B}
+    sum_i s_i + alpha * sum_i u_i + gamma * sum_i (u_i - f_i)
+        - sum_{i,B} rho_B * q_{i,B} + sum_{i,B} (rho_B / 64) * p_{i,B}
+
+with ``p_{i,B}`` true when ``x_i`` is not a multiple of ``B`` (the partial-block tie-breaker
+of :mod:`placement.counts`).
 
 This is the separable objective of :mod:`placement.counts` at the child level, so the exact
 recursion gives a full hint that is optimal whenever no cap couples the children; CP-SAT then
@@ -49,6 +53,7 @@ from placement.counts import (
     CountTables,
     min_leaves_curve,
     parents_of,
+    remainder_penalty,
     split_counts,
 )
 from placement.params import PlacementParams
@@ -171,6 +176,13 @@ def build_level_model(
             model.add_division_equality(whole, x, block)
             v["whole", name, block] = whole
             objective.append(-reward * whole)
+            penalty = remainder_penalty(reward)
+            if penalty:
+                part = model.new_bool_var(f"part[{name},{block}]")
+                model.add(x - block * whole >= 1).only_enforce_if(part)
+                model.add(x - block * whole == 0).only_enforce_if(~part)
+                v["part", name, block] = part
+                objective.append(penalty * part)
         if child.inner_ns is not None:
             values = [int(c) for c in child.inner_ns[: top + 1]]
             inner = model.new_int_var(min(values), max(values), f"inner[{name}]")
@@ -205,6 +217,7 @@ def hint_values(
         out["full", name] = int(x == child.free)
         for block, _ in terms.blocks:
             out["whole", name, block] = x // block
+            out["part", name, block] = int(x % block != 0)
         if child.inner_ns is not None:
             out["inner", name] = int(child.inner_ns[x])
         if child.leaves is not None:
@@ -217,7 +230,9 @@ def objective_of(children: Sequence[LevelChild], terms: LevelTerms, counts: Sequ
     total = 0.0
     for child, x in zip(children, counts, strict=True):
         total += terms.use_ns * (x >= 1) + terms.partial_ns * (1 <= x < child.free)
-        total -= sum(r * (x // b) for b, r in terms.blocks if b <= child.allowed[-1])
+        kept = [(b, r) for b, r in terms.blocks if b <= child.allowed[-1] and r]
+        total -= sum(r * (x // b) for b, r in kept)
+        total += sum(remainder_penalty(r) * (x % b != 0) for b, r in kept)
         if child.inner_ns is not None:
             total += float(child.inner_ns[x])
     return total

@@ -7,15 +7,21 @@ Pure: reads its inputs, never mutates them, returns a value. Steps for a job of 
 2. for each candidate layout (the framework's nesting, and the heaviest dimension innermost):
    build the count problem and solve its exact recursion (:mod:`placement.counts`); lay hosts
    out with two fill orders (:mod:`placement.fill`);
-3. unless the job is small (``fast_path_max_hosts``), solve the hierarchical CP-SAT models of
-   the best layout from the recursion's hint (:mod:`placement.cpsat`) and fill again;
-   and with the zone repair of :mod:`placement.zones` (remainders laid out so that partial
-   blocks pair up);
+3. for a job with a leaf cap (which couples the children, so the recursion alone is not
+   exact), or with ``prove_count_model`` for jobs above ``fast_path_max_hosts``, solve the
+   hierarchical CP-SAT models of the best layout from the recursion's hint
+   (:mod:`placement.cpsat`) and fill again, also with the zone repair of
+   :mod:`placement.zones` (remainders laid out so that partial blocks pair up);
 4. add the two baselines (:mod:`placement.greedy`), so the answer is never worse than either;
-5. verify every candidate by enumerating the real groups from the framework's order
-   (:mod:`placement.ranks`), drop any that breaks a hard rule, and return the cheapest
-   (ties: CP-SAT, recursion, best fit, first fit) with its cost, lower bound, spans and
-   fragmentation.
+5. compute the lower bound (:mod:`placement.bound`); unless a candidate already meets it, run
+   the improvement phase (:mod:`placement.improve`: restricted re-solves seeded from the
+   domains of the best candidates and the baselines, destroy-and-repair over the leaves and
+   pods in use, and a hill-climb on hosts per leaf), all scored by the true cost, so that
+   more free hosts do not give a worse answer in practice;
+6. every candidate is verified by enumerating the real groups from the framework's order
+   (:mod:`placement.ranks`, :mod:`placement.candidates`); drop any that breaks a hard rule
+   and return the cheapest (ties: CP-SAT, recursion, improved, best fit, first fit) with its
+   cost, lower bound (and proven gap), spans and fragmentation.
 
 Jobs smaller than a host take one host's free GPUs (best fit) without any solver.
 
@@ -25,41 +31,27 @@ Must not import grpc, generated protos, databases, subprocess, typer, rich or ``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from placement.bound import LowerBound, lower_bound
+from placement.candidates import PRIORITY, Candidate, evaluate, fills
 from placement.context import NS_PER_MS, JobContext, count_problem, job_context
 from placement.cost import cost_from_histograms
 from placement.counts import CountProblem, CountTables, allocation_below, count_tables
 from placement.cpsat import HierarchyResult, solve_hierarchy
 from placement.dims import Dim
 from placement.errors import FailureReason
-from placement.fill import FillStrategy, choose_gpus, fill_hosts, rank_table
+from placement.fill import choose_gpus
 from placement.fragmentation import Fragmentation, fragmentation
 from placement.greedy import best_fit_host, best_fit_hosts, first_fit_hosts
+from placement.improve import improve
 from placement.params import PlacementParams
 from placement.ranks import JobLayout, job_layout, span_histograms
 from placement.request import PlacementRequest
 from placement.result import Placement, PlacementFailure, RankTable, SolverReport
 from placement.snapshot import Snapshot
-from placement.zones import zone_repair
 from topology.index import BoolArray, IntArray
-
-_PRIORITY = {"cpsat": 0, "recursion": 1, "best_fit": 2, "first_fit": 3}
-
-
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    name: str
-    layout: JobLayout
-    hosts: IntArray
-    ranks: RankTable
-    cost_ms: float
-    by_dim: dict[Dim, float]
-    histograms: dict[Dim, IntArray]
-    valid: bool
 
 
 def place(
@@ -177,27 +169,10 @@ def _required_failure(ctx: JobContext, start: float) -> PlacementFailure:
 # ---------------------------------------------------------------------------- candidates
 
 
-def _evaluate(ctx: JobContext, name: str, layout: JobLayout, hosts: IntArray) -> _Candidate:
-    host_ids, gpus = rank_table(layout, hosts)
-    histograms = span_histograms(ctx.index, ctx.par, host_ids)
-    cost, by_dim = cost_from_histograms(ctx.costs, ctx.weights, histograms)
-    valid = all(
-        int(histograms[d][level + 1 :].sum()) == 0
-        for d, level in ctx.required.items()
-        if d in histograms
-    )
-    cap = ctx.request.max_leaves
-    if cap is not None and ctx.index.cluster_level > 1:
-        valid = valid and np.unique(ctx.index.ancestors[hosts, 1]).size <= cap
-    return _Candidate(
-        name, layout, hosts, RankTable(host_ids, gpus), cost, by_dim, histograms, valid
-    )
-
-
 def _recursion_candidates(
     ctx: JobContext,
-) -> tuple[list[_Candidate], dict[int, tuple[CountProblem, CountTables]]]:
-    out: list[_Candidate] = []
+) -> tuple[list[Candidate], dict[int, tuple[CountProblem, CountTables]]]:
+    out: list[Candidate] = []
     solved: dict[int, tuple[CountProblem, CountTables]] = {}
     top = ctx.index.cluster_level
     for i, layout in enumerate(ctx.layouts):
@@ -207,31 +182,10 @@ def _recursion_candidates(
             continue
         solved[i] = (problem, tables)
         counts = allocation_below(tables, top, np.array([problem.hosts]))
-        out += _fills(
+        out += fills(
             ctx, name="recursion", layout=layout, problem=problem, tables=tables, counts=counts
         )
     return out, solved
-
-
-def _fills(
-    ctx: JobContext,
-    *,
-    name: str,
-    layout: JobLayout,
-    problem: CountProblem,
-    tables: CountTables,
-    counts: dict[int, IntArray],
-) -> list[_Candidate]:
-    """Candidates from one set of counts: both fill orders, and the zone repair if it applies."""
-    out = [
-        _evaluate(ctx, name, layout, fill_hosts(problem, counts, strategy))
-        for strategy in FillStrategy
-    ]
-    zoned = zone_repair(problem, tables, counts)
-    if zoned is not None:
-        hosts = fill_hosts(problem, zoned.counts, FillStrategy.PAIRED, zoned.forced)
-        out.append(_evaluate(ctx, name, layout, hosts))
-    return out
 
 
 def _cpsat_candidates(
@@ -240,11 +194,11 @@ def _cpsat_candidates(
     tables: CountTables,
     layout: JobLayout,
     hint: dict[int, IntArray] | None,
-) -> tuple[list[_Candidate], HierarchyResult]:
+) -> tuple[list[Candidate], HierarchyResult]:
     result = solve_hierarchy(problem, tables, ctx.params, hint)
     if not result.complete:
         return [], result
-    found = _fills(
+    found = fills(
         ctx, name="cpsat", layout=layout, problem=problem, tables=tables, counts=result.counts
     )
     return found, result
@@ -347,7 +301,6 @@ def _bound(ctx: JobContext, free_hosts: BoolArray) -> LowerBound:
         layout=layout,
         free_hosts=free_hosts,
         eligible_hosts=ideal,
-        weights=ctx.weights,
         costs=ctx.monotone,
     )
 
@@ -355,7 +308,7 @@ def _bound(ctx: JobContext, free_hosts: BoolArray) -> LowerBound:
 def _assemble(
     ctx: JobContext,
     *,
-    best: _Candidate,
+    best: Candidate,
     bound: LowerBound,
     solver: SolverReport,
     candidates: dict[str, float],
@@ -394,14 +347,17 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
     for name, finder in (("best_fit", best_fit_hosts), ("first_fit", first_fit_hosts)):
         hosts = finder(index, ctx.eligible, ctx.hosts)
         if hosts is not None:
-            candidates.append(_evaluate(ctx, name, identity, hosts))
+            candidates.append(evaluate(ctx, name, identity, hosts))
     solver = SolverReport()
     cap = ctx.request.max_leaves
     big = ctx.hosts > ctx.params.fast_path_max_hosts
     hierarchy: HierarchyResult | None = None
-    if (ctx.params.use_cpsat and big) or cap is not None:
+    prove = ctx.params.use_cpsat and ctx.params.prove_count_model and big
+    if prove or cap is not None:
         # The level models are where a leaf cap is enforced, so a capped job always runs
-        # them (skipped, with the hint, when use_cpsat is off).
+        # them (skipped, with the hint, when use_cpsat is off). Without a cap they optimise
+        # the recursion's own separable objective, whose exact optimum they start from: they
+        # can only prove it (prove_count_model), never improve it.
         best_layout = min(
             solved,
             key=lambda i: min(
@@ -417,8 +373,11 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
                 hint = _counts_of_hosts(problem, greedy.hosts)
         found, hierarchy = _cpsat_candidates(ctx, problem, tables, ctx.layouts[best_layout], hint)
         candidates += found
-        base = sum(w for d, w in ctx.weights.items() if ctx.par.sizes[d] > 1)
-        solver = _solver_report(problem, hierarchy, base * float(ctx.monotone[0]))
+        base = sum(float(c[0]) for c in ctx.monotone.values())
+        solver = _solver_report(problem, hierarchy, base)
+    bound = _bound(ctx, ctx.eligible)
+    if ctx.params.improve:
+        candidates += improve(ctx, candidates, bound.total_ms)
     valid = [c for c in candidates if c.valid]
     if not valid:
         if cap is not None and hierarchy is not None and not hierarchy.infeasible:
@@ -439,12 +398,11 @@ def _place_whole_hosts(ctx: JobContext, start: float) -> Placement | PlacementFa
                 needed_hosts=ctx.hosts,
             )
         return _required_failure(ctx, start)
-    best = min(valid, key=lambda c: (round(c.cost_ms, 9), _PRIORITY[c.name]))
+    best = min(valid, key=lambda c: (round(c.cost_ms, 9), PRIORITY[c.name]))
     summary: dict[str, float] = {}
     for c in candidates:
         if c.valid:
             summary[c.name] = min(summary.get(c.name, float("inf")), c.cost_ms)
-    bound = _bound(ctx, ctx.eligible)
     return _assemble(ctx, best=best, bound=bound, solver=solver, candidates=summary, start=start)
 
 
@@ -469,9 +427,9 @@ def _place_on_one_host(ctx: JobContext, start: float) -> Placement | PlacementFa
     hosts = np.array([host], dtype=np.int64)
     ranks = RankTable(np.full(need, host, dtype=np.int64), gpus)
     histograms = span_histograms(ctx.index, ctx.par, ranks.hosts)
-    cost, by_dim = cost_from_histograms(ctx.costs, ctx.weights, histograms)
+    cost, by_dim = cost_from_histograms(ctx.costs, histograms)
     layout = job_layout(ctx.par, ctx.gpus_per_host)
-    candidate = _Candidate("single_host", layout, hosts, ranks, cost, by_dim, histograms, True)
+    candidate = Candidate("single_host", layout, hosts, ranks, cost, by_dim, histograms, True)
     fits = ctx.usable & (snap.free_gpus_per_host >= need)
     bound = _bound(ctx, fits)
     return _assemble(

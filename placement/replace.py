@@ -228,7 +228,7 @@ def _freed_snapshot(snapshot: Snapshot, current: RankTable, gone: list[int]) -> 
 def _cost(ctx: JobContext, rank_hosts: IntArray) -> tuple[float, bool]:
     """Cost (ms) of a rank -> host map, and whether it keeps the job's span rules."""
     histograms = span_histograms(ctx.index, ctx.par, rank_hosts)
-    cost, _ = cost_from_histograms(ctx.costs, ctx.weights, histograms)
+    cost, _ = cost_from_histograms(ctx.costs, histograms)
     valid = all(
         int(histograms[d][level + 1 :].sum()) == 0
         for d, level in ctx.required.items()

@@ -53,7 +53,8 @@ class SolverReport:
         objective_ms: the count model's estimate of the chosen counts' cost (the whole-block
             proxy of :mod:`placement.counts`, plus tie-breakers of a few microseconds).
         bound_ms: CP-SAT's proven lower bound on that proxy over all count choices, or
-            ``None``.
+            ``None``. It bounds the count model, not the cost (the proxy can exceed the cost
+            of a real fill): :attr:`Placement.lower_bound` is the bound on the cost.
     """
 
     status: str = "not_run"
@@ -79,8 +80,8 @@ class Placement:
         fragmentation_before: metrics of the snapshot as given.
         fragmentation_after: metrics once this job's GPUs are busy.
         domains: per switch tier name, hosts taken in each domain used.
-        method: which candidate won (``cpsat``, ``recursion``, ``best_fit``, ``first_fit``,
-            ``single_host``).
+        method: which candidate won (``cpsat``, ``recursion``, ``improved`` (the improvement
+            phase, :mod:`placement.improve`), ``best_fit``, ``first_fit``, ``single_host``).
         layout: physical nesting of the slot digits, innermost first.
         candidates: cost (ms) of every candidate evaluated, by name.
         gpus_per_host: ``G`` used for the rank table.
@@ -109,8 +110,22 @@ class Placement:
         return _ratio(self.cost_ms, self.lower_bound.total_ms)
 
     @property
+    def gap(self) -> float:
+        """Proven optimality gap ``1 - lower bound / cost`` (0 when the cost is 0).
+
+        No placement of the job on this snapshot costs less than ``cost * (1 - gap)``.
+        """
+        if self.cost_ms <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.lower_bound.total_ms / self.cost_ms)
+
+    @property
     def proven_bound_ms(self) -> float | None:
-        """CP-SAT's proven bound on the count model's objective, when it ran."""
+        """CP-SAT's proven bound on the *count model's* objective, when it ran.
+
+        Not a bound on :attr:`cost_ms` (see :attr:`SolverReport.bound_ms`); kept for callers
+        of the first engine. Use :attr:`lower_bound` and :attr:`gap` for the cost.
+        """
         return self.solver.bound_ms
 
 

@@ -24,6 +24,24 @@ TP:DP:CP:PP of about 221:18:15:1 (placement.md section 2.2). EP has no published
 that model; 30 GB is the EP formula above for a hypothetical MoE of the same shape (every layer
 MoE, top-2 of 8 experts, m = 16): it sits between TP and DP, as all-to-all traffic does.
 
+**Messages** (the latency term of :mod:`placement.cost`): sequential messages each GPU
+exchanges along a dimension per step, the collectives per step times the steps of each
+(NCCL's model, placement.md [22]: a ring all-reduce takes ``2(n-1)`` steps, an all-gather
+or reduce-scatter ``n-1``; a p2p send or an all-to-all, whose peers are served in parallel,
+one):
+
+- TP: ``m * (L/p) * 4`` all-reduces (1.5 times with recompute), ``2(t-1)`` steps each;
+- CP: ``m * (L/p) * 2`` all-gathers/reduce-scatters (or ring passes), ``c-1`` steps each;
+  ``a2a``: ``m * (L/p) * 8`` all-to-alls;
+- DP over ``n = d*c``: ``ddp``/``zero1``/``zero2`` one all-reduce per gradient bucket of
+  40M elements (Megatron's default bucket), ``2(n-1)`` steps; ``zero3``/``fsdp`` three
+  collectives per layer (gather forward and backward, reduce-scatter), ``llama3_fsdp`` two,
+  ``n-1`` steps each;
+- PP: ``2 * m * v`` sends; EP: ``m * (L_moe/p) * 4`` all-to-alls.
+
+Without a model shape the collectives per step of the default configuration above apply
+(:data:`DEFAULT_COLLECTIVES`), with ring steps from the job's own sizes.
+
 Must not import grpc, generated protos, databases, subprocess, typer, rich or ``scheduler``.
 """
 
@@ -46,6 +64,19 @@ DEFAULT_VOLUMES_GB: dict[Dim, float] = {
     "pp": 1.07,
 }
 """Bytes per GPU per step (GB) of each dimension when the request gives no model shape."""
+
+DEFAULT_COLLECTIVES: dict[Dim, float] = {
+    "tp": 16 * 126 / 16 * 4,
+    "cp": 16 * 126 / 16 * 2,
+    "ep": 16 * 126 / 16 * 4,
+    "dp": 126 / 16 * 2,
+    "pp": 2 * 16,
+}
+"""Collectives per step of each dimension for Llama 3 405B (m = 16 micro-batches, 126 layers
+over 16 stages, Llama 3 FSDP) when the request gives no model shape."""
+
+BUCKET_ELEMENTS = 40e6
+"""Gradient bucket of Megatron's distributed optimizer (elements)."""
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -149,3 +180,49 @@ def dimension_volumes_gb(
     if explicit:
         base.update(explicit)
     return {dim: (value if sizes[dim] > 1 else 0.0) for dim, value in base.items()}
+
+
+def _ring_steps(dim: Dim, sizes: dict[Dim, int], cp_a2a: bool) -> float:
+    """Sequential steps of one collective of ``dim`` (see the module docstring)."""
+    n = sizes[dim]
+    if dim == "tp":
+        return 2.0 * (n - 1)
+    if dim == "cp":
+        return 1.0 if cp_a2a else float(n - 1)
+    if dim == "dp":
+        return float(sizes["dp"] * sizes["cp"] - 1)
+    return 1.0
+
+
+def dimension_messages(sizes: dict[Dim, int], shape: ModelShape | None = None) -> dict[Dim, float]:
+    """Sequential messages per GPU per step along each dimension (module docstring).
+
+    Dimensions of size 1 send none.
+    """
+    collectives = dict(DEFAULT_COLLECTIVES)
+    cp_a2a = False
+    steps_scale: dict[Dim, float] = {}
+    if shape is not None:
+        m = shape.micro_batches
+        per_stage = shape.layers / sizes["pp"]
+        collectives["tp"] = m * per_stage * 4 * (1.5 if shape.recompute else 1.0)
+        cp_a2a = shape.cp_mode is CpMode.A2A
+        collectives["cp"] = m * per_stage * (8 if cp_a2a else 2)
+        if shape.dp_mode in (DpMode.DDP, DpMode.ZERO1, DpMode.ZERO2):
+            shard = shape.params / (sizes["tp"] * sizes["pp"])
+            collectives["dp"] = float(max(1, -(-int(shard) // int(BUCKET_ELEMENTS))))
+            steps_scale["dp"] = 2.0
+        elif shape.dp_mode in (DpMode.ZERO3, DpMode.FSDP):
+            collectives["dp"] = per_stage * 3
+        else:
+            collectives["dp"] = per_stage * 2
+        collectives["pp"] = 2.0 * m * shape.virtual_stages
+        moe = shape.moe_layers or shape.layers
+        collectives["ep"] = m * moe / sizes["pp"] * 4
+    out: dict[Dim, float] = {}
+    for dim, count in collectives.items():
+        if sizes[dim] <= 1:
+            out[dim] = 0.0
+            continue
+        out[dim] = count * _ring_steps(dim, sizes, cp_a2a) * steps_scale.get(dim, 1.0)
+    return out

@@ -83,6 +83,9 @@ class ServerConfig(BaseSettings):
     """On SIGTERM, how long in-flight RPCs may take before the server closes them."""
     max_batch: Annotated[int, Field(ge=1)] = 512
     """Most events applied and committed in one store transaction (group commit)."""
+    job_retention_s: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] = 3600.0
+    """How long a finished job stays in memory (at most ten years); after that it is read from
+    the store (so memory and restart time do not grow with the history)."""
     placement: PlacementParams = PlacementParams(time_limit_s=0.5)
     """Placement solver limits for each job the scheduler places."""
 

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import grpc
@@ -74,6 +74,9 @@ SERVER_OPTIONS: Final = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # gRPC sets SO_REUSEPORT by default: a second scheduler on the port would listen too and
+    # take half the clients. Refuse instead (address_in_use).
+    ("grpc.so_reuseport", 0),
 )
 
 _log = logging.getLogger(__name__)
@@ -93,7 +96,7 @@ def open_configured_store(url: str) -> Store:
     """The store a ``db_url`` names (``memory://``, SQLite or PostgreSQL)."""
     if url == MEMORY_URL:
         return MemoryStore()
-    return open_store(url)
+    return open_store(url, exclusive=True)
 
 
 class RpcMetricsInterceptor(Interceptor):
@@ -237,8 +240,11 @@ def build_server(
         blame_delay_s=2 * config.heartbeat_interval_s,
     )
 
+    runtime_clock = clock or SystemClock()
+    retention = timedelta(seconds=config.job_retention_s)
+
     def build_core() -> Scheduler:
-        stored = store.load()
+        stored = store.load(finished_after=runtime_clock.now() - retention)
         return Scheduler(
             index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
         )
@@ -247,10 +253,12 @@ def build_server(
     runtime = Runtime(
         build_core,
         store,
-        clock or SystemClock(),
+        runtime_clock,
         metrics=metrics,
         tick_interval_s=config.tick_interval_s,
         max_batch=config.max_batch,
+        archive=store,
+        retention_s=config.job_retention_s,
     )
     fleet = Fleet(runtime, topology)
     server = grpc.aio.server(

@@ -124,6 +124,9 @@ class FakeTransport:
         self.refuse: SchedulerRejectedError | None = None
         self.opened = asyncio.Event()
 
+    timeout_ms = 0
+    """The heartbeat timeout announced at registration (0: none)."""
+
     async def register(
         self, request: agent_pb2.RegisterNodeRequest
     ) -> agent_pb2.RegisterNodeResponse:
@@ -131,7 +134,9 @@ class FakeTransport:
             raise self.refuse
         self.registrations.append(request)
         return agent_pb2.RegisterNodeResponse(
-            session_id=f"s{len(self.registrations)}", heartbeat_interval_ms=60_000
+            session_id=f"s{len(self.registrations)}",
+            heartbeat_interval_ms=60_000,
+            heartbeat_timeout_ms=self.timeout_ms,
         )
 
     def connect(self) -> FakeStream:
@@ -262,6 +267,113 @@ async def test_an_unknown_session_registers_again() -> None:
     assert len(transport.registrations) == 2
     assert second.sent[0].hello.session_id == "s2"
     assert list(transport.registrations[0].location) == ["leaf0", "pod0"]
+
+
+class CountingBackoff(Backoff):
+    """A backoff whose delays the test reads (``taken``)."""
+
+    def __init__(self) -> None:
+        super().__init__(initial_s=0.2, max_s=10.0, rng=random.Random(0))
+        self.taken: list[float] = []
+
+    def next_delay(self) -> float:
+        delay = Backoff.next_delay(self)
+        self.taken.append(delay)
+        return delay
+
+
+class ReconnectOnlyWait:
+    """Returns at once from reconnection delays; other waits (heartbeats) last until stop."""
+
+    def __init__(self, backoff: CountingBackoff) -> None:
+        self._backoff = backoff
+        self.delays: list[float] = []
+        self.beats = False
+        """Set to let heartbeats go out too (at once)."""
+
+    async def __call__(self, stop: asyncio.Event, seconds: float) -> bool:
+        if self._backoff.taken and seconds <= self._backoff.taken[-1]:
+            self.delays.append(seconds)
+            await asyncio.sleep(0)
+            return stop.is_set()
+        while not self.beats and not stop.is_set():
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+        return stop.is_set()
+
+
+def _session_with(
+    transport: FakeTransport, backoff: CountingBackoff, *, heartbeats: bool = True
+) -> AgentSession:
+    wait = RecordingWait() if heartbeats else ReconnectOnlyWait(backoff)
+    options = SessionOptions(wait=wait, rng=random.Random(0), backoff=backoff)
+    return AgentSession(IDENTITY, transport, HeldExecutor(), options)
+
+
+async def test_an_unknown_session_registers_again_without_waiting() -> None:
+    transport = FakeTransport()
+    backoff = CountingBackoff()
+    session = _session_with(transport, backoff)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(session.run(stop))
+
+    first = await transport.next_stream(1)
+    await first.wait_for(lambda s: s.kinds().count("heartbeat") >= 2)  # a working stream
+    first.inbox.put_nowait(SchedulerRejectedError("restarted", reason="unknown_session"))
+    second = await transport.next_stream(2)
+    await second.wait_for(lambda s: len(s.sent) >= 1)
+    stop.set()
+    await asyncio.wait_for(runner, 5)
+
+    assert len(transport.registrations) == 2
+    assert backoff.taken == []  # no reconnection delay at all
+
+
+async def test_an_unknown_session_right_after_registering_backs_off() -> None:
+    transport = FakeTransport()
+    backoff = CountingBackoff()
+    session = _session_with(transport, backoff, heartbeats=False)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(session.run(stop))
+
+    for n in (1, 2, 3):
+        stream = await transport.next_stream(n)
+        stream.inbox.put_nowait(SchedulerRejectedError("unknown", reason="unknown_session"))
+    await transport.next_stream(4)
+    stop.set()
+    await asyncio.wait_for(runner, 5)
+
+    # A refusal of a session that never worked waits before registering again (no busy loop).
+    assert len(transport.registrations) == 4
+    assert len(backoff.taken) == 3
+
+
+async def test_the_backoff_restarts_after_a_working_stream_and_stays_under_the_timeout() -> None:
+    transport = FakeTransport()
+    transport.timeout_ms = 5_000
+    backoff = CountingBackoff()
+    session = _session_with(transport, backoff, heartbeats=False)
+    wait = session._opts.wait
+    assert isinstance(wait, ReconnectOnlyWait)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(session.run(stop))
+
+    for n in range(1, 9):  # eight streams that break before carrying a heartbeat
+        stream = await transport.next_stream(n)
+        stream.inbox.put_nowait(TransportError("connection refused"))
+    working = await transport.next_stream(9)
+    grown = list(backoff.taken)
+    wait.beats = True
+    await working.wait_for(lambda s: s.kinds().count("heartbeat") >= 2)
+    working.inbox.put_nowait(TransportError("the scheduler died"))
+    await transport.next_stream(10)
+    stop.set()
+    await asyncio.wait_for(runner, 5)
+
+    assert max(grown) > 1.0  # the raw backoff grew past a fifth of the 5 s timeout...
+    assert len(wait.delays) == 9
+    assert max(wait.delays) <= 1.0  # ...but no reconnection waited longer
+    assert backoff.taken[-1] <= backoff.initial_s  # after a working stream: from the start
 
 
 async def test_an_unknown_host_is_fatal() -> None:

@@ -27,8 +27,10 @@ from server_builders import (
 )
 
 from firsthop.v1 import admin_pb2, jobs_pb2
+from scheduler.api.jobs_servicer import LIST_CHUNK, JobServicer
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.core.states import JobState
+from scheduler.store.memory import MemoryStore
 
 J = JobState
 
@@ -315,3 +317,67 @@ async def test_preemption_stops_the_victim_requeues_it_and_runs_the_urgent_job()
     assert [f.reason for f in requeued.failures] == ["preempted"]
     assert urgent.state == jobs_pb2.JOB_STATE_SUCCEEDED
     assert again.restarts == 1
+
+
+async def test_a_large_job_list_lets_other_requests_run_while_it_is_built() -> None:
+    async with running_server() as server, stubs(server.address) as s:
+        for i in range(5 * LIST_CHUNK):
+            await submit(s, spec(8), submission_id=f"many-{i}")
+        servicer = JobServicer(server.runtime)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        response = await servicer.ListJobs(
+            jobs_pb2.ListJobsRequest(page_size=5 * LIST_CHUNK),
+            None,  # type: ignore[arg-type]
+        )
+        during = turns - before
+        counter.cancel()
+
+    assert len(response.jobs) == 5 * LIST_CHUNK
+    assert during >= 4  # the loop ran between chunks, not once after the whole page
+
+
+async def test_finished_jobs_leave_memory_after_the_window_and_are_read_from_the_store() -> None:
+    store = MemoryStore()
+    async with (
+        running_server(store=store, job_retention_s=0.2) as server,
+        stubs(server.address) as s,
+    ):
+        first = await submit(s, spec(8), submission_id="keep-me")
+        job_id = first.job.id
+        await s.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason="done"))
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while job_id in server.runtime.state.jobs:  # swept once its window has passed
+            assert asyncio.get_running_loop().time() < deadline
+            await server.runtime.next_tick()
+        got = (await s.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))).job
+        listed = await s.jobs.ListJobs(jobs_pb2.ListJobsRequest())
+        again = await submit(s, spec(8), submission_id="keep-me")
+        with pytest.raises(grpc.aio.AioRpcError) as other_spec:
+            await submit(s, spec(16), submission_id="keep-me")
+        cancelled_again = await s.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id))
+    async with (
+        running_server(store=store, job_retention_s=0.2) as restarted,
+        stubs(restarted.address) as s,
+    ):
+        loaded = set(restarted.runtime.state.jobs)
+        after_restart = (await s.jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id))).job
+
+    assert got.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert [j.id for j in listed.jobs] == [job_id]
+    assert listed.total_size == 1
+    assert again.job.id == job_id
+    assert not again.created
+    assert reason_of(other_spec.value) == "duplicate_submission_id"
+    assert cancelled_again.job.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert job_id not in loaded  # a restart loads what is live, not the history
+    assert after_restart.state == jobs_pb2.JOB_STATE_CANCELLED

@@ -31,6 +31,7 @@ CONSOLE_SCRIPTS = {
     "firsthop-scheduler": "scheduler.cli.server:main",
     "firsthop-agent": "agents.cli:main",
     "firsthop-slurm": "agents.slurm.cli:entry",
+    "firsthop-sim": "scheduler.sim.cli:main",
 }
 # Slurm runs these hooks once per job, node or task: argparse, not Typer, to start fast.
 ARGPARSE_SCRIPTS = {"firsthop-slurm"}

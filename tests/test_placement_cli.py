@@ -69,6 +69,11 @@ def test_placed_json_has_the_contract_keys(topology: Path, tmp_path: Path) -> No
     assert not used & {"h001", "h002"}
     assert data["groups_spanning"]["dp"] == {"host": 0, "leaf": 8, "pod": 0, "cluster": 0}
     assert data["cost"] >= data["lower_bound"] > 0
+    assert data["gap"] == pytest.approx(1 - data["lower_bound"] / data["cost"], abs=1e-5)
+    # Figures that bound something else than the cost are named for it, never beside "cost".
+    assert "proven_bound" not in data
+    solver = data["solver"]
+    assert set(solver) >= {"status", "count_model_objective", "count_model_bound", "models"}
 
 
 def test_unplaceable_exits_3_with_reason(topology: Path, tmp_path: Path) -> None:

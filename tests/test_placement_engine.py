@@ -1,6 +1,9 @@
 """place(): one test per hard rule and per failure reason, and hand-derived golden placements.
 
-Cost arithmetic used below (default volumes, H100 tiers of the test trees): per GB, NVLink
+Cost arithmetic used below is the bytes-over-bandwidth model
+(:meth:`PlacementParams.bandwidth_only`, which :func:`place` here defaults to; the exposure,
+ECMP and latency terms have their own tests in ``test_placement_cost_model.py``): default
+volumes, H100 tiers of the test trees: per GB, NVLink
 costs 1000/450 = 2.222 ms, a leaf or a pod 1000/50 = 20 ms, crossing pods (7:1) 140 ms. So
 TP8 costs 236.8 * 2.222 = 526.22 ms; DP (18.8 GB) 376 ms inside a pod, 2632 ms across pods;
 PP (1.07 GB) 21.4 ms inside a pod, 149.8 ms across pods.
@@ -21,17 +24,28 @@ from placement import (
     PlacementParams,
     PlacementRequest,
     Snapshot,
-    place,
 )
+from placement import place as run_placer
 from placement.cost import cost_from_histograms, tier_costs_ms
 from placement.cpsat import SolveStatus
 from placement.ranks import span_histograms
+from placement.volumes import DEFAULT_VOLUMES_GB
 from topology.errors import InvalidInputError, UnknownHostError
 from topology.model import Topology
 
 TP = 526.2222222222
 DP_POD, DP_CROSS = 376.0, 2632.0
 PP_POD, PP_CROSS = 21.4, 149.8
+
+
+BANDWIDTH_ONLY = PlacementParams.bandwidth_only()
+
+
+def place(
+    snapshot: Snapshot, request: PlacementRequest, params: PlacementParams | None = None
+) -> Placement | PlacementFailure:
+    """:func:`placement.place` with the bytes-over-bandwidth cost model by default."""
+    return run_placer(snapshot, request, params or BANDWIDTH_ONLY)
 
 
 def _placed(result: Placement | PlacementFailure) -> Placement:
@@ -103,8 +117,9 @@ def test_golden_the_placer_honours_the_rank_order() -> None:
     assert pod[megatron.ranks.hosts[8]] == pod[megatron.ranks.hosts[0]]
     assert pod[llama.ranks.hosts[32]] == pod[llama.ranks.hosts[0]]
     wrong = span_histograms(topo.index, llama.request.par, megatron.ranks.hosts)
-    weights = {"tp": 236.8, "dp": 18.8, "pp": 1.07}
-    cost, _ = cost_from_histograms(tier_costs_ms(topo.index), weights, wrong)
+    per_gb = tier_costs_ms(topo.index)
+    costs = {d: DEFAULT_VOLUMES_GB[d] * per_gb for d in ("tp", "dp", "pp")}
+    cost, _ = cost_from_histograms(costs, wrong)
     assert cost == pytest.approx(TP + DP_CROSS + PP_POD)
 
 
@@ -290,7 +305,7 @@ def test_failure_too_many_leaves() -> None:
 def test_failure_no_solution_in_time_when_the_solver_may_not_run() -> None:
     topo = tree([[4, 4, 4, 4], [4]])
     keep = {"leaf0.0": 1, "leaf0.1": 1, "leaf0.2": 1, "leaf0.3": 1, "leaf1.0": 3}
-    params = PlacementParams(use_cpsat=False)
+    params = PlacementParams.bandwidth_only(use_cpsat=False)
     f = _failed(place(free_hosts(topo, keep), req(tp=8, dp=2, pp=2, max_leaves=2), params))
 
     assert f.reason is FailureReason.NO_SOLUTION_IN_TIME
@@ -336,7 +351,9 @@ def test_timeout_still_returns_a_placement() -> None:
     topo = fat_tree(4, 4, 8)
     rng = np.random.default_rng(3)
     busy = np.repeat(rng.random(topo.index.num_hosts) < 0.4, 8)
-    params = PlacementParams(time_limit_s=1e-6, fast_path_max_hosts=0)
+    params = PlacementParams.bandwidth_only(
+        time_limit_s=1e-6, fast_path_max_hosts=0, prove_count_model=True
+    )
     p = _placed(place(Snapshot(topo.index, busy), req(tp=8, dp=8, pp=4), params))
 
     assert len(p.ranks) == 256
@@ -349,14 +366,20 @@ def test_timeout_still_returns_a_placement() -> None:
     assert p.cost_ms >= p.lower_bound.total_ms - 1e-9
 
 
-def test_cpsat_runs_for_big_jobs_and_reports_a_bound() -> None:
+def test_cpsat_proves_the_count_model_on_request_and_reports_its_bound() -> None:
     topo = fat_tree(4, 4, 8)
     rng = np.random.default_rng(5)
     busy = np.repeat(rng.random(topo.index.num_hosts) < 0.5, 8)
-    p = _placed(place(Snapshot(topo.index, busy), req(tp=8, dp=8, pp=4)))
+    snap = Snapshot(topo.index, busy)
+    params = PlacementParams.bandwidth_only(prove_count_model=True)
+    p = _placed(place(snap, req(tp=8, dp=8, pp=4), params))
+    plain = _placed(place(snap, req(tp=8, dp=8, pp=4)))
 
     assert p.solver.status in {"optimal", "feasible"}
     assert p.solver.bound_ms is not None
     assert p.solver.objective_ms is not None
     assert p.solver.bound_ms <= p.solver.objective_ms + 1e-9
     assert p.cost_ms <= min(p.candidates["best_fit"], p.candidates["first_fit"]) + 1e-9
+    # Without a leaf cap the recursion is exact for the same objective: the same answer.
+    assert plain.solver.status == "not_run"
+    assert plain.cost_ms == pytest.approx(p.cost_ms)

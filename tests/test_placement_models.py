@@ -28,7 +28,7 @@ from placement.fill import FillStrategy, choose_gpus, fill_hosts, order_children
 from placement.fragmentation import fragmentation
 from placement.ranks import job_layout
 
-PARAMS = PlacementParams()
+PARAMS = PlacementParams.bandwidth_only()
 
 
 def _children() -> list[LevelChild]:
@@ -62,8 +62,9 @@ def test_level_model_keys_are_readable_and_the_full_hint_is_feasible() -> None:
 def test_level_model_finds_the_best_counts() -> None:
     # 6 hosts: the best keep three whole blocks of 2 (-30 us) in two leaves (+2 us), one of
     # them exhausted (+1 us for the other): -27 us, e.g. [2, 0, 4] or [0, 2, 4]. Exhausting
-    # leaf0 ([5, 1, 0]) keeps only two blocks. (No gap allowance:
-    # the default 0.5 ms covers this whole toy objective.)
+    # leaf0 ([5, 1, 0]) keeps only two blocks and leaves two partial ones (+2 x 10/64 us,
+    # the partial-block tie-breaker). (No gap allowance: the default 0.5 ms covers this
+    # whole toy objective.)
     children = _children()
     model, variables = build_level_model(children, 6, TERMS, None)
     exact = PlacementParams(absolute_gap_ms=0.0)
@@ -75,7 +76,7 @@ def test_level_model_finds_the_best_counts() -> None:
     assert counts is not None
     assert objective == -27_000
     assert objective_of(children, TERMS, counts) == objective
-    assert objective_of(children, TERMS, [5, 1, 0]) == -17_000
+    assert objective_of(children, TERMS, [5, 1, 0]) == -17_000 + 2 * (10_000 // 64)
     assert bound is not None
     assert bound <= objective
 
@@ -171,15 +172,15 @@ def test_pairwise_bound_sees_that_dp_and_pp_cannot_both_stay_in_pods() -> None:
     par = Parallelism(tp=8, dp=2, pp=4)
     index = topo.index
     every = np.ones(index.num_hosts, dtype=np.bool_)
-    weights = {"tp": 236.8, "dp": 18.8, "pp": 1.07, "cp": 0.0, "ep": 0.0}
+    weights = {"tp": 236.8, "dp": 18.8, "pp": 1.07}
+    per_gb = monotone_costs_ms(tier_costs_ms(index))
     bound = lower_bound(
         index,
         par=par,
         layout=job_layout(par, 8),
         free_hosts=every,
         eligible_hosts=every,
-        weights=weights,
-        costs=monotone_costs_ms(tier_costs_ms(index)),
+        costs={d: w * per_gb for d, w in weights.items()},
     )
 
     assert sum(bound.by_dim_ms.values()) == pytest.approx(526.2222 + 376 + 21.4, rel=1e-6)
@@ -201,7 +202,6 @@ def test_bound_forces_crossings_when_no_domain_holds_a_line() -> None:
         layout=ctx.layouts[0],
         free_hosts=ctx.eligible,
         eligible_hosts=np.ones(topo.index.num_hosts, dtype=np.bool_),
-        weights=ctx.weights,
         costs=ctx.monotone,
     )
 

@@ -30,9 +30,9 @@ from placement import (
     place,
 )
 from placement.context import common_gpus_per_host
-from placement.cost import tier_costs_ms
-from placement.volumes import dimension_volumes_gb
+from placement.volumes import dimension_messages, dimension_volumes_gb
 from topology.errors import InvalidInputError
+from topology.index import TopologyIndex
 from topology.model import Topology
 
 SETTINGS = settings(
@@ -119,6 +119,24 @@ def _usable(snap: Snapshot, request: PlacementRequest) -> np.ndarray:
     return snap.available_hosts & ~excluded
 
 
+def _costs_by_formula(
+    index: TopologyIndex, par: Parallelism, params: PlacementParams
+) -> dict[str, np.ndarray]:
+    """``C_d(l) = e_d * (V_d * kappa_l * 1000 / BW_l + M_d * lambda_l / 1000)`` written out."""
+    volumes = dimension_volumes_gb(par.sizes)
+    messages = dimension_messages(par.sizes)
+    out: dict[str, np.ndarray] = {}
+    for dim in DIMS:
+        row = []
+        for level in range(index.num_levels):
+            kappa = params.ecmp_contention if level > index.nvlink_level + 1 else 1.0
+            seconds_per_gb = kappa / float(index.bandwidth_gbytes_per_s[level])
+            latency_ms = float(index.latency_us[level]) / 1000.0
+            row.append(volumes[dim] * seconds_per_gb * 1000 + messages[dim] * latency_ms)
+        out[dim] = params.exposure_of(dim) * np.array(row)
+    return out
+
+
 def check_placement(snap: Snapshot, request: PlacementRequest, p: Placement) -> None:
     """Every invariant of a placement, checked against independent definitions."""
     index = snap.index
@@ -141,8 +159,7 @@ def check_placement(snap: Snapshot, request: PlacementRequest, p: Placement) -> 
         assert np.unique(p.ranks.hosts).size == 1
     anc = index.ancestors.tolist()
     hosts = p.ranks.hosts.tolist()
-    costs = tier_costs_ms(index)
-    volumes = dimension_volumes_gb(par.sizes)
+    costs = _costs_by_formula(index, par, PARAMS)
     expected_cost = 0.0
     for dim in DIMS:
         if par.sizes[dim] == 1:
@@ -155,7 +172,7 @@ def check_placement(snap: Snapshot, request: PlacementRequest, p: Placement) -> 
             assert max(spans) <= index.nvlink_level, f"{dim} group outside NVLink"
         if dim in request.required_tier:
             assert max(spans) <= index.level(request.required_tier[dim])
-        expected_cost += volumes[dim] * float(np.mean(costs[spans]))
+        expected_cost += float(np.mean(costs[dim][spans]))
     assert p.cost_ms == np.float64(expected_cost) or abs(p.cost_ms - expected_cost) < 1e-6
     assert p.cost_ms >= p.lower_bound.total_ms - 1e-6
     assert p.lower_bound.total_ms >= p.lower_bound.ideal_ms - 1e-6
@@ -213,7 +230,9 @@ def test_every_placement_is_valid_and_deterministic(data: st.DataObject) -> None
 def test_cpsat_path_is_valid_and_same_seed_same_answer(data: st.DataObject, seed: int) -> None:
     topo, snap = data.draw(clusters())
     request = data.draw(requests(topo))
-    params = PlacementParams(time_limit_s=0.5, fast_path_max_hosts=0, random_seed=seed)
+    params = PlacementParams(
+        time_limit_s=0.5, fast_path_max_hosts=0, random_seed=seed, prove_count_model=True
+    )
     try:
         first = place(snap, request, params)
     except InvalidInputError:

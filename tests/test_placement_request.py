@@ -165,10 +165,12 @@ def test_default_volumes_keep_the_221_18_15_1_ratio_and_zero_unused_dims() -> No
     assert volumes == {"tp": 236.8, "cp": 0.0, "ep": 0.0, "dp": 18.8, "pp": 0.0}
 
 
-def test_explicit_volumes_override_and_exposure_defaults_to_one() -> None:
+def test_explicit_volumes_override_and_exposure_defaults_per_dimension() -> None:
     volumes = dimension_volumes_gb({"tp": 8, "cp": 1, "ep": 1, "dp": 4, "pp": 1}, None, {"dp": 5.0})
     params = PlacementParams(exposure={"dp": 0.3})
 
     assert volumes["dp"] == 5.0
     assert params.exposure_of("dp") == 0.3
-    assert params.exposure_of("pp") == 1.0
+    assert params.exposure_of("pp") == 0.5
+    assert params.exposure_of("cp") == 1.0
+    assert PlacementParams.bandwidth_only().exposure_of("dp") == 1.0

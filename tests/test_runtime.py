@@ -4,6 +4,8 @@ reload after a failed commit, watchers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from dataclasses import replace
 from datetime import datetime
 
@@ -12,8 +14,9 @@ from server_builders import small_topology, spec
 
 from scheduler.core.actions import ChangeSet
 from scheduler.core.clock import ManualClock
+from scheduler.core.config import SchedulerConfig
 from scheduler.core.errors import UnknownQueueError
-from scheduler.core.events import Event, JobSubmitted
+from scheduler.core.events import Event, JobSubmitted, NodeRegistered, TimerFired
 from scheduler.core.records import Job
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.states import JobState
@@ -115,6 +118,52 @@ async def test_a_failed_commit_is_reported_and_memory_reloads_from_the_store() -
     assert store.get_job("j-kept") is not None
 
 
+class GatedStore(RecordingStore):
+    """Holds each commit until the test opens the gate (commits run on the store thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+
+    def save(self, changes: ChangeSet) -> None:
+        self.waiting.set()
+        self.gate.wait(10)
+        super().save(changes)
+
+
+async def test_the_next_batch_is_handled_during_a_commit_and_refused_if_that_commit_fails() -> None:
+    store = GatedStore()
+    runtime = _runtime(store)
+    await runtime.start()
+    try:
+        store.gate.clear()
+        store.waiting.clear()
+        store.fail = True
+        first = asyncio.ensure_future(runtime.apply(_submit("j-first")))  # type: ignore[arg-type]
+        await asyncio.to_thread(store.waiting.wait, 10)  # its commit is on the store thread
+        second = asyncio.ensure_future(runtime.apply(_submit("j-second")))  # type: ignore[arg-type]
+        deadline = asyncio.get_running_loop().time() + 10
+        while "j-second" not in runtime.state.jobs:  # handled while the first one commits
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        store.gate.set()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        in_memory = {"j-first", "j-second"} & set(runtime.state.jobs)
+        store.fail = False
+        await runtime.apply(_submit("j-third"))  # type: ignore[arg-type]
+    finally:
+        store.gate.set()
+        await runtime.stop()
+
+    assert [getattr(o, "reason", None) for o in outcomes] == ["store_unavailable"] * 2
+    assert not in_memory  # the core was reloaded without either
+    assert store.get_job("j-first") is None
+    assert store.get_job("j-second") is None  # never committed on top of the refused change
+    assert store.get_job("j-third") is not None
+
+
 async def test_requests_after_stop_are_refused() -> None:
     runtime = _runtime(RecordingStore())
     await runtime.start()
@@ -172,3 +221,42 @@ async def test_ending_watches_raises_shutting_down() -> None:
     assert (await anext(updates)).version == 1
     with pytest.raises(ShuttingDownError):
         await anext(updates)
+
+
+async def test_a_cycle_cut_short_by_its_budget_is_followed_by_the_next_at_once() -> None:
+    store = RecordingStore()
+    index = small_topology().index
+    config = SchedulerConfig(max_admitted_gpus_per_cycle=8)
+
+    def build() -> Scheduler:
+        stored = store.load()
+        return Scheduler(index, config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues)
+
+    runtime = Runtime(build, store, ManualClock(), tick_interval_s=3600)
+    await runtime.start()
+    try:
+        for name in index.host_names[:4]:
+            await runtime.apply(
+                lambda at, n=name: NodeRegistered(at=at, node=n, gpus=8, agent_version="t")
+            )
+        for i in range(4):
+            await runtime.apply(_submit(f"j-{i}"))
+        await runtime.apply(lambda at: TimerFired(at=at))  # one cycle; the ticker is far off
+        deadline = asyncio.get_running_loop().time() + 10
+
+        def states() -> dict[str, JobState]:
+            return {f"j-{i}": runtime.get_job(f"j-{i}").state for i in range(4)}
+
+        while set(states().values()) != {JobState.ADMITTED}:
+            assert asyncio.get_running_loop().time() < deadline, states()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.next_tick(), 0.5)
+        final = states()
+    finally:
+        await runtime.stop()
+
+    admitted_per_commit = [
+        sum(1 for job in changes.jobs if job.state is JobState.ADMITTED) for changes in store.saves
+    ]
+    assert set(final.values()) == {JobState.ADMITTED}  # no hour-long wait between cycles
+    assert max(admitted_per_commit) == 1  # one job (8 GPUs) per cycle and per commit

@@ -36,7 +36,7 @@ from placement import (
     Snapshot,
     place,
 )
-from placement.cost import cost_from_histograms, dimension_weights, tier_costs_ms
+from placement.cost import cost_from_histograms, dimension_costs
 from placement.ranks import span_histograms
 from topology.errors import FirsthopError
 from topology.model import Topology
@@ -181,8 +181,8 @@ def slurm_order_cost(
     world = request.gpus
     rank_hosts = ids[np.arange(world) // g] if world >= g else np.full(world, ids[0])
     histograms = span_histograms(index, request.par, rank_hosts)
-    weights = dimension_weights(request, params or PlacementParams())
-    cost, _ = cost_from_histograms(tier_costs_ms(index), weights, histograms)
+    costs = dimension_costs(index, request, params or PlacementParams())
+    cost, _ = cost_from_histograms(costs, histograms)
     return cost
 
 

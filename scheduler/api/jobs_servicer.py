@@ -8,8 +8,9 @@ Must not import ``scheduler.store`` or ``agents``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import grpc.aio
 
@@ -17,15 +18,18 @@ from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
+from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
-from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 ANONYMOUS = "anonymous"
+LIST_CHUNK: Final = 100
+"""Jobs translated per turn of the event loop when a list is answered: a 1,000-job page
+takes tens of milliseconds to build, which other requests must not wait behind."""
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -42,6 +46,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job_id = self._runtime.new_job_id()
         user = request.user or ANONYMOUS
         submission_id = request.submission_id or None
+        earlier = await self._runtime.stored_submission(user, submission_id)
+        if earlier is not None:  # a repeat of a job only the store still has
+            if earlier.spec != spec:
+                raise DuplicateSubmissionError(
+                    f"submission id {submission_id!r} was used for job {earlier.id} "
+                    "with a different spec"
+                )
+            return jobs_pb2.SubmitJobResponse(
+                job=job_to_proto(earlier, self._runtime.now()), created=False
+            )
 
         def submitted(at: Any) -> Event:
             return JobSubmitted(
@@ -63,14 +77,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(  # noqa: N802
         self, request: jobs_pb2.GetJobRequest, context: Context
     ) -> jobs_pb2.GetJobResponse:
-        job = self._runtime.get_job(request.job_id)
+        job = await self._runtime.find_job(request.job_id)
         return jobs_pb2.GetJobResponse(job=job_to_proto(job, self._runtime.now()))
 
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        page = queries.list_jobs(
-            self._runtime.state,
+        page = await self._runtime.list_jobs(
             states=[job_state_from_proto(s) for s in request.states],
             queue=request.queue,
             user=request.user,
@@ -78,17 +91,22 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             page_token=request.page_token,
         )
         now = self._runtime.now()
+        jobs: list[jobs_pb2.Job] = []
+        for start in range(0, len(page.items), LIST_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let other requests in (records are immutable)
+            jobs.extend(job_to_proto(j, now) for j in page.items[start : start + LIST_CHUNK])
         return jobs_pb2.ListJobsResponse(
-            jobs=[job_to_proto(j, now) for j in page.items],
-            next_page_token=page.next_token,
-            total_size=page.total,
+            jobs=jobs, next_page_token=page.next_token, total_size=page.total
         )
 
     async def CancelJob(  # noqa: N802
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
         job_id, reason, graceful = request.job_id, request.reason, request.graceful
-        self._runtime.get_job(job_id)  # unknown_job before queueing anything
+        known = await self._runtime.find_job(job_id)  # unknown_job before queueing anything
+        if job_id not in self._runtime.state.jobs:  # finished long ago: nothing to cancel
+            return jobs_pb2.CancelJobResponse(job=job_to_proto(known, self._runtime.now()))
 
         def cancelled(at: Any) -> Event:
             return JobCancelRequested(at=at, job_id=job_id, reason=reason, graceful=graceful)
@@ -103,7 +121,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
         watch = self._runtime.watchers.subscribe(request.job_id)
         try:
-            first = self._runtime.get_job(request.job_id)
+            first = await self._runtime.find_job(request.job_id)
             async for job in watch.updates(first):
                 yield jobs_pb2.WatchJobResponse(job=job_to_proto(job, self._runtime.now()))
         finally:

@@ -3,8 +3,10 @@
 ``firsthop-scheduler --listen HOST:PORT --db URL --topology FILE [--config FILE]
 [--metrics-port N]``. Flags override ``FIRSTHOP_*`` environment variables, which override the
 config file (:mod:`scheduler.config`). Once serving it prints ``listening on HOST:PORT`` (the
-real port when ``--listen`` asked for port 0) and, with ``--metrics-port``,
-``metrics on http://HOST:PORT/metrics``, each flushed at once. SIGTERM drains in-flight RPCs,
+host it bound, ``0.0.0.0`` for every interface, and the real port when ``--listen`` asked for
+port 0) and, with ``--metrics-port``, ``metrics on http://HOST:PORT/metrics``, each flushed at
+once. A second scheduler on the same port (``address_in_use``) or SQLite store
+(``store_locked``) exits 2. SIGTERM drains in-flight RPCs,
 stops the runtime and closes the store, then exits 0. Bad configuration exits 2 with one
 ``error: <reason>: <message>`` line.
 
@@ -77,7 +79,7 @@ async def _serve(settings: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     try:
-        print(f"listening on {server.address}", flush=True)
+        print(f"listening on {_bound(settings.listen, server.port)}", flush=True)
         if server.metrics_port is not None:
             host = server.config.metrics_host
             print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
@@ -85,6 +87,12 @@ async def _serve(settings: ServerConfig) -> None:
         logging.getLogger(__name__).info("stopping")
     finally:
         await server.stop()
+
+
+def _bound(listen: str, port: int) -> str:
+    """What was bound: the host of ``--listen`` (``0.0.0.0`` stays every interface) and the
+    real port."""
+    return f"{listen.rpartition(':')[0]}:{port}"
 
 
 def main() -> None:

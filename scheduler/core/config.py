@@ -51,6 +51,11 @@ class SchedulerConfig(BaseModel):
             cycle. A large job's CP-SAT placement costs ~10 ms on 4,096 hosts, a small one
             ~1 ms, so a count alone cannot bound the cycle time. ``None`` turns it off, which
             makes cycles depend on nothing but their inputs (the simulator's choice).
+        max_admitted_gpus_per_cycle: once a cycle has admitted jobs holding this many GPUs,
+            remaining jobs wait for the next cycle (``cycle_budget``), which the runtime runs
+            at once. Bounds the size of one admission commit (filling an empty 32K-GPU
+            cluster was one commit of 530 jobs and 32K rank slots that held up every
+            submission behind it) without slowing the fill.
         max_reservation_placements: placer calls spent finding the blocked head job's
             reservation (start time and GPUs) per cycle.
         max_preemption_placements: placer calls spent choosing preemption victims per cycle.
@@ -79,6 +84,7 @@ class SchedulerConfig(BaseModel):
     preemption: bool = True
     max_placements_per_cycle: PositiveInt = 1000
     max_placement_seconds_per_cycle: PositiveFloat | None = 0.5
+    max_admitted_gpus_per_cycle: PositiveInt = 4096
     max_reservation_placements: PositiveInt = 12
     max_preemption_placements: PositiveInt = 12
     placement: PlacementParams = Field(default_factory=default_placement_params)

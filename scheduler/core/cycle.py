@@ -9,7 +9,10 @@ One cycle (run on every :class:`~scheduler.core.events.TimerFired`):
    same request since capacity last grew (:class:`PlacementCache`); otherwise call the placer
    (at most ``max_placements_per_cycle`` calls, or ``max_placement_seconds_per_cycle`` of
    placer time; the rest wait for the next cycle);
-3. a job that fits is admitted (gang: all its ranks at once, or nothing);
+3. a job that fits is admitted (gang: all its ranks at once, or nothing); once the cycle has
+   admitted ``max_admitted_gpus_per_cycle`` GPUs the rest wait for the next cycle, so one
+   cycle's commit stays small (the report says ``truncated`` and the runtime runs the next
+   cycle at once);
 4. the first job that does not fit is the *head*: if jobs being preempted or fenced GPUs would
    make room, it waits for them; else, with preemption on, lower-priority victims are chosen
    (:mod:`~scheduler.core.preemption`); else it gets a backfill reservation
@@ -26,6 +29,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,6 +52,10 @@ from topology.index import BoolArray
 
 MAX_HEADS = 3
 
+Placer = Callable[[Snapshot, PlacementRequest, PlacementParams], Placement | PlacementFailure]
+"""The placement policy seam: ``placement.place`` in production; the simulator passes other
+policies (Slurm- and Kueue-style baselines) so that only placement differs between runs."""
+
 
 @dataclass
 class CycleReport:
@@ -59,6 +67,7 @@ class CycleReport:
         placements: placer calls (admission, reservation and preemption together).
         placement_seconds: solve time the placer reported for the admission calls.
         admitted: ids of jobs admitted, in order.
+        admitted_gpus: GPUs those jobs hold.
         backfilled: those admitted while a head job held a reservation.
         preempted: ids of jobs chosen as preemption victims.
         reservation: the head job's reservation, if any.
@@ -74,6 +83,7 @@ class CycleReport:
     placements: int = 0
     placement_seconds: float = 0.0
     admitted: list[str] = field(default_factory=list)
+    admitted_gpus: int = 0
     backfilled: list[str] = field(default_factory=list)
     preempted: list[str] = field(default_factory=list)
     reservation: Reservation | None = None
@@ -89,8 +99,9 @@ class PlacementCache:
     10,000 queued jobs of a few shapes cost a few placer calls, not 10,000.
     """
 
-    def __init__(self, params: PlacementParams) -> None:
+    def __init__(self, params: PlacementParams, placer: Placer = run_placer) -> None:
         self.params = params
+        self.placer = placer
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
         self._shapes: dict[str, str] = {}
         self.spares: frozenset[str] = frozenset()
@@ -134,7 +145,7 @@ class PlacementCache:
 
     def place(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
         """Run the placer for ``job`` on ``snapshot``."""
-        return run_placer(snapshot, self.request(job), self.params)
+        return self.placer(snapshot, self.request(job), self.params)
 
     @property
     def size(self) -> int:
@@ -179,7 +190,10 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
             reason = PendingReason.BACKFILL_WOULD_DELAY
         elif not avoid and (hit := cache.refused(key, state.capacity_epoch)) is not None:
             reason = hit
-        elif _out_of_budget(report, config.max_placements_per_cycle, seconds_budget):
+        elif (
+            _out_of_budget(report, config.max_placements_per_cycle, seconds_budget)
+            or report.admitted_gpus >= config.max_admitted_gpus_per_cycle
+        ):
             report.blocked[job.id] = PendingReason.CYCLE_BUDGET
             report.truncated = True
             break
@@ -207,6 +221,7 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
                 if held_back is not None:
                     held_back.take(ids)
             report.admitted.append(job.id)
+            report.admitted_gpus += job.spec.gpus
             if report.reservation is not None:
                 report.backfilled.append(job.id)
             continue

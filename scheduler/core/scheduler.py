@@ -32,7 +32,7 @@ from scheduler.core.actions import (
 )
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.context import Ctx, Outbox
-from scheduler.core.cycle import CycleReport, PlacementCache, run_cycle
+from scheduler.core.cycle import CycleReport, PlacementCache, Placer, run_cycle
 from scheduler.core.errors import InvalidQueueError, JobTooLargeError
 from scheduler.core.events import (
     CheckpointReported,
@@ -76,6 +76,9 @@ class Scheduler:
         jobs: stored jobs to restore.
         nodes: stored nodes to restore (hosts missing from the store are created).
         queues: stored queues to restore (the default queue is created if missing).
+        placer: the placement policy of the scheduling cycle (admission, backfill
+            reservations, preemption); ``placement.place`` unless given. Whether a job can
+            ever be placed (checked at submission) is always decided by ``placement.place``.
 
     Raises:
         InvalidInputError: ``topology_mismatch`` when stored nodes name hosts the topology
@@ -90,6 +93,7 @@ class Scheduler:
         jobs: Iterable[Job] = (),
         nodes: Iterable[Node] = (),
         queues: Iterable[Queue] = (),
+        placer: Placer = run_placer,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.index = index
@@ -109,7 +113,7 @@ class Scheduler:
                 )
         if self.config.default_queue not in self.state.queues:
             self.state.put_queue(Queue(name=self.config.default_queue))
-        self.cache = PlacementCache(self.config.placement)
+        self.cache = PlacementCache(self.config.placement, placer)
         self.last_cycle: CycleReport | None = None
         self._empty = Snapshot.empty(index)
         self._placeable: dict[str, FirsthopError | None] = {}

@@ -143,6 +143,29 @@ class SchedulerState:
         job_id = self.submissions.get((user, submission_id))
         return None if job_id is None else self.jobs[job_id]
 
+    def forget_finished(self, before: datetime) -> list[str]:
+        """Drop jobs that finished before ``before`` from memory; their ids.
+
+        They stay in the store, which answers for them from then on (the runtime reads it).
+        A job still fenced, or changed by the event being handled, is kept. Nothing else
+        refers to a finished job, so no other structure changes.
+        """
+        fenced = {fence.job_id for fence in self.fences.values()}
+        gone = [
+            job.id
+            for job in self.jobs.values()
+            if job.finished_at is not None
+            and job.finished_at < before
+            and is_terminal(job.state)
+            and job.id not in fenced
+            and job.id not in self._dirty_jobs
+        ]
+        for job_id in gone:
+            job = self.jobs.pop(job_id)
+            if job.submission_id is not None:
+                self.submissions.pop((job.user, job.submission_id), None)
+        return gone
+
     def queued_jobs(self, queue: str) -> Iterator[Job]:
         """Queued jobs of ``queue`` in order."""
         for key in self.pending.get(queue, ()):

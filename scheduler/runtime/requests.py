@@ -151,7 +151,7 @@ class AgentRequests:
             UnknownJobError; NoLogError (``unknown_rank``, ``no_log``); NodeNotConnectedError;
             AgentTimeoutError (``log_timeout``).
         """
-        table, attempt = where_it_ran(self._runtime.get_job(job_id))
+        table, attempt = where_it_ran(await self._runtime.find_job(job_id))
         if table is None:
             raise NoLogError(f"job {job_id} has not run yet", reason=ErrorReason.NO_LOG)
         slot = next((s for s in table.ranks if s.rank == rank), None)

@@ -11,13 +11,21 @@ takes the queue in batches (group commit):
 3. only then answer the callers, publish the changed jobs to ``WatchJob`` streams and send the
    agent commands (stops before starts, in the order the core gave them).
 
-If the commit fails, the batch's callers get ``store_unavailable`` and the core is rebuilt from
-the store, so memory never runs ahead of what is durable for longer than one commit. Reads
-(``GetJob``, ``ListJobs``...) look at the in-memory state and may see the batch being committed.
+Commits are pipelined, one in flight: while batch N commits on the store's thread, batch N+1
+is collected and applied to the core (step 1), and it commits as soon as N is durable. So the
+event loop never idles behind an fsync, and batches grow with the commit time.
+
+If a commit fails, its callers get ``store_unavailable`` and the core is rebuilt from the
+store; the batch applied on top of the refused one is refused too (without being committed),
+so memory never runs ahead of what is durable by more than two batches and never keeps a
+refused change. Reads (``GetJob``, ``ListJobs``...) look at the in-memory state and may see
+the batches being committed.
 
 A ticker queues :class:`~scheduler.core.events.TimerFired` every ``tick_interval_s`` after the
 previous tick was handled (ticks never pile up); its handling time is the scheduling cycle
-time metric.
+time metric. A cycle that admitted jobs but stopped at its budget (``truncated``: it admits
+at most so many GPUs per cycle, to keep each commit small) is followed by the next one at
+once, queued behind whatever requests arrived meanwhile.
 
 Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 """
@@ -25,10 +33,11 @@ Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,12 +56,15 @@ from scheduler.core.actions import (
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
 from scheduler.core.events import Event, SchedulerStarted, TimerFired
-from scheduler.core.records import Job, Node
+from scheduler.core.records import Job, Node, Queue
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import JobState
+from scheduler.runtime import queries
 from scheduler.runtime.agents import AgentHub, ShuttingDownError
+from scheduler.runtime.history import History, JobArchive
 from scheduler.runtime.metrics import Metrics, StateSnapshot
+from scheduler.runtime.queries import Page
 from scheduler.runtime.watch import WatchHub
 from topology.errors import FirsthopError
 
@@ -90,6 +102,15 @@ class _Item:
     future: asyncio.Future[Any] | None
 
 
+@dataclass(slots=True)
+class _Handled:
+    """A batch applied to the core: what to commit, then do, then answer."""
+
+    changes: ChangeSet
+    effects: list[Action]
+    outcomes: list[tuple[_Item, Any]]
+
+
 class Runtime:
     """Owns the core, the store's thread, the watchers and the agent hub."""
 
@@ -102,8 +123,16 @@ class Runtime:
         metrics: Metrics | None = None,
         tick_interval_s: float = 1.0,
         max_batch: int = 512,
+        archive: JobArchive | None = None,
+        retention_s: float | None = None,
     ) -> None:
         self._build_core = build_core
+        self.history = (
+            History(archive, retention_s, lambda: self.state)
+            if archive is not None and retention_s is not None
+            else None
+        )
+        """Finished jobs past ``retention_s`` live in the store only (``None``: all in memory)."""
         self._store = store
         self._clock = clock
         self.metrics = metrics or Metrics()
@@ -121,12 +150,15 @@ class Runtime:
         """Extra observers of executed actions (the agent layer registers here)."""
         self.ticks = 0
         self._ticked = asyncio.Condition()
+        self._cycle_again = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Load the core from the store, announce the (re)start, begin ticking."""
         self._core = await self.in_store_thread(self._build_core)
+        if self.history is not None:
+            await self.history.started(self._clock.now())
         self._tasks.append(asyncio.create_task(self._consume(), name="runtime consumer"))
         await self.apply(lambda at: SchedulerStarted(at=at))
         self._tasks.append(asyncio.create_task(self._tick(), name="runtime ticker"))
@@ -151,6 +183,8 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._store_thread.shutdown(wait=True)
+        if self.history is not None:
+            self.history.close()
 
     async def in_store_thread(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the store's thread (every store call goes through this one thread)."""
@@ -190,8 +224,50 @@ class Runtime:
             raise UnknownNodeError(f"unknown node {name!r} (not a host of the topology)")
         return node
 
+    async def find_job(self, job_id: str) -> Job:
+        """A job by id, from memory or, past its retention, from the store.
+
+        Raises:
+            UnknownJobError: no such job.
+        """
+        if self.history is None:
+            return self.get_job(job_id)
+        return await self.history.find_job(job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str = "",
+        user: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[Job]:
+        """A page of jobs (from the store once memory no longer holds the whole history)."""
+        if self.history is None:
+            return queries.list_jobs(
+                self.state,
+                states=states,
+                queue=queue,
+                user=user,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        return await self.history.list_jobs(
+            states=states, queue=queue, user=user, page_size=page_size, page_token=page_token
+        )
+
+    async def stored_submission(self, user: str, submission_id: str | None) -> Job | None:
+        """The job of a repeated submission that only the store still has, if any."""
+        if self.history is None or submission_id is None:
+            return None
+        return await self.history.stored_submission(user, submission_id)
+
     def new_job_id(self) -> str:
-        """A fresh job id: ``j-`` and 12 hex digits, unique across restarts."""
+        """A fresh job id: ``j-`` and 12 random hex digits, not used by a job in memory.
+
+        Jobs past their retention are not checked: with a million of them a clash has odds of
+        about 4e-9 per submission, and the store would refuse it (the caller retries)."""
         while True:
             job_id = f"j-{secrets.token_hex(6)}"
             if job_id not in self.state.jobs:
@@ -226,6 +302,7 @@ class Runtime:
             self._queue.put_nowait(_Item(make, None, None))
 
     async def _consume(self) -> None:
+        previous: asyncio.Task[None] | None = None
         while True:
             batch = [await self._queue.get()]
             # One turn of the loop lets RPCs that are already readable queue their events, so
@@ -233,15 +310,21 @@ class Runtime:
             await asyncio.sleep(0)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            core = self.core
             try:
-                await self._process(batch)
+                handled = self._handle(core, batch)
             except Exception:  # a bug in the runtime itself: keep serving, loudly
                 _log.exception("runtime batch failed")
-                for item in batch:
-                    _settle(item.future, StoreUnavailableError("internal error; see the log"))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                handled = _Handled(
+                    ChangeSet(),
+                    [],
+                    [(i, StoreUnavailableError("internal error; see the log")) for i in batch],
+                )
+            # One commit in flight: this batch was handled while the previous one committed;
+            # it commits once that one is durable (or refused).
+            if previous is not None:
+                await previous
+            previous = asyncio.create_task(self._finish(core, batch, handled))
 
     def _stamp(self) -> datetime:
         now = self._clock.now()
@@ -250,9 +333,11 @@ class Runtime:
         self._last_at = now
         return now
 
-    async def _process(self, batch: list[_Item]) -> None:
-        core = self.core
-        changes = ChangeSet()
+    def _handle(self, core: Scheduler, batch: list[_Item]) -> _Handled:
+        """Apply a batch's events to the core, one at a time; what to commit and do after."""
+        jobs: dict[str, Job] = {}
+        nodes: dict[str, Node] = {}
+        queues: dict[str, Queue] = {}
         effects: list[Action] = []
         outcomes: list[tuple[_Item, Any]] = []
         for item in batch:
@@ -262,6 +347,11 @@ class Runtime:
                 actions = core.handle(event)
                 if isinstance(event, TimerFired):
                     self.metrics.cycle_seconds.observe(time.perf_counter() - started)
+                    cycle = core.last_cycle
+                    if cycle is not None and cycle.truncated and cycle.admitted:
+                        self._cycle_again.set()  # more admissions wait: next cycle at once
+                    if self.history is not None:
+                        self.history.sweep(core.state, event.at)
                 self.metrics.events.labels(type(event).__name__).inc()
                 value = item.result(event) if item.result is not None else None
             except FirsthopError as exc:
@@ -275,10 +365,39 @@ class Runtime:
                 continue
             for action in actions:
                 if isinstance(action, PersistChanges):
-                    changes = changes.merged(action.changes)
+                    # The newest version of each record wins (ChangeSet.merged, without
+                    # copying the batch's changes once per event).
+                    part = action.changes
+                    jobs.update((j.id, j) for j in part.jobs)
+                    nodes.update((n.name, n) for n in part.nodes)
+                    queues.update((q.name, q) for q in part.queues)
                 else:
                     effects.append(action)
             outcomes.append((item, value))
+        changes = ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        return _Handled(changes, effects, outcomes)
+
+    async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
+        """Commit a handled batch, then answer its callers and run its actions."""
+        try:
+            if core is not self._core:
+                # An earlier commit failed and the core was reloaded from the store: this
+                # batch was computed on top of the refused change, so it is refused too.
+                error = StoreUnavailableError("an earlier change was refused by the store")
+                for item, _ in handled.outcomes:
+                    _settle(item.future, error)
+                return
+            await self._commit(handled)
+        except Exception:  # a bug in the runtime itself: keep serving, loudly
+            _log.exception("runtime batch failed")
+            for item in batch:
+                _settle(item.future, StoreUnavailableError("internal error; see the log"))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, handled: _Handled) -> None:
+        changes, outcomes = handled.changes, handled.outcomes
         if changes:
             started = time.perf_counter()
             try:
@@ -296,7 +415,7 @@ class Runtime:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             for job in changes.jobs:
                 self.watchers.publish(job)
-        for action in effects:
+        for action in handled.effects:
             self._execute(action)
         for item, value in outcomes:
             _settle(item.future, value)
@@ -333,7 +452,9 @@ class Runtime:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cycle_again.wait(), self._tick_s)
+            self._cycle_again.clear()
             try:
                 await self.apply(lambda at: TimerFired(at=at))
             except FirsthopError as exc:

@@ -40,11 +40,13 @@ class MemoryStore:
         self._submissions: dict[tuple[str, str], str] = {}
         self._lock = Lock()
 
-    def load(self) -> StoredState:
-        """Every stored record (jobs in submission order)."""
+    def load(self, *, finished_after: datetime | None = None) -> StoredState:
+        """Every stored record (jobs in submission order), finished jobs since
+        ``finished_after`` if given."""
         with self._lock:
+            jobs = (self._jobs[j] for _, j in self._order)
             return StoredState(
-                jobs=tuple(self._jobs[j] for _, j in self._order),
+                jobs=tuple(j for j in jobs if _kept(j, finished_after)),
                 nodes=tuple(self._nodes[n] for n in sorted(self._nodes)),
                 queues=tuple(self._queues[q] for q in sorted(self._queues)),
             )
@@ -89,6 +91,35 @@ class MemoryStore:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def job_for_submission(self, user: str, submission_id: str) -> Job | None:
+        """The job ``user`` submitted with ``submission_id``, or ``None``."""
+        with self._lock:
+            job_id = self._submissions.get((user, submission_id))
+            return None if job_id is None else self._jobs[job_id]
+
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at``."""
+        with self._lock:
+            return any(not _kept(job, at) for job in self._jobs.values())
+
+    def count_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """How many jobs match the filters."""
+        wanted = frozenset(states)
+        with self._lock:
+            return sum(
+                1
+                for job in self._jobs.values()
+                if (not wanted or job.state in wanted)
+                and (queue is None or job.queue == queue)
+                and (user is None or job.user == user)
+            )
+
     def list_jobs(
         self,
         *,
@@ -124,6 +155,10 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _kept(job: Job, finished_after: datetime | None) -> bool:
+    return finished_after is None or job.finished_at is None or job.finished_at >= finished_after
 
 
 def _check(stored: Job | Node | Queue | None, version: int, what: str) -> None:

@@ -43,6 +43,13 @@ class StoreError(FirsthopError):
     default_reason = "store_unavailable"
 
 
+class StoreLockedError(StoreError):
+    """Another scheduler holds the store (a second one must not run on it)."""
+
+    status_code = "FAILED_PRECONDITION"
+    default_reason = "store_locked"
+
+
 class VersionConflictError(FirsthopError):
     """A record in the store is as new as or newer than the one being saved."""
 
@@ -70,8 +77,29 @@ class JobPage:
 class Store(Protocol):
     """A durable home for jobs, nodes and queues (see the module docstring)."""
 
-    def load(self) -> StoredState:
-        """Every stored record."""
+    def load(self, *, finished_after: datetime | None = None) -> StoredState:
+        """Every stored record; with ``finished_after``, jobs that finished before it are left
+        out (nodes and queues are always all there), so loading costs what is live, not the
+        length of the history."""
+        ...
+
+    def job_for_submission(self, user: str, submission_id: str) -> Job | None:
+        """The job ``user`` submitted with ``submission_id``, or ``None``."""
+        ...
+
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at`` (what a ``load(finished_after=at)``
+        left out)."""
+        ...
+
+    def count_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """How many jobs :meth:`list_jobs` would list over all its pages."""
         ...
 
     def save(self, changes: ChangeSet) -> None:

@@ -103,6 +103,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_queue", "queue"),
     sa.Index("ix_jobs_user", "user"),
     sa.Index("ix_jobs_submitted", "submitted_at", "id"),
+    sa.Index("ix_jobs_finished", "finished_at"),
 )
 
 leader_lease = sa.Table(

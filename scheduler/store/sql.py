@@ -31,8 +31,11 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.runtime``
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +54,7 @@ from scheduler.store.protocol import (
     JobPage,
     StoredState,
     StoreError,
+    StoreLockedError,
     VersionConflictError,
     check_limit,
     decode_page_token,
@@ -70,12 +74,19 @@ Synchronous = Literal["FULL", "NORMAL"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def migrate(connection: sa.Connection) -> None:
-    """Upgrade the database behind ``connection`` to the newest schema revision."""
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Upgrade the database behind ``engine`` to ``revision`` (default the newest).
+
+    Each revision runs in its own transaction together with the update of the stored revision
+    number, DDL included (PostgreSQL's DDL is transactional, and so is SQLite's once the driver
+    leaves transactions to us: see :func:`_sqlite_pragmas`). A process killed in the middle
+    leaves the database at the revision before, and the next start carries on from there.
+    """
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.Engine:
@@ -98,6 +109,7 @@ def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.E
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1e3})
         sa.event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -113,7 +125,15 @@ def create_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> sa.E
 
 
 def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
+    """Per-connection settings. Python's ``sqlite3`` driver opens a transaction only before
+    DML and commits nothing of a ``CREATE`` or ``ALTER`` done outside one, so a migration
+    killed midway left half a schema behind (``table queues already exists``); with
+    ``isolation_level = None`` the driver stays out of the way and :func:`_sqlite_begin`
+    starts every transaction SQLAlchemy begins, DDL included (SQLAlchemy's documented recipe
+    for pysqlite)."""
+
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
@@ -124,28 +144,68 @@ def _sqlite_pragmas(synchronous: Synchronous) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def _sqlite_begin(connection: sa.Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def lock_sqlite_file(database: str) -> int:
+    """Take the exclusive lock of a SQLite store: ``flock`` on ``DATABASE.lock``; the open
+    descriptor (closing it releases the lock, as does the death of the process).
+
+    ``flock`` locks are independent of the POSIX record locks SQLite itself takes on the
+    database file, so this lock never interferes with SQLite's own locking.
+
+    Raises:
+        StoreLockedError: another process (or another store object) holds the lock.
+    """
+    path = f"{database}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreLockedError(
+            f"another scheduler uses the store {database} (it holds {path}"
+            + (f", pid {holder}" if holder else "")
+            + "); stop it first, or give this one another --db"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class SqlStore:
     """A :class:`~scheduler.store.protocol.Store` on SQLite or PostgreSQL.
 
     Args:
         url: the database URL (see the module docstring).
         sqlite_synchronous: SQLite's ``synchronous`` setting (ignored for PostgreSQL).
+        exclusive: for SQLite, hold an exclusive lock on the store until :meth:`close` (a
+            scheduler does: two schedulers on one store would split its jobs). PostgreSQL
+            stores are shared through the leader lease instead.
 
     Raises:
         InvalidInputError: ``invalid_db_url``.
+        StoreLockedError: ``exclusive`` and another process holds the store.
         StoreError: the database cannot be reached or migrated.
     """
 
-    def __init__(self, url: str, *, sqlite_synchronous: Synchronous = "FULL") -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: Synchronous = "FULL", exclusive: bool = False
+    ) -> None:
         self.url = url
         self.engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.dialect = self.engine.dialect.name
+        self._lock_fd: int | None = None
+        database = self.engine.url.database
+        if exclusive and self.dialect == "sqlite" and database:
+            self._lock_fd = lock_sqlite_file(database)
         self._upserts = self._build_upserts()
         try:
-            with self.engine.begin() as conn:
-                migrate(conn)
+            migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            self.engine.dispose()
+            self.close()
             raise StoreError(f"cannot open store {self._safe_url()}: {exc}") from exc
 
     def _safe_url(self) -> str:
@@ -160,13 +220,27 @@ class SqlStore:
 
     # ------------------------------------------------------------------ reads
 
-    def load(self) -> StoredState:
-        """Every stored record (jobs in submission order)."""
+    def load(self, *, finished_after: datetime | None = None) -> StoredState:
+        """Every stored record (jobs in submission order); with ``finished_after``, finished
+        jobs only from then on (an index on ``finished_at`` makes this cost what is kept)."""
+        t = schema.jobs
         with self._errors(), self.engine.connect() as conn:
-            jobs = conn.execute(
-                sa.select(schema.jobs).order_by(schema.jobs.c.submitted_at, schema.jobs.c.id)
-            )
-            job_list = tuple(job_from_row(r._asdict()) for r in jobs)
+            if finished_after is None:
+                rows = conn.execute(sa.select(t).order_by(t.c.submitted_at, t.c.id))
+                job_list = tuple(job_from_row(r._asdict()) for r in rows)
+            else:
+                # Two probes of ix_jobs_finished (unfinished, then recently finished), sorted
+                # here: one query with OR and ORDER BY walks the whole table in submit order.
+                loaded = [
+                    job_from_row(r._asdict())
+                    for query in (
+                        sa.select(t).where(t.c.finished_at.is_(None)),
+                        sa.select(t).where(t.c.finished_at >= finished_after),
+                    )
+                    for r in conn.execute(query)
+                ]
+                loaded.sort(key=lambda j: (j.submitted_at, j.id))
+                job_list = tuple(loaded)
             nodes = conn.execute(sa.select(schema.nodes).order_by(schema.nodes.c.name))
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
             queues = conn.execute(sa.select(schema.queues).order_by(schema.queues.c.name))
@@ -180,6 +254,40 @@ class SqlStore:
                 sa.select(schema.jobs).where(schema.jobs.c.id == job_id)
             ).one_or_none()
         return None if row is None else job_from_row(row._asdict())
+
+    def job_for_submission(self, user: str, submission_id: str) -> Job | None:
+        """The job ``user`` submitted with ``submission_id``, or ``None``."""
+        t = schema.jobs
+        query = sa.select(t).where(t.c.user == user, t.c.submission_id == submission_id)
+        with self._errors(), self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else job_from_row(row._asdict())
+
+    def has_finished_before(self, at: datetime) -> bool:
+        """Whether a stored job finished before ``at`` (one probe of the index)."""
+        t = schema.jobs
+        query = sa.select(t.c.id).where(t.c.finished_at < at).limit(1)
+        with self._errors(), self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def count_jobs(
+        self,
+        *,
+        states: Collection[JobState] = (),
+        queue: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        """How many jobs match the filters."""
+        t = schema.jobs
+        query = sa.select(sa.func.count()).select_from(t)
+        if states:
+            query = query.where(t.c.state.in_(sorted(s.value for s in states)))
+        if queue is not None:
+            query = query.where(t.c.queue == queue)
+        if user is not None:
+            query = query.where(t.c.user == user)
+        with self._errors(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def list_jobs(
         self,
@@ -262,10 +370,15 @@ class SqlStore:
         return out
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and release the store's lock."""
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
-def open_store(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> SqlStore:
-    """Open (and migrate) the SQL store at ``url``."""
-    return SqlStore(url, sqlite_synchronous=sqlite_synchronous)
+def open_store(
+    url: str, *, sqlite_synchronous: Synchronous = "FULL", exclusive: bool = False
+) -> SqlStore:
+    """Open (and migrate) the SQL store at ``url`` (see :class:`SqlStore`)."""
+    return SqlStore(url, sqlite_synchronous=sqlite_synchronous, exclusive=exclusive)

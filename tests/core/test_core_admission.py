@@ -5,6 +5,7 @@ from __future__ import annotations
 from core_builders import Harness, cluster
 
 from scheduler.core.actions import PersistChanges, StartRanks
+from scheduler.core.config import SchedulerConfig
 from scheduler.core.events import HeartbeatReceived, NodeRegistered
 from scheduler.core.states import Health, JobState
 
@@ -209,3 +210,29 @@ def test_unregistered_and_drained_hosts_get_nothing() -> None:
     h.tick()
     assert h.job(job).state is J.PENDING
     assert h.hosts_of(small) == (h.hosts[0],)
+
+
+def test_a_cycle_admits_at_most_its_gpu_budget_and_says_it_stopped_early() -> None:
+    h = Harness(cluster(1, 2, 4), config=SchedulerConfig(max_admitted_gpus_per_cycle=24))
+    h.register()
+    jobs = [h.submit(16) for _ in range(4)]
+    first = h.tick()
+    report = h.scheduler.last_cycle
+    second = h.tick()
+
+    def admitted(actions: list[object]) -> set[str]:
+        return {
+            job.id
+            for a in actions
+            if isinstance(a, PersistChanges)
+            for job in a.changes.jobs
+            if job.state is JobState.ADMITTED
+        }
+
+    assert report is not None
+    assert report.admitted == jobs[:2]  # 32 GPUs: the second job crossed the budget of 24
+    assert report.admitted_gpus == 32
+    assert report.truncated
+    assert report.blocked[jobs[2]] == "cycle_budget"
+    assert admitted(first) == set(jobs[:2])
+    assert admitted(second) == set(jobs[2:])

@@ -3,6 +3,8 @@ stale reports, idempotent submission, restart recovery."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from core_builders import Harness, cluster, spec
 
@@ -13,9 +15,10 @@ from scheduler.core.events import (
     RankExited,
     RanksStarted,
     SchedulerStarted,
+    TimerFired,
 )
 from scheduler.core.scheduler import Scheduler
-from scheduler.core.states import JobState
+from scheduler.core.states import JobState, NodeState
 
 J = JobState
 
@@ -214,6 +217,31 @@ def test_restart_resends_commands_and_restores_state() -> None:
     assert int(restored.state.busy.sum()) == 16
 
 
+def test_a_restarted_scheduler_gives_every_stored_node_one_timeout_from_its_start() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    job = h.submit(16)
+    h.tick()
+    h.start(job)
+    h.clock.advance(h.config.heartbeat_timeout_s * 10)  # the scheduler was down that long
+    stored = h.store.load()
+    restored = Scheduler(
+        h.topology.index, h.config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+    )
+    started = h.clock.now()
+    timeout = timedelta(seconds=h.config.heartbeat_timeout_s)
+    restored.handle(SchedulerStarted(started))
+    restored.handle(TimerFired(started + timeout - timedelta(seconds=1)))
+    within = {name: node.state for name, node in restored.state.nodes.items()}
+    kept = restored.state.jobs[job].state
+    restored.handle(TimerFired(started + timeout + timedelta(seconds=1)))
+    after = {name: node.state for name, node in restored.state.nodes.items()}
+
+    assert set(within.values()) == {NodeState.READY}
+    assert kept is J.RUNNING
+    assert set(after.values()) == {NodeState.LOST}  # the grace is one timeout, not forever
+
+
 def test_submission_event_resolves_to_its_job() -> None:
     h = Harness(cluster(1, 1, 1))
     event = JobSubmitted(h.clock.now(), "x1", spec(8), "alice", "key")
@@ -241,3 +269,28 @@ def test_a_job_that_never_starts_times_out_and_is_requeued() -> None:
     assert requeued.reason == "start_timeout"
     assert requeued.failures[-1].host == second
     assert second in requeued.message
+
+
+def test_finished_jobs_can_be_forgotten_and_live_ones_cannot() -> None:
+    h = Harness(cluster(1, 1, 2))
+    h.register()
+    done = h.submit(8, submission_id="s-done")
+    live = h.submit(8, submission_id="s-live")
+    h.tick()
+    h.start(done)
+    h.finish(done)
+    h.start(live)
+    h.clock.advance(10)
+    finished_at = h.job(done).finished_at
+    assert finished_at is not None
+
+    kept = h.state.forget_finished(finished_at)  # not before the cutoff: kept
+    gone = h.state.forget_finished(h.clock.now())
+    h.state.validate()
+
+    assert kept == []
+    assert gone == [done]
+    assert done not in h.state.jobs
+    assert h.state.job_for_submission("alice", "s-done") is None
+    assert h.job(live).state is J.RUNNING
+    assert h.state.job_for_submission("alice", "s-live") is not None

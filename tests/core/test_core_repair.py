@@ -138,7 +138,10 @@ def test_several_hosts_lost_at_once_are_repaired_together() -> None:
     assert placed.state is J.ADMITTED
     assert not set(gone) & set(h.hosts_of(job))
     assert placed.repair is not None
-    assert len(placed.repair.moves) == 2
+    # One re-placement for both; the placer may prefer a full one when that is much cheaper.
+    assert placed.repair.method in ("partial", "full")
+    if placed.repair.method == "partial":
+        assert len(placed.repair.moves) == 2
 
 
 def test_a_failed_verdict_is_repaired_in_place() -> None:

@@ -193,3 +193,25 @@ def test_what_was_saved_survives_reopening(durable_kit: StoreKit) -> None:
     # Reopening runs the migrations again: a no-op on an up-to-date schema.
     again.save(ChangeSet(jobs=(bumped(job, reason="after reopen"),)))
     assert kit.open().get_job(job.id).reason == "after reopen"  # type: ignore[union-attr]
+
+
+def test_history_stays_out_of_a_load_but_answers_lookups(kit: StoreKit) -> None:
+    store = kit.open()
+    old = replace(rich_job("old", state=J.SUCCEEDED, submission_id="s-old"), finished_at=at(10))
+    recent = replace(rich_job("new", state=J.FAILED, submitted=1, submission_id="s-new"))
+    live = rich_job("live", state=J.PENDING, submitted=2, submission_id=None)
+    store.save(ChangeSet(jobs=(old, recent, live)))
+
+    loaded = store.load(finished_after=at(50))
+    everything = store.load()
+
+    assert [j.id for j in loaded.jobs] == ["new", "live"]  # recent finished at 99, live never
+    assert [j.id for j in everything.jobs] == ["old", "new", "live"]
+    assert store.job_for_submission("alice", "s-old") == old
+    assert store.job_for_submission("alice", "s-none") is None
+    assert store.job_for_submission("bob", "s-old") is None
+    assert store.count_jobs() == 3
+    assert store.count_jobs(states=[J.SUCCEEDED, J.FAILED]) == 2
+    assert store.count_jobs(user="bob") == 0
+    assert store.has_finished_before(at(50))  # "old" finished at 10
+    assert not store.has_finished_before(at(5))

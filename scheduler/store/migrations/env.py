@@ -27,6 +27,10 @@ def _run(connection: sa.Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # One transaction per revision, DDL and version stamp together (see
+        # scheduler.store.sql.migrate): a kill never leaves a revision half applied.
+        transaction_per_migration=True,
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()
