@@ -62,11 +62,12 @@ class ServerConfig(BaseSettings):
     max_checkpoint_grace_s: Positive = 600.0
     """Upper bound of a job's ``checkpoint.grace_s`` (time between its checkpoint signal and
     SIGKILL on a planned stop)."""
-    fence_after_s: Annotated[float, Field(ge=0)] | None = None
-    """Agents that hear nothing from any scheduler for this long stop their ranks (0: never).
-    Default: the heartbeat timeout less three heartbeat intervals. It must be shorter than
-    the heartbeat timeout by at least one interval (the fenced ranks are gone before a LOST
-    host's ranks are replaced) and longer than a failover (an outage kills no job)."""
+    fence_after_s: Annotated[float, Field(ge=0)] = 0.0
+    """Agents that hear nothing from any scheduler for this long stop their ranks (0, the
+    default: never). It must be shorter than the heartbeat timeout by at least one interval
+    (the fenced ranks are gone before a LOST host's ranks are replaced) and longer than a
+    failover or restart (an outage kills no job): with the defaults (5 s interval, 30 s
+    timeout) 15-25 s."""
     repair_in_place: bool = True
     """Repair a checkpointing job that loses hosts where it runs (swap only those hosts)
     instead of requeueing it; failures are blamed two heartbeat intervals after a rank's
@@ -91,11 +92,7 @@ class ServerConfig(BaseSettings):
 
     def fence_after(self) -> float:
         """The fence time agents are given (see ``fence_after_s``)."""
-        if self.fence_after_s is not None:
-            return self.fence_after_s
-        return max(
-            self.heartbeat_timeout_s - 3 * self.heartbeat_interval_s, self.heartbeat_timeout_s / 2
-        )
+        return self.fence_after_s
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:

@@ -9,11 +9,9 @@ from pydantic import ValidationError
 from scheduler.config import ServerConfig
 
 
-def test_the_default_fence_leaves_three_heartbeats_before_the_timeout() -> None:
-    config = ServerConfig(heartbeat_interval_s=5, heartbeat_timeout_s=30)
-    assert config.fence_after() == 15
-    short = ServerConfig(heartbeat_interval_s=0.3, heartbeat_timeout_s=1)
-    assert short.fence_after() == 0.5  # never less than half the timeout
+def test_fencing_is_off_unless_the_operator_sets_a_fence_time() -> None:
+    assert ServerConfig(heartbeat_interval_s=5, heartbeat_timeout_s=30).fence_after() == 0
+    assert ServerConfig(heartbeat_timeout_s=30, fence_after_s=15).fence_after() == 15
 
 
 def test_a_fence_too_close_to_the_timeout_is_refused() -> None:
