@@ -157,6 +157,12 @@ class AgentSession:
         self.stale_commands = 0
         """Commands refused because they came from an older epoch than :attr:`epoch`."""
         self._steps: set[asyncio.Task[None]] = set()
+        self._fence_after_s = 0.0
+        self._fence_armed = asyncio.Event()
+        """Set while the scheduler gave a fence time (the fence loop sleeps otherwise)."""
+        self._last_heard: float | None = None
+        self.fenced = 0
+        """How many times this agent fenced itself (stopped its ranks, unheard)."""
 
     # ------------------------------------------------------------------ main loop
 
@@ -166,11 +172,57 @@ class AgentSession:
         Raises:
             FatalAgentError: the scheduler refused the host (unknown host, topology mismatch).
         """
+        fence = asyncio.create_task(self._fence_loop(stop), name="agent fence")
         try:
             await self._run(stop)
         finally:
+            fence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fence
             if self._check is not None:
                 self._check.cancel()
+
+    def _heard(self) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+
+    async def _fence_loop(self, stop: asyncio.Event) -> None:
+        """Fencing: with ranks running and no word from any scheduler for the fence time the
+        scheduler gave at registration, stop them all at once (SIGKILL). The scheduler
+        replaces a silent host's ranks only after its heartbeat timeout, which is longer, so
+        two attempts of a job never run at once; an outage shorter than the fence time (a
+        failover) leaves the ranks alone."""
+        fenced_at: float | None = None
+        while True:
+            fence = self._fence_after_s
+            if not fence:
+                armed = asyncio.ensure_future(self._fence_armed.wait())
+                halt = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({armed, halt}, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (armed, halt):
+                    waiter.cancel()
+                await asyncio.gather(armed, halt, return_exceptions=True)
+                if stop.is_set():
+                    return
+                continue
+            if await self._opts.wait(stop, min(1.0, fence / 4)):
+                return
+            heard = self._last_heard
+            if not fence or heard is None or fenced_at == heard:
+                continue
+            silent = asyncio.get_running_loop().time() - heard
+            running = self.supervisor.running()
+            if silent <= fence or not running:
+                continue
+            fenced_at = heard
+            self.fenced += 1
+            _log.warning(
+                "%s: fenced: no word from any scheduler for %.1f s; stopping %d job attempt(s)",
+                self.identity.host,
+                silent,
+                len(running),
+            )
+            for job_id, attempt in running:
+                self.supervisor.stop(job_id, attempt, [], 0.0)
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -212,6 +264,12 @@ class AgentSession:
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
         self.epoch = max(self.epoch, registered.epoch)
+        self._fence_after_s = registered.fence_after_s
+        if self._fence_after_s > 0:
+            self._fence_armed.set()
+        else:
+            self._fence_armed.clear()
+        self._heard()
         self._fresh_session = True
         self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
@@ -286,8 +344,11 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
+            self._heard()
             self._fresh_session = False
             item = wire.scheduler_message_from_proto(message)
+            if isinstance(item, wire.HeartbeatAck):
+                continue
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
             elif item is not None:
@@ -343,7 +404,9 @@ class AgentSession:
             case wire.StartCommand():
                 status, message = self._start(command)
             case wire.StopCommand(job_id=job_id, attempt=attempt, ranks=ranks):
-                count = self.supervisor.stop(job_id, attempt, list(ranks), command.grace_s)
+                count = self.supervisor.stop(
+                    job_id, attempt, list(ranks), command.grace_s, command.signal
+                )
                 message = f"stopping {count} ranks"
             case wire.SignalCommand(job_id=job_id, attempt=attempt, ranks=ranks):
                 count = self.supervisor.signal(job_id, attempt, list(ranks), command.signal)

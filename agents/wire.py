@@ -26,6 +26,7 @@ Must not import ``scheduler``.
 
 from __future__ import annotations
 
+import signal as signal_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -87,6 +88,13 @@ class Registered:
     """After how long without a heartbeat the scheduler takes the host for lost."""
     epoch: int = 0
     """The leader's fencing epoch (0: a scheduler without a leader lease)."""
+    fence_after_s: float = 0.0
+    """Stop every rank after hearing nothing from any scheduler this long (0: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The scheduler heard a heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,13 @@ def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registere
     """The session, heartbeat interval and timeout the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
     timeout = response.heartbeat_timeout_ms / 1000.0 if response.heartbeat_timeout_ms else None
-    return Registered(response.session_id, interval, timeout, response.epoch)
+    return Registered(
+        response.session_id,
+        interval,
+        timeout,
+        epoch=response.epoch,
+        fence_after_s=response.fence_after_ms / 1000.0,
+    )
 
 
 # ---------------------------------------------------------------- commands down
@@ -155,7 +169,7 @@ class StartCommand:
 
 @dataclass(frozen=True, slots=True)
 class StopCommand:
-    """Stop ranks of a job attempt: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop ranks of a job attempt: ``signal`` (SIGTERM), then SIGKILL after ``grace_s``."""
 
     command_id: str
     job_id: str
@@ -164,6 +178,18 @@ class StopCommand:
     """Empty: every rank of the attempt on this host."""
     grace_s: float
     reason: str
+    signal: int = signal_module.SIGTERM
+    """The job's checkpoint signal on a planned stop; SIGTERM otherwise (or when the name is
+    unknown to this host)."""
+
+
+def signal_number(name: str) -> int:
+    """The number of the signal called ``name`` (``SIGUSR1``...); SIGTERM for an empty or
+    unknown name (a stop must still stop)."""
+    try:
+        return int(signal_module.Signals[name]) if name else int(signal_module.SIGTERM)
+    except KeyError:
+        return int(signal_module.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +304,13 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
     if kind == "stop_ranks":
         stop = command.stop_ranks
         return StopCommand(
-            cid, stop.job_id, stop.attempt, tuple(stop.ranks), stop.grace_s, stop.reason
+            cid,
+            stop.job_id,
+            stop.attempt,
+            tuple(stop.ranks),
+            stop.grace_s,
+            stop.reason,
+            signal_number(stop.signal),
         )
     if kind == "signal_ranks":
         sig = command.signal_ranks
@@ -312,13 +344,15 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
 
 def scheduler_message_from_proto(
     message: agent_pb2.SchedulerMessage,
-) -> AgentCommand | ReportAck | None:
+) -> AgentCommand | ReportAck | HeartbeatAck | None:
     """What a message down the stream says (``None``: nothing this agent knows)."""
     kind = message.WhichOneof("body")
     if kind == "command":
         return command_from_proto(message.command)
     if kind == "report_ack":
         return ReportAck(message.report_ack.report_id)
+    if kind == "heartbeat_ack":
+        return HeartbeatAck()
     return None
 
 

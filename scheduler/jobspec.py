@@ -2,11 +2,11 @@
 
 Keys: ``name``, ``gpus``, ``parallelism`` (``tp``, ``cp``, ``ep``, ``pp``, ``dp``, ``order``,
 ``order_convention``; :class:`placement.Parallelism`), ``command`` (argv list), ``env``,
-``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``), ``max_restarts``,
-``time_limit_s``, and ``launch`` (``per_rank``, the default: the agent starts one process per
-rank; ``per_host``: one process per host, for launchers such as torchrun). A job without
-``parallelism`` is pure data parallelism (``dp = gpus``); with it, ``tp*cp*ep*dp*pp`` must
-equal ``gpus``. Unknown keys are errors.
+``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``, ``signal``, ``grace_s``),
+``max_restarts``, ``time_limit_s``, and ``launch`` (``per_rank``, the default: the agent
+starts one process per rank; ``per_host``: one process per host, for launchers such as
+torchrun). A job without ``parallelism`` is pure data parallelism (``dp = gpus``); with it,
+``tp*cp*ep*dp*pp`` must equal ``gpus``. Unknown keys are errors.
 
 One optional extension block, ``placement``, carries placement hints: ``required_tier``
 (per dimension, a tier name such as ``pod``), ``nvlink_dims`` (dimensions that must stay in one
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,20 +40,33 @@ from topology.errors import FirsthopError, InvalidInputError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
-FLAG_KEYS = frozenset({"recompute"})
-"""The only keys of a spec whose value may be ``true``/``false`` (``placement.model``)."""
+FLAG_KEYS = frozenset({"recompute", "preemptible"})
+"""The only keys of a spec whose value may be ``true``/``false`` (``placement.model``'s
+``recompute``, and ``preemptible``)."""
 
 Count = Annotated[int, Field(strict=True, ge=0, le=limits.MAX_INT)]
 ShortText = Annotated[str, Field(max_length=limits.MAX_SHORT_TEXT_CHARS)]
 
 
+CheckpointSignal = Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]
+"""Signals a job may ask to be told with before a planned stop (``checkpoint.signal``)."""
+
+
 class CheckpointSpec(BaseModel):
-    """Where and how often the job checkpoints."""
+    """How the job checkpoints: where, how often, and how it is asked to on a planned stop.
+
+    ``signal`` (default ``SIGTERM``) is sent to every rank before a planned stop (preemption,
+    a graceful cancel, maintenance, a move); the ranks then have ``grace_s`` seconds (default
+    and upper bound: the operator's, see ``SchedulerConfig``) to save a checkpoint, report it
+    and exit before they are killed (Slurm ``--signal``, Kubernetes' termination grace period).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dir: Annotated[str, Field(min_length=1, max_length=limits.MAX_PATH_BYTES)]
-    interval_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)]
+    dir: Annotated[str, Field(min_length=1, max_length=limits.MAX_PATH_BYTES)] | None = None
+    interval_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
+    signal: CheckpointSignal = "SIGTERM"
+    grace_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
 
 
 class Launch(StrEnum):
@@ -95,6 +108,9 @@ class JobSpec(BaseModel):
     time_limit_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
     placement: PlacementHints = Field(default_factory=PlacementHints)
     launch: Launch = Launch.PER_RANK
+    preemptible: bool = False
+    """The job accepts being preempted on short notice: it may run on spare hosts (and is
+    preempted before other candidates)."""
 
     @field_validator("command")
     @classmethod

@@ -304,6 +304,9 @@ def build_server(
         stop_grace_s=config.stop_grace_s,
         placement=config.placement,
         return_lost_nodes=config.return_lost_nodes,
+        max_checkpoint_grace_s=config.max_checkpoint_grace_s,
+        repair_in_place=config.repair_in_place,
+        blame_delay_s=2 * config.heartbeat_interval_s,
     )
 
     runtime_clock = clock or SystemClock()
@@ -353,6 +356,7 @@ def build_server(
             fleet,
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_timeout_s=config.heartbeat_timeout_s,
+            fence_after_s=config.fence_after(),
         ),
         server,
     )

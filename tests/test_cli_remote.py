@@ -264,6 +264,7 @@ def test_job_json_shows_the_servers_figures() -> None:
             "host": "h2",
             "lost_s": 15.0,
             "message": "",
+            "checkpointed": False,
         }
     ]
     assert data["placement"] is None

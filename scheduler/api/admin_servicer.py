@@ -23,6 +23,7 @@ from scheduler.core.events import (
     Event,
     MaintenanceReported,
     NodeDrainRequested,
+    NodeSpareSet,
     QueueSet,
 )
 from scheduler.core.records import Node
@@ -101,6 +102,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if node is None:  # pragma: no cover - apply returns the result
             raise RuntimeError("drain produced no node")
         return admin_pb2.DrainNodeResponse(node=self._node(node))
+
+    async def SetNodeSpare(  # noqa: N802
+        self, request: admin_pb2.SetNodeSpareRequest, context: Context
+    ) -> admin_pb2.SetNodeSpareResponse:
+        names, spare = tuple(request.names), request.spare
+        for name in names:
+            self._runtime.get_node(name)  # unknown_node before queueing anything
+
+        def spared(at: Any) -> Event:
+            return NodeSpareSet(at=at, nodes=names, spare=spare)
+
+        await self._runtime.apply(spared)
+        return admin_pb2.SetNodeSpareResponse(
+            nodes=[self._node(self._runtime.get_node(name)) for name in names]
+        )
 
     async def ResumeNode(  # noqa: N802
         self, request: admin_pb2.ResumeNodeRequest, context: Context

@@ -40,7 +40,13 @@ from scheduler.core.events import (
     RanksStarted,
 )
 from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
-from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
+from scheduler.runtime.agents import (
+    FetchLogs,
+    HeartbeatAcked,
+    Outgoing,
+    ReportAcked,
+    RunHealthCheck,
+)
 from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
 
@@ -87,7 +93,11 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
 def stop_ranks_to_proto(action: StopRanks) -> agent_pb2.Command:
     """The command that stops every rank of the job attempt on the host."""
     stop = agent_pb2.StopRanks(
-        job_id=action.job_id, attempt=action.attempt, grace_s=action.grace_s, reason=action.reason
+        job_id=action.job_id,
+        attempt=action.attempt,
+        grace_s=action.grace_s,
+        reason=action.reason,
+        signal="" if action.signal == "SIGTERM" else action.signal,
     )
     return agent_pb2.Command(command_id=action.command_id, stop_ranks=stop)
 
@@ -135,6 +145,8 @@ def outgoing_to_proto(item: Outgoing, *, epoch: int = 0) -> agent_pb2.SchedulerM
     ``epoch``), or the acknowledgement of a report."""
     if isinstance(item, ReportAcked):
         return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
+    if isinstance(item, HeartbeatAcked):
+        return agent_pb2.SchedulerMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
     if isinstance(item, StartRanks):
         command = start_ranks_to_proto(item)
     elif isinstance(item, StopRanks):

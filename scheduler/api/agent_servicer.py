@@ -39,7 +39,12 @@ from scheduler.api.agent_serde import (
     running_from_proto,
 )
 from scheduler.api.serde import node_to_proto
-from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
+from scheduler.runtime.agents import (
+    AgentLink,
+    HeartbeatAcked,
+    SessionReplacedError,
+    ShuttingDownError,
+)
 from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.ratelimit import SessionLimiter
 from scheduler.runtime.runtime import Runtime
@@ -60,12 +65,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         heartbeat_interval_s: float,
         heartbeat_timeout_s: float,
+        fence_after_s: float = 0.0,
     ) -> None:
         self._runtime = runtime
         self._fleet = fleet
         self._interval_s = heartbeat_interval_s
         self._interval_ms = round(heartbeat_interval_s * 1000)
         self._timeout_ms = round(heartbeat_timeout_s * 1000)
+        self._fence_ms = round(fence_after_s * 1000)
 
     async def RegisterNode(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterNodeRequest, context: Context
@@ -78,6 +85,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             heartbeat_interval_ms=self._interval_ms,
             heartbeat_timeout_ms=self._timeout_ms,
             epoch=self._runtime.agents.epoch,
+            fence_after_ms=self._fence_ms,
         )
 
     async def Connect(  # noqa: N802
@@ -158,6 +166,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     continue
                 beat = heartbeat_from_proto(message.heartbeat, node)
                 fleet.heartbeat(link, beat.make, beat.running)
+                link.outbox.put_nowait(HeartbeatAcked())
             elif kind == "report":
                 await self._report(link, message.report)
             elif kind == "ack":

@@ -118,12 +118,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
         job_id, reason = request.job_id, limits.check_reason(request.reason)
+        graceful = request.graceful
         known = await self._runtime.find_job(job_id)  # unknown_job before queueing anything
         if job_id not in self._runtime.state.jobs:  # finished long ago: nothing to cancel
             return jobs_pb2.CancelJobResponse(job=job_to_proto(known, self._runtime.now()))
 
         def cancelled(at: Any) -> Event:
-            return JobCancelRequested(at=at, job_id=job_id, reason=reason)
+            return JobCancelRequested(at=at, job_id=job_id, reason=reason, graceful=graceful)
 
         job = await self._runtime.apply(cancelled, lambda _: self._runtime.get_job(job_id))
         if job is None:  # pragma: no cover - apply returns the result

@@ -126,10 +126,17 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     server: ServerOption = DEFAULT,
     reason: Annotated[str, typer.Option(help="Why (kept with the job).")] = "",
+    graceful: Annotated[
+        bool,
+        typer.Option(
+            "--graceful",
+            help="Send the job's checkpoint signal and give it its grace to save and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Cancel a job (running ranks are stopped)."""
     with connect(server) as client:
-        job = client.cancel_job(job_id, reason)
+        job = client.cancel_job(job_id, reason, graceful=graceful)
     typer.echo(f"{job.id}: {job.state.value} ({job.reason})")
 
 

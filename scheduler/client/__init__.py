@@ -55,6 +55,7 @@ from scheduler.client.views import (
     QueueSettings,
     QueueView,
     RankView,
+    RepairView,
 )
 from scheduler.client.wire import (
     cluster_view_from_proto,
@@ -240,9 +241,10 @@ class FirsthopClient:
             if not token:
                 return
 
-    def cancel_job(self, job_id: str, reason: str = "") -> JobView:
-        """Cancel a job; the job after the request."""
-        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+    def cancel_job(self, job_id: str, reason: str = "", *, graceful: bool = False) -> JobView:
+        """Cancel a job; the job after the request. ``graceful``: its ranks get the job's
+        checkpoint signal and grace (they may save a checkpoint before they exit)."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason, graceful=graceful)
         return job_view_from_proto(self._call(self._jobs.CancelJob, request).job)
 
     def watch_job(self, job_id: str) -> Iterator[JobView]:
@@ -287,6 +289,13 @@ class FirsthopClient:
         """Stop placing jobs on a node."""
         request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
         return node_view_from_proto(self._call(self._admin.DrainNode, request).node)
+
+    def set_node_spare(self, names: list[str], *, spare: bool) -> list[NodeView]:
+        """Put hosts into the spare pool or take them out (all or none)."""
+        request = admin_pb2.SetNodeSpareRequest(names=names, spare=spare)
+        return [
+            node_view_from_proto(n) for n in self._call(self._admin.SetNodeSpare, request).nodes
+        ]
 
     def resume_node(
         self, name: str, reason: str = "", *, skip_health_check: bool = False
@@ -460,5 +469,6 @@ __all__ = [
     "QueueView",
     "RankView",
     "RemoteError",
+    "RepairView",
     "ServerUnavailableError",
 ]

@@ -112,6 +112,9 @@ class StartRanks:
         checkpoint_dir: the spec's checkpoint directory, if any.
         time_limit_s: the spec's time limit, if any.
         per_host: start one process for all of the host's ranks (``launch: per_host``).
+        checkpoint_signal: the signal that asks the job to checkpoint before a planned stop
+            (``checkpoint.signal``), when the job checkpoints.
+        checkpoint_grace_s: seconds it then has before SIGKILL (operator-bounded).
     """
 
     command_id: str
@@ -131,6 +134,8 @@ class StartRanks:
     checkpoint_dir: str | None = None
     time_limit_s: int | None = None
     per_host: bool = False
+    checkpoint_signal: str | None = None
+    checkpoint_grace_s: float | None = None
 
     def rank_env(self, local_rank: int) -> dict[str, str]:
         """The launcher environment of the ``local_rank``-th rank of this host.
@@ -140,7 +145,9 @@ class StartRanks:
         ``MASTER_PORT``, ``CUDA_VISIBLE_DEVICES`` (this host's GPUs of the job, in local-rank
         order), ``FIRSTHOP_JOB_ID``, ``FIRSTHOP_RESTART_COUNT`` (``attempt``),
         ``FIRSTHOP_NODE_RANK``, ``FIRSTHOP_NNODES``, ``FIRSTHOP_HOST`` and, when the job
-        checkpoints, ``FIRSTHOP_CHECKPOINT_DIR``. The spec's ``env`` is not included: the
+        checkpoints, ``FIRSTHOP_CHECKPOINT_DIR``, ``FIRSTHOP_CHECKPOINT_SIGNAL`` (the signal
+        that asks for a checkpoint before a planned stop) and ``FIRSTHOP_CHECKPOINT_GRACE_S``
+        (whole seconds it then has before SIGKILL). The spec's ``env`` is not included: the
         agent sets it first and these on top.
         """
         slot = self.ranks[local_rank]
@@ -161,12 +168,16 @@ class StartRanks:
         }
         if self.checkpoint_dir is not None:
             env["FIRSTHOP_CHECKPOINT_DIR"] = self.checkpoint_dir
+        if self.checkpoint_signal is not None:
+            env["FIRSTHOP_CHECKPOINT_SIGNAL"] = self.checkpoint_signal
+        if self.checkpoint_grace_s is not None:
+            env["FIRSTHOP_CHECKPOINT_GRACE_S"] = f"{self.checkpoint_grace_s:g}"
         return env
 
 
 @dataclass(frozen=True, slots=True)
 class StopRanks:
-    """Stop a job's ranks on one host: SIGTERM, then SIGKILL after ``grace_s``.
+    """Stop a job's ranks on one host: ``signal`` (SIGTERM), then SIGKILL after ``grace_s``.
 
     Attributes:
         command_id: ``stop:<job>:<attempt>:<host>`` (``...:force`` for a forced resend).
@@ -176,6 +187,8 @@ class StopRanks:
         grace_s: seconds between SIGTERM and SIGKILL (0: kill at once).
         reason: stable reason (``preempted``, ``cancelled``, ``failed``, ``time_limit``,
             ``orphan``, ``node_failed``, ``rank_exited``).
+        signal: the signal sent first: ``SIGTERM``, or the job's checkpoint signal on a
+            planned (graceful) stop.
     """
 
     command_id: str
@@ -184,6 +197,7 @@ class StopRanks:
     attempt: int
     grace_s: float
     reason: StopReason
+    signal: str = "SIGTERM"
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,8 @@ class JobCancelRequested:
     at: datetime
     job_id: str
     reason: str = ""
+    graceful: bool = False
+    """Ask the job to checkpoint first (its checkpoint signal and grace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,15 @@ class NodeDrainRequested:
     at: datetime
     node: str
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpareSet:
+    """An operator put hosts into the spare pool (``spare``) or took them out."""
+
+    at: datetime
+    nodes: tuple[str, ...]
+    spare: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,8 @@ class RanksStopped:
     job_id: str
     node: str
     attempt: int
+    clean: bool = False
+    """Every rank of the host exited with status 0 after the stop (within the grace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +236,7 @@ Event = (
     | HeartbeatReceived
     | NodeDrainRequested
     | NodeResumeRequested
+    | NodeSpareSet
     | StartAcknowledged
     | RanksStarted
     | RankExited

@@ -49,6 +49,7 @@ from scheduler.core.events import (
     NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
     QueueSet,
     RankExited,
     RanksStarted,
@@ -151,6 +152,8 @@ class Scheduler:
                 nodes.drain(ctx, event)
             case NodeResumeRequested():
                 nodes.resume(ctx, event)
+            case NodeSpareSet():
+                nodes.set_spare(ctx, event)
             case StartAcknowledged():
                 jobs.start_acknowledged(ctx, event)
             case RanksStarted():

@@ -87,7 +87,12 @@ class ReportAcked:
     report_id: str
 
 
-Outgoing = Command | ReportAcked
+@dataclass(frozen=True, slots=True)
+class HeartbeatAcked:
+    """Tell the agent its heartbeat arrived (it counts its fence time from these)."""
+
+
+Outgoing = Command | ReportAcked | HeartbeatAcked
 
 
 @dataclass(eq=False, slots=True)

@@ -111,6 +111,7 @@ POLICY: Final[dict[str, Access]] = {
     _ADMIN + "GetNode": Access.OPERATOR,
     _ADMIN + "DrainNode": Access.OPERATOR,
     _ADMIN + "ResumeNode": Access.OPERATOR,
+    _ADMIN + "SetNodeSpare": Access.OPERATOR,
     _ADMIN + "SetQueue": Access.OPERATOR,
     _ADMIN + "StartMaintenance": Access.OPERATOR,
     _ADMIN + "GetMaintenance": Access.OPERATOR,

@@ -82,6 +82,7 @@ nodes = sa.Table(
     sa.Column("registered_at", UtcDateTime, nullable=True),
     sa.Column("last_heartbeat_at", UtcDateTime, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("spare", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 jobs = sa.Table(

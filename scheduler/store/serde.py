@@ -94,6 +94,7 @@ def job_to_row(job: Job) -> dict[str, Any]:
                 "host": f.host,
                 "lost_s": f.lost_s,
                 "message": f.message,
+                "checkpointed": f.checkpointed,
             }
             for f in job.failures
         ],
@@ -103,6 +104,8 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "exited_ranks": sorted(job.exited_ranks),
         "stopped_hosts": sorted(job.stopped_hosts),
         "stop_deadline": _iso(job.stop_deadline),
+        "checkpoint_requested_at": _iso(job.checkpoint_requested_at),
+        "clean_hosts": sorted(job.clean_hosts),
     }
     return {
         "id": job.id,
@@ -147,6 +150,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
                 host=f["host"],
                 lost_s=float(f["lost_s"]),
                 message=str(f.get("message", "")),
+                checkpointed=bool(f.get("checkpointed", False)),
             )
             for f in data.get("failures", ())
         ),
@@ -156,6 +160,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         exited_ranks=frozenset(int(r) for r in data.get("exited_ranks", ())),
         stopped_hosts=frozenset(data.get("stopped_hosts", ())),
         stop_deadline=_from_iso(data.get("stop_deadline")),
+        checkpoint_requested_at=_from_iso(data.get("checkpoint_requested_at")),
+        clean_hosts=frozenset(data.get("clean_hosts", ())),
         version=int(row["version"]),
     )
 
@@ -172,6 +178,7 @@ def node_to_row(node: Node) -> dict[str, Any]:
         "address": node.address,
         "registered_at": utc(node.registered_at),
         "last_heartbeat_at": utc(node.last_heartbeat_at),
+        "spare": node.spare,
         "version": node.version,
     }
 
@@ -188,6 +195,7 @@ def node_from_row(row: Mapping[str, Any]) -> Node:
         address=row.get("address") or "",
         registered_at=utc(row["registered_at"]),
         last_heartbeat_at=utc(row["last_heartbeat_at"]),
+        spare=bool(row.get("spare") or False),
         version=int(row["version"]),
     )
 

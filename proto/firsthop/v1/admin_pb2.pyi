@@ -96,6 +96,7 @@ class Node(_message.Message):
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    SPARE_FIELD_NUMBER: _builtins.int
     GPUS_ALLOCATED_FIELD_NUMBER: _builtins.int
     JOB_IDS_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
@@ -109,6 +110,8 @@ class Node(_message.Message):
     version: _builtins.int
     address: _builtins.str
     """How other hosts reach it (the agent's --address); empty: the host name."""
+    spare: _builtins.bool
+    """In the spare pool: runs only preemptible jobs; in-place repairs take it first."""
     gpus_allocated: _builtins.int
     """Filled by the server from the live state; ignored on input.
     GPUs held by jobs on this node.
@@ -138,13 +141,14 @@ class Node(_message.Message):
         last_heartbeat_at: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
         address: _builtins.str = ...,
+        spare: _builtins.bool = ...,
         gpus_allocated: _builtins.int = ...,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
         location: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_at", b"last_heartbeat_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "gpus", b"gpus", "gpus_allocated", b"gpus_allocated", "health", b"health", "job_ids", b"job_ids", "last_heartbeat_at", b"last_heartbeat_at", "location", b"location", "name", b"name", "reason", b"reason", "registered_at", b"registered_at", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "gpus", b"gpus", "gpus_allocated", b"gpus_allocated", "health", b"health", "job_ids", b"job_ids", "last_heartbeat_at", b"last_heartbeat_at", "location", b"location", "name", b"name", "reason", b"reason", "registered_at", b"registered_at", "spare", b"spare", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -604,6 +608,49 @@ class DrainNodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainNodeResponse: _TypeAlias = DrainNodeResponse  # noqa: Y015
+
+@_typing.final
+class SetNodeSpareRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    SPARE_FIELD_NUMBER: _builtins.int
+    spare: _builtins.bool
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+        spare: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names", "spare", b"spare"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNodeSpareRequest: _TypeAlias = SetNodeSpareRequest  # noqa: Y015
+
+@_typing.final
+class SetNodeSpareResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___Node] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNodeSpareResponse: _TypeAlias = SetNodeSpareResponse  # noqa: Y015
 
 @_typing.final
 class ResumeNodeRequest(_message.Message):

@@ -54,6 +54,11 @@ class AdminServiceStub:
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeRequest.SerializeToString,
                 response_deserializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeResponse.FromString,
                 _registered_method=True)
+        self.SetNodeSpare = channel.unary_unary(
+                '/firsthop.v1.AdminService/SetNodeSpare',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.FromString,
+                _registered_method=True)
         self.GetTopology = channel.unary_unary(
                 '/firsthop.v1.AdminService/GetTopology',
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.GetTopologyRequest.SerializeToString,
@@ -129,6 +134,14 @@ class AdminServiceServicer:
         health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
         drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
         "health_check_timeout" when no result came in time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeSpare(self, request, context):
+        """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+        "unknown_node", for any host the cluster does not have).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +232,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResumeNode,
                     request_deserializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeRequest.FromString,
                     response_serializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeResponse.SerializeToString,
+            ),
+            'SetNodeSpare': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeSpare,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.SerializeToString,
             ),
             'GetTopology': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTopology,
@@ -374,6 +392,33 @@ class AdminService:
             '/firsthop.v1.AdminService/ResumeNode',
             firsthop_dot_v1_dot_admin__pb2.ResumeNodeRequest.SerializeToString,
             firsthop_dot_v1_dot_admin__pb2.ResumeNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeSpare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/SetNodeSpare',
+            firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class AdminServiceStub:
     drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
     "health_check_timeout" when no result came in time.
     """
+    SetNodeSpare: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetNodeSpareRequest, _admin_pb2.SetNodeSpareResponse]
+    """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+    "unknown_node", for any host the cluster does not have).
+    """
     GetTopology: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]
     SetQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]
@@ -79,6 +83,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
     drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
     "health_check_timeout" when no result came in time.
+    """
+    SetNodeSpare: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetNodeSpareRequest, _admin_pb2.SetNodeSpareResponse]  # type: ignore[assignment]
+    """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+    "unknown_node", for any host the cluster does not have).
     """
     GetTopology: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]  # type: ignore[assignment]
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
@@ -135,6 +143,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         health check: FAILED_PRECONDITION "health_check_failed" when it fails (the node stays
         drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
         "health_check_timeout" when no result came in time.
+        """
+
+    @_abc_1.abstractmethod
+    def SetNodeSpare(
+        self,
+        request: _admin_pb2.SetNodeSpareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetNodeSpareResponse, _abc.Awaitable[_admin_pb2.SetNodeSpareResponse]]:
+        """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+        "unknown_node", for any host the cluster does not have).
         """
 
     @_abc_1.abstractmethod

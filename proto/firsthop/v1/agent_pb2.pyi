@@ -164,6 +164,7 @@ class RegisterNodeResponse(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    FENCE_AFTER_MS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque; the ConnectHello of this session must carry it."""
     heartbeat_interval_ms: _builtins.int
@@ -175,6 +176,12 @@ class RegisterNodeResponse(_message.Message):
     the agent ignores later commands of an older epoch. Numbered high so fields others add
     below it keep their numbers.
     """
+    fence_after_ms: _builtins.int
+    """Fencing: an agent that has heard nothing from any scheduler for this long stops its
+    ranks itself (0: never). Shorter than heartbeat_timeout_ms by a margin, so a LOST
+    host's ranks are gone before the scheduler starts their replacement; longer than a
+    scheduler failover, so an outage does not kill running jobs.
+    """
     @_builtins.property
     def node(self) -> _admin_pb2.Node: ...
     def __init__(
@@ -185,10 +192,11 @@ class RegisterNodeResponse(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         heartbeat_timeout_ms: _builtins.int = ...,
         epoch: _builtins.int = ...,
+        fence_after_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "fence_after_ms", b"fence_after_ms", "heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -829,6 +837,7 @@ class StopRanks(_message.Message):
     RANKS_FIELD_NUMBER: _builtins.int
     GRACE_S_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     grace_s: _builtins.float
@@ -836,6 +845,10 @@ class StopRanks(_message.Message):
     """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
     should not run there any more), or the failure that interrupted the job ("rank_exited",
     "node_lost", "node_failed", "time_limit", "start_timeout", "start_failed").
+    """
+    signal: _builtins.str
+    """Signal name sent first ("SIGTERM" when empty): the job's checkpoint signal on a planned
+    stop. SIGKILL follows after grace_s.
     """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -849,10 +862,11 @@ class StopRanks(_message.Message):
         ranks: _abc.Iterable[_builtins.int] | None = ...,
         grace_s: _builtins.float = ...,
         reason: _builtins.str = ...,
+        signal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1089,12 +1103,34 @@ class KeepAlive(_message.Message):
 Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
 
 @_typing.final
+class HeartbeatAck(_message.Message):
+    """The scheduler heard a heartbeat: the agent is not fenced off (see fence_after_ms)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatAck: _TypeAlias = HeartbeatAck  # noqa: Y015
+
+@_typing.final
 class SchedulerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_FIELD_NUMBER: _builtins.int
     REPORT_ACK_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_ACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def command(self) -> Global___Command: ...
     @_builtins.property
@@ -1103,18 +1139,21 @@ class SchedulerMessage(_message.Message):
     def keep_alive(self) -> Global___KeepAlive:
         """Numbered high so members others add below keep their numbers."""
 
+    @_builtins.property
+    def heartbeat_ack(self) -> Global___HeartbeatAck: ...
     def __init__(
         self,
         *,
         command: Global___Command | None = ...,
         report_ack: Global___ReportAck | None = ...,
         keep_alive: Global___KeepAlive | None = ...,
+        heartbeat_ack: Global___HeartbeatAck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "heartbeat_ack", b"heartbeat_ack", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "heartbeat_ack", b"heartbeat_ack", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack", "keep_alive"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack", "keep_alive", "heartbeat_ack"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
