@@ -48,6 +48,7 @@ from typing import Annotated, Literal
 import typer
 
 from agents.accounts import UserMap
+from agents.address import advertised_address
 from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
@@ -85,6 +86,9 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
+_log = logging.getLogger("firsthop.agent")
+
+
 app = typer.Typer(
     name="firsthop-agent",
     no_args_is_help=True,
@@ -106,13 +110,24 @@ def _root() -> None:
 
 @app.command("run")
 def run(
-    server: Annotated[str, typer.Option("--server", "-s", help="Scheduler HOST:PORT.")],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="FIRSTHOP_SERVER",
+            help="Scheduler HOST:PORT, or a comma-separated list (a leader and its standbys).",
+        ),
+    ],
     host: Annotated[
         str, typer.Option(help="This host's name in the topology (default: the hostname).")
     ] = "",
     address: Annotated[
         str,
-        typer.Option(help="How ranks on other hosts reach this one (default: the host name)."),
+        typer.Option(
+            help="How ranks on other hosts reach this one (default: the host name if it "
+            "resolves, else the local address used to reach the scheduler)."
+        ),
     ] = "",
     location: Annotated[
         str,
@@ -170,12 +185,17 @@ def run(
     )
     name = host or socket.gethostname()
     fake_check: FakeCheck = fake_deep_check.value
+    chosen = advertised_address(name, server, address)
+    if chosen.warning:
+        _log.warning("%s", chosen.warning)
+    else:
+        _log.info("advertising %s (%s) to other hosts", chosen.address, chosen.source)
     with _exit_on_error():
         tls = tls_of(cert, key, ca)
         settings = AgentSettings(
             server=server,
             host=name,
-            address=address,
+            address=chosen.address,
             location=tuple(part for part in location.split(",") if part),
             fake_gpus=fake_gpus,
             fake_faults=tuple(fake_fault or ()),
@@ -246,7 +266,15 @@ def check(
 
 @app.command("simulate")
 def simulate(
-    server: Annotated[str, typer.Option("--server", "-s", help="Scheduler HOST:PORT.")],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="FIRSTHOP_SERVER",
+            help="Scheduler HOST:PORT, or a comma-separated list (a leader and its standbys).",
+        ),
+    ],
     topology_file: Annotated[
         Path, typer.Option("--topology", "-t", help="The cluster's topology file.")
     ],

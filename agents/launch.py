@@ -6,8 +6,9 @@
   group (``start_new_session=True``), stdout and stderr appended to one log file. Tests inject
   a fake runner.
 - :class:`ProcessExecutor` is the :class:`~agents.ranks.RankExecutor` for real ranks: it starts
-  the process, forwards signals to its process group, stops it with SIGTERM then SIGKILL after
-  the grace period (the whole group), and once the leader exits kills whatever is left of the
+  the process, forwards signals to its process group, stops it with the stop's signal
+  (SIGTERM, or the job's checkpoint signal on a planned stop) then SIGKILL after the grace
+  period (the whole group), and once the leader exits kills whatever is left of the
   group (dataloader workers, a wrapper's children) so no stray keeps GPUs busy.
 - Logs: one file per rank and attempt, ``LOG_DIR/JOB/attempt-N/rank-R.log``
   (:func:`rank_log_path`), read back in pieces by :func:`read_rank_log` (``firsthop logs``).
@@ -137,6 +138,14 @@ class LocalProcessRunner:
         return _LocalProcess(proc)
 
 
+def _log_start_failure(log_path: Path, message: str) -> None:
+    """Leave the reason a rank could not start in its log, where ``firsthop logs`` looks."""
+    with contextlib.suppress(OSError):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8", errors="replace") as log:
+            log.write(f"firsthop-agent: the rank could not be started: {message}\n")
+
+
 def rank_log_path(log_dir: Path, job_id: str, attempt: int, rank: int) -> Path:
     """Where the output of ``rank`` of ``job_id``'s ``attempt`` goes (always inside
     ``log_dir``).
@@ -253,15 +262,17 @@ class ProcessExecutor:
                 env.update(account.environment())
                 proc = await self._runner.spawn(launch.argv, env, log_path, account)
         except AccountError as exc:
+            _log_start_failure(log_path, exc.message)
             return RankExit(None, reason=RankExitReason.START_FAILED, message=exc.message)
-        except OSError as exc:
-            return RankExit(
-                None, reason=RankExitReason.START_FAILED, message=f"{launch.argv[:1]}: {exc}"
-            )
+        except (OSError, ValueError) as exc:  # ValueError: text the OS cannot take (NUL)
+            message = f"{launch.argv[:1]}: {exc}"
+            _log_start_failure(log_path, message)
+            return RankExit(None, reason=RankExitReason.START_FAILED, message=message)
         watcher: asyncio.Task[None] | None = None
         report = env.get(CHECKPOINT_REPORT_ENV)
+        seen: list[tuple[int, str]] = []
         if report is not None:
-            watcher = asyncio.create_task(self._watch_checkpoints(Path(report), control))
+            watcher = asyncio.create_task(self._watch_checkpoints(Path(report), control, seen))
         try:
             return await self._supervise(proc, control)
         finally:
@@ -270,6 +281,10 @@ class ProcessExecutor:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            if report is not None:
+                # The checkpoint a program saves on its way out (checkpoint on request) is
+                # written just before it exits: read the report once more.
+                _read_report(Path(report), control, seen)
 
     async def _supervise(self, proc: RankProcess, control: RankControl) -> RankExit:
         done = asyncio.ensure_future(proc.wait())
@@ -284,7 +299,7 @@ class ProcessExecutor:
                 if sig in finished:
                     proc.signal_group(sig.result())
                 if stop in finished and not done.done():
-                    return await self._terminate(proc, done, control.grace_s)
+                    return await self._terminate(proc, done, control)
         finally:
             waiters = [f for f in (stop, sig) if f is not None and not f.done()]
             for waiter in waiters:
@@ -293,28 +308,35 @@ class ProcessExecutor:
         return exit_of(done.result(), stopped=False)
 
     async def _terminate(
-        self, proc: RankProcess, done: asyncio.Future[int], grace_s: float
+        self, proc: RankProcess, done: asyncio.Future[int], control: RankControl
     ) -> RankExit:
-        proc.signal_group(signals.SIGTERM)
+        proc.signal_group(control.stop_signal)
         exited = asyncio.Event()
         done.add_done_callback(lambda _: exited.set())
-        if not await self._wait(exited, grace_s):
+        if not await self._wait(exited, control.grace_s):
             proc.signal_group(signals.SIGKILL)
         return exit_of(await done, stopped=True)
 
-    async def _watch_checkpoints(self, path: Path, control: RankControl) -> None:
-        seen: tuple[int, str] | None = None
+    async def _watch_checkpoints(
+        self, path: Path, control: RankControl, seen: list[tuple[int, str]]
+    ) -> None:
         never = asyncio.Event()
         while True:
             await self._wait(never, CHECKPOINT_POLL_S)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-            parsed = parse_checkpoint_report(text)
-            if parsed is not None and parsed != seen:
-                seen = parsed
-                control.checkpoint(*parsed)
+            _read_report(path, control, seen)
+
+
+def _read_report(path: Path, control: RankControl, seen: list[tuple[int, str]]) -> None:
+    """Pass on the checkpoint in the report file at ``path`` if it is new (``seen`` holds the
+    last one passed on)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    parsed = parse_checkpoint_report(text)
+    if parsed is not None and (not seen or parsed != seen[-1]):
+        seen[:] = [parsed]
+        control.checkpoint(*parsed)
 
 
 def exit_of(returncode: int, *, stopped: bool) -> RankExit:

@@ -48,14 +48,14 @@ from agents.ranks import RankExecutor
 from agents.session import AgentSession, HealthCheckFn, SessionOptions
 from agents.timing import Backoff
 from agents.tls import AgentTls, open_channel
-from agents.transport import GrpcAgentTransport
+from agents.transport import FailoverAgentTransport, parse_addresses
 from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.errors import InvalidInputError
 
 AGENT_VERSION: Final = "firsthop-agent/0.1"
 CHANNEL_OPTIONS: Final = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # gRPC's own reconnection backoff (1 s growing to 120 s by default) would keep a restarted
@@ -336,16 +336,19 @@ class NodeAgent:
         Raises:
             FatalAgentError: the scheduler refused this host.
         """
-        channel = open_channel(self.settings.server, self.settings.tls, CHANNEL_OPTIONS)
-        session = AgentSession(
-            self.identity, GrpcAgentTransport(channel), self.executor, self._options
+        # ``server`` may list several schedulers (a leader and standbys): follow the leader.
+        tls = self.settings.tls
+        transport = FailoverAgentTransport(
+            parse_addresses(self.settings.server),
+            lambda address: open_channel(address, tls, CHANNEL_OPTIONS),
         )
+        session = AgentSession(self.identity, transport, self.executor, self._options)
         self.session = session
         self._session_made.set()
         try:
             await session.run(stop)
         finally:
             await session.supervisor.stop_all(self.settings.stop_grace_s)
-            await channel.close(None)
+            await transport.close()
             with contextlib.suppress(HealthProbeError):
                 self._gpus.close()

@@ -74,6 +74,9 @@ class RankExit:
     message: str = ""
 
 
+_SIGTERM: Final = int(signals.SIGTERM)
+
+
 @dataclass(slots=True)
 class RankControl:
     """What the supervisor can ask of a running rank."""
@@ -83,10 +86,15 @@ class RankControl:
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     grace_s: float = 0.0
     signals: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+    stop_signal: int = _SIGTERM
+    """The signal a stop sends first (the job's checkpoint signal on a planned stop)."""
 
-    def request_stop(self, grace_s: float) -> None:
-        """Ask the rank to stop, killing it after ``grace_s`` seconds."""
+    def request_stop(self, grace_s: float, sig: int = _SIGTERM) -> None:
+        """Ask the rank to stop with ``sig``, killing it after ``grace_s`` seconds."""
+        if self.stop_requested.is_set():
+            return
         self.grace_s = grace_s
+        self.stop_signal = sig
         self.stop_requested.set()
 
 
@@ -183,12 +191,20 @@ class RankSupervisor:
             self._on_started(first.job_id, first.attempt, started)
         return started
 
-    def stop(self, job_id: str, attempt: int, ranks: Sequence[int], grace_s: float) -> int:
-        """Ask ranks (all of the attempt when ``ranks`` is empty) to stop; return how many."""
+    def stop(
+        self,
+        job_id: str,
+        attempt: int,
+        ranks: Sequence[int],
+        grace_s: float,
+        sig: int = signals.SIGTERM,
+    ) -> int:
+        """Ask ranks (all of the attempt when ``ranks`` is empty) to stop with ``sig``, then
+        SIGKILL after ``grace_s``; return how many."""
         count = 0
         for key, (_, control) in list(self._running.items()):
             if self._matches(key, job_id, attempt, ranks):
-                control.request_stop(grace_s)
+                control.request_stop(grace_s, sig)
                 count += 1
         return count
 

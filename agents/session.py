@@ -16,8 +16,15 @@ agent side of it, shared by the simulated agents and the real per-host agent:
   verdict of an injected probe and the running ranks.
 - **Commands** are applied at most once per ``command_id`` (and a rank at most once per job
   attempt), and every copy is acknowledged, so the scheduler can resend freely.
+- **Fencing.** Every command carries the fencing epoch of the leader that sent it, and a
+  registration answer the leader's epoch; the session keeps the newest epoch it has seen and
+  refuses (acknowledges as rejected, applies nothing) any command of an older one, so a
+  deposed scheduler that wakes up cannot start or stop ranks.
 - **Reports** (ranks started, rank exited, checkpoint, health check result) wait in an outbox
   until the scheduler acknowledges them, and are sent again in order after a reconnect.
+- **Maintenance steps** (``RunMaintenance``) run in the background (:mod:`agents.maintenance`),
+  once per command id like every command; a resent copy is acknowledged as a duplicate and
+  its result comes (or came) as a report that waits in the outbox until acknowledged.
 - **Deep health checks** (``RunHealthCheck``) run in the background through an injected
   :data:`HealthCheckFn`, one at a time; the result is a report. **Log reads** (``FetchLogs``)
   go through an injected :data:`LogReadFn` and are answered at once with a ``LogChunk``.
@@ -44,6 +51,7 @@ from typing import Final
 from agents import wire
 from agents.health.verdict import Health
 from agents.launch import LogPiece
+from agents.maintenance import run_step
 from agents.ranks import RankExecutor, RankExit, RankKey, RankSupervisor
 from agents.timing import Backoff, WaitFn, heartbeat_loop, wait_or_stop
 from agents.transport import AgentStream, AgentTransport, SchedulerRejectedError, TransportError
@@ -148,6 +156,17 @@ class AgentSession:
         self.connections = 0
         """How many streams this session has opened."""
         self._check: asyncio.Task[None] | None = None
+        self.epoch = 0
+        """The newest leader epoch seen (registration answers and commands)."""
+        self.stale_commands = 0
+        """Commands refused because they came from an older epoch than :attr:`epoch`."""
+        self._steps: set[asyncio.Task[None]] = set()
+        self._fence_after_s = 0.0
+        self._fence_armed = asyncio.Event()
+        """Set while the scheduler gave a fence time (the fence loop sleeps otherwise)."""
+        self._last_heard: float | None = None
+        self.fenced = 0
+        """How many times this agent fenced itself (stopped its ranks, unheard)."""
 
     # ------------------------------------------------------------------ main loop
 
@@ -157,11 +176,57 @@ class AgentSession:
         Raises:
             FatalAgentError: the scheduler refused the host (unknown host, topology mismatch).
         """
+        fence = asyncio.create_task(self._fence_loop(stop), name="agent fence")
         try:
             await self._run(stop)
         finally:
+            fence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fence
             if self._check is not None:
                 self._check.cancel()
+
+    def _heard(self) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+
+    async def _fence_loop(self, stop: asyncio.Event) -> None:
+        """Fencing: with ranks running and no word from any scheduler for the fence time the
+        scheduler gave at registration, stop them all at once (SIGKILL). The scheduler
+        replaces a silent host's ranks only after its heartbeat timeout, which is longer, so
+        two attempts of a job never run at once; an outage shorter than the fence time (a
+        failover) leaves the ranks alone."""
+        fenced_at: float | None = None
+        while True:
+            fence = self._fence_after_s
+            if not fence:
+                armed = asyncio.ensure_future(self._fence_armed.wait())
+                halt = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({armed, halt}, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (armed, halt):
+                    waiter.cancel()
+                await asyncio.gather(armed, halt, return_exceptions=True)
+                if stop.is_set():
+                    return
+                continue
+            if await self._opts.wait(stop, min(1.0, fence / 4)):
+                return
+            heard = self._last_heard
+            if not fence or heard is None or fenced_at == heard:
+                continue
+            silent = asyncio.get_running_loop().time() - heard
+            running = self.supervisor.running()
+            if silent <= fence or not running:
+                continue
+            fenced_at = heard
+            self.fenced += 1
+            _log.warning(
+                "%s: fenced: no word from any scheduler for %.1f s; stopping %d job attempt(s)",
+                self.identity.host,
+                silent,
+                len(running),
+            )
+            for job_id, attempt in running:
+                self.supervisor.stop(job_id, attempt, [], 0.0)
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -202,6 +267,13 @@ class AgentSession:
         response = await self._transport.register(wire.register_request(self.identity))
         registered = wire.registered_from_proto(response)
         self._session_id = registered.session_id
+        self.epoch = max(self.epoch, registered.epoch)
+        self._fence_after_s = registered.fence_after_s
+        if self._fence_after_s > 0:
+            self._fence_armed.set()
+        else:
+            self._fence_armed.clear()
+        self._heard()
         self._fresh_session = True
         self._backoff.reset()  # the scheduler answered
         if registered.heartbeat_interval_s is not None:
@@ -276,12 +348,15 @@ class AgentSession:
                 raise TransportError("the scheduler closed the stream")
             # A message from the scheduler proves the stream works.
             self._backoff.reset()
+            self._heard()
             self._fresh_session = False
             item = wire.scheduler_message_from_proto(message)
+            if isinstance(item, wire.HeartbeatAck):
+                continue
             if isinstance(item, wire.ReportAck):
                 self._outbox.pop(item.report_id, None)
             elif item is not None:
-                self._send(self.apply(item))
+                self._send(self.apply(item, epoch=wire.command_epoch(message)))
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         if self._queue is not None:
@@ -305,11 +380,27 @@ class AgentSession:
 
     def handle_command(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
         """Apply a wire command at most once per id; the acknowledgement to send back."""
-        return self.apply(wire.command_from_proto(command)).ack
+        return self.apply(wire.command_from_proto(command), epoch=wire.command_epoch(command)).ack
 
-    def apply(self, command: wire.AgentCommand) -> agent_pb2.AgentMessage:
-        """Apply a command at most once per id; the acknowledgement to send back."""
+    def apply(self, command: wire.AgentCommand, *, epoch: int = 0) -> agent_pb2.AgentMessage:
+        """Apply a command at most once per id; the acknowledgement to send back.
+
+        A command of an older ``epoch`` than the newest seen is refused unapplied (fencing).
+        """
         cid = command.command_id
+        if epoch < self.epoch:
+            self.stale_commands += 1
+            _log.warning(
+                "%s: ignoring command %s of epoch %d (the leader's epoch is %d)",
+                self.identity.host,
+                cid,
+                epoch,
+                self.epoch,
+            )
+            return wire.ack_to_proto(
+                cid, AckStatus.REJECTED, f"stale epoch {epoch}; the leader's is {self.epoch}"
+            )
+        self.epoch = epoch
         if cid in self._applied:
             return wire.ack_to_proto(cid, AckStatus.DUPLICATE, "")
         status, message = AckStatus.APPLIED, ""
@@ -317,13 +408,20 @@ class AgentSession:
             case wire.StartCommand():
                 status, message = self._start(command)
             case wire.StopCommand(job_id=job_id, attempt=attempt, ranks=ranks):
-                count = self.supervisor.stop(job_id, attempt, list(ranks), command.grace_s)
+                count = self.supervisor.stop(
+                    job_id, attempt, list(ranks), command.grace_s, command.signal
+                )
                 message = f"stopping {count} ranks"
             case wire.SignalCommand(job_id=job_id, attempt=attempt, ranks=ranks):
                 count = self.supervisor.signal(job_id, attempt, list(ranks), command.signal)
                 message = f"signalled {count} ranks"
             case wire.HealthCheckCommand():
                 status, message = self._start_check(command.check_id)
+            case wire.MaintenanceCommand():
+                task = asyncio.create_task(self._run_maintenance(command), name=cid)
+                self._steps.add(task)
+                task.add_done_callback(self._steps.discard)
+                message = f"maintenance {command.step} started"
             case wire.FetchLogsCommand():
                 self._send(wire.log_chunk_to_proto(command.request_id, self._read_log(command)))
                 message = "log read"
@@ -358,6 +456,19 @@ class AgentSession:
             _log.warning("%s: deep health check failed to run", self.identity.host, exc_info=True)
             outcome = HealthCheckOutcome(False, f"the check could not run: {exc}")
         self._report(wire.health_check_report(check_id, outcome, _now()))
+
+    async def _run_maintenance(self, command: wire.MaintenanceCommand) -> None:
+        try:
+            outcome = await run_step(
+                command,
+                self.identity.host,
+                probe=self._opts.health,
+                deep=self._opts.health_check,
+            )
+        except Exception as exc:  # a broken step is a failed step, not a dead agent
+            _log.warning("%s: maintenance step failed to run", self.identity.host, exc_info=True)
+            outcome = wire.MaintenanceOutcome(False, f"the step could not run: {exc}")
+        self._report(wire.maintenance_report(command, outcome, _now()))
 
     def _read_log(self, fetch: wire.FetchLogsCommand) -> LogPiece:
         if self._opts.logs is None:

@@ -26,7 +26,7 @@ import grpc.aio
 
 from agents.ranks import RankExecutor
 from agents.session import AgentSession, FatalAgentError, SessionOptions
-from agents.transport import GrpcAgentTransport
+from agents.transport import FailoverAgentTransport, parse_addresses
 from agents.wire import AgentIdentity, HealthCheckOutcome
 from topology.model import Topology
 
@@ -34,8 +34,8 @@ AGENTS_PER_CHANNEL: Final = 256
 AGENT_VERSION: Final = "firsthop-sim/0.1"
 
 CHANNEL_OPTIONS: Final = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # gRPC's own reconnection backoff (1 s growing to 120 s by default) would keep a restarted
@@ -94,15 +94,20 @@ class SimulatedCluster:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every agent until ``stop`` is set."""
-        channels = [
-            grpc.aio.insecure_channel(self.server, options=CHANNEL_OPTIONS)
+        # ``server`` may list several schedulers: each group of agents follows the leader.
+        addresses = parse_addresses(self.server)
+        transports = [
+            FailoverAgentTransport(
+                addresses,
+                lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+            )
             for _ in range(max(1, -(-len(self._identities) // AGENTS_PER_CHANNEL)))
         ]
         try:
             self.sessions = [
                 AgentSession(
                     ident,
-                    GrpcAgentTransport(channels[i // AGENTS_PER_CHANNEL]),
+                    transports[i // AGENTS_PER_CHANNEL],
                     self._executor,
                     self._session_options(i),
                 )
@@ -115,8 +120,8 @@ class SimulatedCluster:
                 for task in session.supervisor.cancel_all():
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            for channel in channels:
-                await channel.close(None)
+            for transport in transports:
+                await transport.close()
 
     def _session_options(self, i: int) -> SessionOptions:
         options = self._options(random.Random(self._seed * 1_000_003 + i))

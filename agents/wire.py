@@ -10,7 +10,8 @@ scheduler's decoder for every report), so a field dropped on either side fails a
 - **Down** (scheduler to agent): :func:`scheduler_message_from_proto` reads a
   ``SchedulerMessage`` into one of the command types (:class:`StartCommand`,
   :class:`StopCommand`, :class:`SignalCommand`, :class:`HealthCheckCommand`,
-  :class:`FetchLogsCommand`, :class:`UnknownCommand`) or a :class:`ReportAck`. A
+  :class:`FetchLogsCommand`, :class:`MaintenanceCommand`, :class:`UnknownCommand`) or a
+  :class:`ReportAck`. A
   ``StartRanks`` carries every rank's launcher environment as the scheduler computed it;
   :func:`launches_of` turns it into what the executor runs.
 - **Up** (agent to scheduler): registration, the hello, heartbeats, command
@@ -25,6 +26,7 @@ Must not import ``scheduler``.
 
 from __future__ import annotations
 
+import signal as signal_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -84,6 +86,15 @@ class Registered:
     """How often to send heartbeats; ``None`` when the scheduler did not say."""
     heartbeat_timeout_s: float | None = None
     """After how long without a heartbeat the scheduler takes the host for lost."""
+    epoch: int = 0
+    """The leader's fencing epoch (0: a scheduler without a leader lease)."""
+    fence_after_s: float = 0.0
+    """Stop every rank after hearing nothing from any scheduler this long (0: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The scheduler heard a heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,13 @@ def registered_from_proto(response: agent_pb2.RegisterNodeResponse) -> Registere
     """The session, heartbeat interval and timeout the scheduler gave this agent."""
     interval = response.heartbeat_interval_ms / 1000.0 if response.heartbeat_interval_ms else None
     timeout = response.heartbeat_timeout_ms / 1000.0 if response.heartbeat_timeout_ms else None
-    return Registered(response.session_id, interval, timeout)
+    return Registered(
+        response.session_id,
+        interval,
+        timeout,
+        epoch=response.epoch,
+        fence_after_s=response.fence_after_ms / 1000.0,
+    )
 
 
 # ---------------------------------------------------------------- commands down
@@ -152,7 +169,7 @@ class StartCommand:
 
 @dataclass(frozen=True, slots=True)
 class StopCommand:
-    """Stop ranks of a job attempt: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop ranks of a job attempt: ``signal`` (SIGTERM), then SIGKILL after ``grace_s``."""
 
     command_id: str
     job_id: str
@@ -161,6 +178,18 @@ class StopCommand:
     """Empty: every rank of the attempt on this host."""
     grace_s: float
     reason: str
+    signal: int = signal_module.SIGTERM
+    """The job's checkpoint signal on a planned stop; SIGTERM otherwise (or when the name is
+    unknown to this host)."""
+
+
+def signal_number(name: str) -> int:
+    """The number of the signal called ``name`` (``SIGUSR1``...); SIGTERM for an empty or
+    unknown name (a stop must still stop)."""
+    try:
+        return int(signal_module.Signals[name]) if name else int(signal_module.SIGTERM)
+    except KeyError:
+        return int(signal_module.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +225,30 @@ class FetchLogsCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceCommand:
+    """One step of a maintenance campaign: run ``argv`` (step ``action``) or only the health
+    check (step ``check``); report a :class:`MaintenanceOutcome` under ``command_id``."""
+
+    command_id: str
+    campaign: str
+    attempt: int
+    step: str
+    argv: tuple[str, ...]
+    timeout_s: float
+    health_check: str
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceOutcome:
+    """How one maintenance step went, as the scheduler is told."""
+
+    ok: bool
+    detail: str = ""
+    output: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownCommand:
     """A command this agent does not know (a newer scheduler's); it is rejected."""
 
@@ -209,6 +262,7 @@ AgentCommand = (
     | SignalCommand
     | HealthCheckCommand
     | FetchLogsCommand
+    | MaintenanceCommand
     | UnknownCommand
 )
 
@@ -250,7 +304,13 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
     if kind == "stop_ranks":
         stop = command.stop_ranks
         return StopCommand(
-            cid, stop.job_id, stop.attempt, tuple(stop.ranks), stop.grace_s, stop.reason
+            cid,
+            stop.job_id,
+            stop.attempt,
+            tuple(stop.ranks),
+            stop.grace_s,
+            stop.reason,
+            signal_number(stop.signal),
         )
     if kind == "signal_ranks":
         sig = command.signal_ranks
@@ -268,19 +328,39 @@ def command_from_proto(command: agent_pb2.Command) -> AgentCommand:
             offset=fetch.offset,
             max_bytes=fetch.max_bytes,
         )
+    if kind == "run_maintenance":
+        run = command.run_maintenance
+        return MaintenanceCommand(
+            command_id=cid,
+            campaign=run.campaign,
+            attempt=run.attempt,
+            step=run.step,
+            argv=tuple(run.argv),
+            timeout_s=run.timeout_s,
+            health_check=run.health_check,
+        )
     return UnknownCommand(cid, kind or "")
 
 
 def scheduler_message_from_proto(
     message: agent_pb2.SchedulerMessage,
-) -> AgentCommand | ReportAck | None:
+) -> AgentCommand | ReportAck | HeartbeatAck | None:
     """What a message down the stream says (``None``: nothing this agent knows)."""
     kind = message.WhichOneof("body")
     if kind == "command":
         return command_from_proto(message.command)
     if kind == "report_ack":
         return ReportAck(message.report_ack.report_id)
+    if kind == "heartbeat_ack":
+        return HeartbeatAck()
     return None
+
+
+def command_epoch(message: agent_pb2.SchedulerMessage | agent_pb2.Command) -> int:
+    """The fencing epoch a command (or a message down the stream) carries (0: none)."""
+    if isinstance(message, agent_pb2.Command):
+        return message.epoch
+    return message.command.epoch if message.WhichOneof("body") == "command" else 0
 
 
 def launches_of(start: StartCommand) -> list[RankLaunch]:
@@ -424,6 +504,25 @@ def health_check_report(
         at=_timestamp(at),
     )
     return agent_pb2.Report(health_check=result)
+
+
+def maintenance_report(
+    command: MaintenanceCommand, outcome: MaintenanceOutcome, at: datetime
+) -> agent_pb2.Report:
+    """The outcome of a ``RunMaintenance`` command."""
+    result = agent_pb2.MaintenanceResult(
+        command_id=command.command_id,
+        campaign=command.campaign,
+        attempt=command.attempt,
+        step=command.step,
+        ok=outcome.ok,
+        detail=outcome.detail,
+        output=outcome.output,
+        at=_timestamp(at),
+    )
+    if outcome.exit_code is not None:
+        result.exit_code = outcome.exit_code
+    return agent_pb2.Report(maintenance=result)
 
 
 def log_chunk_to_proto(request_id: str, piece: LogPiece) -> agent_pb2.AgentMessage:

@@ -59,6 +59,19 @@ class ServerConfig(BaseSettings):
     """Period of the scheduling tick (timeouts, time limits, retries of blocked jobs)."""
     stop_grace_s: Annotated[float, Field(ge=0)] = 30.0
     """Grace period between SIGTERM and SIGKILL when ranks are stopped."""
+    max_checkpoint_grace_s: Positive = 600.0
+    """Upper bound of a job's ``checkpoint.grace_s`` (time between its checkpoint signal and
+    SIGKILL on a planned stop)."""
+    fence_after_s: Annotated[float, Field(ge=0)] = 0.0
+    """Agents that hear nothing from any scheduler for this long stop their ranks (0, the
+    default: never). It must be shorter than the heartbeat timeout by at least one interval
+    (the fenced ranks are gone before a LOST host's ranks are replaced) and longer than a
+    failover or restart (an outage kills no job): with the defaults (5 s interval, 30 s
+    timeout) 15-25 s."""
+    repair_in_place: bool = True
+    """Repair a checkpointing job that loses hosts where it runs (swap only those hosts)
+    instead of requeueing it; failures are blamed two heartbeat intervals after a rank's
+    exit."""
     return_lost_nodes: bool = False
     """A LOST node whose agent returns goes back to READY by itself (default: DRAINED,
     until ``firsthopctl nodes resume`` runs a deep health check and returns it)."""
@@ -92,6 +105,21 @@ class ServerConfig(BaseSettings):
     max_concurrent_rpcs: Annotated[int, Field(ge=1)] = 16384
     """Most RPCs served at once, agents' streams included (one per host: keep it well above
     the host count); more answer RESOURCE_EXHAUSTED."""
+    leader_election: bool = True
+    """On PostgreSQL, take part in leader election (``scheduler.store.lease``): serve only
+    while holding the leader lease; wait as a standby otherwise. Ignored for SQLite and
+    ``memory://`` (one scheduler per store)."""
+    lease_s: Positive = 5.0
+    """A leader that has not renewed its lease for this long is deposed by a standby."""
+    leader_poll_s: Positive = 0.5
+    """How often a standby tries to take the lease."""
+    advertise_address: str | None = None
+    """``HOST:PORT`` a standby tells clients to use for this scheduler when it leads
+    (default: the bound address)."""
+
+    def fence_after(self) -> float:
+        """The fence time agents are given (see ``fence_after_s``)."""
+        return self.fence_after_s
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:
@@ -99,6 +127,13 @@ class ServerConfig(BaseSettings):
             raise ValueError(
                 f"heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        fence = self.fence_after_s
+        if fence and fence > self.heartbeat_timeout_s - self.heartbeat_interval_s:
+            raise ValueError(
+                f"fence_after_s ({fence}) must be at most heartbeat_timeout_s - "
+                f"heartbeat_interval_s ({self.heartbeat_timeout_s - self.heartbeat_interval_s}): "
+                "a LOST host's ranks must be fenced before they are replaced"
             )
         return self
 

@@ -2,11 +2,11 @@
 
 Keys: ``name``, ``gpus``, ``parallelism`` (``tp``, ``cp``, ``ep``, ``pp``, ``dp``, ``order``,
 ``order_convention``; :class:`placement.Parallelism`), ``command`` (argv list), ``env``,
-``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``), ``max_restarts``,
-``time_limit_s``, and ``launch`` (``per_rank``, the default: the agent starts one process per
-rank; ``per_host``: one process per host, for launchers such as torchrun). A job without
-``parallelism`` is pure data parallelism (``dp = gpus``); with it, ``tp*cp*ep*dp*pp`` must
-equal ``gpus``. Unknown keys are errors.
+``priority``, ``queue``, ``checkpoint`` (``dir``, ``interval_s``, ``signal``, ``grace_s``),
+``max_restarts``, ``time_limit_s``, and ``launch`` (``per_rank``, the default: the agent
+starts one process per rank; ``per_host``: one process per host, for launchers such as
+torchrun). A job without ``parallelism`` is pure data parallelism (``dp = gpus``); with it,
+``tp*cp*ep*dp*pp`` must equal ``gpus``. Unknown keys are errors.
 
 One optional extension block, ``placement``, carries placement hints: ``required_tier``
 (per dimension, a tier name such as ``pod``), ``nvlink_dims`` (dimensions that must stay in one
@@ -28,25 +28,45 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from firsthop.reasons import ErrorReason
 from placement import Dim, ModelShape, Parallelism, PlacementRequest
 from placement.request import resolve_parallelism
+from scheduler import limits
 from topology.errors import FirsthopError, InvalidInputError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
+FLAG_KEYS = frozenset({"recompute", "preemptible"})
+"""The only keys of a spec whose value may be ``true``/``false`` (``placement.model``'s
+``recompute``, and ``preemptible``)."""
+
+Count = Annotated[int, Field(strict=True, ge=0, le=limits.MAX_INT)]
+ShortText = Annotated[str, Field(max_length=limits.MAX_SHORT_TEXT_CHARS)]
+
+
+CheckpointSignal = Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]
+"""Signals a job may ask to be told with before a planned stop (``checkpoint.signal``)."""
+
 
 class CheckpointSpec(BaseModel):
-    """Where and how often the job checkpoints."""
+    """How the job checkpoints: where, how often, and how it is asked to on a planned stop.
+
+    ``signal`` (default ``SIGTERM``) is sent to every rank before a planned stop (preemption,
+    a graceful cancel, maintenance, a move); the ranks then have ``grace_s`` seconds (default
+    and upper bound: the operator's, see ``SchedulerConfig``) to save a checkpoint, report it
+    and exit before they are killed (Slurm ``--signal``, Kubernetes' termination grace period).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dir: Annotated[str, Field(min_length=1)]
-    interval_s: Annotated[int, Field(ge=1)]
+    dir: Annotated[str, Field(min_length=1, max_length=limits.MAX_PATH_BYTES)] | None = None
+    interval_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
+    signal: CheckpointSignal = "SIGTERM"
+    grace_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
 
 
 class Launch(StrEnum):
@@ -64,9 +84,9 @@ class PlacementHints(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    required_tier: dict[Dim, str] = Field(default_factory=dict)
+    required_tier: dict[Dim, ShortText] = Field(default_factory=dict)
     nvlink_dims: frozenset[Dim] = frozenset()
-    max_leaves: Annotated[int, Field(ge=1)] | None = None
+    max_leaves: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_GPUS)] | None = None
     model: ModelShape | None = None
     volumes_gb: dict[Dim, Annotated[float, Field(ge=0)]] | None = None
 
@@ -76,18 +96,32 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
-    gpus: Annotated[int, Field(ge=1)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=limits.MAX_NAME_CHARS)]
+    gpus: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_GPUS)]
     parallelism: Parallelism | None = None
     command: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
-    priority: int = 0
-    queue: Annotated[str, Field(min_length=1)] = "default"
+    priority: Annotated[int, Field(strict=True, ge=-limits.MAX_INT, le=limits.MAX_INT)] = 0
+    queue: Annotated[str, Field(min_length=1, max_length=limits.MAX_NAME_CHARS)] = "default"
     checkpoint: CheckpointSpec | None = None
-    max_restarts: Annotated[int, Field(ge=0)] = 0
-    time_limit_s: Annotated[int, Field(ge=1)] | None = None
+    max_restarts: Count = 0
+    time_limit_s: Annotated[int, Field(strict=True, ge=1, le=limits.MAX_INT)] | None = None
     placement: PlacementHints = Field(default_factory=PlacementHints)
     launch: Launch = Launch.PER_RANK
+    preemptible: bool = False
+    """The job accepts being preempted on short notice: it may run on spare hosts (and is
+    preempted before other candidates)."""
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        return limits.check_command(command)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        limits.check_env(env)
+        return env
 
     @model_validator(mode="after")
     def _product(self) -> JobSpec:
@@ -123,6 +157,7 @@ def job_spec_from_data(data: Any, *, source: str = "job spec") -> JobSpec:
             f"{source}: expected a mapping at the top level", reason=ErrorReason.INVALID_JOB_SPEC
         )
     try:
+        limits.check_spec_data(data, FLAG_KEYS)
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidInputError(

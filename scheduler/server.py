@@ -25,11 +25,14 @@ in :mod:`scheduler.api`: the API itself may not import the store. Must not impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -62,6 +65,7 @@ from scheduler.api.errors import (
 )
 from scheduler.api.jobs_servicer import JobServicer
 from scheduler.api.slurm_servicer import add_slurm_service
+from scheduler.api.standby import LeaderGate, StandbyInterceptor
 from scheduler.config import ServerConfig
 from scheduler.core.clock import Clock
 from scheduler.core.config import SchedulerConfig
@@ -71,6 +75,7 @@ from scheduler.runtime.metrics import Metrics
 from scheduler.runtime.runtime import Runtime
 from scheduler.security.principals import Principals, bootstrap_admin
 from scheduler.store.access import MemoryPrincipals, SqlPrincipals
+from scheduler.store.lease import LeaderLease, Leadership
 from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
 from scheduler.store.sql import SqlStore, open_store
@@ -201,19 +206,81 @@ class SchedulerServer:
         """``HOST:PORT`` clients can dial."""
         return _dialable(self.config.listen, self.port)
 
+    lease: LeaderLease | None = None
+    """The leader lease when several schedulers may share this store (PostgreSQL)."""
+    gate: LeaderGate = field(default_factory=LeaderGate)
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once this scheduler leads (at once when there is no lease)."""
+    deposed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this leader lost its lease (or the store fenced it off) and stepped down."""
+    leadership: Leadership | None = None
+    _election: asyncio.Task[None] | None = None
+
     async def start(self) -> None:
-        """Load the store into the core, begin ticking, and serve."""
-        await self.runtime.start()
-        await self.grpc.start()
-        for name in (*SERVICE_NAMES, ""):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        """Serve; without a lease, load the store and lead at once. With one, answer as a
+        standby (``not_leader``) and lead once the lease is ours (:attr:`leading`)."""
+        if self.lease is None:
+            await self._lead()
+            await self.grpc.start()
+        else:
+            self.gate.leading = False
+            await self.grpc.start()
+            for name in (*SERVICE_NAMES, ""):
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._election = asyncio.create_task(self._elect(self.lease), name="election")
         if self.config.metrics_port is not None:
             self.metrics_port = self.runtime.metrics.serve(
                 self.config.metrics_host, self.config.metrics_port
             )
 
+    async def _lead(self) -> None:
+        await self.runtime.start()
+        self.gate.leading = True
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.leading.set()
+
+    async def _elect(self, lease: LeaderLease) -> None:
+        poll = self.config.leader_poll_s
+        while True:
+            won = await asyncio.to_thread(lease.try_acquire)
+            if won is not None:
+                break
+            try:
+                current = await asyncio.to_thread(lease.current)
+            except Exception as exc:  # the database is away: keep polling
+                _log.warning("standby: cannot read the lease (%s)", type(exc).__name__)
+                current = None
+            self.gate.leader_address = "" if current is None else current.address
+            await asyncio.sleep(poll)
+        self.leadership = won
+        self.gate.leader_address = ""
+        if isinstance(self.store, SqlStore):
+            self.store.fence_epoch = won.epoch
+        self.runtime.agents.epoch = won.epoch
+        self.runtime.on_deposed.append(self._step_down)
+        await self._lead()
+        interval = self.config.lease_s / 3
+        while not self.deposed.is_set():
+            await asyncio.sleep(interval)
+            if not await asyncio.to_thread(lease.renew):
+                self._step_down()
+
+    def _step_down(self) -> None:
+        """Stop serving as the leader at once: refuse RPCs, end agent streams."""
+        if self.deposed.is_set():
+            return
+        _log.error("stepping down: this scheduler no longer holds the leader lease")
+        self.gate.leading = False
+        self.runtime.close_streams()
+        self.deposed.set()
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop gracefully: NOT_SERVING, drain RPCs, stop the runtime, close the store."""
+        if self._election is not None:
+            self._election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._election
         await self.health.enter_graceful_shutdown()
         self.runtime.close_streams()
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
@@ -222,6 +289,8 @@ class SchedulerServer:
             await self.auth.flush()
         await self.runtime.stop()
         self.runtime.metrics.close()
+        if self.lease is not None:
+            self.lease.close()
         self.store.close()
 
     async def wait(self) -> None:
@@ -275,6 +344,9 @@ def build_server(
         stop_grace_s=config.stop_grace_s,
         placement=config.placement,
         return_lost_nodes=config.return_lost_nodes,
+        max_checkpoint_grace_s=config.max_checkpoint_grace_s,
+        repair_in_place=config.repair_in_place,
+        blame_delay_s=2 * config.heartbeat_interval_s,
     )
 
     runtime_clock = clock or SystemClock()
@@ -283,7 +355,12 @@ def build_server(
     def build_core() -> Scheduler:
         stored = store.load(finished_after=runtime_clock.now() - retention)
         return Scheduler(
-            index, core_config, jobs=stored.jobs, nodes=stored.nodes, queues=stored.queues
+            index,
+            core_config,
+            jobs=stored.jobs,
+            nodes=stored.nodes,
+            queues=stored.queues,
+            campaigns=stored.campaigns,
         )
 
     metrics = Metrics()
@@ -299,8 +376,14 @@ def build_server(
     )
     fleet = Fleet(runtime, topology)
     auth = AuthInterceptor(principals, insecure=tls is None)
+    gate = LeaderGate()
     server = grpc.aio.server(
-        interceptors=(RpcMetricsInterceptor(metrics), ErrorInterceptor(), auth),
+        interceptors=(
+            RpcMetricsInterceptor(metrics),
+            ErrorInterceptor(),
+            StandbyInterceptor(gate),
+            auth,
+        ),
         options=(
             *SERVER_OPTIONS,
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -323,6 +406,7 @@ def build_server(
             fleet,
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_timeout_s=config.heartbeat_timeout_s,
+            fence_after_s=config.fence_after(),
         ),
         server,
     )
@@ -349,17 +433,26 @@ def build_server(
                 [(key, cert)], root_certificates=client_ca, require_client_auth=True
             )
             agent_port = _bind(server, config.agent_listen, agents)
-    return SchedulerServer(
+    built = SchedulerServer(
         config,
         server,
         runtime,
         store,
         health_servicer,
         port,
+        gate=gate,
         agent_port=agent_port,
         principals=principals,
         auth=auth,
     )
+    if config.leader_election and isinstance(store, SqlStore) and store.dialect == "postgresql":
+        built.lease = LeaderLease(
+            store.url,
+            f"{socket.gethostname()}:{os.getpid()}",
+            config.advertise_address or built.address,
+            lease_s=config.lease_s,
+        )
+    return built
 
 
 def _dialable(listen: str, port: int) -> str:

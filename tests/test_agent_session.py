@@ -123,6 +123,7 @@ class FakeTransport:
         self.streams: list[FakeStream] = []
         self.refuse: SchedulerRejectedError | None = None
         self.opened = asyncio.Event()
+        self.epoch = 0
 
     timeout_ms = 0
     """The heartbeat timeout announced at registration (0: none)."""
@@ -137,6 +138,7 @@ class FakeTransport:
             session_id=f"s{len(self.registrations)}",
             heartbeat_interval_ms=60_000,
             heartbeat_timeout_ms=self.timeout_ms,
+            epoch=self.epoch,
         )
 
     def connect(self) -> FakeStream:
@@ -458,3 +460,50 @@ async def test_a_stopped_process_gets_sigterm(tmp_path: Path) -> None:
     result = await asyncio.wait_for(task, 10)
 
     assert result == RankExit(7, None, "stopped")
+
+
+# ---------------------------------------------------------------- fencing epochs
+
+
+async def test_commands_of_an_older_epoch_than_the_newest_seen_are_refused_unapplied() -> None:
+    executor = HeldExecutor()
+    session = _session(FakeTransport(), executor)
+
+    start = _start("start:j-1:0:h0001", [0])
+    start.epoch = 3
+    applied = session.handle_command(start)
+    await asyncio.sleep(0)  # let the rank task start
+    stale_stop = agent_pb2.Command(
+        command_id="stop-old", epoch=2, stop_ranks=agent_pb2.StopRanks(job_id="j-1")
+    )
+    refused = session.handle_command(stale_stop)
+    stale_start = _start("start:j-2:0:h0001", [1])
+    stale_start.epoch = 2
+    refused_start = session.handle_command(stale_start)
+    await asyncio.sleep(0)
+
+    assert applied.status == agent_pb2.COMMAND_STATUS_APPLIED
+    assert refused.status == agent_pb2.COMMAND_STATUS_REJECTED
+    assert "stale epoch 2" in refused.message
+    assert refused_start.status == agent_pb2.COMMAND_STATUS_REJECTED
+    assert session.stale_commands == 2
+    assert session.epoch == 3
+    assert [k.rank for k in executor.exits] == [0]  # the stale start started nothing
+    assert session.supervisor.running()  # and the stale stop stopped nothing
+
+
+async def test_the_registration_epoch_fences_commands_before_any_arrives() -> None:
+    transport = FakeTransport()
+    session = _session(transport, HeldExecutor())
+    transport.epoch = 7
+    stop = asyncio.Event()
+    task = asyncio.create_task(session.run(stop))
+    await asyncio.wait_for(transport.opened.wait(), 5)
+    stale = _start("start:j-1:0:h0001", [0])
+    stale.epoch = 6
+    ack = session.handle_command(stale)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    assert session.epoch == 7
+    assert ack.status == agent_pb2.COMMAND_STATUS_REJECTED

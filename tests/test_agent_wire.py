@@ -163,6 +163,15 @@ def test_the_agent_reads_stop_health_check_and_log_commands_and_report_acks() ->
     assert _down(ReportAcked("i1-4")) == wire.ReportAck("i1-4")
 
 
+def test_a_planned_stop_carries_the_jobs_checkpoint_signal() -> None:
+    stop = StopRanks("stop:j-1:2:h0002", "j-1", "h0002", 2, 45.0, "preempted", "SIGUSR1")
+    assert _down(stop) == wire.StopCommand(
+        "stop:j-1:2:h0002", "j-1", 2, (), 45.0, "preempted", signal.SIGUSR1
+    )
+    assert wire.signal_number("") == signal.SIGTERM
+    assert wire.signal_number("SIGNOTHING") == signal.SIGTERM  # a stop must still stop
+
+
 def test_signal_and_unknown_commands() -> None:
     # The scheduler sends no SignalRanks yet; the agent reads the documented message.
     sig = agent_pb2.Command(

@@ -258,7 +258,14 @@ def test_job_json_shows_the_servers_figures() -> None:
     assert data["lost_s"] == 15.0
     assert data["hosts_running"] == 1
     assert data["failures"] == [
-        {"at": "2026-01-01T00:00:50+00:00", "reason": "node_lost", "host": "h2", "lost_s": 15.0}
+        {
+            "at": "2026-01-01T00:00:50+00:00",
+            "reason": "node_lost",
+            "host": "h2",
+            "lost_s": 15.0,
+            "message": "",
+            "checkpointed": False,
+        }
     ]
     assert data["placement"] is None
     assert job_dict(replace(job, ettr=None))["ettr"] is None

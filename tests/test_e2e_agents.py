@@ -47,6 +47,9 @@ SERVER_ENV = {
     "FIRSTHOP_HEARTBEAT_TIMEOUT_S": "3",
     "FIRSTHOP_TICK_INTERVAL_S": "0.1",
     "FIRSTHOP_STOP_GRACE_S": "3",
+    # A scheduler restart here takes longer than a fence time under a 3 s heartbeat timeout
+    # could be; fencing has its own test (test_e2e_repair.py).
+    "FIRSTHOP_FENCE_AFTER_S": "0",
 }
 JOB_WAIT_S = 120.0
 
@@ -359,30 +362,36 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     import torch
 
     reference_ranks, reference = _reference_run(cluster.root)  # runs beside the job
-    ckpt = cluster.root / "ckpt"
-    job_id = _submit(
-        cluster,
-        {
-            "name": "train",
-            "gpus": 4,
-            "command": _train_argv(STEPS, STEP_TIME_S),
-            "checkpoint": {"dir": str(ckpt), "interval_s": 1},
-            "max_restarts": 3,
-        },
-    )
+    try:
+        ckpt = cluster.root / "ckpt"
+        job_id = _submit(
+            cluster,
+            {
+                "name": "train",
+                "gpus": 4,
+                "command": _train_argv(STEPS, STEP_TIME_S),
+                "checkpoint": {"dir": str(ckpt), "interval_s": 1},
+                "max_restarts": 3,
+            },
+        )
 
-    def checkpointed() -> JobView | None:
-        with cluster.client() as client:
-            job = client.get_job(job_id)
-        return job if job.last_checkpoint_at is not None else None
+        def checkpointed() -> JobView | None:
+            with cluster.client() as client:
+                job = client.get_job(job_id)
+            return job if job.last_checkpoint_at is not None else None
 
-    first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
-    assert first.state is JobState.RUNNING
-    assert first.placement is not None
-    victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
-    _kill_host(cluster, victim)
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
-    codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+        first = wait_until(checkpointed, "a checkpoint reported", JOB_WAIT_S)
+        assert first.state is JobState.RUNNING
+        assert first.placement is not None
+        victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
+        _kill_host(cluster, victim)
+        done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+        codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+    finally:
+        # A failure above must not leave the reference ranks running (their pipes would
+        # raise ResourceWarnings in a later test).
+        for proc in reference_ranks:
+            proc.stop()  # closes its log even when it already exited
 
     assert codes == [0, 0, 0, 0], f"reference run failed; see {cluster.root}/reference-*.log"
     assert done.state is JobState.SUCCEEDED, done.message
@@ -408,8 +417,12 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     got = torch.load(ckpt / "final.pt", weights_only=True)
     assert sorted(got) == sorted(want)
     assert all(torch.equal(got[name], want[name]) for name in want)
-    with cluster.client() as client:
-        assert client.get_node(victim).state.value == "LOST"
+
+    def lost() -> bool:
+        with cluster.client() as client:
+            return client.get_node(victim).state.value == "LOST"
+
+    wait_until(lost, f"{victim} LOST")  # an in-place repair may finish before the timeout
     assert not any(alive(pid) for pid in _ranks_on(cluster, victim))
     # `firsthop logs` reads rank 0's log of the last attempt from its host's agent.
     logs = CliRunner().invoke(user_app, ["logs", job_id, "--rank", "0", "-s", cluster.address])

@@ -180,9 +180,16 @@ def test_checkpoint_and_limits_are_validated() -> None:
         }
     )
     with pytest.raises(InvalidInputError) as caught:
-        job_spec_from_data({"name": "ck", "gpus": 8, "checkpoint": {"dir": "/c"}})
+        job_spec_from_data({"name": "ck", "gpus": 8, "checkpoint": {"dir": "/c", "interval_s": 0}})
+    with pytest.raises(InvalidInputError) as bad_signal:
+        job_spec_from_data({"name": "ck", "gpus": 8, "checkpoint": {"signal": "SIGKILL"}})
+    # Only the checkpoint-on-request keys: dir and interval are optional.
+    asked = job_spec_from_data({"name": "ck", "gpus": 8, "checkpoint": {"grace_s": 60}})
 
     assert spec.checkpoint is not None
     assert spec.checkpoint.interval_s == 600
     assert spec.command == ("python", "train.py")
     assert caught.value.message.startswith("job spec: checkpoint.interval_s")
+    assert bad_signal.value.message.startswith("job spec: checkpoint.signal")
+    assert asked.checkpoint is not None
+    assert (asked.checkpoint.signal, asked.checkpoint.grace_s) == ("SIGTERM", 60)

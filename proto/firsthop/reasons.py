@@ -33,6 +33,9 @@ class FailureReason(StrEnum):
     """It ran past its time limit (never requeued)."""
     START_TIMEOUT = "start_timeout"
     """Its ranks were not all running within the start timeout."""
+    START_FAILED = "start_failed"
+    """A rank's process could not be started (no such program, a bad environment...); the
+    failure's message carries the agent's words."""
 
 
 class JobReason(StrEnum):
@@ -53,6 +56,7 @@ class JobReason(StrEnum):
     NODE_FAILED = "node_failed"
     TIME_LIMIT = "time_limit"
     START_TIMEOUT = "start_timeout"
+    START_FAILED = "start_failed"
 
 
 class PendingReason(StrEnum):
@@ -92,6 +96,7 @@ class StopReason(StrEnum):
     NODE_FAILED = "node_failed"
     TIME_LIMIT = "time_limit"
     START_TIMEOUT = "start_timeout"
+    START_FAILED = "start_failed"
 
 
 class NodeReason(StrEnum):
@@ -121,6 +126,10 @@ class ErrorReason(StrEnum):
     INVALID_QUEUE = "invalid_queue"
     INVALID_PAGE_TOKEN = "invalid_page_token"
     INVALID_PAGE_SIZE = "invalid_page_size"
+    FIELD_TOO_LARGE = "field_too_large"
+    """A field over its documented limit (``scheduler.limits``, README "Limits")."""
+    INVALID_TEXT = "invalid_text"
+    """Text that cannot travel: a NUL byte or a lone surrogate."""
     # jobs
     UNKNOWN_JOB = "unknown_job"
     UNKNOWN_QUEUE = "unknown_queue"
@@ -151,6 +160,9 @@ class ErrorReason(StrEnum):
     # the server
     SHUTTING_DOWN = "shutting_down"
     STORE_UNAVAILABLE = "store_unavailable"
+    NOT_LEADER = "not_leader"
+    """A standby scheduler (or a deposed leader): ask the leader, whose address the
+    ``firsthop-leader`` trailing metadata gives where known."""
     VERSION_CONFLICT = "version_conflict"
     INVARIANT_VIOLATED = "invariant_violated"
     INTERNAL = "internal"

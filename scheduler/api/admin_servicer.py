@@ -10,11 +10,22 @@ from typing import Any
 import grpc.aio
 
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
+from scheduler import limits
 from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
+from scheduler.api.maintenance_serde import campaign_spec_from_proto, campaign_to_proto
 from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
 from scheduler.api.spec_serde import node_state_from_proto
 from scheduler.api.topology_serde import topology_to_proto
-from scheduler.core.events import Event, NodeDrainRequested, QueueSet
+from scheduler.core.campaigns import UnknownCampaignError
+from scheduler.core.events import (
+    CampaignControlRequested,
+    CampaignStartRequested,
+    Event,
+    MaintenanceReported,
+    NodeDrainRequested,
+    NodeSpareSet,
+    QueueSet,
+)
 from scheduler.core.records import Node
 from scheduler.runtime import queries
 from scheduler.runtime.requests import AgentRequests, resume_node
@@ -53,14 +64,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListNodes(  # noqa: N802 - gRPC method name
         self, request: admin_pb2.ListNodesRequest, context: Context
     ) -> admin_pb2.ListNodesResponse:
+        protos: dict[str, admin_pb2.Node] = {}
+
+        def size_of(node: Node) -> int:
+            protos[node.name] = self._node(node)
+            return protos[node.name].ByteSize()
+
         page = queries.list_nodes(
             self._runtime.state,
             states=[node_state_from_proto(s) for s in request.states],
             page_size=request.page_size,
             page_token=request.page_token,
+            size_of=size_of,
+            max_bytes=limits.MAX_LIST_RESPONSE_BYTES,
         )
         return admin_pb2.ListNodesResponse(
-            nodes=[self._node(n) for n in page.items],
+            nodes=[protos[n.name] for n in page.items],
             next_page_token=page.next_token,
             total_size=page.total,
         )
@@ -73,7 +92,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DrainNode(  # noqa: N802
         self, request: admin_pb2.DrainNodeRequest, context: Context
     ) -> admin_pb2.DrainNodeResponse:
-        name, reason = request.name, request.reason
+        name, reason = request.name, limits.check_reason(request.reason)
         self._runtime.get_node(name)
 
         def drain(at: Any) -> Event:
@@ -84,6 +103,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise RuntimeError("drain produced no node")
         return admin_pb2.DrainNodeResponse(node=self._node(node))
 
+    async def SetNodeSpare(  # noqa: N802
+        self, request: admin_pb2.SetNodeSpareRequest, context: Context
+    ) -> admin_pb2.SetNodeSpareResponse:
+        names, spare = tuple(request.names), request.spare
+        for name in names:
+            self._runtime.get_node(name)  # unknown_node before queueing anything
+
+        def spared(at: Any) -> Event:
+            return NodeSpareSet(at=at, nodes=names, spare=spare)
+
+        await self._runtime.apply(spared)
+        return admin_pb2.SetNodeSpareResponse(
+            nodes=[self._node(self._runtime.get_node(name)) for name in names]
+        )
+
     async def ResumeNode(  # noqa: N802
         self, request: admin_pb2.ResumeNodeRequest, context: Context
     ) -> admin_pb2.ResumeNodeResponse:
@@ -91,7 +125,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self._runtime,
             self._requests,
             request.name,
-            request.reason,
+            limits.check_reason(request.reason),
             skip_check=request.skip_health_check,
             timeout_s=self._check_timeout_s,
         )
@@ -121,6 +155,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetQueue(  # noqa: N802
         self, request: admin_pb2.SetQueueRequest, context: Context
     ) -> admin_pb2.SetQueueResponse:
+        limits.check_labels(request.queue.labels)
         queue = queue_from_proto(request.queue)
 
         def set_queue(at: Any) -> Event:
@@ -146,3 +181,65 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 msg.queue.CopyFrom(queue_to_proto(record))
             out.append(msg)
         return admin_pb2.ListQueuesResponse(queues=out)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _campaign(self, name: str) -> admin_pb2.MaintenanceResponse:
+        campaign = self._runtime.core.campaigns.all.get(name)
+        if campaign is None:
+            raise UnknownCampaignError(f"no maintenance campaign named {name[:80]!r}")
+        return admin_pb2.MaintenanceResponse(campaign=campaign_to_proto(campaign))
+
+    async def StartMaintenance(  # noqa: N802
+        self, request: admin_pb2.StartMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        spec = campaign_spec_from_proto(request.name, request.spec)
+
+        def start(at: Any) -> Event:
+            return CampaignStartRequested(at=at, spec=spec)
+
+        await self._runtime.apply(start)
+        return self._campaign(spec.name)
+
+    async def GetMaintenance(  # noqa: N802
+        self, request: admin_pb2.GetMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        return self._campaign(request.name)
+
+    async def ListMaintenance(  # noqa: N802
+        self, request: admin_pb2.ListMaintenanceRequest, context: Context
+    ) -> admin_pb2.ListMaintenanceResponse:
+        campaigns = self._runtime.core.campaigns.all
+        return admin_pb2.ListMaintenanceResponse(
+            campaigns=[campaign_to_proto(campaigns[name]) for name in sorted(campaigns)]
+        )
+
+    async def ControlMaintenance(  # noqa: N802
+        self, request: admin_pb2.ControlMaintenanceRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        name, op, reason = request.name, request.op, request.reason
+
+        def control(at: Any) -> Event:
+            return CampaignControlRequested(at=at, name=name, op=op, reason=reason)
+
+        await self._runtime.apply(control)
+        return self._campaign(name)
+
+    async def MaintenanceHostDone(  # noqa: N802
+        self, request: admin_pb2.MaintenanceHostDoneRequest, context: Context
+    ) -> admin_pb2.MaintenanceResponse:
+        name, host, failed, reason = request.name, request.host, request.failed, request.reason
+
+        def done(at: Any) -> Event:
+            return MaintenanceReported(
+                at=at,
+                campaign=name,
+                node=host,
+                attempt=None,
+                step="external",
+                ok=not failed,
+                detail=reason,
+            )
+
+        await self._runtime.apply(done)
+        return self._campaign(name)

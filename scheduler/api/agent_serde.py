@@ -30,15 +30,23 @@ from typing import Final
 from firsthop.reasons import ErrorReason, RankExitReason
 from firsthop.v1 import agent_pb2
 from scheduler.api.spec_serde import health_from_proto
-from scheduler.core.actions import StartRanks, StopRanks
+from scheduler.core.actions import RunMaintenance, StartRanks, StopRanks
 from scheduler.core.events import (
     CheckpointReported,
     HeartbeatReceived,
+    MaintenanceReported,
     NodeRegistered,
     RankExited,
     RanksStarted,
 )
-from scheduler.runtime.agents import FetchLogs, Outgoing, ReportAcked, RunHealthCheck
+from scheduler.limits import MAX_AGENT_MESSAGE_CHARS, clip_message
+from scheduler.runtime.agents import (
+    FetchLogs,
+    HeartbeatAcked,
+    Outgoing,
+    ReportAcked,
+    RunHealthCheck,
+)
 from scheduler.runtime.fleet import AckStatus
 from topology.errors import InvalidInputError
 
@@ -85,7 +93,11 @@ def start_ranks_to_proto(action: StartRanks) -> agent_pb2.Command:
 def stop_ranks_to_proto(action: StopRanks) -> agent_pb2.Command:
     """The command that stops every rank of the job attempt on the host."""
     stop = agent_pb2.StopRanks(
-        job_id=action.job_id, attempt=action.attempt, grace_s=action.grace_s, reason=action.reason
+        job_id=action.job_id,
+        attempt=action.attempt,
+        grace_s=action.grace_s,
+        reason=action.reason,
+        signal="" if action.signal == "SIGTERM" else action.signal,
     )
     return agent_pb2.Command(command_id=action.command_id, stop_ranks=stop)
 
@@ -113,17 +125,45 @@ def fetch_logs_to_proto(command: FetchLogs) -> agent_pb2.Command:
     )
 
 
-def outgoing_to_proto(item: Outgoing) -> agent_pb2.SchedulerMessage:
-    """What goes down a host's stream: a command, or the acknowledgement of a report."""
+def run_maintenance_to_proto(action: RunMaintenance) -> agent_pb2.Command:
+    """A maintenance step for ``action.node``'s agent."""
+    return agent_pb2.Command(
+        command_id=action.command_id,
+        run_maintenance=agent_pb2.RunMaintenance(
+            campaign=action.campaign,
+            attempt=action.attempt,
+            step=action.step,
+            argv=list(action.argv),
+            timeout_s=action.timeout_s,
+            health_check=action.health_check,
+        ),
+    )
+
+
+def outgoing_to_proto(item: Outgoing, *, epoch: int = 0) -> agent_pb2.SchedulerMessage:
+    """What goes down a host's stream: a command (stamped with the leader's fencing
+    ``epoch``), or the acknowledgement of a report."""
     if isinstance(item, ReportAcked):
         return agent_pb2.SchedulerMessage(report_ack=agent_pb2.ReportAck(report_id=item.report_id))
+    if isinstance(item, HeartbeatAcked):
+        return agent_pb2.SchedulerMessage(heartbeat_ack=agent_pb2.HeartbeatAck())
     if isinstance(item, StartRanks):
-        return agent_pb2.SchedulerMessage(command=start_ranks_to_proto(item))
-    if isinstance(item, StopRanks):
-        return agent_pb2.SchedulerMessage(command=stop_ranks_to_proto(item))
-    if isinstance(item, RunHealthCheck):
-        return agent_pb2.SchedulerMessage(command=run_health_check_to_proto(item))
-    return agent_pb2.SchedulerMessage(command=fetch_logs_to_proto(item))
+        command = start_ranks_to_proto(item)
+    elif isinstance(item, StopRanks):
+        command = stop_ranks_to_proto(item)
+    elif isinstance(item, RunHealthCheck):
+        command = run_health_check_to_proto(item)
+    elif isinstance(item, RunMaintenance):
+        command = run_maintenance_to_proto(item)
+    else:
+        command = fetch_logs_to_proto(item)
+    command.epoch = epoch
+    return agent_pb2.SchedulerMessage(command=command)
+
+
+def keep_alive_to_proto(epoch: int) -> agent_pb2.SchedulerMessage:
+    """What an idle stream carries every heartbeat interval (proof the scheduler is alive)."""
+    return agent_pb2.SchedulerMessage(keep_alive=agent_pb2.KeepAlive(epoch=epoch))
 
 
 # ---------------------------------------------------------------- reports up
@@ -216,7 +256,8 @@ def rank_exited_from_proto(
     report: agent_pb2.RankExited, node: str
 ) -> Callable[[datetime], RankExited]:
     """The event of a rank-exited report from ``node``."""
-    job_id, attempt, rank, message = report.job_id, report.attempt, report.rank, report.message
+    job_id, attempt, rank = report.job_id, report.attempt, report.rank
+    message = clip_message(report.message, MAX_AGENT_MESSAGE_CHARS)  # it lands in the record
     exit_code, reason = exit_code_of(report), exit_reason_of(report)
     signal = report.signal if report.HasField("signal") else None
 
@@ -248,6 +289,41 @@ def checkpoint_from_proto(
     return make
 
 
+MAINTENANCE_STEPS: Final = frozenset({"action", "check"})
+
+
+def maintenance_from_proto(
+    result: agent_pb2.MaintenanceResult, node: str
+) -> Callable[[datetime], MaintenanceReported]:
+    """The event of a maintenance step's report from ``node``.
+
+    Raises:
+        InvalidInputError: ``invalid_report`` (an unknown step or no campaign).
+    """
+    if result.step not in MAINTENANCE_STEPS or not result.campaign:
+        raise InvalidInputError(
+            f"maintenance report with step {result.step[:20]!r} and campaign "
+            f"{result.campaign[:80]!r}",
+            reason="invalid_report",
+        )
+    campaign, attempt, step = result.campaign, result.attempt, result.step
+    ok, detail, output = result.ok, result.detail, result.output
+
+    def make(at: datetime) -> MaintenanceReported:
+        return MaintenanceReported(
+            at=at,
+            campaign=campaign,
+            node=node,
+            attempt=attempt,
+            step=step,
+            ok=ok,
+            detail=detail,
+            output=output,
+        )
+
+    return make
+
+
 @dataclass(frozen=True, slots=True)
 class HealthCheckResult:
     """The outcome of a deep health check an agent ran."""
@@ -260,7 +336,8 @@ class HealthCheckResult:
 
 def health_check_from_proto(result: agent_pb2.HealthCheckResult) -> HealthCheckResult:
     """The outcome of a ``RunHealthCheck`` command."""
-    return HealthCheckResult(result.check_id, result.passed, result.summary, result.report_json)
+    summary = clip_message(result.summary, MAX_AGENT_MESSAGE_CHARS)
+    return HealthCheckResult(result.check_id, result.passed, summary, result.report_json)
 
 
 @dataclass(frozen=True, slots=True)

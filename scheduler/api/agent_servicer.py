@@ -4,7 +4,9 @@
 ``unknown_session``), then runs two things until either ends: a reader that turns heartbeats,
 reports and acknowledgements into runtime calls (in the order received), and a writer that
 sends what the runtime queues for this host (commands, report acknowledgements). A newer
-session of the same host ends this stream with ``session_replaced``.
+session of the same host ends this stream with ``session_replaced``. The reader is paced per
+session (:mod:`scheduler.runtime.ratelimit`): a flooding agent is read late and its excess
+heartbeats are dropped and counted, so it cannot slow other clients.
 
 An agent speaks only for the host in its certificate (:func:`scheduler.api.auth.require_host`,
 ``wrong_host``): checked on registration and on the hello, to which every later heartbeat and
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +33,9 @@ from scheduler.api.agent_serde import (
     checkpoint_from_proto,
     health_check_from_proto,
     heartbeat_from_proto,
+    keep_alive_to_proto,
     log_chunk_from_proto,
+    maintenance_from_proto,
     node_registered_from_proto,
     outgoing_to_proto,
     rank_exited_from_proto,
@@ -38,12 +44,20 @@ from scheduler.api.agent_serde import (
 )
 from scheduler.api.auth import require_host
 from scheduler.api.serde import node_to_proto
-from scheduler.runtime.agents import AgentLink, SessionReplacedError, ShuttingDownError
+from scheduler.runtime.agents import (
+    AgentLink,
+    HeartbeatAcked,
+    SessionReplacedError,
+    ShuttingDownError,
+)
 from scheduler.runtime.fleet import Fleet
+from scheduler.runtime.ratelimit import SessionLimiter
 from scheduler.runtime.runtime import Runtime
 from topology.errors import InvalidInputError
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_log = logging.getLogger(__name__)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -56,11 +70,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         heartbeat_interval_s: float,
         heartbeat_timeout_s: float,
+        fence_after_s: float = 0.0,
     ) -> None:
         self._runtime = runtime
         self._fleet = fleet
+        self._interval_s = heartbeat_interval_s
         self._interval_ms = round(heartbeat_interval_s * 1000)
         self._timeout_ms = round(heartbeat_timeout_s * 1000)
+        self._fence_ms = round(fence_after_s * 1000)
 
     async def RegisterNode(  # noqa: N802 - gRPC method name
         self, request: agent_pb2.RegisterNodeRequest, context: Context
@@ -73,6 +90,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=session,
             heartbeat_interval_ms=self._interval_ms,
             heartbeat_timeout_ms=self._timeout_ms,
+            epoch=self._runtime.agents.epoch,
+            fence_after_ms=self._fence_ms,
         )
 
     async def Connect(  # noqa: N802
@@ -104,12 +123,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, link: AgentLink, reader: asyncio.Task[None]
     ) -> AsyncIterator[agent_pb2.SchedulerMessage]:
         replaced = asyncio.ensure_future(link.replaced.wait())
+        loop = asyncio.get_running_loop()
+        every_s = self._interval_ms / 1000
+        keep_alive_at = loop.time()
         try:
             while True:
+                if loop.time() >= keep_alive_at:
+                    # Every heartbeat interval, busy or idle: proof this scheduler is alive.
+                    keep_alive_at = loop.time() + every_s
+                    yield keep_alive_to_proto(self._runtime.agents.epoch)
                 item = asyncio.ensure_future(link.outbox.get())
                 done, _ = await asyncio.wait(
-                    {item, replaced, reader}, return_when=asyncio.FIRST_COMPLETED
+                    {item, replaced, reader},
+                    timeout=max(0.0, keep_alive_at - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:
+                    item.cancel()
+                    continue
                 if item not in done:
                     item.cancel()
                     if reader in done:
@@ -118,7 +149,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     if self._runtime.agents.closing:
                         raise ShuttingDownError("the scheduler is shutting down; reconnect")
                     raise SessionReplacedError(f"{link.node}: a newer session took over")
-                yield outgoing_to_proto(item.result())
+                yield outgoing_to_proto(item.result(), epoch=self._runtime.agents.epoch)
         finally:
             replaced.cancel()
 
@@ -126,11 +157,23 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, link: AgentLink, request_iterator: AsyncIterator[agent_pb2.AgentMessage]
     ) -> None:
         fleet, node = self._fleet, link.node
+        limiter = SessionLimiter(self._interval_s, time.monotonic())
+        metrics = self._runtime.metrics
         async for message in request_iterator:
+            wait = limiter.pace(time.monotonic())
+            if wait > 0:
+                metrics.agent_throttled.inc()
+                await asyncio.sleep(wait)  # pacing, not synchronisation: the excess waits
             kind = message.WhichOneof("body")
             if kind == "heartbeat":
+                if not limiter.heartbeat(time.monotonic()):
+                    metrics.agent_dropped.labels("heartbeat").inc()
+                    if limiter.counts.dropped_heartbeats == 1:
+                        _log.warning("%s: heartbeats faster than asked; dropping the excess", node)
+                    continue
                 beat = heartbeat_from_proto(message.heartbeat, node)
                 fleet.heartbeat(link, beat.make, beat.running)
+                link.outbox.put_nowait(HeartbeatAcked())
             elif kind == "report":
                 await self._report(link, message.report)
             elif kind == "ack":
@@ -160,6 +203,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         elif kind == "checkpoint":
             await fleet.report(link, report_id, checkpoint_from_proto(report.checkpoint))
+        elif kind == "maintenance":
+            await fleet.report(link, report_id, maintenance_from_proto(report.maintenance, node))
         elif kind == "health_check":
             result = health_check_from_proto(report.health_check)
             fleet.health_check_reported(

@@ -29,6 +29,7 @@ import grpc
 import grpc.aio
 
 from firsthop.reasons import ErrorReason
+from scheduler.limits import clip_message
 from topology.errors import FirsthopError
 
 REASON_KEY: Final = "firsthop-reason"
@@ -57,8 +58,9 @@ def status_code_of(error: FirsthopError) -> grpc.StatusCode:
 
 
 def details_of(error: FirsthopError) -> str:
-    """The status details of an error: ``"<reason>: <message>"``."""
-    message = " ".join(error.message.split())
+    """The status details of an error: ``"<reason>: <message>"``, the message cut to
+    :data:`scheduler.limits.MAX_ERROR_CHARS` (it never echoes a huge value back)."""
+    message = clip_message(" ".join(error.message.split()))
     return f"{error.reason}: {message}" if message else error.reason
 
 

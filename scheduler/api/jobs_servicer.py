@@ -18,6 +18,7 @@ from typing import Any, Final
 import grpc.aio
 
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
+from scheduler import limits
 from scheduler.api.auth import current_identity, note_resource, require_job_access
 from scheduler.api.cluster_serde import explanation_to_proto
 from scheduler.api.serde import job_to_proto
@@ -25,6 +26,7 @@ from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
 from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.events import Event, JobCancelRequested, JobSubmitted
 from scheduler.core.records import Job
+from scheduler.runtime.queries import Page
 from scheduler.runtime.requests import AgentRequests
 from scheduler.runtime.runtime import Runtime
 from scheduler.security.policy import Denial, submitting_user
@@ -52,10 +54,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
     ) -> jobs_pb2.SubmitJobResponse:
+        user = _submitting_user(limits.check_user(request.user))
+        submission_id = limits.check_id("submission_id", request.submission_id) or None
         spec = job_spec_from_proto(request.spec)
+        limits.require_command(spec.command)
         job_id = self._runtime.new_job_id()
-        user = _submitting_user(request.user)
-        submission_id = request.submission_id or None
         earlier = await self._runtime.stored_submission(user, submission_id)
         if earlier is not None:  # a repeat of a job only the store still has
             if earlier.spec != spec:
@@ -95,24 +98,35 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def ListJobs(  # noqa: N802
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        user = request.user
+        states = [job_state_from_proto(s) for s in request.states]
+        user = limits.check_user(request.user)
         identity = current_identity()
         if identity is not None and not identity.is_operator:
             require_job_access(user or identity.name)
             user = identity.name
-        page = await self._runtime.list_jobs(
-            states=[job_state_from_proto(s) for s in request.states],
-            queue=request.queue,
-            user=user,
-            page_size=request.page_size,
-            page_token=request.page_token,
-        )
-        now = self._runtime.now()
-        jobs: list[jobs_pb2.Job] = []
-        for start in range(0, len(page.items), LIST_CHUNK):
-            if start:
-                await asyncio.sleep(0)  # let other requests in (records are immutable)
-            jobs.extend(job_to_proto(j, now) for j in page.items[start : start + LIST_CHUNK])
+
+        async def fetch(page_size: int) -> tuple[Page[Job], list[jobs_pb2.Job]]:
+            page = await self._runtime.list_jobs(
+                states=states,
+                queue=request.queue,
+                user=user,
+                page_size=page_size,
+                page_token=request.page_token,
+            )
+            now = self._runtime.now()
+            jobs: list[jobs_pb2.Job] = []
+            for start in range(0, len(page.items), LIST_CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # let other requests in (records are immutable)
+                jobs.extend(job_to_proto(j, now) for j in page.items[start : start + LIST_CHUNK])
+            return page, jobs
+
+        page, jobs = await fetch(request.page_size)
+        fits = _fitting(jobs, limits.MAX_LIST_RESPONSE_BYTES)
+        if fits < len(jobs):
+            # Over the size budget: ask again for only the jobs that fit, so the next page
+            # token is the source's own (memory or store).
+            page, jobs = await fetch(fits)
         return jobs_pb2.ListJobsResponse(
             jobs=jobs, next_page_token=page.next_token, total_size=page.total
         )
@@ -120,14 +134,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(  # noqa: N802
         self, request: jobs_pb2.CancelJobRequest, context: Context
     ) -> jobs_pb2.CancelJobResponse:
-        job_id, reason = request.job_id, request.reason
+        job_id, reason = request.job_id, limits.check_reason(request.reason)
+        graceful = request.graceful
         known = await self._runtime.find_job(job_id)  # unknown_job before queueing anything
         require_job_access(known.user, job_id)
         if job_id not in self._runtime.state.jobs:  # finished long ago: nothing to cancel
             return jobs_pb2.CancelJobResponse(job=job_to_proto(known, self._runtime.now()))
 
         def cancelled(at: Any) -> Event:
-            return JobCancelRequested(at=at, job_id=job_id, reason=reason)
+            return JobCancelRequested(at=at, job_id=job_id, reason=reason, graceful=graceful)
 
         job = await self._runtime.apply(cancelled, lambda _: self._runtime.get_job(job_id))
         if job is None:  # pragma: no cover - apply returns the result
@@ -185,3 +200,13 @@ def _submitting_user(requested: str) -> str:
         return submitting_user(identity, requested) or ANONYMOUS
     except PermissionError as exc:
         raise AccessDeniedError(str(exc), reason=Denial.NOT_YOUR_JOB) from None
+
+
+def _fitting(jobs: list[jobs_pb2.Job], max_bytes: int) -> int:
+    """How many of ``jobs``, from the first, fit in ``max_bytes`` (at least one)."""
+    total = 0
+    for i, job in enumerate(jobs):
+        total += job.ByteSize()
+        if total > max_bytes and i > 0:
+            return i
+    return len(jobs)

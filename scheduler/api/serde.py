@@ -30,7 +30,7 @@ from scheduler.api.spec_serde import (
     node_state_to_proto,
     set_time,
 )
-from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
+from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot, Repair
 from scheduler.core.status import ettr
 from topology.errors import InvalidInputError
 
@@ -56,10 +56,29 @@ def allocation_to_proto(allocation: Allocation) -> jobs_pb2.Allocation:
 
 def failure_to_proto(failure: Failure) -> jobs_pb2.Failure:
     """The wire form of one interruption."""
-    msg = jobs_pb2.Failure(reason=failure.reason.value, lost_s=failure.lost_s)
+    msg = jobs_pb2.Failure(
+        reason=failure.reason.value,
+        lost_s=failure.lost_s,
+        message=failure.message,
+        checkpointed=failure.checkpointed,
+    )
     set_time(msg, "at", failure.at)
     if failure.host is not None:
         msg.host = failure.host
+    return msg
+
+
+def repair_to_proto(repair: Repair) -> jobs_pb2.Repair:
+    """The wire form of one in-place repair."""
+    msg = jobs_pb2.Repair(
+        reason=repair.reason.value,
+        vacated=list(repair.vacated),
+        moves=[f"{old}->{new}" for old, new in repair.moves],
+        method=repair.method,
+        ranks_moved=repair.ranks_moved,
+    )
+    for name in ("failed_at", "stopped_at", "placed_at", "running_at"):
+        set_time(msg, name, getattr(repair, name))
     return msg
 
 
@@ -79,6 +98,7 @@ def job_to_proto(job: Job, now: datetime) -> jobs_pb2.Job:
         lost_s=job.lost_s,
         hosts_running=len(job.started_hosts),
         fault_restarts=job.fault_restarts,
+        repairs=[repair_to_proto(r) for r in (*job.repairs, *filter(None, [job.repair]))],
     )
     if job.submission_id is not None:
         msg.submission_id = job.submission_id
@@ -116,6 +136,7 @@ def node_to_proto(node: Node) -> admin_pb2.Node:
         agent_version=node.agent_version,
         version=node.version,
         address=node.address,
+        spare=node.spare,
     )
     set_time(msg, "registered_at", node.registered_at)
     set_time(msg, "last_heartbeat_at", node.last_heartbeat_at)

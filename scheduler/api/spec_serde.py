@@ -123,6 +123,7 @@ def job_spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         queue=spec.queue,
         max_restarts=spec.max_restarts,
         launch="" if spec.launch is Launch.PER_RANK else spec.launch.value,
+        preemptible=spec.preemptible,
     )
     par = spec.par
     msg.parallelism.CopyFrom(
@@ -137,9 +138,14 @@ def job_spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         )
     )
     if spec.checkpoint is not None:
+        ckpt = spec.checkpoint
         msg.checkpoint.CopyFrom(
-            jobs_pb2.CheckpointSpec(dir=spec.checkpoint.dir, interval_s=spec.checkpoint.interval_s)
+            jobs_pb2.CheckpointSpec(dir=ckpt.dir or "", interval_s=ckpt.interval_s or 0)
         )
+        if ckpt.signal != "SIGTERM":
+            msg.checkpoint.signal = ckpt.signal
+        if ckpt.grace_s is not None:
+            msg.checkpoint.grace_s = ckpt.grace_s
     if spec.time_limit_s is not None:
         msg.time_limit_s = spec.time_limit_s
     hints = spec.placement
@@ -170,13 +176,25 @@ def job_spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
         data["queue"] = msg.queue
     if msg.launch:
         data["launch"] = msg.launch
+    if msg.preemptible:
+        data["preemptible"] = True
     if msg.HasField("parallelism"):
         par = msg.parallelism
         data["parallelism"] = {
             dim: getattr(par, dim) or 1 for dim in ("tp", "cp", "ep", "dp", "pp")
         } | _non_empty(order=par.order, order_convention=par.order_convention)
     if msg.HasField("checkpoint"):
-        data["checkpoint"] = {"dir": msg.checkpoint.dir, "interval_s": msg.checkpoint.interval_s}
+        ckpt = msg.checkpoint
+        checkpoint: dict[str, Any] = {}
+        if ckpt.dir:
+            checkpoint["dir"] = ckpt.dir
+        if ckpt.interval_s:
+            checkpoint["interval_s"] = ckpt.interval_s
+        if ckpt.HasField("signal"):
+            checkpoint["signal"] = ckpt.signal
+        if ckpt.HasField("grace_s"):
+            checkpoint["grace_s"] = ckpt.grace_s
+        data["checkpoint"] = checkpoint
     if msg.HasField("time_limit_s"):
         data["time_limit_s"] = msg.time_limit_s
     if msg.HasField("placement"):

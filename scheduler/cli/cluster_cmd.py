@@ -99,6 +99,31 @@ def nodes_drain(
     typer.echo(f"{name}: {view.state.value} ({view.reason})")
 
 
+@nodes_app.command("spare")
+def nodes_spare(
+    names: Annotated[list[str], typer.Argument(help="Hosts to put into the spare pool.")],
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Keep hosts as spares: only preemptible jobs run there (preempted first), and in-place
+    repairs of failed jobs take them before other free hosts."""
+    with connect(server) as client:
+        views = client.set_node_spare(names, spare=True)
+    for view in views:
+        typer.echo(f"{view.name}: spare ({view.state.value})")
+
+
+@nodes_app.command("unspare")
+def nodes_unspare(
+    names: Annotated[list[str], typer.Argument(help="Hosts to return to ordinary use.")],
+    server: ServerOption = DEFAULT,
+) -> None:
+    """Return spare hosts to ordinary use."""
+    with connect(server) as client:
+        views = client.set_node_spare(names, spare=False)
+    for view in views:
+        typer.echo(f"{view.name}: not spare ({view.state.value})")
+
+
 @nodes_app.command("resume")
 def nodes_resume(
     name: NodeArg,

@@ -1,6 +1,7 @@
 """Where the command-line tools find their credentials: a bearer token and the cluster CA.
 
-Token, first found: ``--token`` (an option of the root command: ``firsthop --token T ...``),
+Token, first found: ``--token`` (a global option, :mod:`scheduler.cli.options`:
+``firsthop --token T ...``),
 ``FIRSTHOP_TOKEN``, then the file ``~/.firsthop/token`` (``FIRSTHOP_TOKEN_FILE`` names another).
 The file must be private to its owner (no group or other permission bits: ``chmod 600``),
 otherwise the command refuses it with ``insecure_token_file`` rather than use a secret others
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -45,21 +45,6 @@ CaOption = Annotated[
         help="Cluster CA certificate (PEM) to check the scheduler's TLS certificate.",
     ),
 ]
-
-
-@dataclass
-class _Given:
-    token: str | None = None
-    ca: Path | None = None
-
-
-_given = _Given()
-
-
-def remember(token: str | None, ca: Path | None) -> None:
-    """Keep the root command's ``--token`` / ``--ca`` for the command that runs."""
-    _given.token = token
-    _given.ca = ca
 
 
 def token_file() -> Path:
@@ -96,23 +81,25 @@ def read_token_file(path: Path) -> str | None:
     return text or None
 
 
-def token() -> str | None:
-    """The token to send (see the module docstring), or ``None``."""
-    if _given.token:
-        return _given.token
+def token(given: str | None = None) -> str | None:
+    """The token to send: ``given`` (the ``--token`` option), else as the module docstring
+    says, or ``None``."""
+    if given:
+        return given
     from_env = os.environ.get(TOKEN_ENV)
     if from_env:
         return from_env
     return read_token_file(token_file())
 
 
-def ca() -> bytes | None:
-    """The cluster CA's PEM bytes, or ``None`` (a plain channel).
+def ca(given: Path | None = None) -> bytes | None:
+    """The cluster CA's PEM bytes (``given``: the ``--ca`` option), or ``None`` (a plain
+    channel).
 
     Raises:
         InvalidInputError: ``unreadable_file``.
     """
-    path = _given.ca
+    path = given
     if path is None and os.environ.get(CA_ENV):
         path = Path(os.environ[CA_ENV])
     if path is None:

@@ -13,7 +13,8 @@ from scheduler.cli.access_cmd import app as users_app
 from scheduler.cli.access_cmd import audit
 from scheduler.cli.certs_cmd import app as certs_app
 from scheduler.cli.cluster_cmd import cluster_app, jobs_app, nodes_app, queues_app
-from scheduler.cli.credentials import CaOption, TokenOption, remember
+from scheduler.cli.maintenance_cmd import app as maintenance_app
+from scheduler.cli.options import global_options
 from scheduler.cli.place_cmd import place
 from scheduler.cli.slurm_cmd import app as slurm_app
 from scheduler.cli.topology_cmd import app as topology_app
@@ -35,18 +36,20 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(slurm_app, name="slurm")
 app.add_typer(users_app, name="users")
 app.command("audit")(audit)
+app.add_typer(maintenance_app, name="maintenance")
 
 
-@app.callback()
-def _root(token: TokenOption = None, ca: CaOption = None) -> None:
-    """Administer a firsthop cluster.
+_ROOT_HELP = """Administer a firsthop cluster.
 
-    Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
-    Against a live scheduler (`--server` or `FIRSTHOP_SERVER`): `nodes`, `jobs`, `queues`,
-    `cluster status` and `topology show --server`; admins: `users` and `audit`. Credentials:
-    `--token` (or `FIRSTHOP_TOKEN`, `~/.firsthop/token`) and `--ca` (or `FIRSTHOP_CA`).
-    """
-    remember(token, ca)
+Offline: `topology` (generate, import, show, export) and `place` (a placement dry run).
+Against a live scheduler (`--server` before the command or after it, or `FIRSTHOP_SERVER`):
+`nodes`, `jobs`, `queues`, `maintenance`, `cluster status` and `topology show --server`;
+admins: `users` and `audit`. Credentials: `--token` (or `FIRSTHOP_TOKEN`,
+`~/.firsthop/token`) and `--ca` (or `FIRSTHOP_CA`).
+"""
+
+
+app.callback(help=_ROOT_HELP)(global_options)
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ Exit codes (stable, scripts rely on them) are the table every firsthop command l
 code (``2`` bad input or refused as it stands, ``3`` not found, ``4`` unreachable, ``1``
 anything else). The message is one line on stderr: ``error: <reason>: <message>``.
 
+The address: a command's own ``--server``, else the global one given before the command
+(``firsthop --server X status ID``) or ``FIRSTHOP_SERVER``, else the default
+(:mod:`scheduler.cli.options`).
+
 Must not import ``scheduler.core`` internals, ``scheduler.store``, ``placement`` or the
 generated protos: commands call :class:`scheduler.client.FirsthopClient`.
 """
@@ -21,23 +25,24 @@ from typing import Annotated
 import typer
 
 from scheduler.cli.common import OutputFormat, exit_on_error, print_result
-from scheduler.cli.credentials import ca, token
+from scheduler.cli.options import resolve_ca, resolve_server, resolve_token
 from scheduler.cli.views import job_dict, job_row
-from scheduler.client import DEFAULT_SERVER, FirsthopClient, JobState
+from scheduler.client import FirsthopClient, JobState
 
 ServerOption = Annotated[
     str,
     typer.Option(
         "--server",
         "-s",
-        envvar="FIRSTHOP_SERVER",
-        help="Scheduler address HOST:PORT (or set FIRSTHOP_SERVER).",
-        show_default=True,
+        help="Scheduler address HOST:PORT, or a comma-separated list of a leader and its "
+        "standbys (default: the global --server, FIRSTHOP_SERVER, or 127.0.0.1:50051).",
+        show_default=False,
     ),
 ]
-"""The ``--server`` option; default it to :data:`DEFAULT_SERVER`."""
+"""A command's own ``--server`` option; default it to :data:`DEFAULT` (unset: the global
+option decides)."""
 
-DEFAULT = DEFAULT_SERVER
+DEFAULT = ""
 
 StateFilter = Annotated[
     list[JobState] | None,
@@ -68,7 +73,11 @@ def print_job_list(
 
 @contextlib.contextmanager
 def connect(server: str) -> Iterator[FirsthopClient]:
-    """A client for ``server`` inside :func:`~scheduler.cli.common.exit_on_error`, closed
-    afterwards."""
-    with exit_on_error(), FirsthopClient(server, token=token(), ca=ca()) as client:
+    """A client for ``server`` (empty: the global option's, see
+    :func:`~scheduler.cli.options.resolve_server`) with the caller's token and CA, inside
+    :func:`~scheduler.cli.common.exit_on_error`, closed afterwards."""
+    with (
+        exit_on_error(),
+        FirsthopClient(resolve_server(server), token=resolve_token(), ca=resolve_ca()) as client,
+    ):
         yield client

@@ -16,6 +16,13 @@ requires a client certificate, printed as ``agents listening on HOST:PORT``. Wit
 server runs in insecure local mode and says so; it refuses a non-loopback ``--listen`` unless
 ``--insecure`` (which logs a warning).
 
+On PostgreSQL several schedulers may share the store (leader election,
+:mod:`scheduler.store.lease`): each prints ``listening on HOST:PORT`` and
+``standby: waiting for the leader lease``, answers every RPC with ``not_leader`` (and the
+leader's address) while it waits, and prints ``leading with epoch N`` once it leads. A leader
+that loses its lease steps down at once and exits 4 (``UNAVAILABLE``) so that its supervisor
+starts it again as a standby.
+
 Must not import ``agents``: the server reaches agents only over gRPC.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +40,7 @@ import typer
 from scheduler.cli.common import exit_on_error
 from scheduler.config import ServerConfig, load_config
 from scheduler.server import build_server
+from topology.errors import ExitCode
 
 app = typer.Typer(
     name="firsthop-scheduler",
@@ -118,6 +127,7 @@ async def _serve(settings: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    deposed = False
     try:
         print(f"listening on {_bound(settings.listen, server.port)}", flush=True)
         if server.agent_port is not None and settings.agent_listen is not None:
@@ -130,10 +140,27 @@ async def _serve(settings: ServerConfig) -> None:
         if server.metrics_port is not None:
             host = server.config.metrics_host
             print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
-        await stop.wait()
+        if server.lease is not None:
+            print("standby: waiting for the leader lease", flush=True)
+            if await _first(server.leading, stop) is server.leading and server.leadership:
+                print(f"leading with epoch {server.leadership.epoch}", flush=True)
+        deposed = await _first(stop, server.deposed) is server.deposed
         logging.getLogger(__name__).info("stopping")
     finally:
         await server.stop()
+    if deposed:
+        # A supervisor (systemd Restart=always) starts it again, as a standby.
+        print("lost the leader lease: stepped down", file=sys.stderr, flush=True)
+        raise typer.Exit(int(ExitCode.UNAVAILABLE))
+
+
+async def _first(*events: asyncio.Event) -> asyncio.Event:
+    """Wait until one of ``events`` is set; the first that is."""
+    waits = {asyncio.ensure_future(e.wait()): e for e in events}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return next(e for e in events if e.is_set())
 
 
 def _bound(listen: str, port: int) -> str:

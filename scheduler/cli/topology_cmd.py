@@ -26,6 +26,7 @@ from scheduler.cli.common import (
     exit_on_error,
     print_result,
 )
+from scheduler.cli.options import current
 from scheduler.cli.remote import connect
 from topology.csv_import import import_hosts_csv
 from topology.generators import dual_plane, fat_tree, rail_optimized
@@ -183,6 +184,8 @@ def show(
 
     Give a topology file, or `--server HOST:PORT` for the one a running scheduler uses.
     """
+    if server is None and topology_file is None:
+        server = current().server  # firsthopctl --server X topology show
     if server is not None and topology_file is None:
         with connect(server) as client:
             topology = client.get_topology()

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.cli.common import ExitCode, OutputFormat, OutputOption, exit_on_error, print_result
-from scheduler.cli.credentials import CaOption, TokenOption, remember
+from scheduler.cli.options import global_options
 from scheduler.cli.remote import (
     DEFAULT,
     QueueFilter,
@@ -44,6 +44,7 @@ from scheduler.cli.views import (
 )
 from scheduler.client import JobState, JobView
 from scheduler.jobspec_file import load_job_spec
+from scheduler.limits import require_command
 
 EXIT_JOB_DID_NOT_SUCCEED: Final = ExitCode.JOB_DID_NOT_SUCCEED
 RANKS_SHOWN: Final = 8
@@ -57,14 +58,12 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(token: TokenOption = None, ca: CaOption = None) -> None:
-    """Submit and manage training jobs on a firsthop cluster.
+_ROOT_HELP = """Submit and manage training jobs on a firsthop cluster.
 
-    The scheduler address comes from `--server` or `FIRSTHOP_SERVER`; a token from `--token`,
-    `FIRSTHOP_TOKEN` or `~/.firsthop/token`; the cluster CA (TLS) from `--ca` or `FIRSTHOP_CA`.
-    """
-    remember(token, ca)
+The scheduler address comes from `--server` (before the command, or after it) or
+`FIRSTHOP_SERVER`; a token from `--token`, `FIRSTHOP_TOKEN` or `~/.firsthop/token`; the
+cluster CA (TLS) from `--ca` or `FIRSTHOP_CA`.
+"""
 
 
 @app.command("submit")
@@ -80,6 +79,7 @@ def submit(
     """Submit a job; prints its id as the last word."""
     with exit_on_error():
         spec = load_job_spec(job_file)
+        require_command(spec.command)
     with connect(server) as client:
         job, created = client.submit_job(spec, submission_id=submission_id, user=user)
     verb = "submitted" if created else "already submitted"
@@ -127,10 +127,17 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     server: ServerOption = DEFAULT,
     reason: Annotated[str, typer.Option(help="Why (kept with the job).")] = "",
+    graceful: Annotated[
+        bool,
+        typer.Option(
+            "--graceful",
+            help="Send the job's checkpoint signal and give it its grace to save and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Cancel a job (running ranks are stopped)."""
     with connect(server) as client:
-        job = client.cancel_job(job_id, reason)
+        job = client.cancel_job(job_id, reason, graceful=graceful)
     typer.echo(f"{job.id}: {job.state.value} ({job.reason})")
 
 
@@ -236,6 +243,9 @@ def _watch_view(job: JobView, history: list[str]) -> Group:
     if job.restarts:
         table.add_row(Text("restarts", style="bold"), Text(str(job.restarts)))
     return Group(table, Text("\n".join(history)))
+
+
+app.callback(help=_ROOT_HELP)(global_options)
 
 
 def main() -> None:

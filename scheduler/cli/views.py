@@ -4,7 +4,7 @@ The JSON of a job is a stable contract (scripts rely on it): at least ``id``, ``
 (upper case: PENDING, ADMITTED, STARTING, RUNNING, SUCCEEDED, FAILED, CANCELLED, PREEMPTED,
 REQUEUED) and, once placed, ``placement`` with ``hosts`` (node-rank order) and ``ranks``
 (``[{rank, host, gpu}]``); ``placement`` is ``null`` before that. Recovery: ``restarts``,
-``failures`` (``[{at, reason, host, lost_s}]``: each interruption and the work it lost),
+``failures`` (``[{at, reason, host, lost_s, message}]``: each interruption and the work it lost),
 ``lost_s`` (their sum) and ``ettr`` (effective training time ratio: productive time over wall
 time since the first start; ``null`` before the job first ran).
 
@@ -18,7 +18,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from scheduler.client import ClusterView, Explanation, JobView, NodeView, QueueView
+from scheduler.client import (
+    ClusterView,
+    Explanation,
+    JobView,
+    NodeView,
+    QueueView,
+    RepairView,
+)
 
 JOB_COLUMNS = (
     "id",
@@ -89,9 +96,17 @@ def job_dict(job: JobView) -> dict[str, Any]:
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
         "restarts": job.restarts,
         "failures": [
-            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            {
+                "at": _iso(f.at),
+                "reason": f.reason,
+                "host": f.host,
+                "lost_s": f.lost_s,
+                "message": f.message,
+                "checkpointed": f.checkpointed,
+            }
             for f in job.failures
         ],
+        "repairs": [_repair_dict(r) for r in job.repairs],
         "lost_s": job.lost_s,
         "ettr": job.ettr,
         "excluded_hosts": sorted(job.excluded_hosts),
@@ -99,6 +114,37 @@ def job_dict(job: JobView) -> dict[str, Any]:
         "productive_s": job.productive_s,
         "placement": placement_dict(job),
     }
+
+
+def _repair_dict(repair: RepairView) -> dict[str, Any]:
+    """One in-place repair for JSON, with the seconds each phase took."""
+
+    def span(a: datetime | None, b: datetime | None) -> float | None:
+        return None if a is None or b is None else (b - a).total_seconds()
+
+    return {
+        "reason": repair.reason,
+        "vacated": list(repair.vacated),
+        "moves": list(repair.moves),
+        "method": repair.method,
+        "ranks_moved": repair.ranks_moved,
+        "failed_at": _iso(repair.failed_at),
+        "stop_s": span(repair.failed_at, repair.stopped_at),
+        "place_s": span(repair.stopped_at, repair.placed_at),
+        "start_s": span(repair.placed_at, repair.running_at),
+        "total_s": span(repair.failed_at, repair.running_at),
+    }
+
+
+def _repair_line(r: dict[str, Any]) -> str:
+    moves = ", ".join(r["moves"]) or "same hosts"
+    phases = " ".join(
+        f"{name} {r[key]:.1f} s"
+        for name, key in (("stop", "stop_s"), ("place", "place_s"), ("start", "start_s"))
+        if r[key] is not None
+    )
+    total = f", back in {r['total_s']:.1f} s" if r["total_s"] is not None else ", in progress"
+    return f"{r['reason']}: {moves} ({r['method']}; {phases}{total})"
 
 
 def job_row(job: JobView, now: datetime | None = None) -> dict[str, Any]:
@@ -128,6 +174,9 @@ def job_fields(job: JobView) -> dict[str, Any]:
     data = job_dict(job)
     data.pop("placement")
     failures = data.pop("failures")
+    repairs = data.pop("repairs")
+    if repairs:
+        data["repairs"] = "; ".join(_repair_line(r) for r in repairs)
     if data["ettr"] is not None:
         data["ettr"] = f"{data['ettr']:.3f}"
     data["lost_s"] = f"{job.lost_s:.1f}"
@@ -135,7 +184,9 @@ def job_fields(job: JobView) -> dict[str, Any]:
         "; ".join(
             f"{f['reason']}"
             + (f" on {f['host']}" if f["host"] else "")
-            + f" (lost {f['lost_s']:.1f} s)"
+            + f" (lost {f['lost_s']:.1f} s"
+            + (", checkpointed on request)" if f["checkpointed"] else ")")
+            + (f": {f['message']}" if f["message"] and f["reason"] == "start_failed" else "")
             for f in failures
         )
         or "none"
@@ -185,6 +236,7 @@ def node_dict(node: NodeView) -> dict[str, Any]:
         "jobs": list(node.job_ids),
         "location": list(node.location),
         "reason": node.reason,
+        "spare": node.spare,
         "agent_version": node.agent_version,
         "registered_at": _iso(node.registered_at),
         "last_heartbeat_at": _iso(node.last_heartbeat_at),

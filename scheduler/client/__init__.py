@@ -13,11 +13,21 @@ Credentials (docs/security.md): ``token`` is sent on every call as ``authorizati
 TOKEN`` metadata; ``ca`` (the cluster CA's PEM bytes) makes the channel TLS, checking the
 scheduler's certificate against it.
 
+**Several schedulers.** ``server`` may be a comma-separated list of addresses (a leader and its
+standbys on one PostgreSQL store). A call goes to the address last found to lead; when that
+one cannot be reached, or answers ``not_leader`` or ``shutting_down`` (none of which applied
+anything), the call is retried with backoff, straight at the leader the answer names
+(``firsthop-leader`` trailing metadata) or else at the next address, until ``failover_s``
+runs out. A lone address is retried only while it answers ``not_leader`` (an election is
+under way). A retried ``SubmitJob`` carries the same submission id, so it cannot create a
+second job. ``WatchJob`` streams are not moved: watch again.
+
 Must not import ``scheduler.core``, ``scheduler.store``, ``scheduler.runtime`` or ``agents``.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -43,6 +53,12 @@ from scheduler.client.access import (
     audit_from_proto,
     user_token_from_proto,
 )
+from scheduler.client.maintenance import (
+    CampaignRequest,
+    CampaignView,
+    campaign_view_from_proto,
+    start_request_to_proto,
+)
 from scheduler.client.views import (
     ClusterView,
     Explanation,
@@ -56,6 +72,7 @@ from scheduler.client.views import (
     QueueSettings,
     QueueView,
     RankView,
+    RepairView,
 )
 from scheduler.client.wire import (
     cluster_view_from_proto,
@@ -67,10 +84,14 @@ from scheduler.client.wire import (
     queue_view_from_proto,
 )
 from scheduler.jobspec import JobSpec
-from topology.errors import FirsthopError
+from topology.errors import FirsthopError, InvalidInputError
 from topology.model import Topology
 
 REASON_KEY: Final = "firsthop-reason"
+LEADER_KEY: Final = "firsthop-leader"
+"""Trailing metadata of a ``not_leader`` answer: the leader's ``HOST:PORT`` where known."""
+_MOVE_REASONS: Final = frozenset({ErrorReason.NOT_LEADER, ErrorReason.SHUTTING_DOWN})
+_BACKOFF_S: Final = (0.05, 1.0)
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
 RESUME_TIMEOUT_S: Final = 900.0
 """Deadline of a resume, which waits for the node's deep health check."""
@@ -126,19 +147,44 @@ class FirsthopClient:
         timeout_s: float = 30.0,
         token: str | None = None,
         ca: bytes | None = None,
+        failover_s: float | None = None,
     ) -> None:
         self.server = server
+        self.addresses = parse_servers(server)
         self.timeout_s = timeout_s
-        if ca is None:
-            self._channel = grpc.insecure_channel(server)
-        else:
-            self._channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(ca))
+        self.failover_s = timeout_s if failover_s is None else failover_s
+        """How long a call keeps looking for the leader (module docstring)."""
+        self.failovers = 0
+        """How many times a call moved to another address."""
+        self._credentials = None if ca is None else grpc.ssl_channel_credentials(ca)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        self._access = access_pb2_grpc.AccessServiceStub(self._channel)
-        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._method_names: dict[int, tuple[str, str]] = {}
+        self._use(self.addresses[0])
+
+    def _use(self, address: str) -> None:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._credentials is None:
+                channel = grpc.insecure_channel(address)
+            else:
+                channel = grpc.secure_channel(address, self._credentials)
+            self._channels[address] = channel
+        self.current = address
+        self._channel = channel
+        self._access = access_pb2_grpc.AccessServiceStub(channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(channel)
+        self._stubs: dict[str, Any] = {
+            "access": self._access,
+            "jobs": self._jobs,
+            "admin": self._admin,
+        }
+        for kind, stub in self._stubs.items():
+            for name, method in vars(stub).items():
+                self._method_names[id(method)] = (kind, name)
 
     def __enter__(self) -> FirsthopClient:
         return self
@@ -152,8 +198,10 @@ class FirsthopClient:
         self.close()
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channels."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
 
     # ------------------------------------------------------------------ jobs
 
@@ -226,9 +274,10 @@ class FirsthopClient:
             if not token:
                 return
 
-    def cancel_job(self, job_id: str, reason: str = "") -> JobView:
-        """Cancel a job; the job after the request."""
-        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+    def cancel_job(self, job_id: str, reason: str = "", *, graceful: bool = False) -> JobView:
+        """Cancel a job; the job after the request. ``graceful``: its ranks get the job's
+        checkpoint signal and grace (they may save a checkpoint before they exit)."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason, graceful=graceful)
         return job_view_from_proto(self._call(self._jobs.CancelJob, request).job)
 
     def watch_job(self, job_id: str) -> Iterator[JobView]:
@@ -275,6 +324,13 @@ class FirsthopClient:
         """Stop placing jobs on a node."""
         request = admin_pb2.DrainNodeRequest(name=name, reason=reason)
         return node_view_from_proto(self._call(self._admin.DrainNode, request).node)
+
+    def set_node_spare(self, names: list[str], *, spare: bool) -> list[NodeView]:
+        """Put hosts into the spare pool or take them out (all or none)."""
+        request = admin_pb2.SetNodeSpareRequest(names=names, spare=spare)
+        return [
+            node_view_from_proto(n) for n in self._call(self._admin.SetNodeSpare, request).nodes
+        ]
 
     def resume_node(
         self, name: str, reason: str = "", *, skip_health_check: bool = False
@@ -327,6 +383,39 @@ class FirsthopClient:
         response = self._call(self._admin.ListQueues, admin_pb2.ListQueuesRequest())
         return [queue_view_from_proto(q) for q in response.queues]
 
+    # ------------------------------------------------------------------ maintenance
+
+    def start_maintenance(self, request: CampaignRequest) -> CampaignView:
+        """Start a maintenance campaign (the same request again answers the campaign)."""
+        response = self._call(self._admin.StartMaintenance, start_request_to_proto(request))
+        return campaign_view_from_proto(response.campaign)
+
+    def get_maintenance(self, name: str) -> CampaignView:
+        """One campaign with its hosts."""
+        request = admin_pb2.GetMaintenanceRequest(name=name)
+        return campaign_view_from_proto(self._call(self._admin.GetMaintenance, request).campaign)
+
+    def list_maintenance(self) -> list[CampaignView]:
+        """Every campaign, by name."""
+        response = self._call(self._admin.ListMaintenance, admin_pb2.ListMaintenanceRequest())
+        return [campaign_view_from_proto(c) for c in response.campaigns]
+
+    def control_maintenance(self, name: str, op: str, reason: str = "") -> CampaignView:
+        """``pause``, ``resume`` or ``abort`` a campaign."""
+        request = admin_pb2.ControlMaintenanceRequest(name=name, op=op, reason=reason)
+        response = self._call(self._admin.ControlMaintenance, request)
+        return campaign_view_from_proto(response.campaign)
+
+    def maintenance_host_done(
+        self, name: str, host: str, *, failed: str | None = None
+    ) -> CampaignView:
+        """Hand a host of an ``--external`` campaign back (or report its failure)."""
+        request = admin_pb2.MaintenanceHostDoneRequest(
+            name=name, host=host, failed=failed is not None, reason=failed or ""
+        )
+        response = self._call(self._admin.MaintenanceHostDone, request)
+        return campaign_view_from_proto(response.campaign)
+
     # ------------------------------------------------------------------ access (admins)
 
     def add_user(self, user: str, role: str) -> tuple[UserTokenView, str]:
@@ -360,10 +449,64 @@ class FirsthopClient:
         *,
         timeout: float | None = None,
     ) -> _Resp:
-        try:
-            return method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.server) from None
+        deadline = time.monotonic() + self.failover_s
+        kind, name = self._method_names.get(id(method), ("", ""))
+        delay = _BACKOFF_S[0]
+        while True:
+            address = self.current
+            try:
+                return method(request, timeout=timeout or self.timeout_s, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc, address)
+                target = self._next_address(address, exc, error)
+                if target is None or not name or time.monotonic() + delay > deadline:
+                    raise error from None
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_S[1])
+            if target != address:
+                self.failovers += 1
+                self._use(target)
+            method = getattr(self._stubs[kind], name)
+
+    def _next_address(self, address: str, exc: grpc.RpcError, error: FirsthopError) -> str | None:
+        """Where to retry a call that failed on ``address`` (``None``: do not retry)."""
+        call: Any = exc
+        if call.code() is not grpc.StatusCode.UNAVAILABLE:
+            return None  # a deadline may have passed after the call was applied
+        if isinstance(error, RemoteError) and error.reason not in _MOVE_REASONS:
+            return None
+        if error.reason == ErrorReason.NOT_LEADER:
+            leader = _metadata_value(call.trailing_metadata(), LEADER_KEY)
+            if leader and leader != address:
+                if leader not in self.addresses:
+                    self.addresses.append(leader)
+                return leader
+            if len(self.addresses) == 1:
+                return address
+        if len(self.addresses) == 1:
+            return None
+        return self.addresses[(self.addresses.index(address) + 1) % len(self.addresses)]
+
+
+def parse_servers(server: str) -> list[str]:
+    """The addresses of a comma-separated server list (blanks dropped, order kept).
+
+    Raises:
+        InvalidInputError: ``invalid_server_address`` when the list names none.
+    """
+    addresses = list(dict.fromkeys(a.strip() for a in server.split(",") if a.strip()))
+    if not addresses:
+        raise InvalidInputError(
+            f"no scheduler address in {server!r}", reason="invalid_server_address"
+        )
+    return addresses
+
+
+def _metadata_value(metadata: Any, wanted: str) -> str:
+    for key, value in metadata or ():
+        if key == wanted:
+            return value if isinstance(value, str) else bytes(value).decode()
+    return ""
 
 
 __all__ = [
@@ -386,6 +529,7 @@ __all__ = [
     "QueueView",
     "RankView",
     "RemoteError",
+    "RepairView",
     "ServerUnavailableError",
     "UserTokenView",
 ]

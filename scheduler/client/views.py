@@ -57,6 +57,26 @@ class FailureView:
     """A :class:`firsthop.reasons.FailureReason` value."""
     host: str | None
     lost_s: float
+    message: str = ""
+    """What happened, in words (for ``start_failed``, the agent's message)."""
+    checkpointed: bool = False
+    """A planned stop the job answered with a checkpoint (nothing lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepairView:
+    """One in-place repair: hosts left, where their ranks went, and when each phase ended."""
+
+    failed_at: datetime | None
+    reason: str
+    vacated: tuple[str, ...]
+    moves: tuple[str, ...]
+    """``OLD->NEW`` per vacated host whose ranks moved."""
+    method: str
+    stopped_at: datetime | None = None
+    placed_at: datetime | None = None
+    running_at: datetime | None = None
+    ranks_moved: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +105,7 @@ class JobView:
     fault_restarts: int = 0
     """Restarts counted against ``max_restarts`` (preemptions are not)."""
     failures: tuple[FailureView, ...] = ()
+    repairs: tuple[RepairView, ...] = ()
     excluded_hosts: tuple[str, ...] = ()
     hosts_running: int = 0
     """Hosts whose ranks of the current attempt report running."""
@@ -114,6 +135,8 @@ class NodeView:
     address: str = ""
     registered_at: datetime | None = None
     last_heartbeat_at: datetime | None = None
+    spare: bool = False
+    """In the spare pool."""
     gpus_allocated: int = 0
     job_ids: tuple[str, ...] = ()
     location: tuple[str, ...] = ()

@@ -32,6 +32,7 @@ from scheduler.client.views import (
     QueueSettings,
     QueueView,
     RankView,
+    RepairView,
     TierView,
 )
 
@@ -54,6 +55,23 @@ def failure_view_from_proto(msg: jobs_pb2.Failure) -> FailureView:
         reason=msg.reason,
         host=msg.host if msg.HasField("host") else None,
         lost_s=msg.lost_s,
+        message=msg.message,
+        checkpointed=msg.checkpointed,
+    )
+
+
+def repair_view_from_proto(msg: jobs_pb2.Repair) -> RepairView:
+    """One in-place repair of a job."""
+    return RepairView(
+        failed_at=get_time(msg, "failed_at"),
+        reason=msg.reason,
+        vacated=tuple(msg.vacated),
+        moves=tuple(msg.moves),
+        method=msg.method,
+        stopped_at=get_time(msg, "stopped_at"),
+        placed_at=get_time(msg, "placed_at"),
+        running_at=get_time(msg, "running_at"),
+        ranks_moved=msg.ranks_moved,
     )
 
 
@@ -84,6 +102,7 @@ def job_view_from_proto(msg: jobs_pb2.Job) -> JobView:
         restarts=msg.restarts,
         fault_restarts=msg.fault_restarts,
         failures=tuple(failure_view_from_proto(f) for f in msg.failures),
+        repairs=tuple(repair_view_from_proto(r) for r in msg.repairs),
         excluded_hosts=tuple(msg.excluded_hosts),
         hosts_running=msg.hosts_running,
         productive_s=msg.productive_s,
@@ -119,6 +138,7 @@ def node_view_from_proto(msg: admin_pb2.Node) -> NodeView:
         reason=msg.reason,
         agent_version=msg.agent_version,
         address=msg.address,
+        spare=msg.spare,
         registered_at=get_time(msg, "registered_at"),
         last_heartbeat_at=get_time(msg, "last_heartbeat_at"),
         gpus_allocated=msg.gpus_allocated,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from firsthop.reasons import StopReason
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.records import Job, Node, Queue, RankSlot
 
 
@@ -36,9 +37,11 @@ class ChangeSet:
     jobs: tuple[Job, ...] = ()
     nodes: tuple[Node, ...] = ()
     queues: tuple[Queue, ...] = ()
+    campaigns: tuple[Campaign, ...] = ()
+    """Maintenance campaigns (:mod:`scheduler.core.campaigns`)."""
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.nodes or self.queues)
+        return bool(self.jobs or self.nodes or self.queues or self.campaigns)
 
     def merged(self, later: ChangeSet) -> ChangeSet:
         """This change set followed by ``later`` (newest version of each record wins).
@@ -48,7 +51,13 @@ class ChangeSet:
         jobs = {j.id: j for j in (*self.jobs, *later.jobs)}
         nodes = {n.name: n for n in (*self.nodes, *later.nodes)}
         queues = {q.name: q for q in (*self.queues, *later.queues)}
-        return ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        campaigns = {c.name: c for c in (*self.campaigns, *later.campaigns)}
+        return ChangeSet(
+            tuple(jobs.values()),
+            tuple(nodes.values()),
+            tuple(queues.values()),
+            tuple(campaigns.values()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,9 @@ class StartRanks:
         checkpoint_dir: the spec's checkpoint directory, if any.
         time_limit_s: the spec's time limit, if any.
         per_host: start one process for all of the host's ranks (``launch: per_host``).
+        checkpoint_signal: the signal that asks the job to checkpoint before a planned stop
+            (``checkpoint.signal``), when the job checkpoints.
+        checkpoint_grace_s: seconds it then has before SIGKILL (operator-bounded).
     """
 
     command_id: str
@@ -122,6 +134,8 @@ class StartRanks:
     checkpoint_dir: str | None = None
     time_limit_s: int | None = None
     per_host: bool = False
+    checkpoint_signal: str | None = None
+    checkpoint_grace_s: float | None = None
 
     def rank_env(self, local_rank: int) -> dict[str, str]:
         """The launcher environment of the ``local_rank``-th rank of this host.
@@ -131,7 +145,9 @@ class StartRanks:
         ``MASTER_PORT``, ``CUDA_VISIBLE_DEVICES`` (this host's GPUs of the job, in local-rank
         order), ``FIRSTHOP_JOB_ID``, ``FIRSTHOP_RESTART_COUNT`` (``attempt``),
         ``FIRSTHOP_NODE_RANK``, ``FIRSTHOP_NNODES``, ``FIRSTHOP_HOST`` and, when the job
-        checkpoints, ``FIRSTHOP_CHECKPOINT_DIR``. The spec's ``env`` is not included: the
+        checkpoints, ``FIRSTHOP_CHECKPOINT_DIR``, ``FIRSTHOP_CHECKPOINT_SIGNAL`` (the signal
+        that asks for a checkpoint before a planned stop) and ``FIRSTHOP_CHECKPOINT_GRACE_S``
+        (whole seconds it then has before SIGKILL). The spec's ``env`` is not included: the
         agent sets it first and these on top.
         """
         slot = self.ranks[local_rank]
@@ -152,12 +168,16 @@ class StartRanks:
         }
         if self.checkpoint_dir is not None:
             env["FIRSTHOP_CHECKPOINT_DIR"] = self.checkpoint_dir
+        if self.checkpoint_signal is not None:
+            env["FIRSTHOP_CHECKPOINT_SIGNAL"] = self.checkpoint_signal
+        if self.checkpoint_grace_s is not None:
+            env["FIRSTHOP_CHECKPOINT_GRACE_S"] = f"{self.checkpoint_grace_s:g}"
         return env
 
 
 @dataclass(frozen=True, slots=True)
 class StopRanks:
-    """Stop a job's ranks on one host: SIGTERM, then SIGKILL after ``grace_s``.
+    """Stop a job's ranks on one host: ``signal`` (SIGTERM), then SIGKILL after ``grace_s``.
 
     Attributes:
         command_id: ``stop:<job>:<attempt>:<host>`` (``...:force`` for a forced resend).
@@ -167,6 +187,8 @@ class StopRanks:
         grace_s: seconds between SIGTERM and SIGKILL (0: kill at once).
         reason: stable reason (``preempted``, ``cancelled``, ``failed``, ``time_limit``,
             ``orphan``, ``node_failed``, ``rank_exited``).
+        signal: the signal sent first: ``SIGTERM``, or the job's checkpoint signal on a
+            planned (graceful) stop.
     """
 
     command_id: str
@@ -175,9 +197,38 @@ class StopRanks:
     attempt: int
     grace_s: float
     reason: StopReason
+    signal: str = "SIGTERM"
 
 
-Action = PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks
+@dataclass(frozen=True, slots=True)
+class RunMaintenance:
+    """Run one step of a maintenance campaign on one host.
+
+    Attributes:
+        command_id: ``maint:<campaign>:<host>:<attempt>:<step>``; the agent runs an id once
+            and answers a repeat with the stored result.
+        campaign: the campaign's name (``FIRSTHOP_CAMPAIGN`` of the action).
+        node: the host (``FIRSTHOP_HOST``).
+        attempt: the host's attempt in the campaign; echo it in the report.
+        step: ``action`` (run ``argv``) or ``check`` (run the health check only).
+        argv: the action's argv, never a shell string (empty for ``check``).
+        timeout_s: the action's time limit (killed and reported failed after it).
+        health_check: ``fast`` or ``deep``.
+    """
+
+    command_id: str
+    campaign: str
+    node: str
+    attempt: int
+    step: str
+    argv: tuple[str, ...]
+    timeout_s: float
+    health_check: str
+
+
+Action = (
+    PersistChanges | NotifyJobChanged | NotifyNodeChanged | StartRanks | StopRanks | RunMaintenance
+)
 """Every action :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` returns."""
 
 
@@ -190,3 +241,8 @@ def stop_command_id(job_id: str, attempt: int, node: str, *, force: bool = False
     """The id of the stop command of ``job_id``'s attempt on ``node``."""
     suffix = ":force" if force else ""
     return f"stop:{job_id}:{attempt}:{node}{suffix}"
+
+
+def maintenance_command_id(campaign: str, node: str, attempt: int, step: str) -> str:
+    """The id of one maintenance step of ``campaign`` on ``node``."""
+    return f"maint:{campaign}:{node}:{attempt}:{step}"

@@ -60,6 +60,16 @@ class SchedulerConfig(BaseModel):
             reservation (start time and GPUs) per cycle.
         max_preemption_placements: placer calls spent choosing preemption victims per cycle.
         placement: parameters of every placer call.
+        max_checkpoint_grace_s: the most seconds a job's ranks get, on a planned stop, between
+            its checkpoint signal and SIGKILL (a spec's ``checkpoint.grace_s`` above it is cut
+            to it); a spec without ``grace_s`` gets ``stop_grace_s``.
+        repair_in_place: a running job that checkpoints and loses a host (LOST, FAILED
+            verdict, a rank exit blamed on a host) is repaired where it runs
+            (:mod:`scheduler.core.repair`) instead of going back to the queue.
+        blame_delay_s: how long after a rank's failed exit the core waits before blaming a
+            host, so that a host that stopped heartbeating (or reported FAILED) is blamed
+            rather than the survivor whose rank noticed first (about two heartbeat
+            intervals).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,3 +88,6 @@ class SchedulerConfig(BaseModel):
     max_reservation_placements: PositiveInt = 12
     max_preemption_placements: PositiveInt = 12
     placement: PlacementParams = Field(default_factory=default_placement_params)
+    max_checkpoint_grace_s: PositiveFloat = 600.0
+    repair_in_place: bool = True
+    blame_delay_s: Annotated[float, Field(ge=0)] = 10.0

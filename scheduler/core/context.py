@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from firsthop.reasons import StopReason
-from scheduler.core.actions import StartRanks, StopRanks, start_command_id, stop_command_id
+from scheduler.core.actions import (
+    RunMaintenance,
+    StartRanks,
+    StopRanks,
+    start_command_id,
+    stop_command_id,
+)
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
 from scheduler.core.state import SchedulerState
@@ -33,6 +39,7 @@ class Outbox:
 
     stops: list[StopRanks] = field(default_factory=list)
     starts: list[StartRanks] = field(default_factory=list)
+    maintenance: list[RunMaintenance] = field(default_factory=list)
 
 
 @dataclass
@@ -43,21 +50,54 @@ class Ctx:
     config: SchedulerConfig
     out: Outbox
 
-    def stop(self, job: Job, node: str, reason: StopReason, *, force: bool = False) -> None:
-        """Ask ``node``'s agent to stop ``job``'s ranks of its current attempt."""
+    def checkpoint_grace_s(self, job: Job) -> float:
+        """Seconds ``job``'s ranks get between its checkpoint signal and SIGKILL on a planned
+        stop: the spec's ``checkpoint.grace_s`` (else ``stop_grace_s``), at most the
+        operator's ``max_checkpoint_grace_s``."""
+        ckpt = job.spec.checkpoint
+        wanted = self.config.stop_grace_s
+        if ckpt is not None and ckpt.grace_s is not None:
+            wanted = float(ckpt.grace_s)
+        return min(wanted, self.config.max_checkpoint_grace_s)
+
+    def stop(
+        self,
+        job: Job,
+        node: str,
+        reason: StopReason,
+        *,
+        force: bool = False,
+        graceful: bool = False,
+    ) -> None:
+        """Ask ``node``'s agent to stop ``job``'s ranks of its current attempt.
+
+        ``graceful`` (a planned stop of a job that checkpoints): the job's checkpoint signal
+        and grace instead of SIGTERM and ``stop_grace_s``; ``force``: SIGKILL at once.
+        """
+        ckpt = job.spec.checkpoint
+        signal, grace = "SIGTERM", self.config.stop_grace_s
+        if graceful and ckpt is not None:
+            signal, grace = ckpt.signal, self.checkpoint_grace_s(job)
         self.out.stops.append(
             StopRanks(
                 command_id=stop_command_id(job.id, job.restarts, node, force=force),
                 job_id=job.id,
                 node=node,
                 attempt=job.restarts,
-                grace_s=0.0 if force else self.config.stop_grace_s,
+                grace_s=0.0 if force else grace,
                 reason=reason,
+                signal=signal,
             )
         )
 
     def stop_and_fence(
-        self, held: Job, at: datetime, reason: StopReason, skip: Iterable[str] = ()
+        self,
+        held: Job,
+        at: datetime,
+        reason: StopReason,
+        skip: Iterable[str] = (),
+        *,
+        graceful: bool = False,
     ) -> None:
         """Stop the ranks of ``held`` (the record as it held its allocation) on every host
         but ``skip``, fencing their GPUs until the agents confirm; then settle drains.
@@ -67,11 +107,12 @@ class Ctx:
         if held.allocation is None:
             return
         skipped = set(skip)
-        deadline = at + timedelta(seconds=2 * self.config.stop_grace_s)
+        grace = self.checkpoint_grace_s(held) if graceful else self.config.stop_grace_s
+        deadline = at + timedelta(seconds=2 * max(grace, self.config.stop_grace_s))
         for node in held.allocation.hosts:
             if node in skipped:
                 continue
-            self.stop(held, node, reason)
+            self.stop(held, node, reason, graceful=graceful)
             self.state.add_fence(held, node, deadline)
         self.settle_drains(held.allocation.hosts)
 
@@ -128,6 +169,8 @@ class Ctx:
                     checkpoint_dir=spec.checkpoint.dir if spec.checkpoint else None,
                     time_limit_s=spec.time_limit_s,
                     per_host=spec.launch is Launch.PER_HOST,
+                    checkpoint_signal=spec.checkpoint.signal if spec.checkpoint else None,
+                    checkpoint_grace_s=self.checkpoint_grace_s(job) if spec.checkpoint else None,
                 )
             )
 

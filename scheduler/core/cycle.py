@@ -104,6 +104,8 @@ class PlacementCache:
         self.placer = placer
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
         self._shapes: dict[str, str] = {}
+        self.spares: frozenset[str] = frozenset()
+        """Spare hosts (set every cycle): closed to jobs that are not preemptible."""
         self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
 
     def request(self, job: Job) -> PlacementRequest:
@@ -124,12 +126,11 @@ class PlacementCache:
 
     def _entry(self, job: Job) -> tuple[frozenset[str], PlacementRequest, tuple[str, ...]]:
         entry = self._requests.get(job.id)
-        if entry is None or entry[0] != job.excluded_hosts:
-            entry = (
-                job.excluded_hosts,
-                job.spec.to_request(job.excluded_hosts),
-                tuple(sorted(job.excluded_hosts)),
-            )
+        excluded = job.excluded_hosts
+        if self.spares and not job.spec.preemptible:
+            excluded = excluded | self.spares
+        if entry is None or entry[0] != excluded:
+            entry = (excluded, job.spec.to_request(excluded), tuple(sorted(excluded)))
             self._requests[job.id] = entry
         return entry
 
@@ -163,6 +164,7 @@ class PlacementCache:
 def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
     """One scheduling cycle at ``at`` (see the module docstring)."""
     state, config = ctx.state, ctx.config
+    cache.spares = state.spares
     report = CycleReport(at)
     seconds_budget = config.max_placement_seconds_per_cycle
     plain = FreeCapacity(state, state.busy)

@@ -17,6 +17,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from firsthop.reasons import RankExitReason
+from scheduler.core.campaign_records import CampaignSpec
 from scheduler.core.records import Queue
 from scheduler.core.states import Health
 from scheduler.jobspec import JobSpec
@@ -57,6 +58,8 @@ class JobCancelRequested:
     at: datetime
     job_id: str
     reason: str = ""
+    graceful: bool = False
+    """Ask the job to checkpoint first (its checkpoint signal and grace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,15 @@ class NodeDrainRequested:
     at: datetime
     node: str
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpareSet:
+    """An operator put hosts into the spare pool (``spare``) or took them out."""
+
+    at: datetime
+    nodes: tuple[str, ...]
+    spare: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +161,8 @@ class RanksStopped:
     job_id: str
     node: str
     attempt: int
+    clean: bool = False
+    """Every rank of the host exited with status 0 after the stop (within the grace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +189,45 @@ class TimerFired:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignStartRequested:
+    """An operator started a maintenance campaign (:mod:`scheduler.core.campaigns`)."""
+
+    at: datetime
+    spec: CampaignSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignControlRequested:
+    """An operator paused, resumed or aborted a campaign (``op``: pause, resume, abort)."""
+
+    at: datetime
+    name: str
+    op: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReported:
+    """A host finished one step of a campaign.
+
+    ``step`` is ``action`` or ``check`` (reported by the agent, echoing the command's
+    ``attempt``), or ``external`` (``maintenance done``: the operator handed the host back;
+    ``attempt`` is ``None``, meaning the host's current one).
+    """
+
+    at: datetime
+    campaign: str
+    node: str
+    attempt: int | None
+    step: str
+    ok: bool
+    detail: str = ""
+    """Why it failed (exit status, timeout, the failed health check)."""
+    output: str = ""
+    """The tail of the action's captured output."""
+
+
 Event = (
     SchedulerStarted
     | JobSubmitted
@@ -183,6 +236,7 @@ Event = (
     | HeartbeatReceived
     | NodeDrainRequested
     | NodeResumeRequested
+    | NodeSpareSet
     | StartAcknowledged
     | RanksStarted
     | RankExited
@@ -190,5 +244,8 @@ Event = (
     | CheckpointReported
     | QueueSet
     | TimerFired
+    | CampaignStartRequested
+    | CampaignControlRequested
+    | MaintenanceReported
 )
 """Every event :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` takes."""

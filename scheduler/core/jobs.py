@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from firsthop.reasons import ErrorReason, FailureReason, JobReason, StopReason
+from firsthop.reasons import ErrorReason, FailureReason, JobReason, RankExitReason, StopReason
 from placement import Placement
+from scheduler.core import repair
 from scheduler.core.context import Ctx
 from scheduler.core.errors import (
     DuplicateJobError,
@@ -150,9 +151,16 @@ def cancel(ctx: Ctx, event: JobCancelRequested) -> None:
         event.at,
         JobReason.CANCELLED,
         message,
-        updated=replace(job, allocation=None, stopped_hosts=frozenset(), stop_deadline=None),
+        updated=replace(
+            _closed(job),
+            allocation=None,
+            stopped_hosts=frozenset(),
+            stop_deadline=None,
+            checkpoint_requested_at=None,
+            clean_hosts=frozenset(),
+        ),
     )
-    ctx.stop_and_fence(held, event.at, StopReason.CANCELLED, skip=skip)
+    ctx.stop_and_fence(held, event.at, StopReason.CANCELLED, skip=skip, graceful=event.graceful)
 
 
 # ---------------------------------------------------------------------------- agent reports
@@ -189,11 +197,14 @@ def ranks_started(ctx: Ctx, event: RanksStarted) -> None:
             J.RUNNING,
             event.at,
             JobReason.RUNNING,
-            updated=replace(
-                job,
-                started_hosts=started,
-                started_at=event.at,
-                first_started_at=job.first_started_at or event.at,
+            updated=repair.ranks_running(
+                replace(
+                    job,
+                    started_hosts=started,
+                    started_at=event.at,
+                    first_started_at=job.first_started_at or event.at,
+                ),
+                event.at,
             ),
         )
     else:
@@ -208,7 +219,32 @@ def rank_exited(ctx: Ctx, event: RankExited) -> None:
         return
     if not 0 <= event.rank < job.gpus:
         return
+    if event.reason is RankExitReason.START_FAILED:
+        detail = f": {event.message}" if event.message else ""
+        interrupt(
+            ctx,
+            job,
+            event.at,
+            FailureReason.START_FAILED,
+            event.node,
+            exclude=False,
+            message=f"rank {event.rank} on {event.node} failed to start{detail}",
+        )
+        return
     if event.exit_code != 0:
+        if job.rank_failed_at is not None:
+            return  # a failure is already waiting to be blamed: its peers follow it
+        if (
+            ctx.config.blame_delay_s > 0
+            and job.fault_restarts < job.spec.max_restarts
+            and repair.eligible(ctx, job, FailureReason.RANK_EXITED)
+        ):
+            state.put_job(
+                replace(
+                    job, rank_failed_at=event.at, rank_failed_host=event.node, updated_at=event.at
+                )
+            )
+            return
         interrupt(
             ctx,
             job,
@@ -245,16 +281,26 @@ def ranks_stopped(ctx: Ctx, event: RanksStopped) -> None:
     state.release_fence(event.job_id, event.node, event.attempt)
     job = _current(state, event.job_id, event.node, event.attempt)
     if job is not None and job.state is J.PREEMPTED:
-        host_stopped(ctx, job, event.node, event.at)
+        host_stopped(ctx, job, event.node, event.at, clean=event.clean)
 
 
-def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime) -> None:
-    """A preempted job's ranks on ``node`` are gone (stopped or lost); requeue when all are."""
+def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime, *, clean: bool = False) -> None:
+    """A preempted job's ranks on ``node`` are gone (stopped or lost); requeue when all are.
+
+    ``clean``: every rank there exited 0 after the stop. A graceful stop all of whose hosts
+    stopped cleanly lost nothing (the program saved its state before exiting).
+    """
     state = ctx.state
     stopped = job.stopped_hosts | {node}
+    cleaned = job.clean_hosts | {node} if clean else job.clean_hosts
     alloc = job.allocation
     if alloc is None or not stopped >= set(alloc.hosts):
-        state.put_job(replace(job, stopped_hosts=stopped, updated_at=at))
+        state.put_job(replace(job, stopped_hosts=stopped, clean_hosts=cleaned, updated_at=at))
+        return
+    if job.checkpoint_requested_at is not None and cleaned >= set(alloc.hosts):
+        job = state.put_job(_saved(job, at))
+    if job.repair is not None:
+        repair.finish_stop(ctx, replace(job, stopped_hosts=stopped), at)
         return
     state.transition(
         job,
@@ -271,29 +317,43 @@ def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime) -> None:
             exited_ranks=frozenset(),
             stopped_hosts=frozenset(),
             stop_deadline=None,
+            checkpoint_requested_at=None,
+            clean_hosts=frozenset(),
         ),
     )
     ctx.settle_drains(alloc.hosts)
 
 
+def _saved(job: Job, at: datetime) -> Job:
+    """``job`` (PREEMPTED gracefully) with its stop marked as losing nothing."""
+    failures = job.failures
+    if failures and not failures[-1].checkpointed:
+        last = replace(failures[-1], lost_s=0.0, checkpointed=True)
+        failures = (*failures[:-1], last)
+    return replace(job, failures=failures, updated_at=at)
+
+
 def checkpoint_reported(ctx: Ctx, event: CheckpointReported) -> None:
-    """Work up to ``at`` is safe: count it as productive."""
+    """Work up to ``at`` is safe: count it as productive. A checkpoint reported after a
+    graceful stop was requested makes that stop lose nothing."""
     state = ctx.state
     job = get_job(state, event.job_id)
-    if job.restarts != event.attempt or job.state is not J.RUNNING:
+    if job.restarts != event.attempt or job.state not in (J.RUNNING, J.PREEMPTED):
         return
     since = _since_safe(job)
     if since is None or event.at <= since:
         return
     gained = (event.at - since).total_seconds()
-    state.put_job(
-        replace(
-            job,
-            last_checkpoint_at=event.at,
-            productive_s=job.productive_s + gained,
-            updated_at=event.at,
-        )
+    job = replace(
+        job,
+        last_checkpoint_at=event.at,
+        productive_s=job.productive_s + gained,
+        updated_at=event.at,
     )
+    requested = job.checkpoint_requested_at
+    if job.state is J.PREEMPTED and requested is not None and event.at > requested:
+        job = _saved(job, event.at)
+    state.put_job(job)
 
 
 # ---------------------------------------------------------------------------- failure path
@@ -310,14 +370,28 @@ def interrupt(
     message: str = "",
     unreachable: frozenset[str] = frozenset(),
     requeue: bool = True,
+    vacate: frozenset[str] | None = None,
 ) -> Job:
-    """The failure path (module docstring). ``unreachable`` hosts get no stop command."""
+    """The failure path (module docstring). ``unreachable`` hosts get no stop command.
+
+    A job that qualifies is repaired in place instead (:mod:`scheduler.core.repair`):
+    ``vacate`` (default: ``node`` when a node is to blame, else none) are the hosts it
+    leaves; ``unreachable`` ones count as stopped.
+    """
     state = ctx.state
     held = job
-    failure = Failure(at=at, reason=reason, host=node, lost_s=lost_seconds(job, at))
+    failure = Failure(
+        at=at, reason=reason, host=node, lost_s=lost_seconds(job, at), message=message
+    )
     failures = (*job.failures, failure)
     faults = job.fault_restarts + 1
     message = message or reason
+    if requeue and faults <= job.spec.max_restarts and repair.eligible(ctx, job, reason):
+        if vacate is None:
+            vacate = frozenset({node}) if node is not None and exclude else frozenset()
+        return repair.begin(
+            ctx, job, at, failure, vacate=vacate, stopped=unreachable, message=message
+        )
     if requeue and faults <= job.spec.max_restarts:
         excluded = job.excluded_hosts | {node} if exclude and node else job.excluded_hosts
         new = state.transition(
@@ -327,7 +401,7 @@ def interrupt(
             JobReason(reason),
             message,
             updated=replace(
-                job,
+                _closed(job),
                 allocation=None,
                 failures=failures,
                 restarts=job.restarts + 1,
@@ -346,33 +420,65 @@ def interrupt(
             at,
             JobReason(reason),
             message,
-            updated=replace(job, allocation=None, failures=failures),
+            updated=replace(_closed(job), allocation=None, failures=failures),
         )
     ctx.stop_and_fence(held, at, StopReason(reason), skip=unreachable)
     return new
 
 
+def _closed(job: Job) -> Job:
+    """``job`` with a repair in progress closed (recorded as ending in the queue) and a
+    pending blame dropped: it leaves its allocation another way."""
+    repairs = job.repairs
+    if job.repair is not None:
+        repairs = (*repairs, replace(job.repair, method="queue"))
+    return replace(job, repair=None, repairs=repairs, rank_failed_at=None, rank_failed_host=None)
+
+
 def preempt(ctx: Ctx, victim: Job, at: datetime, by: Job) -> None:
-    """Start preempting ``victim`` for ``by``: PREEMPTED, stop commands with grace."""
-    failure = Failure(
-        at=at, reason=FailureReason.PREEMPTED, host=None, lost_s=lost_seconds(victim, at)
-    )
+    """Start preempting ``victim`` for ``by`` (a planned stop, :func:`stop_for_checkpoint`)."""
+    stop_for_checkpoint(ctx, victim, at, f"preempted by job {by.id}")
+
+
+def stop_for_checkpoint(ctx: Ctx, job: Job, at: datetime, message: str) -> Job:
+    """A planned stop of a running job: ask it to checkpoint, then stop and requeue it.
+
+    The one entry point for every planned stop (preemption, maintenance, moves). ``job``
+    goes PREEMPTED (a :class:`Failure` ``preempted`` records the work at stake, which does
+    not count against ``max_restarts``); every host gets a stop command with the job's
+    checkpoint signal and grace (``checkpoint.signal``/``grace_s``, operator-bounded;
+    SIGTERM and ``stop_grace_s`` for a job that does not checkpoint). A checkpoint reported
+    after now, or every rank exiting 0, makes the stop lose nothing (``lost_s`` 0,
+    ``checkpointed``); otherwise the work since the last checkpoint is lost as for a failure.
+    Once every host's ranks are gone the job is REQUEUED (:func:`host_stopped`); hosts that
+    are lost or fail meanwhile count as stopped. Returns the PREEMPTED record.
+
+    Raises:
+        InvalidTransitionError: the job does not hold an allocation it can be stopped on.
+    """
+    graceful = job.spec.checkpoint is not None and job.state is J.RUNNING
+    grace = ctx.checkpoint_grace_s(job) if graceful else ctx.config.stop_grace_s
+    lost = lost_seconds(job, at)
+    failure = Failure(at=at, reason=FailureReason.PREEMPTED, host=None, lost_s=lost)
     new = ctx.state.transition(
-        victim,
+        job,
         J.PREEMPTED,
         at,
         JobReason.PREEMPTED,
-        f"preempted by job {by.id}",
+        message,
         updated=replace(
-            victim,
-            failures=(*victim.failures, failure),
+            job,
+            failures=(*job.failures, failure),
             stopped_hosts=frozenset(),
-            stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
+            clean_hosts=frozenset(),
+            stop_deadline=at + timedelta(seconds=grace),
+            checkpoint_requested_at=at if graceful else None,
         ),
     )
     if new.allocation is not None:
         for node in new.allocation.hosts:
-            ctx.stop(new, node, StopReason.PREEMPTED)
+            ctx.stop(new, node, StopReason.PREEMPTED, graceful=graceful)
+    return new
 
 
 def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
@@ -382,6 +488,9 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
     for job_id in sorted(state.allocated):
         job = state.jobs[job_id]
         limit = job.spec.time_limit_s
+        if job.state is J.RUNNING and repair.blame_due(ctx, job, at):
+            _blame(ctx, job, at)
+            continue
         if (
             job.state is J.RUNNING
             and limit is not None
@@ -424,6 +533,25 @@ def enforce_deadlines(ctx: Ctx, at: datetime) -> None:
     for key, fence in sorted(state.fences.items()):
         if at >= fence.deadline:
             state.release_fence(*key)
+
+
+def _blame(ctx: Ctx, job: Job, at: datetime) -> None:
+    """A rank failure waited ``blame_delay_s``: blame silent or FAILED hosts, else restart in
+    place on the same hosts (the rank's host named in the failure)."""
+    silent = frozenset(repair.silent_hosts(ctx, job))
+    node = min(silent) if silent else job.rank_failed_host
+    what = f"host {', '.join(sorted(silent))} went silent" if silent else "a rank exited"
+    interrupt(
+        ctx,
+        job,
+        at,
+        FailureReason.RANK_EXITED,
+        node,
+        exclude=bool(silent),
+        message=f"{what} (first failed rank on {job.rank_failed_host})",
+        unreachable=silent,
+        vacate=silent,
+    )
 
 
 # ---------------------------------------------------------------------------- admission
@@ -479,6 +607,7 @@ def resend_commands(ctx: Ctx) -> None:
         if job.state in (J.ADMITTED, J.STARTING):
             ctx.start_hosts(job, [h for h in alloc.hosts if h not in job.started_hosts])
         elif job.state is J.PREEMPTED:
+            graceful = job.checkpoint_requested_at is not None
             for node in alloc.hosts:
                 if node not in job.stopped_hosts:
-                    ctx.stop(job, node, StopReason.PREEMPTED)
+                    ctx.stop(job, node, StopReason.PREEMPTED, graceful=graceful)

@@ -31,6 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from firsthop.reasons import ErrorReason, FailureReason, NodeReason, StopReason
+from scheduler.core import repair
 from scheduler.core.actions import StopRanks, stop_command_id
 from scheduler.core.context import Ctx
 from scheduler.core.errors import UnknownNodeError
@@ -39,6 +40,7 @@ from scheduler.core.events import (
     NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
 )
 from scheduler.core.jobs import host_stopped, interrupt
 from scheduler.core.records import Node
@@ -139,8 +141,13 @@ def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
     for job in state.jobs_on(node.name):
         if job.state is JobState.PREEMPTED:
             ctx.stop(job, node.name, StopReason.NODE_FAILED, force=True)
-            host_stopped(ctx, job, node.name, at)
+            host_stopped(ctx, repair.vacate_more(job, node.name), node.name, at)
             continue
+        gone: frozenset[str] = frozenset()
+        if repair.eligible(ctx, job, FailureReason.NODE_FAILED):
+            # Repaired in place: the failed host is told to stop at once and counts as gone.
+            ctx.stop(job, node.name, StopReason.NODE_FAILED, force=True)
+            gone = frozenset({node.name})
         interrupt(
             ctx,
             job,
@@ -149,6 +156,7 @@ def _fail_node(ctx: Ctx, node: Node, at: datetime, detail: str) -> None:
             node.name,
             exclude=True,
             message=f"node {node.name} failed: {detail or 'health check'}",
+            unreachable=gone,
         )
     node = state.nodes[node.name]
     if node.state in (N.READY, N.DRAINING) and not state.host_jobs.get(node.name):
@@ -197,6 +205,24 @@ def drain(ctx: Ctx, event: NodeDrainRequested) -> None:
     state.move_node(node, dst, reason)
 
 
+def set_spare(ctx: Ctx, event: NodeSpareSet) -> None:
+    """Put hosts into the spare pool or take them out (all or none).
+
+    Spares run only preemptible jobs (``preemptible: true``), which are preempted before
+    other candidates, and in-place repairs take them before other free hosts.
+
+    Raises:
+        UnknownNodeError for any unknown host (nothing changes).
+    """
+    state = ctx.state
+    found = [get_node(state, name) for name in event.nodes]
+    for node in found:
+        if node.spare != event.spare:
+            state.put_node(replace(node, spare=event.spare))
+    if not event.spare and found:
+        state.capacity_epoch += 1  # ordinary jobs may use them now: refusals are stale
+
+
 def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
     """Back to service: DRAINING/DRAINED -> READY (health UNKNOWN until the next heartbeat).
 
@@ -235,7 +261,7 @@ def lose(ctx: Ctx, node: Node, at: datetime) -> None:
     silent = (at - node.last_heartbeat_at).total_seconds() if node.last_heartbeat_at else 0.0
     for job in state.jobs_on(node.name):
         if job.state is JobState.PREEMPTED:
-            host_stopped(ctx, job, node.name, at)
+            host_stopped(ctx, repair.vacate_more(job, node.name), node.name, at)
             continue
         interrupt(
             ctx,

@@ -13,6 +13,8 @@ whose GPUs the placement does not use are dropped again. Scopes are tried in ord
 estimated lost work, nearer tiers first on ties, within a budget of placer calls. The plan with
 the least lost work wins; ties go to the cheaper placement (communication cost), then to fewer
 victims. So among equally cheap victims the scheduler frees a compact, well-connected set.
+Jobs that accepted short notice (``preemptible``, the only ones on spare hosts) go first: a
+plan with fewer other victims beats any plan with more, whatever their lost work.
 
 GPUs of jobs already being preempted and of fences count as free here (they are on their way).
 
@@ -90,6 +92,7 @@ def _candidates(state: SchedulerState, job: Job, now: datetime) -> list[_Candida
         out.append(_Candidate(other, lost_gpu_seconds(other, now), state.gpu_ids(alloc), hosts))
     out.sort(
         key=lambda c: (
+            not c.job.spec.preemptible,  # jobs that accept short notice go first
             c.lost,
             state.queues[c.job.queue].priority,
             c.job.priority,
@@ -166,7 +169,12 @@ def plan_preemption(
             plans.append(plan)
     if not plans:
         return None, calls
-    best = min(plans, key=lambda p: (p.lost_gpu_s, p.placement.cost_ms, len(p.victims)))
+
+    def firm(plan: PreemptionPlan) -> int:
+        """Victims that did not accept short notice (``preemptible``): fewest wins first."""
+        return sum(1 for v in plan.victims if not state.jobs[v].spec.preemptible)
+
+    best = min(plans, key=lambda p: (firm(p), p.lost_gpu_s, p.placement.cost_ms, len(p.victims)))
     return best, calls
 
 

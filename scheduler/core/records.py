@@ -40,14 +40,20 @@ class Allocation:
     placed_at: datetime
     hosts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """Hosts in rank order, each once (node rank order for launchers); derived from ranks."""
+    _gpus: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Computed once: heartbeats and acks ask for it on every event.
-        object.__setattr__(self, "hosts", tuple(dict.fromkeys(s.host for s in self.ranks)))
+        # Computed once, in one pass: heartbeats, acks and fencing ask for these on every
+        # event, and a scan of every rank per host is quadratic for a 16K-rank job.
+        gpus: dict[str, list[int]] = {}
+        for slot in self.ranks:
+            gpus.setdefault(slot.host, []).append(slot.gpu)
+        object.__setattr__(self, "hosts", tuple(gpus))
+        object.__setattr__(self, "_gpus", MappingProxyType({h: tuple(g) for h, g in gpus.items()}))
 
     def gpus_on(self, host: str) -> tuple[int, ...]:
         """Local GPU indices the job holds on ``host``, in rank order."""
-        return tuple(slot.gpu for slot in self.ranks if slot.host == host)
+        return self._gpus.get(host, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,34 @@ class Failure:
     reason: FailureReason
     host: str | None
     lost_s: float
-    """Work lost: time since the last checkpoint (or since start) when it failed."""
+    """Work lost: time since the last checkpoint (or since start) when it failed; 0 for a
+    planned stop the job answered with a checkpoint (or a clean exit of every rank)."""
+    message: str = ""
+    """What happened, in words (a rank's start failure as its agent reported it)."""
+    checkpointed: bool = False
+    """A planned stop the job answered by checkpointing in its grace (nothing lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """One in-place repair of a job: the hosts it left, where their ranks went, and when
+    each phase ended (failure -> survivors stopped -> new rank table -> all ranks running).
+
+    ``method`` is the placer's (``partial``: only the vacated hosts' ranks moved; ``full``;
+    ``unchanged``: restarted on the same hosts) or ``queue`` when no replacement was found
+    and the job went back to the queue.
+    """
+
+    failed_at: datetime
+    reason: FailureReason
+    vacated: tuple[str, ...]
+    moves: tuple[tuple[str, str], ...] = ()
+    """(old host, new host) for every vacated host whose ranks moved."""
+    method: str = ""
+    stopped_at: datetime | None = None
+    placed_at: datetime | None = None
+    running_at: datetime | None = None
+    ranks_moved: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +131,21 @@ class Job:
     """While ``PREEMPTED``: hosts whose ranks have stopped (or were lost)."""
     stop_deadline: datetime | None = None
     """While ``PREEMPTED``: when a forced stop is sent to hosts still running ranks."""
+    checkpoint_requested_at: datetime | None = None
+    """While ``PREEMPTED`` gracefully: when the job was asked to checkpoint; a checkpoint
+    reported after it (or every rank exiting 0) makes the stop lose nothing."""
+    clean_hosts: frozenset[str] = frozenset()
+    """While ``PREEMPTED``: hosts whose ranks all exited 0 after the stop."""
+    repairs: tuple[Repair, ...] = ()
+    """In-place repairs, oldest first (the one in progress is :attr:`repair`)."""
+    repair: Repair | None = None
+    """The in-place repair in progress: set while the job stops (PREEMPTED) and restarts
+    (ADMITTED, STARTING); moved to :attr:`repairs` once every rank runs again."""
+    rank_failed_at: datetime | None = None
+    """While RUNNING: when a rank exited with a failure whose blame is not settled yet
+    (:mod:`scheduler.core.repair`)."""
+    rank_failed_host: str | None = None
+    """The host of that rank."""
     last_allocation: Allocation | None = None
     """The allocation of the latest attempt that let go of its GPUs (where its ranks ran, so
     their logs can be found after the job finished or was requeued)."""
@@ -146,6 +194,9 @@ class Node:
     """How ranks on other hosts reach this host (``MASTER_ADDR`` when it runs rank 0), as
     its agent registered it; empty: the host name."""
     registered_at: datetime | None = None
+    spare: bool = False
+    """In the operator's spare pool: only preemptible jobs run on it (preempted first), and
+    in-place repairs take it before other free hosts."""
     last_heartbeat_at: datetime | None = None
     """Kept current in memory on every heartbeat, but stored only with other changes of the
     node: after a restart every node gets a fresh heartbeat timeout anyway."""

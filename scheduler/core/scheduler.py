@@ -17,12 +17,14 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import assert_never
 
 from firsthop.reasons import ErrorReason
 from placement import FailureReason, PlacementFailure, Snapshot
 from placement import place as run_placer
+from scheduler.core import campaigns as maintenance
 from scheduler.core import jobs, nodes
 from scheduler.core.actions import (
     Action,
@@ -30,19 +32,24 @@ from scheduler.core.actions import (
     NotifyNodeChanged,
     PersistChanges,
 )
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.context import Ctx, Outbox
 from scheduler.core.cycle import CycleReport, PlacementCache, Placer, run_cycle
 from scheduler.core.errors import InvalidQueueError, JobTooLargeError
 from scheduler.core.events import (
+    CampaignControlRequested,
+    CampaignStartRequested,
     CheckpointReported,
     Event,
     HeartbeatReceived,
     JobCancelRequested,
     JobSubmitted,
+    MaintenanceReported,
     NodeDrainRequested,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
     QueueSet,
     RankExited,
     RanksStarted,
@@ -78,6 +85,7 @@ class Scheduler:
         placer: the placement policy of the scheduling cycle (admission, backfill
             reservations, preemption); ``placement.place`` unless given. Whether a job can
             ever be placed (checked at submission) is always decided by ``placement.place``.
+        campaigns: stored maintenance campaigns to restore.
 
     Raises:
         InvalidInputError: ``topology_mismatch`` when stored nodes name hosts the topology
@@ -93,6 +101,7 @@ class Scheduler:
         nodes: Iterable[Node] = (),
         queues: Iterable[Queue] = (),
         placer: Placer = run_placer,
+        campaigns: Iterable[Campaign] = (),
     ) -> None:
         self.config = config or SchedulerConfig()
         self.index = index
@@ -116,6 +125,7 @@ class Scheduler:
         self.last_cycle: CycleReport | None = None
         self._empty = Snapshot.empty(index)
         self._placeable: dict[str, FirsthopError | None] = {}
+        self.campaigns = maintenance.CampaignBook(campaigns)
         self.state.validate()
 
     # ------------------------------------------------------------------ events
@@ -142,6 +152,8 @@ class Scheduler:
                 nodes.drain(ctx, event)
             case NodeResumeRequested():
                 nodes.resume(ctx, event)
+            case NodeSpareSet():
+                nodes.set_spare(ctx, event)
             case StartAcknowledged():
                 jobs.start_acknowledged(ctx, event)
             case RanksStarted():
@@ -157,12 +169,22 @@ class Scheduler:
             case SchedulerStarted():
                 nodes.refresh_heartbeats(ctx, event.at)
                 jobs.resend_commands(ctx)
+                maintenance.resend(ctx, self.campaigns)
+            case CampaignStartRequested():
+                maintenance.start(ctx, self.campaigns, self.index, event)
+            case CampaignControlRequested():
+                maintenance.control(ctx, self.campaigns, self.index, event)
+            case MaintenanceReported():
+                maintenance.reported(ctx, self.campaigns, self.index, event)
             case _:
                 assert_never(event)
         return self._finish(ctx)
 
     def _finish(self, ctx: Ctx) -> list[Action]:
         changes, changed_jobs, changed_nodes = self.state.take_changes()
+        changed_campaigns = self.campaigns.take_changes()
+        if changed_campaigns:
+            changes = replace(changes, campaigns=changed_campaigns)
         actions: list[Action] = []
         if changes:
             actions.append(PersistChanges(changes))
@@ -170,11 +192,13 @@ class Scheduler:
         actions.extend(NotifyNodeChanged(node) for node in changed_nodes)
         actions.extend(ctx.out.stops)
         actions.extend(ctx.out.starts)
+        actions.extend(ctx.out.maintenance)
         return actions
 
     def _tick(self, ctx: Ctx, at: datetime) -> None:
         nodes.detect_lost(ctx, at)
         jobs.enforce_deadlines(ctx, at)
+        maintenance.tick(ctx, self.campaigns, self.index, at)
         self.last_cycle = run_cycle(ctx, at, self.cache)
         queued = sum(len(keys) for keys in self.state.pending.values())
         if self.cache.size > 2 * queued + 1024:

@@ -189,6 +189,11 @@ class SchedulerState:
             count=len(allocation.ranks),
         )
 
+    @property
+    def spares(self) -> frozenset[str]:
+        """Names of the hosts in the spare pool."""
+        return frozenset(name for name, node in self.nodes.items() if node.spare)
+
     def usable_hosts(self) -> BoolArray:
         """Per host id: in service (no unavailability)."""
         mask = np.ones(self.index.num_hosts, dtype=np.bool_)
@@ -506,7 +511,9 @@ def _job_problems(job: Job, state: SchedulerState) -> list[str]:
         out.append(f"{name}: {job.state} without finished_at")
     if job.state is JobState.RUNNING and job.started_at is None:
         out.append(f"{name}: RUNNING without started_at")
-    if job.state is not JobState.PREEMPTED and (job.stopped_hosts or job.stop_deadline):
+    if job.state is not JobState.PREEMPTED and (
+        job.stopped_hosts or job.stop_deadline or job.checkpoint_requested_at or job.clean_hosts
+    ):
         out.append(f"{name}: stop bookkeeping outside PREEMPTED")
     if job.state in QUEUED_JOB_STATES and (job.started_hosts or job.exited_ranks):
         out.append(f"{name}: queued with rank bookkeeping")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from firsthop.reasons import ErrorReason
-from scheduler.core.actions import StartRanks, StopRanks
+from scheduler.core.actions import RunMaintenance, StartRanks, StopRanks
 from topology.errors import FirsthopError
 
 MAX_PENDING_PER_NODE: Final = 1024
@@ -76,7 +76,7 @@ class FetchLogs:
     max_bytes: int
 
 
-Command = StartRanks | StopRanks | RunHealthCheck | FetchLogs
+Command = StartRanks | StopRanks | RunHealthCheck | FetchLogs | RunMaintenance
 """What the hub keeps and resends until the agent acknowledges it."""
 
 
@@ -87,7 +87,12 @@ class ReportAcked:
     report_id: str
 
 
-Outgoing = Command | ReportAcked
+@dataclass(frozen=True, slots=True)
+class HeartbeatAcked:
+    """Tell the agent its heartbeat arrived (it counts its fence time from these)."""
+
+
+Outgoing = Command | ReportAcked | HeartbeatAcked
 
 
 @dataclass(eq=False, slots=True)
@@ -111,6 +116,9 @@ class AgentHub:
         self._pending: dict[str, OrderedDict[str, Command]] = {}
         self.closing = False
         """Set by :meth:`close_all`: streams end because the server is stopping."""
+        self.epoch = 0
+        """The leader's fencing epoch, stamped on every command and registration (0: no
+        leader lease, as with SQLite); agents ignore commands of an older epoch."""
 
     # ------------------------------------------------------------------ sessions
 

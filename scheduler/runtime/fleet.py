@@ -10,7 +10,9 @@ here, with the bookkeeping the core leaves to the runtime:
   ``RankExited`` failures); the stop completes when every rank the host was started with has
   exited, at once when they had all exited before the stop (a job whose surviving ranks died
   with their peers), or when a heartbeat after the acknowledged stop no longer lists the
-  attempt (an agent that restarted and never had the ranks).
+  attempt (an agent that restarted and never had the ranks). ``RanksStopped.clean`` says
+  that every rank the host was started with reported exit status 0 after the stop (a job
+  that checkpointed on its signal and exited).
 - **Acknowledgements.** A start acknowledged (applied or duplicate) is ``StartAcknowledged``;
   a start the agent rejected is reported to the core as the exit of that host's first rank
   with status 127, so the job goes through the failure path.
@@ -34,10 +36,11 @@ from enum import Enum
 from typing import Final
 
 from firsthop.reasons import ErrorReason
-from scheduler.core.actions import Action, StartRanks, StopRanks
+from scheduler.core.actions import Action, RunMaintenance, StartRanks, StopRanks
 from scheduler.core.events import (
     Event,
     HeartbeatReceived,
+    MaintenanceReported,
     NodeRegistered,
     RankExited,
     RanksStopped,
@@ -79,6 +82,8 @@ class _Stop:
     remaining: set[int] | None
     """Ranks still to exit; ``None`` when the host's ranks are not known (after a restart)."""
     acked: bool = False
+    clean: bool = True
+    """Every rank exit reported since the stop had status 0."""
 
 
 AttemptKey = tuple[str, str, int]
@@ -211,10 +216,11 @@ class Fleet:
         key = (link.node, event.job_id, event.attempt)
         stop = self._stops.get(link.node, {}).get((event.job_id, event.attempt))
         if stop is not None:
+            stop.clean = stop.clean and event.exit_code == 0
             if stop.remaining is not None:
                 stop.remaining.discard(event.rank)
                 if not stop.remaining:
-                    self._finish_stop(key)
+                    self._finish_stop(key, clean=stop.clean)
         else:
             await self._apply_quietly(make)
             ranks = self._ranks.get(key)
@@ -240,6 +246,23 @@ class Fleet:
         if isinstance(command, RunHealthCheck | FetchLogs):
             if status is AckStatus.REJECTED:
                 self.requests.rejected(command, message)
+            return
+        if isinstance(command, RunMaintenance):
+            if status is AckStatus.REJECTED:
+                step = command
+
+                def refused(at: datetime) -> Event:
+                    return MaintenanceReported(
+                        at=at,
+                        campaign=step.campaign,
+                        node=step.node,
+                        attempt=step.attempt,
+                        step=step.step,
+                        ok=False,
+                        detail=f"rejected by the agent: {message}",
+                    )
+
+                await self._apply_quietly(refused)
             return
         if isinstance(command, StopRanks):
             stop = self._stops.get(command.node, {}).get((command.job_id, command.attempt))
@@ -291,7 +314,7 @@ class Fleet:
                     set(ranks) if ranks is not None else None
                 )
 
-    def _finish_stop(self, key: AttemptKey) -> None:
+    def _finish_stop(self, key: AttemptKey, *, clean: bool = False) -> None:
         node, job_id, attempt = key
         stops = self._stops.get(node)
         if stops is not None:
@@ -300,7 +323,7 @@ class Fleet:
                 del self._stops[node]
         self._ranks.pop(key, None)
         self._runtime.post(
-            lambda at: RanksStopped(at=at, job_id=job_id, node=node, attempt=attempt)
+            lambda at: RanksStopped(at=at, job_id=job_id, node=node, attempt=attempt, clean=clean)
         )
 
     async def _apply_quietly(self, make: EventFactory) -> None:

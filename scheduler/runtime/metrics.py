@@ -11,8 +11,14 @@ Names (Grafana-ready, ``firsthop_`` prefix):
 - ``firsthop_placement_cost_ratio``: modelled cost / lower bound of each placement made;
 - ``firsthop_rpc_duration_seconds{method,code}``: RPC latency (unary calls; streams measure
   their whole life);
+- ``firsthop_agent_messages_dropped_total{kind}`` and
+  ``firsthop_agent_messages_throttled_total``: the per-session rate limit of agent streams
+  (:mod:`scheduler.runtime.ratelimit`);
 - ``firsthop_store_commit_seconds`` and ``firsthop_events_total{event}``: the runtime's
-  group commits and the events it applied.
+  group commits and the events it applied;
+- ``firsthop_maintenance_hosts{campaign,state}``: hosts of each live maintenance campaign per
+  state (done, remaining, out); ``firsthop_maintenance_jobs{campaign,kind}``: jobs ``moved``
+  or ``waited`` on; ``firsthop_maintenance_gpu_hours_lost{campaign}``.
 
 Gauges over the whole state are read at scrape time from a snapshot the runtime refreshes once
 per tick (:meth:`Metrics.set_snapshot`): scraping never walks live structures from the HTTP
@@ -47,6 +53,11 @@ class StateSnapshot:
     gpus_free: int = 0
     gpus_unavailable: int = 0
     agents_connected: int = 0
+    campaign_hosts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Campaign -> host state -> hosts."""
+    campaign_jobs: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Campaign -> (jobs moved, jobs waited on)."""
+    campaign_gpu_hours_lost: Mapping[str, float] = field(default_factory=dict)
 
 
 class _SnapshotCollector(Collector):
@@ -79,6 +90,32 @@ class _SnapshotCollector(Collector):
             "Agents with an open Connect stream",
             value=snap.agents_connected,
         )
+        hosts = GaugeMetricFamily(
+            "firsthop_maintenance_hosts",
+            "Hosts of each maintenance campaign per state",
+            labels=["campaign", "state"],
+        )
+        for campaign, by_state in sorted(snap.campaign_hosts.items()):
+            for state, count in sorted(by_state.items()):
+                hosts.add_metric([campaign, state], count)
+        yield hosts
+        moved = GaugeMetricFamily(
+            "firsthop_maintenance_jobs",
+            "Jobs a maintenance campaign moved or waited on",
+            labels=["campaign", "kind"],
+        )
+        for campaign, (moved_n, waited_n) in sorted(snap.campaign_jobs.items()):
+            moved.add_metric([campaign, "moved"], moved_n)
+            moved.add_metric([campaign, "waited"], waited_n)
+        yield moved
+        lost = GaugeMetricFamily(
+            "firsthop_maintenance_gpu_hours_lost",
+            "GPU-hours of work lost to a maintenance campaign",
+            labels=["campaign"],
+        )
+        for campaign, hours in sorted(snap.campaign_gpu_hours_lost.items()):
+            lost.add_metric([campaign], hours)
+        yield lost
 
 
 class Metrics:
@@ -117,6 +154,17 @@ class Metrics:
         )
         self.commands = Counter(
             "firsthop_agent_commands", "Commands sent to agents", ["kind"], registry=self.registry
+        )
+        self.agent_dropped = Counter(
+            "firsthop_agent_messages_dropped",
+            "Agent messages dropped by the per-session rate limit",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.agent_throttled = Counter(
+            "firsthop_agent_messages_throttled",
+            "Agent messages read late because their session sent too fast",
+            registry=self.registry,
         )
         self.up = Gauge("firsthop_up", "1 while the scheduler serves", registry=self.registry)
         self.registry.register(_SnapshotCollector(self))

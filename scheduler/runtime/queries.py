@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, TypeVar
@@ -64,8 +64,14 @@ def list_jobs(
     user: str = "",
     page_size: int = 0,
     page_token: str = "",
+    size_of: Callable[[Job], int] | None = None,
+    max_bytes: int = 0,
 ) -> Page[Job]:
-    """Jobs matching the filters, oldest submission first (then by id), one page."""
+    """Jobs matching the filters, oldest submission first (then by id), one page.
+
+    With ``size_of`` and ``max_bytes``, the page also ends before the item that would take
+    its total size over ``max_bytes`` (it always holds at least one item).
+    """
     size = min(page_size or DEFAULT_JOB_PAGE, MAX_JOB_PAGE)
     wanted = frozenset(states)
     matching = sorted(
@@ -84,8 +90,8 @@ def list_jobs(
         start = next(
             (i for i, j in enumerate(matching) if (j.submitted_at, j.id) > after), len(matching)
         )
-    items = tuple(matching[start : start + size])
-    more = start + size < len(matching)
+    items = _cut(tuple(matching[start : start + size]), size_of, max_bytes)
+    more = start + len(items) < len(matching)
     token = ""
     if more and items:
         last = items[-1]
@@ -112,8 +118,11 @@ def list_nodes(
     states: Collection[NodeState] = (),
     page_size: int = 0,
     page_token: str = "",
+    size_of: Callable[[Node], int] | None = None,
+    max_bytes: int = 0,
 ) -> Page[Node]:
-    """Nodes in topology order (in the states given), one page."""
+    """Nodes in topology order (in the states given), one page (cut by size as
+    :func:`list_jobs` is)."""
     size = min(page_size or DEFAULT_NODE_PAGE, MAX_NODE_PAGE)
     wanted = frozenset(states)
     names = state.index.host_names
@@ -130,10 +139,25 @@ def list_nodes(
         if not wanted or state.nodes[name].state in wanted
     ]
     page = [(i, node) for i, node in matching if i >= start][:size]
+    if size_of is not None:
+        kept = _cut(tuple(node for _, node in page), size_of, max_bytes)
+        page = page[: len(kept)]
     token = ""
     if page and page[-1][0] < matching[-1][0]:
         token = _encode(f"n|{page[-1][0] + 1}")
     return Page(tuple(node for _, node in page), token, len(matching))
+
+
+def _cut(items: tuple[T, ...], size_of: Callable[[T], int] | None, max_bytes: int) -> tuple[T, ...]:
+    """The longest prefix of ``items`` (at least one) whose sizes add up to ``max_bytes``."""
+    if size_of is None or max_bytes <= 0:
+        return items
+    total = 0
+    for i, item in enumerate(items):
+        total += size_of(item)
+        if total > max_bytes and i > 0:
+            return items[:i]
+    return items
 
 
 def node_usage(state: SchedulerState, name: str) -> tuple[int, tuple[str, ...]]:

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,9 +50,11 @@ from scheduler.core.actions import (
     NotifyJobChanged,
     NotifyNodeChanged,
     PersistChanges,
+    RunMaintenance,
     StartRanks,
     StopRanks,
 )
+from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, Campaign
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
 from scheduler.core.events import Event, SchedulerStarted, TimerFired
@@ -81,6 +83,13 @@ class StoreUnavailableError(FirsthopError):
 
     status_code = "UNAVAILABLE"
     default_reason = ErrorReason.STORE_UNAVAILABLE
+
+
+class DeposedError(FirsthopError):
+    """The store fenced this scheduler off: a newer leader took over."""
+
+    status_code = "UNAVAILABLE"
+    default_reason = ErrorReason.NOT_LEADER
 
 
 class DurableStore(Protocol):
@@ -151,6 +160,10 @@ class Runtime:
         self.ticks = 0
         self._ticked = asyncio.Condition()
         self._cycle_again = asyncio.Event()
+        self.deposed = False
+        """Set when the store refused a commit with ``not_leader``: a newer leader took over."""
+        self.on_deposed: list[Callable[[], None]] = []
+        """Called once the store fenced this runtime off (the server steps down)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -291,6 +304,8 @@ class Runtime:
         """
         if self._closing:
             raise ShuttingDownError("the scheduler is shutting down")
+        if self.deposed:
+            raise DeposedError("this scheduler is no longer the leader")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(make, result, future))
         value: T | None = await future
@@ -298,7 +313,7 @@ class Runtime:
 
     def post(self, make: EventFactory) -> None:
         """Queue an event nobody waits for (heartbeats); errors are logged, not raised."""
-        if not self._closing:
+        if not self._closing and not self.deposed:
             self._queue.put_nowait(_Item(make, None, None))
 
     async def _consume(self) -> None:
@@ -338,6 +353,7 @@ class Runtime:
         jobs: dict[str, Job] = {}
         nodes: dict[str, Node] = {}
         queues: dict[str, Queue] = {}
+        campaigns: dict[str, Campaign] = {}
         effects: list[Action] = []
         outcomes: list[tuple[_Item, Any]] = []
         for item in batch:
@@ -371,15 +387,25 @@ class Runtime:
                     jobs.update((j.id, j) for j in part.jobs)
                     nodes.update((n.name, n) for n in part.nodes)
                     queues.update((q.name, q) for q in part.queues)
+                    campaigns.update((c.name, c) for c in part.campaigns)
                 else:
                     effects.append(action)
             outcomes.append((item, value))
-        changes = ChangeSet(tuple(jobs.values()), tuple(nodes.values()), tuple(queues.values()))
+        changes = ChangeSet(
+            tuple(jobs.values()),
+            tuple(nodes.values()),
+            tuple(queues.values()),
+            tuple(campaigns.values()),
+        )
         return _Handled(changes, effects, outcomes)
 
     async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
         """Commit a handled batch, then answer its callers and run its actions."""
         try:
+            if self.deposed:
+                for item in batch:
+                    _settle(item.future, DeposedError("this scheduler is no longer the leader"))
+                return
             if core is not self._core:
                 # An earlier commit failed and the core was reloaded from the store: this
                 # batch was computed on top of the refused change, so it is refused too.
@@ -398,11 +424,18 @@ class Runtime:
 
     async def _commit(self, handled: _Handled) -> None:
         changes, outcomes = handled.changes, handled.outcomes
-        if changes:
+        # Commands to agents are fenced like writes: a batch that sends any goes through the
+        # store even when it changes nothing stored (a leader's store checks its epoch then).
+        if changes or any(
+            isinstance(a, StartRanks | StopRanks | RunMaintenance) for a in handled.effects
+        ):
             started = time.perf_counter()
             try:
                 await self.in_store_thread(lambda: self._store.save(changes))
             except Exception as exc:
+                if isinstance(exc, FirsthopError) and exc.reason == ErrorReason.NOT_LEADER:
+                    self._fenced_off(exc, outcomes)
+                    return
                 _log.exception("store commit failed; reloading the core from the store")
                 error = StoreUnavailableError(f"the store did not accept the change: {exc}")
                 try:
@@ -419,6 +452,16 @@ class Runtime:
             self._execute(action)
         for item, value in outcomes:
             _settle(item.future, value)
+
+    def _fenced_off(self, exc: FirsthopError, outcomes: list[tuple[_Item, Any]]) -> None:
+        # Deposed: a newer leader owns the store. Nothing of the batch happened; send
+        # nothing, take no more events, and let the server step down.
+        _log.error("store write fenced off (%s); stepping down", exc)
+        self.deposed = True
+        for item, _ in outcomes:
+            _settle(item.future, exc)
+        for observer in self.on_deposed:
+            observer()
 
     async def _reload(self) -> None:
         self._core = await self.in_store_thread(self._build_core)
@@ -437,6 +480,9 @@ class Runtime:
             self.metrics.commands.labels(
                 "start" if isinstance(action, StartRanks) else "stop"
             ).inc()
+        elif isinstance(action, RunMaintenance):
+            self.agents.send(action)
+            self.metrics.commands.labels("maintenance").inc()
         elif isinstance(action, NotifyJobChanged):
             job = action.job
             if job.state is JobState.ADMITTED and job.allocation is not None:
@@ -460,7 +506,9 @@ class Runtime:
             except FirsthopError as exc:
                 _log.warning("tick failed: %s", exc)
             self.ticks += 1
-            self.metrics.set_snapshot(snapshot_of(self.state, self.agents.connected))
+            self.metrics.set_snapshot(
+                snapshot_of(self.state, self.agents.connected, self.core.campaigns.all.values())
+            )
             async with self._ticked:
                 self._ticked.notify_all()
 
@@ -479,8 +527,16 @@ def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
-    """Whole-state counts for the metrics endpoint."""
+def snapshot_of(
+    state: SchedulerState, agents_connected: int, campaigns: Iterable[Campaign] = ()
+) -> StateSnapshot:
+    """Whole-state counts for the metrics endpoint (campaigns: the live ones)."""
+    live = [c for c in campaigns if c.state not in TERMINAL_CAMPAIGN_STATES]
+    campaign_hosts: dict[str, dict[str, int]] = {}
+    for campaign in live:
+        counts = campaign_hosts.setdefault(campaign.name, {})
+        for entry in campaign.hosts:
+            counts[entry.phase.value] = counts.get(entry.phase.value, 0) + 1
     depth = {queue: len(keys) for queue, keys in state.pending.items()}
     jobs: dict[str, int] = {}
     for job in state.jobs.values():
@@ -502,4 +558,7 @@ def snapshot_of(state: SchedulerState, agents_connected: int) -> StateSnapshot:
         gpus_free=free,
         gpus_unavailable=total - busy - free,
         agents_connected=agents_connected,
+        campaign_hosts=campaign_hosts,
+        campaign_jobs={c.name: (len(c.jobs_moved), len(c.jobs_waited)) for c in live},
+        campaign_gpu_hours_lost={c.name: c.gpu_hours_lost for c in live},
     )

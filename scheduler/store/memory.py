@@ -16,6 +16,7 @@ from datetime import datetime
 from threading import Lock
 
 from scheduler.core.actions import ChangeSet
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.records import Job, Node, Queue
 from scheduler.core.states import JobState
@@ -37,6 +38,7 @@ class MemoryStore:
         self._order: list[tuple[datetime, str]] = []
         self._nodes: dict[str, Node] = {}
         self._queues: dict[str, Queue] = {}
+        self._campaigns: dict[str, Campaign] = {}
         self._submissions: dict[tuple[str, str], str] = {}
         self._lock = Lock()
 
@@ -49,6 +51,7 @@ class MemoryStore:
                 jobs=tuple(j for j in jobs if _kept(j, finished_after)),
                 nodes=tuple(self._nodes[n] for n in sorted(self._nodes)),
                 queues=tuple(self._queues[q] for q in sorted(self._queues)),
+                campaigns=tuple(self._campaigns[c] for c in sorted(self._campaigns)),
             )
 
     def save(self, changes: ChangeSet) -> None:
@@ -65,6 +68,12 @@ class MemoryStore:
                 _check(self._nodes.get(node.name), node.version, f"node {node.name}")
             for queue in changes.queues:
                 _check(self._queues.get(queue.name), queue.version, f"queue {queue.name}")
+            for campaign in changes.campaigns:
+                _check(
+                    self._campaigns.get(campaign.name),
+                    campaign.version,
+                    f"campaign {campaign.name}",
+                )
             claimed: dict[tuple[str, str], str] = {}
             for job in changes.jobs:
                 if job.submission_id is not None:
@@ -85,6 +94,8 @@ class MemoryStore:
                 self._nodes[node.name] = node
             for queue in changes.queues:
                 self._queues[queue.name] = queue
+            for campaign in changes.campaigns:
+                self._campaigns[campaign.name] = campaign
 
     def get_job(self, job_id: str) -> Job | None:
         """The stored job, or ``None``."""
@@ -161,7 +172,7 @@ def _kept(job: Job, finished_after: datetime | None) -> bool:
     return finished_after is None or job.finished_at is None or job.finished_at >= finished_after
 
 
-def _check(stored: Job | Node | Queue | None, version: int, what: str) -> None:
+def _check(stored: Job | Node | Queue | Campaign | None, version: int, what: str) -> None:
     if stored is not None and stored.version >= version:
         raise VersionConflictError(
             f"{what}: stored version {stored.version} is not older than {version}"

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Protocol
 
 from scheduler.core.actions import ChangeSet
+from scheduler.core.campaign_records import Campaign
 from scheduler.core.records import Job, Node, Queue
 from scheduler.core.states import JobState
 from topology.errors import FirsthopError, InvalidInputError
@@ -64,6 +65,8 @@ class StoredState:
     jobs: tuple[Job, ...]
     nodes: tuple[Node, ...]
     queues: tuple[Queue, ...]
+    campaigns: tuple[Campaign, ...] = ()
+    """Maintenance campaigns, by name."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ describes the result for queries and must be kept equal to it (a test compares t
   (allocation, failures, bookkeeping) as one JSON document;
 - ``leader_lease``: one row per lease name: the fencing epoch and who holds it
   (:mod:`scheduler.store.lease`);
+- ``campaigns``: one row per maintenance campaign, the record (spec and hosts) as one JSON
+  document;
 - ``users``: one row per bearer token (the user, role, SHA-256 digest of the secret, when
   created and revoked; :mod:`scheduler.store.access`);
 - ``audit``: one row per state-changing call (who, how authenticated, method, resource,
@@ -84,6 +86,7 @@ nodes = sa.Table(
     sa.Column("registered_at", UtcDateTime, nullable=True),
     sa.Column("last_heartbeat_at", UtcDateTime, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("spare", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 jobs = sa.Table(
@@ -118,6 +121,17 @@ leader_lease = sa.Table(
     sa.Column("address", sa.String(255), nullable=False),
     sa.Column("backend_pid", sa.Integer, nullable=True),
     sa.Column("renewed_at", UtcDateTime, nullable=True),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("data", JSONDoc, nullable=False),
 )
 
 users = sa.Table(

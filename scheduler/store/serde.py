@@ -17,6 +17,15 @@ from types import MappingProxyType
 from typing import Any
 
 from firsthop.reasons import FailureReason
+from scheduler.core.campaign_records import (
+    BusyPolicy,
+    Campaign,
+    CampaignHost,
+    CampaignSpec,
+    CampaignState,
+    HealthCheckDepth,
+    HostPhase,
+)
 from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.jobspec import JobSpec
@@ -79,7 +88,14 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "last_checkpoint_at": _iso(job.last_checkpoint_at),
         "restarts": job.restarts,
         "failures": [
-            {"at": _iso(f.at), "reason": f.reason, "host": f.host, "lost_s": f.lost_s}
+            {
+                "at": _iso(f.at),
+                "reason": f.reason,
+                "host": f.host,
+                "lost_s": f.lost_s,
+                "message": f.message,
+                "checkpointed": f.checkpointed,
+            }
             for f in job.failures
         ],
         "excluded_hosts": sorted(job.excluded_hosts),
@@ -88,6 +104,8 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "exited_ranks": sorted(job.exited_ranks),
         "stopped_hosts": sorted(job.stopped_hosts),
         "stop_deadline": _iso(job.stop_deadline),
+        "checkpoint_requested_at": _iso(job.checkpoint_requested_at),
+        "clean_hosts": sorted(job.clean_hosts),
     }
     return {
         "id": job.id,
@@ -131,6 +149,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
                 reason=FailureReason(f["reason"]),
                 host=f["host"],
                 lost_s=float(f["lost_s"]),
+                message=str(f.get("message", "")),
+                checkpointed=bool(f.get("checkpointed", False)),
             )
             for f in data.get("failures", ())
         ),
@@ -140,6 +160,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         exited_ranks=frozenset(int(r) for r in data.get("exited_ranks", ())),
         stopped_hosts=frozenset(data.get("stopped_hosts", ())),
         stop_deadline=_from_iso(data.get("stop_deadline")),
+        checkpoint_requested_at=_from_iso(data.get("checkpoint_requested_at")),
+        clean_hosts=frozenset(data.get("clean_hosts", ())),
         version=int(row["version"]),
     )
 
@@ -156,6 +178,7 @@ def node_to_row(node: Node) -> dict[str, Any]:
         "address": node.address,
         "registered_at": utc(node.registered_at),
         "last_heartbeat_at": utc(node.last_heartbeat_at),
+        "spare": node.spare,
         "version": node.version,
     }
 
@@ -172,6 +195,7 @@ def node_from_row(row: Mapping[str, Any]) -> Node:
         address=row.get("address") or "",
         registered_at=utc(row["registered_at"]),
         last_heartbeat_at=utc(row["last_heartbeat_at"]),
+        spare=bool(row.get("spare") or False),
         version=int(row["version"]),
     )
 
@@ -196,5 +220,91 @@ def queue_from_row(row: Mapping[str, Any]) -> Queue:
         gpu_quota=None if row["gpu_quota"] is None else int(row["gpu_quota"]),
         weight=float(row["weight"]),
         labels=MappingProxyType(dict(row["labels"] or {})),
+        version=int(row["version"]),
+    )
+
+
+def campaign_to_row(campaign: Campaign) -> dict[str, Any]:
+    """The ``campaigns`` row of a campaign."""
+    spec = campaign.spec
+    return {
+        "name": campaign.name,
+        "state": campaign.state.value,
+        "created_at": campaign.created_at,
+        "updated_at": campaign.updated_at,
+        "version": campaign.version,
+        "data": {
+            "spec": {
+                "selector": spec.selector,
+                "max_unavailable": spec.max_unavailable,
+                "per_domain": spec.per_domain,
+                "busy": spec.busy.value,
+                "force": spec.force,
+                "health_check": spec.health_check.value,
+                "max_failures": spec.max_failures,
+                "not_before": _iso(spec.not_before),
+                "deadline": _iso(spec.deadline),
+                "command": list(spec.command),
+                "external": spec.external,
+                "timeout_s": spec.timeout_s,
+            },
+            "reason": campaign.reason,
+            "jobs_waited": list(campaign.jobs_waited),
+            "jobs_moved": list(campaign.jobs_moved),
+            "gpu_hours_lost": campaign.gpu_hours_lost,
+            "hosts": [
+                {
+                    "host": h.host,
+                    "phase": h.phase.value,
+                    "reason": h.reason,
+                    "attempts": h.attempts,
+                    "since": _iso(h.since),
+                    "output": h.output,
+                }
+                for h in campaign.hosts
+            ],
+        },
+    }
+
+
+def campaign_from_row(row: Mapping[str, Any]) -> Campaign:
+    """The campaign a ``campaigns`` row holds."""
+    data = row["data"]
+    s = data["spec"]
+    spec = CampaignSpec(
+        name=row["name"],
+        selector=s["selector"],
+        max_unavailable=s["max_unavailable"],
+        per_domain=s["per_domain"],
+        busy=BusyPolicy(s["busy"]),
+        force=bool(s["force"]),
+        health_check=HealthCheckDepth(s["health_check"]),
+        max_failures=s["max_failures"],
+        not_before=_from_iso(s["not_before"]),
+        deadline=_from_iso(s["deadline"]),
+        command=tuple(s["command"]),
+        external=bool(s["external"]),
+        timeout_s=float(s["timeout_s"]),
+    )
+    return Campaign(
+        spec=spec,
+        state=CampaignState(row["state"]),
+        created_at=_required(utc(row["created_at"])),
+        updated_at=_required(utc(row["updated_at"])),
+        hosts=tuple(
+            CampaignHost(
+                host=h["host"],
+                phase=HostPhase(h["phase"]),
+                reason=h["reason"],
+                attempts=int(h["attempts"]),
+                since=_from_iso(h["since"]),
+                output=h["output"],
+            )
+            for h in data["hosts"]
+        ),
+        reason=data["reason"],
+        jobs_waited=tuple(data["jobs_waited"]),
+        jobs_moved=tuple(data["jobs_moved"]),
+        gpu_hours_lost=float(data["gpu_hours_lost"]),
         version=int(row["version"]),
     )

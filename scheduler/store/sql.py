@@ -50,6 +50,7 @@ from scheduler.core.errors import DuplicateSubmissionError
 from scheduler.core.records import Job
 from scheduler.core.states import JobState
 from scheduler.store import migrations, schema
+from scheduler.store.lease import check_epoch
 from scheduler.store.protocol import (
     JobPage,
     StoredState,
@@ -61,6 +62,8 @@ from scheduler.store.protocol import (
     encode_page_token,
 )
 from scheduler.store.serde import (
+    campaign_from_row,
+    campaign_to_row,
     job_from_row,
     job_to_row,
     node_from_row,
@@ -202,6 +205,9 @@ class SqlStore:
         if exclusive and self.dialect == "sqlite" and database:
             self._lock_fd = lock_sqlite_file(database)
         self._upserts = self._build_upserts()
+        self.fence_epoch: int | None = None
+        """Set by a leader (PostgreSQL with a leader lease): every :meth:`save` first checks
+        in its transaction that the lease still carries this epoch (``check_epoch``)."""
         try:
             migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
@@ -245,7 +251,9 @@ class SqlStore:
             node_list = tuple(node_from_row(r._asdict()) for r in nodes)
             queues = conn.execute(sa.select(schema.queues).order_by(schema.queues.c.name))
             queue_list = tuple(queue_from_row(r._asdict()) for r in queues)
-        return StoredState(job_list, node_list, queue_list)
+            campaigns = conn.execute(sa.select(schema.campaigns).order_by(schema.campaigns.c.name))
+            campaign_list = tuple(campaign_from_row(r._asdict()) for r in campaigns)
+        return StoredState(job_list, node_list, queue_list, campaign_list)
 
     def get_job(self, job_id: str) -> Job | None:
         """The stored job, or ``None``."""
@@ -328,14 +336,25 @@ class SqlStore:
             VersionConflictError: a stored record is not older than its replacement.
             DuplicateSubmissionError: two jobs with one (user, submission id).
             StoreError: the database failed.
+            NotLeaderError: ``fence_epoch`` is set and a newer leader took over (nothing
+                written). An empty change set still checks the epoch then, which is how the
+                runtime fences commands that change nothing stored.
         """
-        if not changes:
+        if not changes and self.fence_epoch is None:
             return
         try:
             with self._errors(), self.engine.begin() as conn:
+                if self.fence_epoch is not None:
+                    check_epoch(conn, self.fence_epoch)
                 self._upsert(conn, schema.queues, "name", [queue_to_row(q) for q in changes.queues])
                 self._upsert(conn, schema.nodes, "name", [node_to_row(n) for n in changes.nodes])
                 self._upsert(conn, schema.jobs, "id", [job_to_row(j) for j in changes.jobs])
+                self._upsert(
+                    conn,
+                    schema.campaigns,
+                    "name",
+                    [campaign_to_row(c) for c in changes.campaigns],
+                )
         except sa.exc.IntegrityError as exc:
             raise DuplicateSubmissionError(
                 f"a (user, submission id) pair is already used by another job: {exc.orig}"
@@ -359,7 +378,12 @@ class SqlStore:
         per table, built once (building a statement costs more than running it)."""
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         out: dict[str, sa.Executable] = {}
-        for table, key in ((schema.queues, "name"), (schema.nodes, "name"), (schema.jobs, "id")):
+        for table, key in (
+            (schema.queues, "name"),
+            (schema.nodes, "name"),
+            (schema.jobs, "id"),
+            (schema.campaigns, "name"),
+        ):
             stmt = insert(table)
             updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
             out[table.name] = stmt.on_conflict_do_update(

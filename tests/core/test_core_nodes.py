@@ -47,7 +47,8 @@ def test_heartbeats_keep_nodes_alive() -> None:
 
 
 def test_lost_node_requeues_its_job_excluding_the_node() -> None:
-    h = Harness(cluster(1, 1, 3))
+    # The queue path (in-place repair has its own tests: test_core_repair.py).
+    h = Harness(cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False))
     h.register()
     job = _running(h, 16, max_restarts=2, checkpoint={"dir": "/c", "interval_s": 10})
     first, second = h.hosts_of(job)

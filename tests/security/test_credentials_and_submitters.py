@@ -23,7 +23,6 @@ def test_the_token_file_must_be_private(tmp_path: Path, monkeypatch: pytest.Monk
     path.write_text("fh1.abc\n")
     monkeypatch.delenv(credentials.TOKEN_ENV, raising=False)
     monkeypatch.setenv(credentials.TOKEN_FILE_ENV, str(path))
-    credentials.remember(None, None)
     path.chmod(0o644)
     with pytest.raises(InvalidInputError) as caught:
         credentials.token()
@@ -32,11 +31,7 @@ def test_the_token_file_must_be_private(tmp_path: Path, monkeypatch: pytest.Monk
     assert credentials.token() == "fh1.abc"
     monkeypatch.setenv(credentials.TOKEN_ENV, "from-env")
     assert credentials.token() == "from-env"
-    credentials.remember("from-flag", None)
-    try:
-        assert credentials.token() == "from-flag"
-    finally:
-        credentials.remember(None, None)
+    assert credentials.token("from-flag") == "from-flag"
 
 
 def test_no_token_file_means_no_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

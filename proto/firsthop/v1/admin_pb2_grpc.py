@@ -54,6 +54,11 @@ class AdminServiceStub:
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeRequest.SerializeToString,
                 response_deserializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeResponse.FromString,
                 _registered_method=True)
+        self.SetNodeSpare = channel.unary_unary(
+                '/firsthop.v1.AdminService/SetNodeSpare',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.FromString,
+                _registered_method=True)
         self.GetTopology = channel.unary_unary(
                 '/firsthop.v1.AdminService/GetTopology',
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.GetTopologyRequest.SerializeToString,
@@ -73,6 +78,31 @@ class AdminServiceStub:
                 '/firsthop.v1.AdminService/ListQueues',
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=firsthop_dot_v1_dot_admin__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.StartMaintenance = channel.unary_unary(
+                '/firsthop.v1.AdminService/StartMaintenance',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.StartMaintenanceRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+                _registered_method=True)
+        self.GetMaintenance = channel.unary_unary(
+                '/firsthop.v1.AdminService/GetMaintenance',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.GetMaintenanceRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+                _registered_method=True)
+        self.ListMaintenance = channel.unary_unary(
+                '/firsthop.v1.AdminService/ListMaintenance',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.ListMaintenanceRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.ListMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.ControlMaintenance = channel.unary_unary(
+                '/firsthop.v1.AdminService/ControlMaintenance',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.ControlMaintenanceRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+                _registered_method=True)
+        self.MaintenanceHostDone = channel.unary_unary(
+                '/firsthop.v1.AdminService/MaintenanceHostDone',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
                 _registered_method=True)
 
 
@@ -109,6 +139,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNodeSpare(self, request, context):
+        """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+        "unknown_node", for any host the cluster does not have).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTopology(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -130,6 +168,44 @@ class AdminServiceServicer:
 
     def ListQueues(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartMaintenance(self, request, context):
+        """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+        "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+        name (the same request again answers the campaign). The others: NOT_FOUND
+        "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMaintenance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMaintenance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ControlMaintenance(self, request, context):
+        """op: "pause", "resume" (failed hosts are tried again) or "abort".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MaintenanceHostDone(self, request, context):
+        """--external campaigns: the operator hands a host back (checked, then returned to service),
+        or reports that its maintenance failed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -157,6 +233,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeRequest.FromString,
                     response_serializer=firsthop_dot_v1_dot_admin__pb2.ResumeNodeResponse.SerializeToString,
             ),
+            'SetNodeSpare': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeSpare,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.SerializeToString,
+            ),
             'GetTopology': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTopology,
                     request_deserializer=firsthop_dot_v1_dot_admin__pb2.GetTopologyRequest.FromString,
@@ -176,6 +257,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=firsthop_dot_v1_dot_admin__pb2.ListQueuesRequest.FromString,
                     response_serializer=firsthop_dot_v1_dot_admin__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'StartMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartMaintenance,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.StartMaintenanceRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.SerializeToString,
+            ),
+            'GetMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMaintenance,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.GetMaintenanceRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.SerializeToString,
+            ),
+            'ListMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMaintenance,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.ListMaintenanceRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.ListMaintenanceResponse.SerializeToString,
+            ),
+            'ControlMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlMaintenance,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.ControlMaintenanceRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.SerializeToString,
+            ),
+            'MaintenanceHostDone': grpc.unary_unary_rpc_method_handler(
+                    servicer.MaintenanceHostDone,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -297,6 +403,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def SetNodeSpare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/SetNodeSpare',
+            firsthop_dot_v1_dot_admin__pb2.SetNodeSpareRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.SetNodeSpareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetTopology(request,
             target,
             options=(),
@@ -394,6 +527,141 @@ class AdminService:
             '/firsthop.v1.AdminService/ListQueues',
             firsthop_dot_v1_dot_admin__pb2.ListQueuesRequest.SerializeToString,
             firsthop_dot_v1_dot_admin__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/StartMaintenance',
+            firsthop_dot_v1_dot_admin__pb2.StartMaintenanceRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/GetMaintenance',
+            firsthop_dot_v1_dot_admin__pb2.GetMaintenanceRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/ListMaintenance',
+            firsthop_dot_v1_dot_admin__pb2.ListMaintenanceRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.ListMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/ControlMaintenance',
+            firsthop_dot_v1_dot_admin__pb2.ControlMaintenanceRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MaintenanceHostDone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/MaintenanceHostDone',
+            firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

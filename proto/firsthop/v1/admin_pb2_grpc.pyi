@@ -45,11 +45,30 @@ class AdminServiceStub:
     drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
     "health_check_timeout" when no result came in time.
     """
+    SetNodeSpare: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetNodeSpareRequest, _admin_pb2.SetNodeSpareResponse]
+    """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+    "unknown_node", for any host the cluster does not have).
+    """
     GetTopology: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]
     SetQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]
     """Create a queue or replace its settings."""
     ListQueues: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]
+    StartMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    name (the same request again answers the campaign). The others: NOT_FOUND
+    "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+    """
+    GetMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    ListMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMaintenanceRequest, _admin_pb2.ListMaintenanceResponse]
+    ControlMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ControlMaintenanceRequest, _admin_pb2.MaintenanceResponse]
+    """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+    MaintenanceHostDone: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MaintenanceHostDoneRequest, _admin_pb2.MaintenanceResponse]
+    """--external campaigns: the operator hands a host back (checked, then returned to service),
+    or reports that its maintenance failed.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -65,11 +84,30 @@ class AdminServiceAsyncStub(AdminServiceStub):
     drained), "node_not_connected" when its agent is not connected, DEADLINE_EXCEEDED
     "health_check_timeout" when no result came in time.
     """
+    SetNodeSpare: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetNodeSpareRequest, _admin_pb2.SetNodeSpareResponse]  # type: ignore[assignment]
+    """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+    "unknown_node", for any host the cluster does not have).
+    """
     GetTopology: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetTopologyRequest, _admin_pb2.GetTopologyResponse]  # type: ignore[assignment]
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetClusterStatusRequest, _admin_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
     SetQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQueueRequest, _admin_pb2.SetQueueResponse]  # type: ignore[assignment]
     """Create a queue or replace its settings."""
     ListQueues: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    StartMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    name (the same request again answers the campaign). The others: NOT_FOUND
+    "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+    """
+    GetMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    ListMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMaintenanceRequest, _admin_pb2.ListMaintenanceResponse]  # type: ignore[assignment]
+    ControlMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.ControlMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+    MaintenanceHostDone: _aio.UnaryUnaryMultiCallable[_admin_pb2.MaintenanceHostDoneRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
+    """--external campaigns: the operator hands a host back (checked, then returned to service),
+    or reports that its maintenance failed.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,6 +146,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def SetNodeSpare(
+        self,
+        request: _admin_pb2.SetNodeSpareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetNodeSpareResponse, _abc.Awaitable[_admin_pb2.SetNodeSpareResponse]]:
+        """Put hosts into the spare pool (spare=true) or take them out; all or none (NOT_FOUND,
+        "unknown_node", for any host the cluster does not have).
+        """
+
+    @_abc_1.abstractmethod
     def GetTopology(
         self,
         request: _admin_pb2.GetTopologyRequest,
@@ -135,5 +183,50 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListQueuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListQueuesResponse, _abc.Awaitable[_admin_pb2.ListQueuesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartMaintenance(
+        self,
+        request: _admin_pb2.StartMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
+        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
+        "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+        name (the same request again answers the campaign). The others: NOT_FOUND
+        "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
+        """
+
+    @_abc_1.abstractmethod
+    def GetMaintenance(
+        self,
+        request: _admin_pb2.GetMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMaintenance(
+        self,
+        request: _admin_pb2.ListMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListMaintenanceResponse, _abc.Awaitable[_admin_pb2.ListMaintenanceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ControlMaintenance(
+        self,
+        request: _admin_pb2.ControlMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """op: "pause", "resume" (failed hosts are tried again) or "abort"."""
+
+    @_abc_1.abstractmethod
+    def MaintenanceHostDone(
+        self,
+        request: _admin_pb2.MaintenanceHostDoneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
+        """--external campaigns: the operator hands a host back (checked, then returned to service),
+        or reports that its maintenance failed.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

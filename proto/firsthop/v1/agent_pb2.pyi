@@ -163,12 +163,25 @@ class RegisterNodeResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    FENCE_AFTER_MS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque; the ConnectHello of this session must carry it."""
     heartbeat_interval_ms: _builtins.int
     """Send a heartbeat about this often (the agent adds jitter)."""
     heartbeat_timeout_ms: _builtins.int
     """The scheduler marks the node LOST after this long without one."""
+    epoch: _builtins.int
+    """The leader's fencing epoch (scheduler.store.lease; 0 for a scheduler without a lease):
+    the agent ignores later commands of an older epoch. Numbered high so fields others add
+    below it keep their numbers.
+    """
+    fence_after_ms: _builtins.int
+    """Fencing: an agent that has heard nothing from any scheduler for this long stops its
+    ranks itself (0: never). Shorter than heartbeat_timeout_ms by a margin, so a LOST
+    host's ranks are gone before the scheduler starts their replacement; longer than a
+    scheduler failover, so an outage does not kill running jobs.
+    """
     @_builtins.property
     def node(self) -> _admin_pb2.Node: ...
     def __init__(
@@ -178,10 +191,12 @@ class RegisterNodeResponse(_message.Message):
         session_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         heartbeat_timeout_ms: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        fence_after_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "fence_after_ms", b"fence_after_ms", "heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "node", b"node", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -455,6 +470,7 @@ class Report(_message.Message):
     RANK_EXITED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Unique per agent instance; the scheduler acknowledges it by this id."""
     @_builtins.property
@@ -465,6 +481,8 @@ class Report(_message.Message):
     def checkpoint(self) -> Global___CheckpointReported: ...
     @_builtins.property
     def health_check(self) -> Global___HealthCheckResult: ...
+    @_builtins.property
+    def maintenance(self) -> Global___MaintenanceResult: ...
     def __init__(
         self,
         *,
@@ -473,16 +491,70 @@ class Report(_message.Message):
         rank_exited: Global___RankExited | None = ...,
         checkpoint: Global___CheckpointReported | None = ...,
         health_check: Global___HealthCheckResult | None = ...,
+        maintenance: Global___MaintenanceResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "maintenance", b"maintenance", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "checkpoint", b"checkpoint", "health_check", b"health_check", "maintenance", b"maintenance", "rank_exited", b"rank_exited", "ranks_started", b"ranks_started", "report_id", b"report_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint", "health_check"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["ranks_started", "rank_exited", "checkpoint", "health_check", "maintenance"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Report: _TypeAlias = Report  # noqa: Y015
+
+@_typing.final
+class MaintenanceResult(_message.Message):
+    """The outcome of one RunMaintenance step. A repeat of the command (same command_id) is
+    answered with the stored result, never by running the step again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    campaign: _builtins.str
+    attempt: _builtins.int
+    step: _builtins.str
+    """"action" or "check", as in the command."""
+    ok: _builtins.bool
+    detail: _builtins.str
+    """Why it failed: "exit 3", "timeout after 900 s", "cannot run: ...", or the failed check."""
+    output: _builtins.str
+    """The tail of the action's captured stdout and stderr."""
+    exit_code: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        campaign: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        step: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        output: _builtins.str = ...,
+        exit_code: _builtins.int | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "at", b"at", "exit_code", b"exit_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "at", b"at", "attempt", b"attempt", "campaign", b"campaign", "command_id", b"command_id", "detail", b"detail", "exit_code", b"exit_code", "ok", b"ok", "output", b"output", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
+
+Global___MaintenanceResult: _TypeAlias = MaintenanceResult  # noqa: Y015
 
 @_typing.final
 class LogChunk(_message.Message):
@@ -765,13 +837,18 @@ class StopRanks(_message.Message):
     RANKS_FIELD_NUMBER: _builtins.int
     GRACE_S_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     grace_s: _builtins.float
     reason: _builtins.str
     """Stable reason (firsthop.reasons.StopReason): "cancelled", "preempted", "orphan" (ranks that
     should not run there any more), or the failure that interrupted the job ("rank_exited",
-    "node_lost", "node_failed", "time_limit", "start_timeout").
+    "node_lost", "node_failed", "time_limit", "start_timeout", "start_failed").
+    """
+    signal: _builtins.str
+    """Signal name sent first ("SIGTERM" when empty): the job's checkpoint signal on a planned
+    stop. SIGKILL follows after grace_s.
     """
     @_builtins.property
     def ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -785,10 +862,11 @@ class StopRanks(_message.Message):
         ranks: _abc.Iterable[_builtins.int] | None = ...,
         grace_s: _builtins.float = ...,
         reason: _builtins.str = ...,
+        signal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "grace_s", b"grace_s", "job_id", b"job_id", "ranks", b"ranks", "reason", b"reason", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -887,6 +965,47 @@ class FetchLogs(_message.Message):
 Global___FetchLogs: _TypeAlias = FetchLogs  # noqa: Y015
 
 @_typing.final
+class RunMaintenance(_message.Message):
+    """One step of a maintenance campaign on this host. step "action": run argv (an argv, never a
+    shell string) with FIRSTHOP_HOST and FIRSTHOP_CAMPAIGN in its environment, killed after
+    timeout_s, capturing its output; step "check": run the health check (health_check: "fast"
+    or "deep") only. Answered by a MaintenanceResult report.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    campaign: _builtins.str
+    attempt: _builtins.int
+    step: _builtins.str
+    timeout_s: _builtins.float
+    health_check: _builtins.str
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        campaign: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        step: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout_s: _builtins.float = ...,
+        health_check: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "attempt", b"attempt", "campaign", b"campaign", "health_check", b"health_check", "step", b"step", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunMaintenance: _TypeAlias = RunMaintenance  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -896,8 +1015,15 @@ class Command(_message.Message):
     SIGNAL_RANKS_FIELD_NUMBER: _builtins.int
     RUN_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     FETCH_LOGS_FIELD_NUMBER: _builtins.int
+    RUN_MAINTENANCE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Names the command's effect; a resent copy carries the same id."""
+    epoch: _builtins.int
+    """The fencing epoch of the leader that sent the command (0: a scheduler without a leader
+    lease). An agent ignores (acknowledges as rejected, applies nothing) a command of an older
+    epoch than the newest it has seen, so a deposed leader cannot start or stop anything.
+    """
     @_builtins.property
     def start_ranks(self) -> Global___StartRanks: ...
     @_builtins.property
@@ -908,6 +1034,8 @@ class Command(_message.Message):
     def run_health_check(self) -> Global___RunHealthCheck: ...
     @_builtins.property
     def fetch_logs(self) -> Global___FetchLogs: ...
+    @_builtins.property
+    def run_maintenance(self) -> Global___RunMaintenance: ...
     def __init__(
         self,
         *,
@@ -917,12 +1045,14 @@ class Command(_message.Message):
         signal_ranks: Global___SignalRanks | None = ...,
         run_health_check: Global___RunHealthCheck | None = ...,
         fetch_logs: Global___FetchLogs | None = ...,
+        run_maintenance: Global___RunMaintenance | None = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "epoch", b"epoch", "fetch_logs", b"fetch_logs", "run_health_check", b"run_health_check", "run_maintenance", b"run_maintenance", "signal_ranks", b"signal_ranks", "start_ranks", b"start_ranks", "stop_ranks", b"stop_ranks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start_ranks", "stop_ranks", "signal_ranks", "run_health_check", "fetch_logs", "run_maintenance"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -948,26 +1078,82 @@ class ReportAck(_message.Message):
 Global___ReportAck: _TypeAlias = ReportAck  # noqa: Y015
 
 @_typing.final
+class KeepAlive(_message.Message):
+    """Sent down an idle stream every heartbeat interval, so an agent notices a scheduler that went
+    silent (paused, partitioned) without waiting for TCP: after three missed intervals it moves
+    to another scheduler address.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """The sender's fencing epoch (0: no leader lease)."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
+
+@_typing.final
+class HeartbeatAck(_message.Message):
+    """The scheduler heard a heartbeat: the agent is not fenced off (see fence_after_ms)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatAck: _TypeAlias = HeartbeatAck  # noqa: Y015
+
+@_typing.final
 class SchedulerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_FIELD_NUMBER: _builtins.int
     REPORT_ACK_FIELD_NUMBER: _builtins.int
+    KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_ACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def command(self) -> Global___Command: ...
     @_builtins.property
     def report_ack(self) -> Global___ReportAck: ...
+    @_builtins.property
+    def keep_alive(self) -> Global___KeepAlive:
+        """Numbered high so members others add below keep their numbers."""
+
+    @_builtins.property
+    def heartbeat_ack(self) -> Global___HeartbeatAck: ...
     def __init__(
         self,
         *,
         command: Global___Command | None = ...,
         report_ack: Global___ReportAck | None = ...,
+        keep_alive: Global___KeepAlive | None = ...,
+        heartbeat_ack: Global___HeartbeatAck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "heartbeat_ack", b"heartbeat_ack", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "report_ack", b"report_ack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "heartbeat_ack", b"heartbeat_ack", "keep_alive", b"keep_alive", "report_ack", b"report_ack"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["command", "report_ack", "keep_alive", "heartbeat_ack"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

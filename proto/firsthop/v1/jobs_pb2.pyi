@@ -116,19 +116,35 @@ class CheckpointSpec(_message.Message):
 
     DIR_FIELD_NUMBER: _builtins.int
     INTERVAL_S_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    GRACE_S_FIELD_NUMBER: _builtins.int
     dir: _builtins.str
+    """Empty / 0: not given."""
     interval_s: _builtins.int
+    signal: _builtins.str
+    """Signal sent to every rank before a planned stop ("SIGTERM" when absent)."""
+    grace_s: _builtins.int
+    """Seconds the ranks get to checkpoint and exit (operator-bounded; absent: the default)."""
     def __init__(
         self,
         *,
         dir: _builtins.str = ...,
         interval_s: _builtins.int = ...,
+        signal: _builtins.str | None = ...,
+        grace_s: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "_signal", b"_signal", "grace_s", b"grace_s", "signal", b"signal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dir", b"dir", "interval_s", b"interval_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "_signal", b"_signal", "dir", b"dir", "grace_s", b"grace_s", "interval_s", b"interval_s", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__grace_s: _TypeAlias = _typing.Literal["grace_s"]  # noqa: Y015
+    _WhichOneofArgType__grace_s: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s"]  # noqa: Y015
+    _WhichOneofReturnType__signal: _TypeAlias = _typing.Literal["signal"]  # noqa: Y015
+    _WhichOneofArgType__signal: _TypeAlias = _typing.Literal["_signal", b"_signal"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_s) -> _WhichOneofReturnType__grace_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__signal) -> _WhichOneofReturnType__signal | None: ...
 
 Global___CheckpointSpec: _TypeAlias = CheckpointSpec  # noqa: Y015
 
@@ -330,6 +346,7 @@ class JobSpec(_message.Message):
     TIME_LIMIT_S_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     LAUNCH_FIELD_NUMBER: _builtins.int
+    PREEMPTIBLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     gpus: _builtins.int
     priority: _builtins.int
@@ -342,6 +359,8 @@ class JobSpec(_message.Message):
     each with RANK, LOCAL_RANK...) or "per_host" (one process per host, for launchers such as
     torchrun that start the host's ranks themselves).
     """
+    preemptible: _builtins.bool
+    """The job accepts being preempted on short notice: it may run on spare hosts."""
     @_builtins.property
     def parallelism(self) -> Global___Parallelism:
         """Unset: pure data parallelism over all GPUs."""
@@ -371,10 +390,11 @@ class JobSpec(_message.Message):
         time_limit_s: _builtins.int | None = ...,
         placement: Global___PlacementHints | None = ...,
         launch: _builtins.str = ...,
+        preemptible: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "parallelism", b"parallelism", "placement", b"placement", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "command", b"command", "env", b"env", "gpus", b"gpus", "launch", b"launch", "max_restarts", b"max_restarts", "name", b"name", "parallelism", b"parallelism", "placement", b"placement", "priority", b"priority", "queue", b"queue", "time_limit_s", b"time_limit_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint", "_parallelism", b"_parallelism", "_placement", b"_placement", "_time_limit_s", b"_time_limit_s", "checkpoint", b"checkpoint", "command", b"command", "env", b"env", "gpus", b"gpus", "launch", b"launch", "max_restarts", b"max_restarts", "name", b"name", "parallelism", b"parallelism", "placement", b"placement", "preemptible", b"preemptible", "priority", b"priority", "queue", b"queue", "time_limit_s", b"time_limit_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__checkpoint: _TypeAlias = _typing.Literal["checkpoint"]  # noqa: Y015
     _WhichOneofArgType__checkpoint: _TypeAlias = _typing.Literal["_checkpoint", b"_checkpoint"]  # noqa: Y015
@@ -474,13 +494,21 @@ class Failure(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     LOST_S_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CHECKPOINTED_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Stable reason (firsthop.reasons.FailureReason): "preempted", "rank_exited", "node_lost",
-    "node_failed", "time_limit", "start_timeout".
+    "node_failed", "time_limit", "start_timeout", "start_failed".
     """
     host: _builtins.str
     lost_s: _builtins.float
     """Work lost in seconds: time since the last checkpoint (or start) when it failed."""
+    message: _builtins.str
+    """What happened, in words (for "start_failed": the agent's message, such as a missing
+    program).
+    """
+    checkpointed: _builtins.bool
+    """A planned stop the job answered by checkpointing in its grace (lost_s is 0)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -490,16 +518,73 @@ class Failure(_message.Message):
         reason: _builtins.str = ...,
         host: _builtins.str | None = ...,
         lost_s: _builtins.float = ...,
+        message: _builtins.str = ...,
+        checkpointed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "host", b"host"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "host", b"host", "lost_s", b"lost_s", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_host", b"_host", "at", b"at", "checkpointed", b"checkpointed", "host", b"host", "lost_s", b"lost_s", "message", b"message", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__host: _TypeAlias = _typing.Literal["host"]  # noqa: Y015
     _WhichOneofArgType__host: _TypeAlias = _typing.Literal["_host", b"_host"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__host) -> _WhichOneofReturnType__host | None: ...
 
 Global___Failure: _TypeAlias = Failure  # noqa: Y015
+
+@_typing.final
+class Repair(_message.Message):
+    """One in-place repair: the hosts the job left, where their ranks went, and phase ends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAILED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VACATED_FIELD_NUMBER: _builtins.int
+    MOVES_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STOPPED_AT_FIELD_NUMBER: _builtins.int
+    PLACED_AT_FIELD_NUMBER: _builtins.int
+    RUNNING_AT_FIELD_NUMBER: _builtins.int
+    RANKS_MOVED_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The failure repaired (a FailureReason value)."""
+    method: _builtins.str
+    """"partial", "full", "unchanged", or "queue" (no replacement: back through the queue)."""
+    ranks_moved: _builtins.int
+    @_builtins.property
+    def failed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def vacated(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def moves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"OLD->NEW" for every vacated host whose ranks moved."""
+
+    @_builtins.property
+    def stopped_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def placed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def running_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        failed_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        vacated: _abc.Iterable[_builtins.str] | None = ...,
+        moves: _abc.Iterable[_builtins.str] | None = ...,
+        method: _builtins.str = ...,
+        stopped_at: _timestamp_pb2.Timestamp | None = ...,
+        placed_at: _timestamp_pb2.Timestamp | None = ...,
+        running_at: _timestamp_pb2.Timestamp | None = ...,
+        ranks_moved: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failed_at", b"failed_at", "placed_at", b"placed_at", "running_at", b"running_at", "stopped_at", b"stopped_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_at", b"failed_at", "method", b"method", "moves", b"moves", "placed_at", b"placed_at", "ranks_moved", b"ranks_moved", "reason", b"reason", "running_at", b"running_at", "stopped_at", b"stopped_at", "vacated", b"vacated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Repair: _TypeAlias = Repair  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
@@ -534,6 +619,7 @@ class Job(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     HOSTS_RUNNING_FIELD_NUMBER: _builtins.int
     FAULT_RESTARTS_FIELD_NUMBER: _builtins.int
+    REPAIRS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     user: _builtins.str
     state: Global___JobState.ValueType
@@ -595,6 +681,10 @@ class Job(_message.Message):
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """The instant ettr was computed at."""
 
+    @_builtins.property
+    def repairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Repair]:
+        """In-place repairs, oldest first; the one in progress last (without running_at)."""
+
     def __init__(
         self,
         *,
@@ -622,10 +712,11 @@ class Job(_message.Message):
         as_of: _timestamp_pb2.Timestamp | None = ...,
         hosts_running: _builtins.int = ...,
         fault_restarts: _builtins.int = ...,
+        repairs: _abc.Iterable[Global___Repair] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_ettr", b"_ettr", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "as_of", b"as_of", "ettr", b"ettr", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "spec", b"spec", "started_at", b"started_at", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_ettr", b"_ettr", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "as_of", b"as_of", "ettr", b"ettr", "excluded_hosts", b"excluded_hosts", "failures", b"failures", "fault_restarts", b"fault_restarts", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "hosts_running", b"hosts_running", "id", b"id", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "lost_s", b"lost_s", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "state", b"state", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allocation", b"_allocation", "_ettr", b"_ettr", "_last_allocation", b"_last_allocation", "_submission_id", b"_submission_id", "allocation", b"allocation", "as_of", b"as_of", "ettr", b"ettr", "excluded_hosts", b"excluded_hosts", "failures", b"failures", "fault_restarts", b"fault_restarts", "finished_at", b"finished_at", "first_started_at", b"first_started_at", "hosts_running", b"hosts_running", "id", b"id", "last_allocation", b"last_allocation", "last_checkpoint_at", b"last_checkpoint_at", "lost_s", b"lost_s", "message", b"message", "productive_s", b"productive_s", "reason", b"reason", "repairs", b"repairs", "restarts", b"restarts", "spec", b"spec", "started_at", b"started_at", "state", b"state", "submission_id", b"submission_id", "submitted_at", b"submitted_at", "updated_at", b"updated_at", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__allocation: _TypeAlias = _typing.Literal["allocation"]  # noqa: Y015
     _WhichOneofArgType__allocation: _TypeAlias = _typing.Literal["_allocation", b"_allocation"]  # noqa: Y015
@@ -809,18 +900,24 @@ class CancelJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    GRACEFUL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     reason: _builtins.str
     """Free text kept with the job."""
+    graceful: _builtins.bool
+    """Ask the job to checkpoint first: its checkpoint signal and grace (job spec
+    `checkpoint.signal`, `checkpoint.grace_s`) instead of SIGTERM and the default grace.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        graceful: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["graceful", b"graceful", "job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,203 @@
+"""In-place repair vs through the queue: a 512-host job loses one host on a busy cluster.
+
+The scheduling core alone (no processes), driven as a runtime would drive it, on 1,024
+simulated hosts of 8 GPUs (a fat tree of 4 pods x 16 leaves x 16 hosts) at 80 % utilisation:
+a 512-host job (4,096 GPUs, checkpointing), 307 hosts of 2-host jobs, and a backlog of
+256-host jobs waiting in the queue (too big for the 205 free hosts). One of the big job's
+hosts reports a FAILED verdict; the surviving hosts report their ranks stopped ``STOP_S``
+later; every start command's ranks report running ``LAUNCH_S`` after it was sent; the
+scheduler ticks every ``TICK_S``. Both paths see the same simulated agents; only the core's
+decision differs:
+
+- **in place** (``repair_in_place``): the job keeps its 511 healthy hosts and swaps one;
+- **queue** (the baseline, measured in the same run): the job is requeued and placed again
+  by the scheduling cycle, competing with the backlog.
+
+Reported per path: simulated seconds from the failure to all ranks running again, wall-clock
+seconds the core spent handling the events of that recovery (placer included), hosts whose
+ranks moved, and ranks moved. Simulated times depend on ``STOP_S``/``LAUNCH_S``/``TICK_S``
+(stated in the result); the decision times and hosts moved are measured.
+
+Run: ``python -m bench.repair``; writes ``bench/results/repair.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from bench.common import write_results
+from placement import PlacementParams
+from scheduler.core.actions import StartRanks
+from scheduler.core.clock import ManualClock
+from scheduler.core.config import SchedulerConfig
+from scheduler.core.events import (
+    Event,
+    HeartbeatReceived,
+    JobSubmitted,
+    NodeRegistered,
+    RanksStarted,
+    RanksStopped,
+    StartAcknowledged,
+    TimerFired,
+)
+from scheduler.core.scheduler import Scheduler
+from scheduler.core.states import Health, JobState
+from scheduler.jobspec import job_spec_from_data
+from topology.generators import fat_tree
+from topology.model import Topology
+
+PODS, LEAVES, HOSTS_PER_LEAF, GPUS = 4, 16, 16, 8
+BIG_HOSTS = 512
+UTILISATION = 0.80
+SMALL_HOSTS = 2
+BACKLOG = 4
+BACKLOG_HOSTS = 256
+STOP_S = 2.0
+LAUNCH_S = 10.0
+TICK_S = 1.0
+HEARTBEAT_S = 5.0
+
+
+class Sim:
+    """The core plus simulated agents: start commands report running ``LAUNCH_S`` later."""
+
+    def __init__(self, topology: Topology, *, in_place: bool) -> None:
+        config = SchedulerConfig(
+            repair_in_place=in_place,
+            max_placement_seconds_per_cycle=None,
+            placement=PlacementParams(time_limit_s=2.0),
+        )
+        self.clock = ManualClock()
+        self.core = Scheduler(topology.index, config)
+        self.pending_starts: list[tuple[datetime, StartRanks]] = []
+        self.handle_s = 0.0
+        self.seq = 0
+        self.hosts = topology.index.host_names
+        self.next_beat = self.clock.now()
+
+    def handle(self, event: Event) -> None:
+        began = time.perf_counter()
+        actions = self.core.handle(event)
+        self.handle_s += time.perf_counter() - began
+        due = self.clock.now() + timedelta(seconds=LAUNCH_S)
+        self.pending_starts += [(due, a) for a in actions if isinstance(a, StartRanks)]
+
+    def beat(self) -> None:
+        """Every host heartbeats (not counted in the core's handling time: it is the same
+        for both paths and not part of the recovery)."""
+        now = self.clock.now()
+        for name, node in self.core.state.nodes.items():
+            if node.health is not Health.FAILED:
+                self.core.handle(HeartbeatReceived(now, name, node.health))
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass tick by tick, delivering due rank starts and heartbeats."""
+        end = self.clock.now() + timedelta(seconds=seconds)
+        while self.clock.now() < end:
+            self.clock.advance(TICK_S)
+            now = self.clock.now()
+            if now >= self.next_beat:
+                self.beat()
+                self.next_beat = now + timedelta(seconds=HEARTBEAT_S)
+            due = [s for at, s in self.pending_starts if at <= now]
+            self.pending_starts = [(at, s) for at, s in self.pending_starts if at > now]
+            for start in due:
+                self.handle(StartAcknowledged(now, start.job_id, start.node, start.attempt))
+                self.handle(RanksStarted(now, start.job_id, start.node, start.attempt))
+            self.handle(TimerFired(now))
+
+    def submit(self, hosts: int, **fields: Any) -> str:
+        self.seq += 1
+        job_id = f"j{self.seq:05d}"
+        spec = job_spec_from_data({"name": "job", "gpus": hosts * GPUS, **fields})
+        self.handle(JobSubmitted(self.clock.now(), job_id, spec, "bench"))
+        return job_id
+
+
+def run_path(*, in_place: bool) -> dict[str, Any]:
+    topology = Topology.from_spec(fat_tree(PODS, LEAVES, HOSTS_PER_LEAF, gpus_per_host=GPUS))
+    sim = Sim(topology, in_place=in_place)
+    now = sim.clock.now()
+    for host in sim.hosts:
+        sim.handle(NodeRegistered(now, host, GPUS, "bench"))
+        sim.handle(HeartbeatReceived(now, host, Health.HEALTHY))
+    ckpt = {"dir": "/ckpt", "interval_s": 600}
+    big = sim.submit(BIG_HOSTS, max_restarts=3, checkpoint=ckpt)
+    sim.advance(TICK_S)
+    busy_hosts = round(UTILISATION * len(sim.hosts))
+    for _ in range((busy_hosts - BIG_HOSTS) // SMALL_HOSTS):
+        sim.submit(SMALL_HOSTS, time_limit_s=24 * 3600)
+    sim.advance(LAUNCH_S + 2 * TICK_S)
+    for _ in range(BACKLOG):  # too big for the free hosts: they wait in the queue
+        sim.submit(BACKLOG_HOSTS, time_limit_s=24 * 3600)
+    sim.advance(LAUNCH_S + 2 * TICK_S)
+    state = sim.core.state
+    job = state.jobs[big]
+    assert job.state is JobState.RUNNING
+    assert job.allocation is not None
+    used = sum(1 for n in sim.hosts if state.host_jobs.get(n))
+    before = {s.rank: (s.host, s.gpu) for s in job.allocation.ranks}
+    old_hosts = set(job.allocation.hosts)
+    failed = job.allocation.hosts[BIG_HOSTS // 3]
+    sim.handle_s = 0.0
+    failed_at = sim.clock.now()
+    sim.handle(HeartbeatReceived(failed_at, failed, Health.FAILED, {big: 0}, "bench: ecc"))
+    sim.clock.advance(STOP_S)
+    for host in sorted(old_hosts - {failed}):
+        sim.handle(RanksStopped(sim.clock.now(), big, host, 0, clean=False))
+    waited = 0.0
+    while state.jobs[big].state is not JobState.RUNNING and waited < 3600:
+        sim.advance(TICK_S)
+        waited += TICK_S
+    job = state.jobs[big]
+    assert job.state is JobState.RUNNING, job.state
+    assert job.allocation is not None
+    after = {s.rank: (s.host, s.gpu) for s in job.allocation.ranks}
+    assert job.started_at is not None
+    return {
+        "path": "in_place" if in_place else "queue",
+        "utilisation": used / len(sim.hosts),
+        "failure_to_running_s": (job.started_at - failed_at).total_seconds(),
+        "core_handling_s": sim.handle_s,
+        "hosts_moved": len(old_hosts - set(job.allocation.hosts)),
+        "ranks_moved": sum(1 for r in before if before[r] != after[r]),
+        "repairs": [
+            {"moves": list(r.moves), "method": r.method, "ranks_moved": r.ranks_moved}
+            for r in job.repairs
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    queue = run_path(in_place=False)
+    in_place = run_path(in_place=True)
+    payload = {
+        "cluster": {
+            "hosts": PODS * LEAVES * HOSTS_PER_LEAF,
+            "gpus_per_host": GPUS,
+            "big_job_hosts": BIG_HOSTS,
+            "backlog_jobs": BACKLOG,
+            "backlog_job_hosts": BACKLOG_HOSTS,
+        },
+        "simulated_agents": {"stop_s": STOP_S, "launch_s": LAUNCH_S, "tick_s": TICK_S},
+        "queue": queue,
+        "in_place": in_place,
+        "speedup_failure_to_running": queue["failure_to_running_s"]
+        / in_place["failure_to_running_s"],
+    }
+    path = write_results("repair", payload)
+    for row in (queue, in_place):
+        print(
+            f"{row['path']:>8}: back in {row['failure_to_running_s']:.1f} s simulated, "
+            f"core {row['core_handling_s'] * 1000:.0f} ms, hosts moved {row['hosts_moved']}, "
+            f"ranks moved {row['ranks_moved']} (utilisation {row['utilisation']:.2f})"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
