@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 CONFIG_NAME = "firsthop-slurm.json"
+_TLS_KEYS = ("tls_cert", "tls_key", "tls_ca")
 FailMode = Literal["open", "closed"]
 
 
@@ -49,6 +50,13 @@ class HookConfig:
         epilog_check: run the fast health check after each firsthop job and drain a node
             whose GPUs broke during it.
         checkpoint_path: the file system the host probe checks for free space.
+        tls_cert: with ``server``, the hooks' client certificate (``firsthopctl certs
+            issue-slurm``): they speak mutual TLS to the scheduler's agents' port
+            (``--agent-listen``). All three of ``tls_cert``, ``tls_key`` and ``tls_ca``, or
+            none (a plain channel, for a scheduler without TLS).
+        tls_key: the certificate's private key (readable by SlurmUser on the controller and
+            by root on compute nodes; nobody else).
+        tls_ca: the cluster CA, to check the scheduler's certificate.
     """
 
     topology: str
@@ -72,6 +80,9 @@ class HookConfig:
     master_port_span: int = 10000
     epilog_check: bool = True
     checkpoint_path: str = "/"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> HookConfig:
@@ -105,7 +116,25 @@ class HookConfig:
             value = getattr(config, name)
             if not isinstance(value, str) or not value.startswith("/"):
                 raise ConfigError(f"{name} must be an absolute path, got {value!r}")
+        tls = config.tls_files()
+        if tls is not None:
+            for name, value in zip(_TLS_KEYS, tls, strict=True):
+                if not isinstance(value, str) or not value.startswith("/"):
+                    raise ConfigError(f"{name} must be an absolute path, got {value!r}")
         return config
+
+    def tls_files(self) -> tuple[str, str, str] | None:
+        """``(tls_cert, tls_key, tls_ca)``, or ``None`` when the hooks use a plain channel.
+
+        Raises:
+            ConfigError: only some of the three are set.
+        """
+        given = (self.tls_cert, self.tls_key, self.tls_ca)
+        if all(v is None for v in given):
+            return None
+        if self.tls_cert is None or self.tls_key is None or self.tls_ca is None:
+            raise ConfigError("tls_cert, tls_key and tls_ca go together (all three or none)")
+        return (self.tls_cert, self.tls_key, self.tls_ca)
 
     def to_json(self) -> str:
         """The file's text."""

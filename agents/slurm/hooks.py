@@ -105,8 +105,11 @@ class HookContext:
         if self.publisher is None:
             if self.config.server:
                 from agents.slurm.remote import ServerPublisher
+                from agents.tls import AgentTls
 
-                self.publisher = ServerPublisher(self.config.server)
+                files = self.config.tls_files()
+                tls = None if files is None else AgentTls(*(Path(f) for f in files))
+                self.publisher = ServerPublisher(self.config.server, tls=tls)
             else:
                 self.publisher = StateDirPublisher(Path(self.config.state_dir))
         return self.publisher

@@ -131,13 +131,16 @@ def render(
     python: Path | None = None,
     scontrol: Path = Path("/usr/bin/scontrol"),
     server: str | None = None,
+    tls: tuple[Path | None, Path | None, Path | None] = (None, None, None),
 ) -> InstallPlan:
     """Everything :func:`write` writes (see the module docstring).
 
     Raises:
         TopologyError: the topology file is invalid (its own reasons).
         InvalidInputError: ``invalid_path`` for a path a wrapper cannot carry;
-            ``invalid_server`` for a server address that is not ``HOST:PORT``.
+            ``invalid_server`` for a server address that is not ``HOST:PORT``;
+            ``invalid_tls_config`` for only some of ``tls`` (certificate, key, CA) or TLS
+            files without a server.
     """
     if server is not None:
         host, sep, port = server.rpartition(":")
@@ -145,6 +148,7 @@ def render(
             raise InvalidInputError(
                 f"--server {server!r} is not HOST:PORT", reason="invalid_server"
             )
+    tls_files = _tls_files(tls, server)
     topology = Topology.load(topology_file)
     directory = _abs(directory, "--dir")
     state = _abs(state_dir or directory / "state", "--state-dir")
@@ -163,6 +167,9 @@ def render(
         fail_mode=fail_mode,
         epilog_check=epilog_check,
         checkpoint_path=str(_abs(checkpoint_path, "--checkpoint-path")),
+        tls_cert=tls_files[0],
+        tls_key=tls_files[1],
+        tls_ca=tls_files[2],
     )
     config_path = directory / CONFIG_NAME
     files: dict[str, tuple[str, int]] = {
@@ -187,6 +194,26 @@ def render(
         lines.append(f"{key}={path}")
     files[FRAGMENT_NAME] = ("\n".join(lines) + "\n", 0o644)
     return InstallPlan(files, config, directory)
+
+
+def _tls_files(
+    tls: tuple[Path | None, Path | None, Path | None], server: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """The configuration's ``tls_cert``, ``tls_key``, ``tls_ca`` (absolute) from the flags."""
+    given = [p for p in tls if p is not None]
+    if not given:
+        return (None, None, None)
+    if len(given) != len(tls):
+        raise InvalidInputError(
+            "mutual TLS needs all of --cert, --key and --ca", reason="invalid_tls_config"
+        )
+    if server is None:
+        raise InvalidInputError(
+            "--cert, --key and --ca are for --server mode", reason="invalid_tls_config"
+        )
+    flags = ("--cert", "--key", "--ca")
+    cert, key, ca = (str(_abs(p, flag)) for p, flag in zip(given, flags, strict=True))
+    return (cert, key, ca)
 
 
 def write(plan: InstallPlan, topology_file: Path) -> None:

@@ -3,7 +3,9 @@
 :class:`ServerPublisher` is the hooks' table store when ``firsthop-slurm.json`` names a
 server: PrologSlurmctld publishes, the Prolog fetches its node's slice, EpilogSlurmctld
 deletes (``proto/firsthop/v1/slurm.proto``). Compute nodes then need no shared directory,
-only a route to the scheduler. Every call has a deadline; an unreachable or failing server is
+only a route to the scheduler. With TLS (``tls_*`` in the configuration) the hooks present a
+certificate with ``OU=slurm`` to the scheduler's agents' port, which admits them to the
+SlurmService only. Every call has a deadline; an unreachable or failing server is
 an :class:`~agents.slurm.errors.OutageError` (the fail mode decides), a job without a table
 is ``None``, a node missing from a table is a
 :class:`~agents.slurm.state.SliceError`.
@@ -19,7 +21,9 @@ import grpc
 
 from agents.slurm.errors import OutageError
 from agents.slurm.state import HostSlice, JobTable, SliceError, node_order
+from agents.tls import AgentTls
 from firsthop.v1 import slurm_pb2, slurm_pb2_grpc
+from topology.errors import FirsthopError
 
 RPC_TIMEOUT_S = 5.0
 REASON_KEY = "firsthop-reason"
@@ -77,22 +81,27 @@ class ServerPublisher:
         address: the scheduler's ``HOST:PORT``.
         timeout_s: deadline of each call.
         channel: opens a channel to ``address`` (tests inject one).
+        tls: mutual TLS files; ``None``: a plain channel (ignored when ``channel`` is given).
     """
 
     def __init__(
         self,
         address: str,
         timeout_s: float = RPC_TIMEOUT_S,
-        channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
+        channel: Callable[[str], grpc.Channel] | None = None,
+        *,
+        tls: AgentTls | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout_s
-        self._channel = channel
+        self._channel = channel or _opener(tls)
 
     def _call(self, what: str, fn: Callable[[slurm_pb2_grpc.SlurmServiceStub], object]) -> object:
         try:
             with self._channel(self._address) as channel:
                 return fn(slurm_pb2_grpc.SlurmServiceStub(channel))
+        except FirsthopError as exc:  # unreadable TLS files: an outage of firsthop itself
+            raise OutageError(exc.reason, f"{what} on {self._address}: {exc}") from exc
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code is grpc.StatusCode.NOT_FOUND:
@@ -131,6 +140,16 @@ class ServerPublisher:
             "DeleteRankTable", lambda s: s.DeleteRankTable(request, timeout=self._timeout)
         )
         return bool(getattr(answer, "deleted", False))
+
+
+def _opener(tls: AgentTls | None) -> Callable[[str], grpc.Channel]:
+    if tls is None:
+        return grpc.insecure_channel
+
+    def secure(address: str) -> grpc.Channel:
+        return grpc.secure_channel(address, tls.credentials())  # files read at each call
+
+    return secure
 
 
 class _NotFoundError(Exception):

@@ -39,7 +39,7 @@ import grpc
 import grpc.aio
 
 from scheduler.api.errors import Behavior, Handler, HandlerCache, Interceptor, wrap_handler
-from scheduler.security.certs import AGENT_OU, peer_of_pem
+from scheduler.security.certs import AGENT_OU, SLURM_OU, peer_of_pem
 from scheduler.security.policy import (
     MUTATING,
     Denial,
@@ -59,7 +59,6 @@ from scheduler.security.principals import (
 from scheduler.security.tokens import AUTHORIZATION
 from topology.errors import FirsthopError
 
-SLURM_OU: Final = "slurm"
 ANONYMOUS: Final = Identity("anonymous", Role.ADMIN, via="insecure")
 """The caller without credentials on a server without TLS (every rule open)."""
 RESOURCE_FIELDS: Final = ("job_id", "name", "host", "user", "slurm_job_id")

@@ -1,4 +1,5 @@
-"""``firsthopctl certs``: create the cluster CA and issue scheduler and agent certificates.
+"""``firsthopctl certs``: create the cluster CA and issue scheduler, agent and Slurm plug-in
+certificates.
 
 Offline commands: they write PEM files (mode 0600) and print where. Must not import
 ``scheduler.core``, ``scheduler.store`` or the generated protos.
@@ -17,7 +18,14 @@ from scheduler.cli.common import (
     exit_on_error,
     print_result,
 )
-from scheduler.security.certs import DEFAULT_DAYS, Issued, init_ca, issue_agent, issue_server
+from scheduler.security.certs import (
+    DEFAULT_DAYS,
+    Issued,
+    init_ca,
+    issue_agent,
+    issue_server,
+    issue_slurm,
+)
 
 app = typer.Typer(no_args_is_help=True, help="The cluster CA and its certificates.")
 
@@ -81,3 +89,19 @@ def agent(
     """Issue an agent certificate for HOST (HOST.crt, HOST.key)."""
     with exit_on_error():
         _show(issue_agent(directory, host, out=out, days=days, force=force), "agent", output)
+
+
+@app.command("issue-slurm")
+def slurm(
+    name: Annotated[
+        str, typer.Argument(help="A name for the Slurm plug-in's hooks (certificate CN).")
+    ] = "slurm",
+    directory: DirOption = Path("firsthop-ca"),
+    out: OutDirOption = None,
+    days: DaysOption = DEFAULT_DAYS,
+    force: ForceOption = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Issue the Slurm plug-in's certificate (NAME.crt, NAME.key; `slurm install --cert`)."""
+    with exit_on_error():
+        _show(issue_slurm(directory, name, out=out, days=days, force=force), "slurm", output)

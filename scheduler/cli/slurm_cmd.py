@@ -85,6 +85,14 @@ def install(
     scontrol: Annotated[Path, typer.Option(help="Absolute path of scontrol.")] = Path(
         "/usr/bin/scontrol"
     ),
+    cert: Annotated[
+        Path | None,
+        typer.Option(help="With --server: the hooks' certificate (`certs issue-slurm`)."),
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="The certificate's key.")] = None,
+    ca: Annotated[
+        Path | None, typer.Option(help="The cluster CA (checks the scheduler's certificate).")
+    ] = None,
 ) -> None:
     """Write the hooks, their configuration, topology.conf and the slurm.conf fragment."""
     from agents.slurm.install import FRAGMENT_NAME, render, write, written
@@ -103,6 +111,7 @@ def install(
             checkpoint_path=checkpoint_path,
             scontrol=scontrol,
             server=server,
+            tls=(cert, key, ca),
         )
         write(plan, topology)
     except FirsthopError as exc:

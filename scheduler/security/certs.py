@@ -40,6 +40,8 @@ CA_CERT: Final = "ca.crt"
 CA_KEY: Final = "ca.key"
 FILE_MODE: Final = 0o600
 AGENT_OU: Final = "agent"
+SLURM_OU: Final = "slurm"
+"""The unit of the Slurm plug-in's certificates (``firsthopctl certs issue-slurm``)."""
 DEFAULT_DAYS: Final = 365
 CA_DAYS: Final = 3650
 
@@ -265,6 +267,19 @@ def issue_agent(
 ) -> Issued:
     """An agent's certificate for ``host`` (``HOST.crt``, ``HOST.key``)."""
     return issue_client(directory, host, AGENT_OU, out=out, days=days, force=force)
+
+
+def issue_slurm(
+    directory: Path,
+    name: str,
+    *,
+    out: Path | None = None,
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+) -> Issued:
+    """A certificate for the Slurm plug-in's hooks (``NAME.crt``, ``NAME.key``, ``OU=slurm``):
+    they may call the SlurmService only."""
+    return issue_client(directory, name, SLURM_OU, out=out, days=days, force=force)
 
 
 @dataclass(frozen=True, slots=True)

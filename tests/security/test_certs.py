@@ -139,3 +139,7 @@ def test_the_cli_creates_a_ca_and_issues_certificates(tmp_path: Path) -> None:
     assert "certificate_exists" in again.output
     assert server.exit_code == 0, server.output
     assert (ca_dir / "s1.key").exists()
+    slurm = runner.invoke(app, ["certs", "issue-slurm", "--dir", str(ca_dir)])
+    assert slurm.exit_code == 0, slurm.output
+    peer = peer_of_pem((ca_dir / "slurm.crt").read_bytes())
+    assert (peer.common_name, peer.unit) == ("slurm", "slurm")
