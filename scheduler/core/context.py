@@ -31,6 +31,9 @@ from scheduler.jobspec import Launch
 
 MASTER_PORT_BASE = 20000
 MASTER_PORT_SPAN = 10000
+UNBOUNDED_GRACE_S = 366 * 24 * 3600.0
+"""The grace of a checkpoint request that must never end in SIGKILL (a maintenance move
+without ``--force``): ranks that do not answer are left running; the core decides."""
 
 
 @dataclass
@@ -72,12 +75,16 @@ class Ctx:
         """Ask ``node``'s agent to stop ``job``'s ranks of its current attempt.
 
         ``graceful`` (a planned stop of a job that checkpoints): the job's checkpoint signal
-        and grace instead of SIGTERM and ``stop_grace_s``; ``force``: SIGKILL at once.
+        and grace instead of SIGTERM and ``stop_grace_s``; a graceful stop of a job stopping
+        with no stop deadline (a move that must not stop it without a checkpoint) gets
+        :data:`UNBOUNDED_GRACE_S`; ``force``: SIGKILL at once.
         """
         ckpt = job.spec.checkpoint
         signal, grace = "SIGTERM", self.config.stop_grace_s
         if graceful and ckpt is not None:
             signal, grace = ckpt.signal, self.checkpoint_grace_s(job)
+            if job.stop_deadline is None and job.checkpoint_requested_at is not None:
+                grace = UNBOUNDED_GRACE_S
         self.out.stops.append(
             StopRanks(
                 command_id=stop_command_id(job.id, job.restarts, node, force=force),
