@@ -4,7 +4,9 @@ On every step of a migrate campaign (:func:`step`, called by
 :func:`scheduler.core.campaigns.advance` before drained hosts start their action), each job on
 one of the campaign's DRAINING hosts is handled by what it can do:
 
-- **RUNNING with a checkpoint spec**: asked to checkpoint and moved with the in-place repair
+- **RUNNING with a checkpoint spec**, once its current run reported a checkpoint or ran for
+  its grace (a program just restarted may not handle the signal yet, whose default action
+  kills it): asked to checkpoint and moved with the in-place repair
   path (:func:`scheduler.core.repair.begin`, ``graceful``): every host gets the job's
   checkpoint signal; once every rank stopped, only the ranks on the campaign's draining hosts
   are re-placed (partial re-placement; the survivors keep their GPUs) and the job restarts at
@@ -69,6 +71,19 @@ def move_failure(job: Job, campaign: str) -> Failure | None:
 def stopping_for(job: Job, campaign: str) -> bool:
     """Whether ``job`` is stopping (PREEMPTED) for a move of ``campaign``."""
     return job.state is J.PREEMPTED and bool(job.failures) and _is_move(job.failures[-1], campaign)
+
+
+def _settled(ctx: Ctx, job: Job, at: datetime) -> bool:
+    """Whether a checkpointing ``job``'s current run may be asked to checkpoint: it reported
+    a checkpoint since it started, or ran for its grace. A program just started (say after
+    the previous move) may not handle its checkpoint signal yet, and the signal's default
+    action would kill it without a checkpoint."""
+    started = job.started_at
+    if started is None:
+        return False
+    if job.last_checkpoint_at is not None and job.last_checkpoint_at > started:
+        return True
+    return at >= started + timedelta(seconds=ctx.checkpoint_grace_s(job))
 
 
 def step(ctx: Ctx, campaign: Campaign, at: datetime) -> Campaign:
@@ -145,6 +160,8 @@ class _Book:
         force = self.campaign.spec.force
         if job.state is not J.RUNNING or job.rank_failed_at is not None:
             return f"waiting for job {job.id} ({job.state.value.lower()})"
+        if job.spec.checkpoint is not None and not _settled(ctx, job, at):
+            return f"waiting for job {job.id} to settle before asking it to checkpoint"
         if job.spec.checkpoint is None:
             if not force:
                 self.waited.setdefault(job.id)

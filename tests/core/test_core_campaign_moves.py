@@ -26,10 +26,13 @@ N = NodeState
 CKPT = {"dir": "/ckpt", "signal": "SIGUSR1", "grace_s": 30}
 
 
-def _running(h: Harness, gpus: int, **fields: Any) -> str:
+def _running(h: Harness, gpus: int, *, checkpointed: bool = True, **fields: Any) -> str:
     job = h.submit(gpus, **fields)
     h.tick()
     h.start(job)
+    if checkpointed and "checkpoint" in fields:
+        h.clock.advance(1)
+        h.checkpoint(job)
     return job
 
 
@@ -163,7 +166,7 @@ def test_a_job_that_does_not_answer_is_left_running_and_the_host_waits() -> None
 def test_force_kills_a_job_that_does_not_answer_and_counts_the_loss() -> None:
     h = Harness(cluster(1, 2, 2))
     h.register()
-    job = _running(h, 16, checkpoint=CKPT)
+    job = _running(h, 16, checkpointed=False, checkpoint=CKPT)
     target = h.hosts_of(job)[0]
     h.wait(600)  # ten minutes of work since the start, no checkpoint
     mark = len(h.actions)
@@ -244,3 +247,28 @@ def test_a_restart_in_the_middle_of_a_move_neither_asks_twice_nor_kills() -> Non
     assert target not in h.hosts_of(job)
     assert _finish_campaign(h) == [f"maint:drv:{target}:1:action"]
     assert h.scheduler.campaigns.all["drv"].jobs_moved == (job,)
+
+
+def test_a_run_just_started_is_asked_only_once_it_checkpointed_or_ran_its_grace() -> None:
+    h = Harness(cluster(1, 2, 2))
+    h.register()
+    job = _running(h, 16, checkpointed=False, checkpoint=CKPT)
+    target = h.hosts_of(job)[0]
+    _migrate(h, target)
+    # Its program may not handle the signal yet (default action: die without a checkpoint).
+    assert h.job(job).state is J.RUNNING
+    assert "settle" in h.scheduler.campaigns.all["drv"].hosts[0].reason
+    h.clock.advance(1)
+    h.checkpoint(job)
+    h.tick()
+    assert h.job(job).state is J.PREEMPTED
+    other = Harness(cluster(1, 2, 2))
+    other.register()
+    job = _running(other, 16, checkpointed=False, checkpoint=CKPT)
+    _migrate(other, other.hosts_of(job)[0])
+    other.wait(20)
+    other.tick()
+    assert other.job(job).state is J.RUNNING
+    other.wait(11)
+    other.tick()
+    assert other.job(job).state is J.PREEMPTED  # ran for its 30 s grace
