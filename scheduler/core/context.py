@@ -26,7 +26,7 @@ from scheduler.core.actions import (
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
 from scheduler.core.state import SchedulerState
-from scheduler.core.states import NodeState
+from scheduler.core.states import JobState, NodeState
 from scheduler.jobspec import Launch
 
 MASTER_PORT_BASE = 20000
@@ -109,17 +109,25 @@ class Ctx:
         """Stop the ranks of ``held`` (the record as it held its allocation) on every host
         but ``skip``, fencing their GPUs until the agents confirm; then settle drains.
 
-        Call right after the job let go of its allocation.
+        Call right after the job let go of its allocation. A job that was stopping with no
+        stop deadline (a move waiting for its checkpoint, never escalated) is killed at once:
+        the stop command it already has would never end in SIGKILL, and the agent runs one
+        stop per command id.
         """
         if held.allocation is None:
             return
+        waiting = (
+            held.state is JobState.PREEMPTED
+            and held.stop_deadline is None
+            and held.checkpoint_requested_at is not None
+        )
         skipped = set(skip)
         grace = self.checkpoint_grace_s(held) if graceful else self.config.stop_grace_s
         deadline = at + timedelta(seconds=2 * max(grace, self.config.stop_grace_s))
         for node in held.allocation.hosts:
             if node in skipped:
                 continue
-            self.stop(held, node, reason, graceful=graceful)
+            self.stop(held, node, reason, graceful=graceful, force=waiting)
             self.state.add_fence(held, node, deadline)
         self.settle_drains(held.allocation.hosts)
 

@@ -272,3 +272,19 @@ def test_a_run_just_started_is_asked_only_once_it_checkpointed_or_ran_its_grace(
     other.wait(11)
     other.tick()
     assert other.job(job).state is J.PREEMPTED  # ran for its 30 s grace
+
+
+def test_cancelling_a_job_that_does_not_answer_kills_it() -> None:
+    h = Harness(cluster(1, 2, 2))
+    h.register()
+    job = _running(h, 16, checkpoint=CKPT)
+    hosts = h.hosts_of(job)
+    _migrate(h, hosts[0])
+    mark = len(h.actions)
+    h.cancel(job)
+    assert h.job(job).state is J.CANCELLED
+    # Its stop request would never escalate: the cancel sends a SIGKILL (a new command id).
+    forced = _stops(h, job, mark)
+    assert sorted(s.node for s in forced) == sorted(hosts)
+    assert {s.grace_s for s in forced} == {0.0}
+    assert all(s.command_id.endswith("force") for s in forced)
