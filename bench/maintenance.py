@@ -27,8 +27,9 @@ waited for (lossless, like ``--busy wait``, but blind to jobs and leaves).
 
 Reported per run: wall time of the campaign in simulated hours, peak capacity out (hosts not
 in service), GPU-hours of work lost (time since the last checkpoint of every killed job,
-times its GPUs, as the core records it), jobs disturbed (killed, or waited for), and the mean
-GPU utilisation during the campaign.
+times its GPUs, as the core records it), jobs disturbed (stopped, moved or waited for), moves
+(a job moved off three hosts in three waves counts three), and the mean GPU utilisation
+during the campaign.
 
 Not modelled: new jobs are kept off hosts a campaign has not reached yet only once they drain
 (the core does not yet steer jobs whose time limit would overlap a host's turn away from it);
@@ -331,6 +332,12 @@ def run_firsthop(
         "gpu_hours_lost": round(lost, 1),
         "jobs_stopped": stopped,
         "jobs_moved": len(campaign.jobs_moved),
+        "moves": sum(
+            1
+            for job in sim.core.state.jobs.values()
+            for f in job.failures
+            if f.at >= start and f.message.startswith("moved for maintenance campaign")
+        ),
         "jobs_waited": len(campaign.jobs_waited),
         "jobs_disturbed": len(_interrupted(sim, start) | set(campaign.jobs_waited)),
         "campaign_gpu_hours_lost": round(campaign.gpu_hours_lost, 1),
