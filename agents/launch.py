@@ -311,9 +311,17 @@ class ProcessExecutor:
         self, proc: RankProcess, done: asyncio.Future[int], control: RankControl
     ) -> RankExit:
         proc.signal_group(control.stop_signal)
-        exited = asyncio.Event()
-        done.add_done_callback(lambda _: exited.set())
-        if not await self._wait(exited, control.grace_s):
+        if control.grace_s > 0:
+            # Woken by the exit or by a forced stop; otherwise the grace runs out.
+            wake = asyncio.Event()
+            done.add_done_callback(lambda _: wake.set())
+            forced = asyncio.ensure_future(control.killed.wait())
+            forced.add_done_callback(lambda _: wake.set())
+            try:
+                await self._wait(wake, control.grace_s)
+            finally:
+                forced.cancel()
+        if not done.done():
             proc.signal_group(signals.SIGKILL)
         return exit_of(await done, stopped=True)
 

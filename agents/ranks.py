@@ -88,10 +88,19 @@ class RankControl:
     signals: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
     stop_signal: int = _SIGTERM
     """The signal a stop sends first (the job's checkpoint signal on a planned stop)."""
+    killed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by a forced stop (grace 0) that arrives while a stop is under way: SIGKILL now."""
 
     def request_stop(self, grace_s: float, sig: int = _SIGTERM) -> None:
-        """Ask the rank to stop with ``sig``, killing it after ``grace_s`` seconds."""
+        """Ask the rank to stop with ``sig``, killing it after ``grace_s`` seconds.
+
+        Once a stop is under way a repeated one changes nothing, but a forced one (``grace_s``
+        0): that kills the rank at once (the scheduler forces a stop whose grace it does not
+        want to wait out, e.g. a cancel while a checkpoint request with no deadline waits).
+        """
         if self.stop_requested.is_set():
+            if grace_s <= 0:
+                self.killed.set()
             return
         self.grace_s = grace_s
         self.stop_signal = sig

@@ -9,11 +9,15 @@ from a seeded generator) fill 80 % of the hosts, each at a random point of its l
 of its work left); each job that ends is replaced by a new one from the same stream, so the
 load stays near 80 %.
 
-Two runs on the same job stream, same budget (5 % of the fleet, 51 hosts out at a time):
+Runs on the same job stream, same budget (5 % of the fleet, 51 hosts out at a time):
 
-- **firsthop**: ``maintenance start all --max-unavailable 5% --busy wait`` (the core's campaign
-  machine and wave planner: idle hosts and whole idle leaves first, a job's hosts in one wave,
-  busy hosts drained and waited for, never stopped);
+- **firsthop, wait**: ``maintenance start all --max-unavailable 5% --busy wait`` (the core's
+  campaign machine and wave planner: idle hosts and whole idle leaves first, a job's hosts in
+  one wave, busy hosts drained and waited for, never stopped);
+- **firsthop, migrate**: the same with ``--busy migrate``: the jobs on a wave's hosts are asked
+  for a checkpoint (the simulated program saves its progress in ``SAVE_S`` and exits cleanly),
+  only their ranks on those hosts move (the core's partial re-placement) and they restart at
+  once from that checkpoint;
 - **baseline**: hosts in name order, as many as the budget allows, each taken at once and the
   jobs on it killed (requeued from their last checkpoint, as an eviction does), returned after
   the same action and check.
@@ -23,12 +27,13 @@ waited for (lossless, like ``--busy wait``, but blind to jobs and leaves).
 
 Reported per run: wall time of the campaign in simulated hours, peak capacity out (hosts not
 in service), GPU-hours of work lost (time since the last checkpoint of every killed job,
-times its GPUs, as the core records it), jobs disturbed (killed, or waited for), and the mean
-GPU utilisation during the campaign.
+times its GPUs, as the core records it), jobs disturbed (stopped, moved or waited for), moves
+(a job moved off three hosts in three waves counts three), and the mean GPU utilisation
+during the campaign.
 
 Not modelled: new jobs are kept off hosts a campaign has not reached yet only once they drain
-(the core does not yet steer jobs whose time limit would overlap a host's turn away from it),
-and ``--busy migrate`` (not implemented).
+(the core does not yet steer jobs whose time limit would overlap a host's turn away from it);
+a restart's start-up time (rendezvous, loading the checkpoint) beyond ``SAVE_S``.
 
 Run: ``python -m bench.maintenance [--pods 4 --leaves 16 --hosts 16] [--seed 1]``; writes
 ``bench/results/maintenance.json``.
@@ -54,7 +59,7 @@ from scheduler.core.actions import (
     StartRanks,
     StopRanks,
 )
-from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, CampaignSpec
+from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, BusyPolicy, CampaignSpec
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.events import (
     CampaignStartRequested,
@@ -84,6 +89,9 @@ TICK_S = 300.0
 ACTION_S = 20 * 60.0
 CHECK_S = 60.0
 CHECKPOINT_S = 3600.0
+SAVE_S = 120.0
+"""Seconds a simulated program takes to write the checkpoint it was asked for."""
+CHECKPOINT_SIGNAL = "SIGUSR1"
 UTILISATION = 0.80
 BUDGET = "5%"
 MAX_DAYS = 30
@@ -100,6 +108,10 @@ class _Run:
     saved_s: float = 0.0
     attempt: int = -1
     started: datetime | None = None
+    base_s: float = 0.0
+    """Work saved when the current attempt started."""
+    asked: int = -1
+    """The attempt last asked to checkpoint."""
 
 
 @dataclass
@@ -147,7 +159,12 @@ class Sim:
             self.later(0, lambda: self.handle(RanksStarted(self.now, a.job_id, a.node, a.attempt)))
         elif isinstance(action, StopRanks):
             s = action
-            self.later(0, lambda: self.handle(RanksStopped(self.now, s.job_id, s.node, s.attempt)))
+            if s.signal == CHECKPOINT_SIGNAL and s.grace_s > 0:
+                self._asked(s)
+            else:
+                self.later(
+                    0, lambda: self.handle(RanksStopped(self.now, s.job_id, s.node, s.attempt))
+                )
         elif isinstance(action, RunMaintenance):
             m = action
             took = ACTION_S if m.step == "action" else CHECK_S
@@ -166,7 +183,7 @@ class Sim:
         if job.state is JobState.RUNNING and job.started_at is not None:
             if run.attempt == job.restarts:
                 return
-            run.attempt, run.started = job.restarts, self.now
+            run.attempt, run.started, run.base_s = job.restarts, self.now, run.saved_s
             attempt = job.restarts
             left = run.work_s - run.saved_s
             for k in range(1, int(left // CHECKPOINT_S) + 1):
@@ -175,6 +192,26 @@ class Sim:
         elif job.state is JobState.SUCCEEDED and run.attempt >= 0:
             run.attempt = -2
             self.submit()
+
+    def _asked(self, stop: StopRanks) -> None:
+        """A checkpoint request: the program saves its progress in ``SAVE_S``, reports the
+        checkpoint, and every rank exits 0."""
+        run = self.runs[stop.job_id]
+        if run.attempt == stop.attempt and run.asked != stop.attempt and run.started is not None:
+            run.asked = stop.attempt
+            done = run.base_s + (self.now - run.started).total_seconds()
+            run.saved_s = min(run.work_s, max(run.saved_s, done))
+            attempt = stop.attempt
+            self.later(
+                SAVE_S,
+                lambda: self.handle(CheckpointReported(self.now, stop.job_id, attempt)),
+            )
+        self.later(
+            SAVE_S,
+            lambda: self.handle(
+                RanksStopped(self.now, stop.job_id, stop.node, stop.attempt, clean=True)
+            ),
+        )
 
     def _checkpoint(self, job_id: str, attempt: int) -> None:
         run = self.runs[job_id]
@@ -204,7 +241,12 @@ class Sim:
                 "name": "train",
                 "gpus": hosts * GPUS,
                 "max_restarts": 10_000,
-                "checkpoint": {"dir": "/ckpt", "interval_s": int(CHECKPOINT_S)},
+                "checkpoint": {
+                    "dir": "/ckpt",
+                    "interval_s": int(CHECKPOINT_S),
+                    "signal": CHECKPOINT_SIGNAL,
+                    "grace_s": 600,
+                },
             }
         )
         self.runs[job_id] = _Run(work_s)
@@ -255,13 +297,24 @@ def _lost(sim: Sim, since: datetime) -> tuple[float, int]:
     return lost, disturbed
 
 
-def run_firsthop(topology: Topology, seed: int) -> dict[str, Any]:
-    """The campaign machine with a 5 % budget, ``--busy wait``."""
+def _interrupted(sim: Sim, since: datetime) -> set[str]:
+    """Jobs stopped at least once after ``since`` (moves included)."""
+    return {
+        job.id for job in sim.core.state.jobs.values() if any(f.at >= since for f in job.failures)
+    }
+
+
+def run_firsthop(
+    topology: Topology, seed: int, busy: BusyPolicy = BusyPolicy.WAIT
+) -> dict[str, Any]:
+    """The campaign machine with a 5 % budget, ``--busy wait`` or ``--busy migrate``."""
     sim = Sim(topology, seed)
     sim.fill()
     start = sim.now
     utilisation_at_start = sim.busy_gpus() / topology.index.num_gpus
-    spec = CampaignSpec(name="fleet", selector="all", max_unavailable=BUDGET, command=("up",))
+    spec = CampaignSpec(
+        name="fleet", selector="all", max_unavailable=BUDGET, busy=busy, command=("up",)
+    )
     sim.handle(CampaignStartRequested(sim.now, spec))
     wall = time.perf_counter()
     deadline = start + timedelta(days=MAX_DAYS)
@@ -278,8 +331,16 @@ def run_firsthop(topology: Topology, seed: int) -> dict[str, Any]:
         "peak_capacity_out_hosts": sim.peak_out,
         "gpu_hours_lost": round(lost, 1),
         "jobs_stopped": stopped,
+        "jobs_moved": len(campaign.jobs_moved),
+        "moves": sum(
+            1
+            for job in sim.core.state.jobs.values()
+            for f in job.failures
+            if f.at >= start and f.message.startswith("moved for maintenance campaign")
+        ),
         "jobs_waited": len(campaign.jobs_waited),
-        "jobs_disturbed": stopped + len(campaign.jobs_waited),
+        "jobs_disturbed": len(_interrupted(sim, start) | set(campaign.jobs_waited)),
+        "campaign_gpu_hours_lost": round(campaign.gpu_hours_lost, 1),
         "utilisation_at_start": round(utilisation_at_start, 3),
         "mean_utilisation_during": round(
             sim.busy_gpu_s / (topology.index.num_gpus * max(1.0, hours * 3600)), 3
@@ -364,7 +425,9 @@ def main(argv: list[str] | None = None) -> None:
     hosts = len(topology.index.host_names)
     print(f"fleet: {hosts} hosts x {GPUS} GPUs, budget {BUDGET}", flush=True)
     firsthop = run_firsthop(topology, args.seed)
-    print("firsthop:", firsthop, flush=True)
+    print("firsthop, wait:", firsthop, flush=True)
+    migrate = run_firsthop(topology, args.seed, BusyPolicy.MIGRATE)
+    print("firsthop, migrate:", migrate, flush=True)
     baseline = run_baseline(topology, args.seed)
     print("baseline:", baseline, flush=True)
     naive_wait = run_baseline(topology, args.seed, kill=False)
@@ -379,8 +442,10 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint_interval_s": CHECKPOINT_S,
         "job_hosts": JOB_HOSTS,
         "job_work_h": WORK_H,
+        "save_s": SAVE_S,
         "seed": args.seed,
         "firsthop_busy_wait": firsthop,
+        "firsthop_busy_migrate": migrate,
         "baseline_name_order_kill": baseline,
         "name_order_wait": naive_wait,
         "ratios": {
@@ -391,6 +456,17 @@ def main(argv: list[str] | None = None) -> None:
                 round(firsthop["gpu_hours_lost"] / baseline["gpu_hours_lost"], 3)
                 if baseline["gpu_hours_lost"]
                 else None
+            ),
+            "migrate_wall_time": round(
+                migrate["wall_time_sim_h"] / max(1e-9, baseline["wall_time_sim_h"]), 2
+            ),
+            "migrate_gpu_hours_lost": (
+                round(migrate["gpu_hours_lost"] / baseline["gpu_hours_lost"], 3)
+                if baseline["gpu_hours_lost"]
+                else None
+            ),
+            "migrate_vs_wait_wall_time": round(
+                migrate["wall_time_sim_h"] / max(1e-9, firsthop["wall_time_sim_h"]), 3
             ),
         },
     }

@@ -259,7 +259,7 @@ def test_an_external_campaign_hands_hosts_over_and_takes_them_back(cluster: Clus
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
-        (["start", "m1", "--busy", "migrate", "--", "true"], "busy_migrate_unavailable"),
+        (["start", "m1", "--busy", "evict", "--", "true"], "invalid_campaign"),
         (["start", "m2", "--hosts", "nosuch", "--", "true"], "invalid_selector"),
         (["start", "m3", "--max-unavailable", "0", "--", "true"], "invalid_budget"),
         (["start", "m4", "--not-before", "soon", "--", "true"], "invalid_time"),

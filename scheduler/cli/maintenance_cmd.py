@@ -68,10 +68,18 @@ def start(
         str, typer.Option("--per-domain", help="Per-domain budgets: leaf=1,pod=10%.")
     ] = "",
     busy: Annotated[
-        str, typer.Option("--busy", help="wait (for jobs to end) or migrate.")
+        str,
+        typer.Option(
+            "--busy",
+            help="wait (for jobs to end) or migrate (checkpoint, move their ranks, restart).",
+        ),
     ] = "wait",
     force: Annotated[
-        bool, typer.Option("--force", help="Allow stopping jobs without a fresh checkpoint.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Allow stopping jobs without a fresh checkpoint (migrate: after their grace).",
+        ),
     ] = False,
     health_check: Annotated[
         str, typer.Option("--health-check", help="fast or deep, before a host returns.")

@@ -186,7 +186,11 @@ def job_fields(job: JobView) -> dict[str, Any]:
             + (f" on {f['host']}" if f["host"] else "")
             + f" (lost {f['lost_s']:.1f} s"
             + (", checkpointed on request)" if f["checkpointed"] else ")")
-            + (f": {f['message']}" if f["message"] and f["reason"] == "start_failed" else "")
+            + (
+                f": {f['message']}"
+                if f["message"] and f["reason"] in ("start_failed", "preempted")
+                else ""
+            )
             for f in failures
         )
         or "none"

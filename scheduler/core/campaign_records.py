@@ -138,6 +138,10 @@ class Campaign:
     jobs_waited: tuple[str, ...] = ()
     """Jobs whose end a draining host waited for."""
     jobs_moved: tuple[str, ...] = ()
+    """Jobs moved off the campaign's hosts (``--busy migrate``): their ranks there stopped
+    and restarted elsewhere from a checkpoint (or, with ``--force``, without one)."""
+    moving: tuple[str, ...] = ()
+    """Jobs asked to checkpoint and move whose ranks have not all stopped yet."""
     gpu_hours_lost: float = 0.0
     """GPU-hours of work lost to the campaign (jobs stopped without a fresh checkpoint)."""
     version: int = 0

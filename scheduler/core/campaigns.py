@@ -17,9 +17,9 @@
   budget of one after its first failure, silently, instead of pausing it with the reason.
 - **Draining** uses the node machine: the node goes DRAINING (reason
   ``maintenance:<campaign>``) and takes no new jobs; ``--busy wait`` waits for its jobs to end
-  (they are recorded in ``jobs_waited``). ``--busy migrate`` needs the checkpoint-request
-  protocol of the core, which is not here yet: such a campaign is refused
-  (``busy_migrate_unavailable``) rather than pretending.
+  (they are recorded in ``jobs_waited``). ``--busy migrate`` asks them for a checkpoint and
+  moves only their ranks on the draining hosts (:mod:`scheduler.core.campaign_moves`); a
+  job that cannot or does not checkpoint is waited for (stopped with ``--force``).
 - **Actions**: once the node is DRAINED the host goes IN_MAINTENANCE with one more attempt, and
   a :class:`~scheduler.core.actions.RunMaintenance` (step ``action``) goes to its agent; its
   report moves it to CHECKING and a second command (step ``check``) runs the health check
@@ -45,6 +45,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from scheduler.core import campaign_moves
 from scheduler.core.actions import RunMaintenance, maintenance_command_id
 from scheduler.core.campaign_records import (
     IN_FLIGHT_PHASES,
@@ -158,12 +159,6 @@ def check_spec(spec: CampaignSpec, index: TopologyIndex) -> None:
         raise InvalidInputError("the action timeout must be positive", reason="invalid_campaign")
     if spec.not_before and spec.deadline and spec.deadline <= spec.not_before:
         raise InvalidInputError("--deadline must be after --not-before", reason="invalid_campaign")
-    if spec.busy is BusyPolicy.MIGRATE:
-        raise InvalidInputError(
-            "--busy migrate needs the core's checkpoint-request protocol, which this scheduler "
-            "does not have yet; use --busy wait",
-            reason="busy_migrate_unavailable",
-        )
     parse_budget(spec.max_unavailable)
     parse_per_domain(spec.per_domain, _tiers(index))
 
@@ -374,6 +369,7 @@ def advance(ctx: Ctx, book: CampaignBook, index: TopologyIndex, name: str, at: d
         if campaign.spec.not_before is not None and at < campaign.spec.not_before:
             return
         campaign = book.put(replace(campaign, state=C.RUNNING, updated_at=at))
+    campaign = _move_jobs(ctx, book, campaign, at)
     campaign = _start_drained(ctx, book, campaign, at)
     campaign = _check_failures(book, campaign, at)
     if campaign.state is not C.RUNNING:
@@ -382,6 +378,12 @@ def advance(ctx: Ctx, book: CampaignBook, index: TopologyIndex, name: str, at: d
     if deadline is None or at < deadline:
         campaign = _take_wave(ctx, book, index, campaign, at)
     _maybe_finish(book, campaign, at)
+
+
+def _move_jobs(ctx: Ctx, book: CampaignBook, campaign: Campaign, at: datetime) -> Campaign:
+    """``--busy migrate``: move (or wait for) the jobs on draining hosts."""
+    moved = campaign_moves.step(ctx, campaign, at)
+    return campaign if moved is campaign else book.put(moved)
 
 
 def _start_drained(ctx: Ctx, book: CampaignBook, campaign: Campaign, at: datetime) -> Campaign:
@@ -467,13 +469,15 @@ def _take_wave(
     chosen = set(wave.hosts) | already
     if not chosen:
         return campaign
+    migrate = campaign.spec.busy is BusyPolicy.MIGRATE
     waited = dict.fromkeys(campaign.jobs_waited)
     hosts = []
     for old in campaign.hosts:
         entry = old
         if entry.host in chosen:
-            for job in sorted(state.host_jobs.get(entry.host, ())):
-                waited.setdefault(job)
+            if not migrate:
+                for job in sorted(state.host_jobs.get(entry.host, ())):
+                    waited.setdefault(job)
             _drain(ctx, campaign.name, entry.host)
             busy = bool(state.host_jobs.get(entry.host))
             entry = replace(
@@ -485,7 +489,9 @@ def _take_wave(
         hosts.append(entry)
     campaign = replace(campaign, hosts=tuple(hosts), jobs_waited=tuple(waited), updated_at=at)
     campaign = book.put(campaign)
-    # Idle hosts are DRAINED at once: start their step in the same event.
+    # Busy hosts of a migrate campaign ask their jobs to move now; idle hosts are DRAINED at
+    # once: start their step in the same event.
+    campaign = _move_jobs(ctx, book, campaign, at)
     return _start_drained(ctx, book, campaign, at)
 
 

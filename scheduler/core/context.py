@@ -26,11 +26,14 @@ from scheduler.core.actions import (
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.records import Job, RankSlot
 from scheduler.core.state import SchedulerState
-from scheduler.core.states import NodeState
+from scheduler.core.states import JobState, NodeState
 from scheduler.jobspec import Launch
 
 MASTER_PORT_BASE = 20000
 MASTER_PORT_SPAN = 10000
+UNBOUNDED_GRACE_S = 366 * 24 * 3600.0
+"""The grace of a checkpoint request that must never end in SIGKILL (a maintenance move
+without ``--force``): ranks that do not answer are left running; the core decides."""
 
 
 @dataclass
@@ -72,12 +75,16 @@ class Ctx:
         """Ask ``node``'s agent to stop ``job``'s ranks of its current attempt.
 
         ``graceful`` (a planned stop of a job that checkpoints): the job's checkpoint signal
-        and grace instead of SIGTERM and ``stop_grace_s``; ``force``: SIGKILL at once.
+        and grace instead of SIGTERM and ``stop_grace_s``; a graceful stop of a job stopping
+        with no stop deadline (a move that must not stop it without a checkpoint) gets
+        :data:`UNBOUNDED_GRACE_S`; ``force``: SIGKILL at once.
         """
         ckpt = job.spec.checkpoint
         signal, grace = "SIGTERM", self.config.stop_grace_s
         if graceful and ckpt is not None:
             signal, grace = ckpt.signal, self.checkpoint_grace_s(job)
+            if job.stop_deadline is None and job.checkpoint_requested_at is not None:
+                grace = UNBOUNDED_GRACE_S
         self.out.stops.append(
             StopRanks(
                 command_id=stop_command_id(job.id, job.restarts, node, force=force),
@@ -102,17 +109,25 @@ class Ctx:
         """Stop the ranks of ``held`` (the record as it held its allocation) on every host
         but ``skip``, fencing their GPUs until the agents confirm; then settle drains.
 
-        Call right after the job let go of its allocation.
+        Call right after the job let go of its allocation. A job that was stopping with no
+        stop deadline (a move waiting for its checkpoint, never escalated) is killed at once:
+        the stop command it already has would never end in SIGKILL, and the agent runs one
+        stop per command id.
         """
         if held.allocation is None:
             return
+        waiting = (
+            held.state is JobState.PREEMPTED
+            and held.stop_deadline is None
+            and held.checkpoint_requested_at is not None
+        )
         skipped = set(skip)
         grace = self.checkpoint_grace_s(held) if graceful else self.config.stop_grace_s
         deadline = at + timedelta(seconds=2 * max(grace, self.config.stop_grace_s))
         for node in held.allocation.hosts:
             if node in skipped:
                 continue
-            self.stop(held, node, reason, graceful=graceful)
+            self.stop(held, node, reason, graceful=graceful, force=waiting)
             self.state.add_fence(held, node, deadline)
         self.settle_drains(held.allocation.hosts)
 

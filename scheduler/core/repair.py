@@ -78,11 +78,20 @@ def begin(
     vacate: Iterable[str],
     stopped: Iterable[str] = (),
     message: str,
+    graceful: bool = False,
+    escalate: bool = True,
 ) -> Job:
     """Start repairing ``job``: PREEMPTED, survivors stopped, ``vacate`` to be replaced.
 
     ``stopped``: hosts whose ranks count as gone already (lost or failed hosts, silent hosts
     whose peers saw them go); they get no stop command.
+
+    ``graceful`` (a planned move, e.g. a maintenance campaign's ``--busy migrate``; the
+    ``vacate`` hosts are healthy): every host gets the job's checkpoint signal and grace, a
+    checkpoint reported after ``at`` makes the stop lose nothing (as for
+    :func:`~scheduler.core.jobs.stop_for_checkpoint`), and the vacated hosts are not
+    excluded (``failure.reason`` is ``preempted``). ``escalate=False``: no stop deadline and
+    no SIGKILL; ranks that do not answer are left running and the caller waits.
     """
     alloc = job.allocation
     assert alloc is not None
@@ -90,6 +99,7 @@ def begin(
     gone = frozenset(stopped) & hosts
     vacated = tuple(sorted(set(vacate) & hosts))
     started = job.rank_failed_at or at
+    grace = ctx.checkpoint_grace_s(job) if graceful else ctx.config.stop_grace_s
     new = ctx.state.transition(
         job,
         J.PREEMPTED,
@@ -101,8 +111,8 @@ def begin(
             failures=(*job.failures, failure),
             stopped_hosts=gone,
             clean_hosts=frozenset(),
-            stop_deadline=at + timedelta(seconds=ctx.config.stop_grace_s),
-            checkpoint_requested_at=None,
+            stop_deadline=at + timedelta(seconds=grace) if escalate else None,
+            checkpoint_requested_at=at if graceful else None,
             repair=Repair(failed_at=started, reason=failure.reason, vacated=vacated),
             rank_failed_at=None,
             rank_failed_host=None,
@@ -110,7 +120,7 @@ def begin(
     )
     for node in alloc.hosts:
         if node not in gone:
-            ctx.stop(new, node, StopReason(failure.reason))
+            ctx.stop(new, node, StopReason(failure.reason), graceful=graceful)
     if gone >= hosts:
         return finish_stop(ctx, new, at)
     return new

@@ -251,6 +251,7 @@ def campaign_to_row(campaign: Campaign) -> dict[str, Any]:
             "reason": campaign.reason,
             "jobs_waited": list(campaign.jobs_waited),
             "jobs_moved": list(campaign.jobs_moved),
+            "moving": list(campaign.moving),
             "gpu_hours_lost": campaign.gpu_hours_lost,
             "hosts": [
                 {
@@ -305,6 +306,7 @@ def campaign_from_row(row: Mapping[str, Any]) -> Campaign:
         reason=data["reason"],
         jobs_waited=tuple(data["jobs_waited"]),
         jobs_moved=tuple(data["jobs_moved"]),
+        moving=tuple(data.get("moving", ())),
         gpu_hours_lost=float(data["gpu_hours_lost"]),
         version=int(row["version"]),
     )

@@ -169,7 +169,7 @@ async def test_a_planned_stop_sends_the_jobs_signal_and_a_clean_exit_is_status_0
     await runner.started.wait()
     proc = runner.spawned[0][3]
     control.request_stop(45.0, signal.SIGUSR1)
-    control.request_stop(0.0)  # a repeated stop changes nothing once one is under way
+    control.request_stop(5.0)  # a repeated stop changes nothing once one is under way
     await asyncio.wait_for(in_grace.wait(), 5)
     proc.exit.set_result(0)  # the program saved its checkpoint and exited
     result = await task
@@ -177,6 +177,30 @@ async def test_a_planned_stop_sends_the_jobs_signal_and_a_clean_exit_is_status_0
     assert proc.signals == [signal.SIGUSR1, signal.SIGKILL]  # SIGKILL: group leftovers
     assert 45.0 in delays
     assert result == RankExit(0, None, "stopped")
+
+
+async def test_a_forced_stop_during_a_long_grace_kills_at_once(tmp_path: Path) -> None:
+    in_grace = asyncio.Event()
+
+    async def patient(event: asyncio.Event, seconds: float) -> bool:
+        in_grace.set()
+        await event.wait()  # a year's grace: only a wake-up ends it
+        return True
+
+    runner = FakeRunner(obeys=frozenset({signal.SIGKILL}))  # ignores its checkpoint signal
+    executor = ProcessExecutor(tmp_path, runner=runner, wait=patient, base_env={})
+    control = RankControl(lambda *_: None)
+    task = asyncio.create_task(executor.run(_launch(), control))
+    await runner.started.wait()
+    control.request_stop(366 * 24 * 3600.0, signal.SIGUSR1)
+    await asyncio.wait_for(in_grace.wait(), 5)
+    assert not task.done()
+    control.request_stop(0.0)  # the scheduler's forced stop
+    result = await asyncio.wait_for(task, 5)
+
+    proc = runner.spawned[0][3]
+    assert proc.signals[:2] == [signal.SIGUSR1, signal.SIGKILL]
+    assert result == RankExit(None, signal.SIGKILL, "stopped")
 
 
 async def test_rank_zero_checkpoint_reports_reach_the_supervisor(tmp_path: Path) -> None:

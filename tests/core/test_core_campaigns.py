@@ -261,7 +261,6 @@ def test_pause_stops_new_waves_and_abort_returns_draining_hosts() -> None:
         ({"name": "bad name"}, "invalid_campaign"),
         ({"external": True}, "invalid_campaign"),
         ({"command": ()}, "invalid_campaign"),
-        ({"busy": BusyPolicy.MIGRATE}, "busy_migrate_unavailable"),
         ({"selector": "nosuchhost"}, "invalid_selector"),
         ({"selector": "rack=3"}, "invalid_selector"),
         ({"max_unavailable": "0"}, "invalid_budget"),

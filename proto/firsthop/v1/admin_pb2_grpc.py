@@ -174,8 +174,8 @@ class AdminServiceServicer:
 
     def StartMaintenance(self, request, context):
         """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
-        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
-        "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier"),
+        ALREADY_EXISTS "campaign_exists" for another campaign of that
         name (the same request again answers the campaign). The others: NOT_FOUND
         "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
         """

@@ -56,8 +56,8 @@ class AdminServiceStub:
     ListQueues: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]
     StartMaintenance: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]
     """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
-    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
-    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier"),
+    ALREADY_EXISTS "campaign_exists" for another campaign of that
     name (the same request again answers the campaign). The others: NOT_FOUND
     "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
     """
@@ -95,8 +95,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListQueues: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListQueuesRequest, _admin_pb2.ListQueuesResponse]  # type: ignore[assignment]
     StartMaintenance: _aio.UnaryUnaryMultiCallable[_admin_pb2.StartMaintenanceRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
     """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
-    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
-    "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+    ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier"),
+    ALREADY_EXISTS "campaign_exists" for another campaign of that
     name (the same request again answers the campaign). The others: NOT_FOUND
     "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
     """
@@ -191,8 +191,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
         """Rolling maintenance campaigns (firsthopctl maintenance ...). Start: INVALID_ARGUMENT
-        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier",
-        "busy_migrate_unavailable"), ALREADY_EXISTS "campaign_exists" for another campaign of that
+        ("invalid_campaign", "invalid_selector", "invalid_budget", "unknown_tier"),
+        ALREADY_EXISTS "campaign_exists" for another campaign of that
         name (the same request again answers the campaign). The others: NOT_FOUND
         "unknown_campaign"; FAILED_PRECONDITION "invalid_campaign_state".
         """
