@@ -57,7 +57,8 @@ class Answer:
         jobs: waiting job id -> its record at the snapshot.
         running_without_limit: running jobs whose end was assumed (no time limit).
         made: the forecaster's monotonic clock when the simulation finished.
-        positions: waiting job id -> 1-based position by estimated start (none last), then id.
+        positions: waiting job id -> 1-based position: by estimated start (none last), then
+            in the order the simulated core admitted them, then by id.
         cached: this answer was made for an earlier call.
     """
 
@@ -74,7 +75,11 @@ class Answer:
     ) -> Answer:
         """An answer with its order computed (on the worker thread)."""
         starts = forecast.starts
-        order = sorted(starts, key=lambda j: (starts[j] is None, starts[j] or forecast.at, j))
+        admitted = {job_id: i for i, job_id in enumerate(forecast.hosts)}
+        order = sorted(
+            starts,
+            key=lambda j: (starts[j] is None, starts[j] or forecast.at, admitted.get(j, 0), j),
+        )
         positions = {job_id: i for i, job_id in enumerate(order, start=1)}
         return cls(forecast, jobs, running_without_limit, made, positions)
 

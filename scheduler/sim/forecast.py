@@ -92,7 +92,8 @@ class Forecast:
         starts: job id -> estimated start, or ``None`` when it does not start within what was
             simulated (the horizon, or as far as the budget reached: see ``complete``).
         horizon_s: how far ahead the simulation was allowed to look.
-        hosts: job id -> hosts of the placement the simulation gave it at its start.
+        hosts: job id -> hosts of the placement the simulation gave it at its start, in the
+            order the core admitted the jobs.
         simulated_until: how far the simulation got (``at + horizon_s`` at most).
         complete: every waiting job started or the horizon was reached (``False``: the
             compute budget ran out first, so jobs without a start may start sooner).

@@ -516,7 +516,7 @@ class ForecastClusterResponse(_message.Message):
     def forecast(self) -> _jobs_pb2.ForecastInfo: ...
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_jobs_pb2.StartEstimate]:
-        """By estimated start (jobs without one last), then job id. Cut to the response size limit
+        """In the forecast's order (StartEstimate.position). Cut to the response size limit
         (truncated says so).
         """
 

@@ -1117,7 +1117,9 @@ class StartEstimate(_message.Message):
     assumed_time_limit: _builtins.bool
     """The job sets no time_limit_s: the forecast assumed ForecastInfo.default_time_limit_s."""
     position: _builtins.int
-    """1-based position in the forecast's order (by estimated start, then job id)."""
+    """1-based position in the forecast's order: by estimated start (none last), then in the
+    order the simulated scheduler admitted them, then by job id.
+    """
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """The estimated start; unset when the job does not start within what was simulated
