@@ -140,19 +140,20 @@ class Forecaster:
         core = runtime.core
         now = runtime.now()
         snap = snapshot(core.state, core.config, now, core.cache.placer)
-        waiting = {j.id: j for j in snap.jobs if j.state in WAITING_STATES}
-        unlimited = sum(
-            1 for j in snap.jobs if j.state is JobState.RUNNING and j.spec.time_limit_s is None
-        )
         work = functools.partial(
             run_forecast, snap, horizon_s=self.horizon_s, budget_s=self.budget_s
         )
 
-        def finish(forecast: Forecast) -> Answer:
+        def run() -> Answer:  # on the forecaster's thread
+            forecast = work()
+            waiting = {j.id: j for j in snap.jobs if j.state in WAITING_STATES}
+            unlimited = sum(
+                1 for j in snap.jobs if j.state is JobState.RUNNING and j.spec.time_limit_s is None
+            )
             return Answer.of(forecast, waiting, unlimited, self._clock())
 
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, lambda: finish(work()))
+        future = loop.run_in_executor(self._executor, run)
         self.runs += 1
         self._running = future
         self._running_at = now
@@ -163,8 +164,11 @@ class Forecaster:
         if self._running is future:
             self._running = None
             self._running_at = None
-        if not future.cancelled() and future.exception() is None:
-            self._latest = future.result()
+        if future.cancelled() or future.exception() is not None:
+            return
+        answer, latest = future.result(), self._latest
+        if latest is None or answer.forecast.at >= latest.forecast.at:
+            self._latest = answer
 
     def close(self) -> None:
         """Stop taking work (a simulation in flight ends at its budget)."""
