@@ -305,3 +305,32 @@ def test_forecast_config_is_checked(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="forecast_budget_s"):
         ServerConfig(forecast_budget_s=0)
+
+
+async def test_explain_answers_without_an_estimate_when_the_forecast_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topology = small_topology()
+    async with (
+        running_server(topology) as live,
+        running_agents(live, topology, hosts=1),
+        stubs(live.address) as s,
+    ):
+        first = (await submit(s, spec(8, 600, time_limit_s=600))).job.id
+        await wait_for_state(s, first, {CoreJobState.RUNNING})
+        waiting = (await submit(s, spec(8, 60, time_limit_s=60))).job.id
+        forecaster = live.forecaster
+        assert forecaster is not None
+
+        async def broken(**_: object) -> object:
+            raise RuntimeError("simulator bug")
+
+        monkeypatch.setattr(forecaster, "answer", broken)
+        explained = await s.jobs.ExplainJob(
+            jobs_pb2.ExplainJobRequest(job_id=waiting), timeout=WAIT_S
+        )
+
+    assert explained.job.id == waiting
+    assert explained.reason
+    assert not explained.HasField("start_estimate")
+    assert "estimated start: unavailable (the forecast failed)" in explained.details
