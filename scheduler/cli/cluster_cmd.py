@@ -253,16 +253,14 @@ def cluster_forecast(
         print_result(forecast_dict(view), output)
         return
     info = view.info
-    reach = "complete" if info.complete else "budget ran out"
+    reach = "complete" if info.complete else "its compute budget ran out"
+    until = info.simulated_until.strftime("%Y-%m-%d %H:%M:%S UTC")
+    unlimited = info.running_without_limit
     typer.echo(
-        f"{view.waiting_jobs} waiting job(s); simulated {duration(info.horizon_s)} ahead at most "
-        f"in {info.compute_s:.2f} s ({reach}); jobs without a time limit run "
+        f"{view.waiting_jobs} waiting job(s); simulated until {until} in {info.compute_s:.2f} s "
+        f"({reach}; horizon {duration(info.horizon_s)}); jobs without a time limit run "
         f"{duration(info.default_time_limit_s)}"
-        + (
-            f"; {info.running_without_limit} running without one"
-            if info.running_without_limit
-            else ""
-        )
+        + (f"; {unlimited} running without one" if unlimited else "")
         + (" (cached)" if info.cached else "")
     )
     rows = [
