@@ -21,6 +21,11 @@ queue (the failed host excluded); when it gains in-place repair with spares (iss
 start commands for the replacement hosts run here unchanged, so the simulator measures that
 mode without a line of repair logic of its own.
 
+Given a restored core (``scheduler=``), the engine adopts its jobs: running jobs go on, jobs
+being stopped finish stopping, jobs caught starting bring their ranks up. A start-time
+forecast (:mod:`scheduler.sim.forecast`) runs that way, told of each admission
+(``on_admitted``) and free to end the run from ``before_event`` (any exception it raises).
+
 Persisting, notifications to watchers and heartbeats are not simulated (nodes are never
 silent here, so the heartbeat timeout is set beyond the horizon). Nothing is copied from the
 core: every decision (admission order, backfill, placement, failure handling, requeueing) is
