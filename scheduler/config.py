@@ -116,6 +116,13 @@ class ServerConfig(BaseSettings):
     advertise_address: str | None = None
     """``HOST:PORT`` a standby tells clients to use for this scheduler when it leads
     (default: the bound address)."""
+    forecast_budget_s: Annotated[float, Field(gt=0, le=600)] = 3.0
+    """Wall-clock seconds one start-time forecast (``firsthopctl cluster forecast``, the
+    estimate in ``firsthop explain``) may simulate for; beyond, it answers what it found."""
+    forecast_cache_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """How long a forecast is reused before the next call simulates again."""
+    forecast_horizon_s: Annotated[float, Field(gt=0, le=365 * 86400)] = 30 * 86400.0
+    """How far ahead a forecast simulates (simulated seconds)."""
 
     def fence_after(self) -> float:
         """The fence time agents are given (see ``fence_after_s``)."""

@@ -63,6 +63,7 @@ from scheduler.api.errors import (
     Interceptor,
     wrap_handler,
 )
+from scheduler.api.forecast import Forecaster
 from scheduler.api.jobs_servicer import JobServicer
 from scheduler.api.slurm_servicer import add_slurm_service
 from scheduler.api.standby import LeaderGate, StandbyInterceptor
@@ -193,6 +194,8 @@ class SchedulerServer:
     """Users, tokens and the audit trail (the store's tables)."""
     auth: AuthInterceptor | None = None
     """The authorisation interceptor (its audit writer is flushed on stop)."""
+    forecaster: Forecaster | None = None
+    """Start-time forecasts (``ForecastCluster``, ``ExplainJob``); closed on stop."""
 
     @property
     def agent_address(self) -> str | None:
@@ -288,6 +291,8 @@ class SchedulerServer:
         if self.auth is not None:
             await self.auth.flush()
         await self.runtime.stop()
+        if self.forecaster is not None:
+            self.forecaster.close()
         self.runtime.metrics.close()
         if self.lease is not None:
             self.lease.close()
@@ -390,13 +395,22 @@ def build_server(
         ),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(runtime, fleet.requests), server)
+    forecaster = Forecaster(
+        runtime,
+        budget_s=config.forecast_budget_s,
+        cache_s=config.forecast_cache_s,
+        horizon_s=config.forecast_horizon_s,
+    )
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(runtime, fleet.requests, forecaster), server
+    )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(
             runtime,
             topology,
             fleet.requests,
             health_check_timeout_s=config.health_check_timeout_s,
+            forecaster=forecaster,
         ),
         server,
     )
@@ -444,6 +458,7 @@ def build_server(
         agent_port=agent_port,
         principals=principals,
         auth=auth,
+        forecaster=forecaster,
     )
     if config.leader_election and isinstance(store, SqlStore) and store.dialect == "postgresql":
         built.lease = LeaderLease(

@@ -11,7 +11,9 @@ import grpc.aio
 
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
 from scheduler import limits
+from scheduler.api.auth import current_identity, is_open, require_job_access
 from scheduler.api.cluster_serde import cluster_status_to_proto, queue_status_to_proto
+from scheduler.api.forecast import Forecaster, estimates_to_proto, forecast_info_to_proto
 from scheduler.api.maintenance_serde import campaign_spec_from_proto, campaign_to_proto
 from scheduler.api.serde import node_to_proto, queue_from_proto, queue_to_proto
 from scheduler.api.spec_serde import node_state_from_proto
@@ -45,8 +47,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         requests: AgentRequests | None = None,
         *,
         health_check_timeout_s: float = 600.0,
+        forecaster: Forecaster | None = None,
     ) -> None:
         self._runtime = runtime
+        self._forecaster = forecaster or Forecaster(runtime)
         self._requests = requests or AgentRequests(runtime)
         self._check_timeout_s = health_check_timeout_s
         self._topology = topology
@@ -181,6 +185,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 msg.queue.CopyFrom(queue_to_proto(record))
             out.append(msg)
         return admin_pb2.ListQueuesResponse(queues=out)
+
+    async def ForecastCluster(  # noqa: N802
+        self, request: admin_pb2.ForecastClusterRequest, context: Context
+    ) -> admin_pb2.ForecastClusterResponse:
+        queue = limits.check_text("queue", request.queue, limits.MAX_NAME_CHARS)
+        user = limits.check_user(request.user)
+        identity = current_identity()
+        if identity is not None and not is_open(identity) and not identity.is_operator:
+            require_job_access(user or identity.name)  # a user sees their own jobs only
+            user = identity.name
+        answer = await self._forecaster.answer()
+        wanted = [
+            job.id
+            for job in answer.jobs.values()
+            if (not queue or job.spec.queue == queue) and (not user or job.user == user)
+        ]
+        estimates, truncated = estimates_to_proto(
+            answer, wanted, hosts=request.hosts, max_bytes=limits.MAX_LIST_RESPONSE_BYTES
+        )
+        return admin_pb2.ForecastClusterResponse(
+            forecast=forecast_info_to_proto(answer, self._runtime.now()),
+            jobs=estimates,
+            waiting_jobs=len(answer.jobs),
+            truncated=truncated,
+        )
 
     # ------------------------------------------------------------------ maintenance
 

@@ -12,6 +12,7 @@ Must not import ``scheduler.store`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -21,6 +22,12 @@ from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
 from scheduler import limits
 from scheduler.api.auth import current_identity, note_resource, require_job_access
 from scheduler.api.cluster_serde import explanation_to_proto
+from scheduler.api.forecast import (
+    WAITING_STATES,
+    Forecaster,
+    forecast_info_to_proto,
+    start_estimate_to_proto,
+)
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
 from scheduler.core.errors import DuplicateSubmissionError
@@ -38,6 +45,8 @@ from scheduler.security.principals import (
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_log = logging.getLogger(__name__)
+
 ANONYMOUS = "anonymous"
 LIST_CHUNK: Final = 100
 """Jobs translated per turn of the event loop when a list is answered: a 1,000-job page
@@ -47,9 +56,15 @@ takes tens of milliseconds to build, which other requests must not wait behind."
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """The JobService over one runtime."""
 
-    def __init__(self, runtime: Runtime, requests: AgentRequests | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        requests: AgentRequests | None = None,
+        forecaster: Forecaster | None = None,
+    ) -> None:
         self._runtime = runtime
         self._requests = requests or AgentRequests(runtime)
+        self._forecaster = forecaster or Forecaster(runtime)
 
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
@@ -169,7 +184,28 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job = runtime.get_job(request.job_id)
         require_job_access(job.user, job.id)
         explanation = runtime.core.explain(request.job_id, now)
-        return explanation_to_proto(explanation, job, now)
+        response = explanation_to_proto(explanation, job, now)
+        if job.state in WAITING_STATES and not request.skip_forecast:
+            await self._add_estimate(response, job)
+        return response
+
+    async def _add_estimate(self, response: jobs_pb2.ExplainJobResponse, job: Job) -> None:
+        """The job's estimated start, from the cached forecast or a fresh one if the job is
+        newer than it. A forecast that fails leaves the explanation without an estimate (and
+        says so in its details): explaining must not depend on the simulator."""
+        try:
+            answer = await self._forecaster.answer()
+            if job.id not in answer.forecast.starts:
+                answer = await self._forecaster.answer(newer_than=job.updated_at)
+        except Exception:
+            _log.exception("forecast for explaining %s failed", job.id)
+            response.details.append("estimated start: unavailable (the forecast failed)")
+            return
+        if job.id not in answer.forecast.starts:
+            return  # it started or ended meanwhile: the explanation above is older than that
+        estimate = start_estimate_to_proto(answer, job.id, answer.positions[job.id])
+        response.start_estimate.CopyFrom(estimate)
+        response.forecast.CopyFrom(forecast_info_to_proto(answer, self._runtime.now()))
 
     async def GetJobLogs(  # noqa: N802
         self, request: jobs_pb2.GetJobLogsRequest, context: Context

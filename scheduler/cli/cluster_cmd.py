@@ -4,7 +4,9 @@
 - ``jobs list``: every user's jobs;
 - ``queues list|set``: queues with priority, weight and GPU quota;
 - ``cluster status``: utilisation and fragmentation per tier, queue depths, the largest job
-  placeable per tier, and how many jobs of common sizes would fit.
+  placeable per tier, and how many jobs of common sizes would fit;
+- ``cluster forecast``: when each waiting job is expected to start (the scheduler simulates
+  its live state forward: like ``squeue --start``, with firsthop's placement and backfill).
 
 Exit codes are those of :mod:`scheduler.cli.remote`. Must not import ``scheduler.core``
 internals, ``scheduler.store``, ``placement`` or the generated protos.
@@ -37,6 +39,7 @@ from scheduler.cli.views import (
     queue_dict,
 )
 from scheduler.client import NodeState, QueueSettings
+from scheduler.client.forecast import duration, estimate_line, forecast_dict
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -226,3 +229,52 @@ def cluster_status(
     print_result(data["queues"], output, title="queues")
     jobs = [{"state": s, "jobs": n} for s, n in status.jobs_by_state.items()]
     print_result(jobs, output, title="jobs by state")
+
+
+@cluster_app.command("forecast")
+def cluster_forecast(
+    server: ServerOption = DEFAULT,
+    queue: QueueFilter = "",
+    user: UserFilter = "",
+    hosts: Annotated[
+        bool, typer.Option("--hosts", help="Include the hosts each job was simulated on.")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """When each waiting job is expected to start, in that order.
+
+    The scheduler simulates its live state forward (running jobs end at their time limits,
+    jobs without one run the default limit; nothing fails or arrives) with its own ordering,
+    backfill and placement. Users see their own jobs only.
+    """
+    with connect(server) as client:
+        view = client.forecast_cluster(queue=queue, user=user, hosts=hosts)
+    if output is OutputFormat.JSON:
+        print_result(forecast_dict(view), output)
+        return
+    info = view.info
+    reach = "complete" if info.complete else "its compute budget ran out"
+    until = info.simulated_until.strftime("%Y-%m-%d %H:%M:%S UTC")
+    unlimited = info.running_without_limit
+    typer.echo(
+        f"{view.waiting_jobs} waiting job(s); simulated until {until} in {info.compute_s:.2f} s "
+        f"({reach}; horizon {duration(info.horizon_s)}); jobs without a time limit run "
+        f"{duration(info.default_time_limit_s)}"
+        + (f"; {unlimited} running without one" if unlimited else "")
+        + (" (cached)" if info.cached else "")
+    )
+    rows = [
+        {
+            "#": e.position,
+            "job": e.job_id,
+            "user": e.user,
+            "queue": e.queue,
+            "gpus": e.gpus,
+            "estimated start": estimate_line(e, info),
+            **({"hosts": ", ".join(e.hosts)} if hosts else {}),
+        }
+        for e in view.jobs
+    ]
+    print_result(rows, output, title="estimated starts")
+    if view.truncated:
+        typer.echo("(more jobs than one answer holds: filter by --queue or --user)")

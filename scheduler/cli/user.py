@@ -43,6 +43,7 @@ from scheduler.cli.views import (
     job_fields,
 )
 from scheduler.client import JobState, JobView
+from scheduler.client.forecast import estimate_line
 from scheduler.jobspec_file import load_job_spec
 from scheduler.limits import require_command
 
@@ -199,10 +200,17 @@ def explain(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     server: ServerOption = DEFAULT,
     output: OutputOption = OutputFormat.TABLE,
+    forecast: Annotated[
+        bool,
+        typer.Option(
+            help="Estimate when a waiting job starts (simulates the cluster forward from now)."
+        ),
+    ] = True,
 ) -> None:
-    """Say why a job is pending (the rule or the missing capacity) and where it would go."""
+    """Say why a job is pending (the rule or the missing capacity), where it would go, and
+    when it is expected to start."""
     with connect(server) as client:
-        explanation = client.explain_job(job_id)
+        explanation = client.explain_job(job_id, forecast=forecast)
     data = explanation_dict(explanation)
     if output is OutputFormat.JSON:
         print_result(data, output)
@@ -220,6 +228,9 @@ def explain(
             f"{' ...' if len(would.hosts) > 8 else ''} (cost {would.cost_ms:.3f} ms, lower bound "
             f"{would.lower_bound_ms:.3f} ms)"
         )
+    estimate, info = explanation.start_estimate, explanation.forecast
+    if estimate is not None and info is not None:
+        typer.echo(f"  estimated start: {estimate_line(estimate, info)}")
 
 
 def _transition_line(job: JobView) -> str:

@@ -26,6 +26,7 @@ from scheduler.client import (
     QueueView,
     RepairView,
 )
+from scheduler.client.forecast import estimate_dict, forecast_info_dict
 
 JOB_COLUMNS = (
     "id",
@@ -205,8 +206,12 @@ def job_fields(job: JobView) -> dict[str, Any]:
 
 
 def explanation_dict(explanation: Explanation) -> dict[str, Any]:
-    """An explanation for JSON."""
+    """An explanation for JSON. ``estimated_start`` (ISO 8601 or ``null``), and
+    ``start_estimate`` and ``forecast`` (:mod:`scheduler.client.forecast`, ``null`` unless the
+    job is waiting and a forecast was made)."""
     would = explanation.would_place
+    estimate = explanation.start_estimate
+    forecast = explanation.forecast
     return {
         "id": explanation.job.id,
         "state": explanation.job.state.value,
@@ -226,6 +231,9 @@ def explanation_dict(explanation: Explanation) -> dict[str, Any]:
                 "lower_bound": would.lower_bound_ms,
             }
         ),
+        "estimated_start": _iso(estimate.start if estimate is not None else None),
+        "start_estimate": None if estimate is None else estimate_dict(estimate),
+        "forecast": None if forecast is None else forecast_info_dict(forecast),
     }
 
 

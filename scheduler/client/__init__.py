@@ -53,6 +53,7 @@ from scheduler.client.access import (
     audit_from_proto,
     user_token_from_proto,
 )
+from scheduler.client.forecast import ForecastView, StartEstimateView, forecast_from_proto
 from scheduler.client.maintenance import (
     CampaignRequest,
     CampaignView,
@@ -293,12 +294,20 @@ class FirsthopClient:
         finally:
             stream.cancel()
 
-    def explain_job(self, job_id: str) -> Explanation:
-        """Why a job is pending (or where it runs) and the placement it would get."""
-        response = self._call(self._jobs.ExplainJob, jobs_pb2.ExplainJobRequest(job_id=job_id))
-        return explanation_from_proto(response)
+    def explain_job(self, job_id: str, *, forecast: bool = True) -> Explanation:
+        """Why a job is pending (or where it runs), the placement it would get, and (unless
+        ``forecast`` is off) when a waiting job is expected to start."""
+        request = jobs_pb2.ExplainJobRequest(job_id=job_id, skip_forecast=not forecast)
+        return explanation_from_proto(self._call(self._jobs.ExplainJob, request))
 
     # ------------------------------------------------------------------ admin
+
+    def forecast_cluster(
+        self, *, queue: str = "", user: str = "", hosts: bool = False
+    ) -> ForecastView:
+        """When each waiting job is expected to start (a user sees their own jobs only)."""
+        request = admin_pb2.ForecastClusterRequest(queue=queue, user=user, hosts=hosts)
+        return forecast_from_proto(self._call(self._admin.ForecastCluster, request))
 
     def list_nodes(self, states: Sequence[NodeState] = ()) -> list[NodeView]:
         """Every node (in the states given), in topology order."""
@@ -516,6 +525,7 @@ __all__ = [
     "Explanation",
     "FailureView",
     "FirsthopClient",
+    "ForecastView",
     "Health",
     "HealthCheck",
     "JobPage",
@@ -531,5 +541,6 @@ __all__ = [
     "RemoteError",
     "RepairView",
     "ServerUnavailableError",
+    "StartEstimateView",
     "UserTokenView",
 ]

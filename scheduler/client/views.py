@@ -18,6 +18,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from firsthop.states import Health, JobState, NodeState
+from scheduler.client.forecast import ForecastInfoView, StartEstimateView
 from scheduler.jobspec import JobSpec
 
 
@@ -220,6 +221,10 @@ class Explanation:
     queue_position: int
     reservation_start: datetime | None
     placement_failure: str
+    start_estimate: StartEstimateView | None = None
+    """When a waiting job is expected to start (``None``: not waiting, or not asked)."""
+    forecast: ForecastInfoView | None = None
+    """How that estimate was made."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from scheduler.api.spec_serde import (
     node_state_from_proto,
     require_time,
 )
+from scheduler.client.forecast import forecast_info_from_proto, start_estimate_from_proto
 from scheduler.client.views import (
     ClusterView,
     Explanation,
@@ -125,6 +126,12 @@ def explanation_from_proto(msg: jobs_pb2.ExplainJobResponse) -> Explanation:
         queue_position=msg.queue_position,
         reservation_start=get_time(msg, "reservation_start"),
         placement_failure=msg.placement_failure,
+        start_estimate=(
+            start_estimate_from_proto(msg.start_estimate)
+            if msg.HasField("start_estimate")
+            else None
+        ),
+        forecast=forecast_info_from_proto(msg.forecast) if msg.HasField("forecast") else None,
     )
 
 

@@ -108,6 +108,8 @@ POLICY: Final[dict[str, Access]] = {
     _ADMIN + "GetClusterStatus": Access.ANY_USER,
     _ADMIN + "GetTopology": Access.ANY_USER,
     _ADMIN + "ListQueues": Access.ANY_USER,
+    # Users see their own jobs' estimates only (the servicer filters; waiting_jobs counts all).
+    _ADMIN + "ForecastCluster": Access.ANY_USER,
     _ADMIN + "ListNodes": Access.OPERATOR,
     _ADMIN + "GetNode": Access.OPERATOR,
     _ADMIN + "DrainNode": Access.OPERATOR,

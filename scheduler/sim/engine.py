@@ -21,6 +21,11 @@ queue (the failed host excluded); when it gains in-place repair with spares (iss
 start commands for the replacement hosts run here unchanged, so the simulator measures that
 mode without a line of repair logic of its own.
 
+Given a restored core (``scheduler=``), the engine adopts its jobs: running jobs go on, jobs
+being stopped finish stopping, jobs caught starting bring their ranks up. A start-time
+forecast (:mod:`scheduler.sim.forecast`) runs that way, told of each admission
+(``on_admitted``) and free to end the run from ``before_event`` (any exception it raises).
+
 Persisting, notifications to watchers and heartbeats are not simulated (nodes are never
 silent here, so the heartbeat timeout is set beyond the horizon). Nothing is copied from the
 core: every decision (admission order, backfill, placement, failure handling, requeueing) is
@@ -141,6 +146,8 @@ class Outcome:
 
 
 ProgressFn = Callable[[float], None]
+AdmittedFn = Callable[[Job], None]
+"""Told of every admission (the job record with its allocation)."""
 
 
 def sim_scheduler_config(config: SimConfig, placement: PlacementParams) -> SchedulerConfig:
@@ -173,6 +180,9 @@ class Engine:
         scheduler: Scheduler | None = None,
         origin: datetime = EPOCH,
         record: list[Event] | None = None,
+        before_event: Callable[[], None] | None = None,
+        on_admitted: AdmittedFn | None = None,
+        measure_placements: bool = True,
     ) -> None:
         self.index = index
         self.jobs = jobs
@@ -189,6 +199,12 @@ class Engine:
         )
         self.origin = origin
         self.record = record
+        self.before_event = before_event
+        """Called before each timed event (an exception it raises ends the run)."""
+        self.on_admitted = on_admitted
+        self.measure_placements = measure_placements
+        """Price each started placement against the ideal (the run-time model and the
+        report's communication figures); off, every placement runs at the ideal rate."""
         self.admitted_at: dict[str, float] = {}
         """Job id -> when it was first admitted (given its placement)."""
         self.g = common_gpus_per_host(index)
@@ -257,6 +273,8 @@ class Engine:
         self.push(0.0, Kind.SAMPLE)
         last_progress = 0.0
         while self._heap and self._heap[0][0] < self.horizon_s:
+            if self.before_event is not None:
+                self.before_event()
             t, kind, _, payload = heapq.heappop(self._heap)
             self.busy_gpu_s += self._held * (t - self.now)
             self.now = t
@@ -294,6 +312,11 @@ class Engine:
             elif job.state is JobState.PREEMPTED and job.allocation is not None:
                 nodes = [h for h in job.allocation.hosts if h not in job.stopped_hosts]
                 self.push(self.config.stop_s, Kind.STOPPED, (job_id, job.restarts, nodes))
+            elif job.state in (JobState.ADMITTED, JobState.STARTING):
+                # Its start commands went out before the snapshot: the ranks come up.
+                key = (job_id, job.restarts)
+                self._pending_up.add(key)
+                self.push(self.config.checkpoint.restart_s, Kind.UP, key)
 
     def dispatch(self, kind: Kind, payload: object) -> None:
         """Handle one timed event."""
@@ -346,6 +369,8 @@ class Engine:
     def _job_changed(self, job: Job) -> None:
         if job.state is JobState.ADMITTED:
             self.admitted_at.setdefault(job.id, self.now)
+            if self.on_admitted is not None:
+                self.on_admitted(job)
         elif job.state is JobState.RUNNING:
             self._start_run(job)
         elif is_terminal(job.state) or job.state is JobState.REQUEUED:
@@ -384,12 +409,12 @@ class Engine:
         if run is None or alloc is None or run.attempt == job.restarts:
             return
         run.attempt = job.restarts
-        ideal = self._ideal_ms(job)
-        host_ids = np.fromiter(
-            (self.index.host_ids[s.host] for s in alloc.ranks), np.int64, len(alloc.ranks)
-        )
+        ideal = self._ideal_ms(job) if self.measure_placements else alloc.cost
         cross = 0.0
-        if len(alloc.hosts) > 1:
+        if len(alloc.hosts) > 1 and self.measure_placements:
+            host_ids = np.fromiter(
+                (self.index.host_ids[s.host] for s in alloc.ranks), np.int64, len(alloc.ranks)
+            )
             request = job.spec.to_request()
             cross = rank_cost(self.index, request, self.params, host_ids).cross_tier_gb
         run.placements.append((alloc.cost, ideal, cross))

@@ -7,6 +7,7 @@ Evolve by adding fields; never renumber or reuse a field number.
 """
 
 from collections import abc as _abc
+from firsthop.v1 import jobs_pb2 as _jobs_pb2
 from firsthop.v1 import topology_pb2 as _topology_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -471,6 +472,69 @@ class ClusterStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterStatus: _TypeAlias = ClusterStatus  # noqa: Y015
+
+@_typing.final
+class ForecastClusterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only jobs of this queue; empty means all."""
+    user: _builtins.str
+    """Only jobs of this user; empty means all (a user always sees only their own)."""
+    hosts: _builtins.bool
+    """Include each job's simulated hosts (long for large jobs)."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        user: _builtins.str = ...,
+        hosts: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "queue", b"queue", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastClusterRequest: _TypeAlias = ForecastClusterRequest  # noqa: Y015
+
+@_typing.final
+class ForecastClusterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    WAITING_JOBS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    waiting_jobs: _builtins.int
+    """Waiting jobs in the whole forecast, before any filter."""
+    truncated: _builtins.bool
+    @_builtins.property
+    def forecast(self) -> _jobs_pb2.ForecastInfo: ...
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_jobs_pb2.StartEstimate]:
+        """In the forecast's order (StartEstimate.position). Cut to the response size limit
+        (truncated says so).
+        """
+
+    def __init__(
+        self,
+        *,
+        forecast: _jobs_pb2.ForecastInfo | None = ...,
+        jobs: _abc.Iterable[_jobs_pb2.StartEstimate] | None = ...,
+        waiting_jobs: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "jobs", b"jobs", "truncated", b"truncated", "waiting_jobs", b"waiting_jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastClusterResponse: _TypeAlias = ForecastClusterResponse  # noqa: Y015
 
 @_typing.final
 class ListNodesRequest(_message.Message):

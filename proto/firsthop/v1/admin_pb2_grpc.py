@@ -104,6 +104,11 @@ class AdminServiceStub:
                 request_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.SerializeToString,
                 response_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
                 _registered_method=True)
+        self.ForecastCluster = channel.unary_unary(
+                '/firsthop.v1.AdminService/ForecastCluster',
+                request_serializer=firsthop_dot_v1_dot_admin__pb2.ForecastClusterRequest.SerializeToString,
+                response_deserializer=firsthop_dot_v1_dot_admin__pb2.ForecastClusterResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -210,6 +215,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastCluster(self, request, context):
+        """When each waiting job is expected to start (like Slurm's `squeue --start`): a simulation
+        of the live state forward with firsthop's own ordering, backfill and placement, run off
+        the event loop under a compute budget and reused for a few seconds. Users see their own
+        jobs only (pending_jobs still counts everyone's); operators see all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +297,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.MaintenanceHostDone,
                     request_deserializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.FromString,
                     response_serializer=firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.SerializeToString,
+            ),
+            'ForecastCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastCluster,
+                    request_deserializer=firsthop_dot_v1_dot_admin__pb2.ForecastClusterRequest.FromString,
+                    response_serializer=firsthop_dot_v1_dot_admin__pb2.ForecastClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +682,33 @@ class AdminService:
             '/firsthop.v1.AdminService/MaintenanceHostDone',
             firsthop_dot_v1_dot_admin__pb2.MaintenanceHostDoneRequest.SerializeToString,
             firsthop_dot_v1_dot_admin__pb2.MaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firsthop.v1.AdminService/ForecastCluster',
+            firsthop_dot_v1_dot_admin__pb2.ForecastClusterRequest.SerializeToString,
+            firsthop_dot_v1_dot_admin__pb2.ForecastClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,12 @@ class AdminServiceStub:
     """--external campaigns: the operator hands a host back (checked, then returned to service),
     or reports that its maintenance failed.
     """
+    ForecastCluster: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ForecastClusterRequest, _admin_pb2.ForecastClusterResponse]
+    """When each waiting job is expected to start (like Slurm's `squeue --start`): a simulation
+    of the live state forward with firsthop's own ordering, backfill and placement, run off
+    the event loop under a compute budget and reused for a few seconds. Users see their own
+    jobs only (pending_jobs still counts everyone's); operators see all.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -107,6 +113,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     MaintenanceHostDone: _aio.UnaryUnaryMultiCallable[_admin_pb2.MaintenanceHostDoneRequest, _admin_pb2.MaintenanceResponse]  # type: ignore[assignment]
     """--external campaigns: the operator hands a host back (checked, then returned to service),
     or reports that its maintenance failed.
+    """
+    ForecastCluster: _aio.UnaryUnaryMultiCallable[_admin_pb2.ForecastClusterRequest, _admin_pb2.ForecastClusterResponse]  # type: ignore[assignment]
+    """When each waiting job is expected to start (like Slurm's `squeue --start`): a simulation
+    of the live state forward with firsthop's own ordering, backfill and placement, run off
+    the event loop under a compute budget and reused for a few seconds. Users see their own
+    jobs only (pending_jobs still counts everyone's); operators see all.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +239,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.MaintenanceResponse, _abc.Awaitable[_admin_pb2.MaintenanceResponse]]:
         """--external campaigns: the operator hands a host back (checked, then returned to service),
         or reports that its maintenance failed.
+        """
+
+    @_abc_1.abstractmethod
+    def ForecastCluster(
+        self,
+        request: _admin_pb2.ForecastClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ForecastClusterResponse, _abc.Awaitable[_admin_pb2.ForecastClusterResponse]]:
+        """When each waiting job is expected to start (like Slurm's `squeue --start`): a simulation
+        of the live state forward with firsthop's own ordering, backfill and placement, run off
+        the event loop under a compute budget and reused for a few seconds. Users see their own
+        jobs only (pending_jobs still counts everyone's); operators see all.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

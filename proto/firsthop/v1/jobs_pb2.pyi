@@ -989,15 +989,21 @@ class ExplainJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    SKIP_FORECAST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    skip_forecast: _builtins.bool
+    """Leave out the start forecast (start_estimate, forecast): no simulation is run or waited
+    for.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        skip_forecast: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "skip_forecast", b"skip_forecast"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1015,6 +1021,8 @@ class ExplainJobResponse(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     RESERVATION_START_FIELD_NUMBER: _builtins.int
     PLACEMENT_FAILURE_FIELD_NUMBER: _builtins.int
+    START_ESTIMATE_FIELD_NUMBER: _builtins.int
+    FORECAST_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Stable reason (firsthop.reasons.PendingReason). Queued jobs: "quota", "reserved",
     "preempting", "waiting_for_preemption", "insufficient_capacity", a placer failure reason
@@ -1042,6 +1050,16 @@ class ExplainJobResponse(_message.Message):
     def reservation_start(self) -> _timestamp_pb2.Timestamp:
         """When the blocked head job's reservation starts, if it holds one."""
 
+    @_builtins.property
+    def start_estimate(self) -> Global___StartEstimate:
+        """When the job is expected to start (waiting jobs only; unset for the others, and when
+        skip_forecast was set or no forecast could be made).
+        """
+
+    @_builtins.property
+    def forecast(self) -> Global___ForecastInfo:
+        """The forecast the estimate comes from (set whenever start_estimate is)."""
+
     def __init__(
         self,
         *,
@@ -1053,16 +1071,150 @@ class ExplainJobResponse(_message.Message):
         queue_position: _builtins.int = ...,
         reservation_start: _timestamp_pb2.Timestamp | None = ...,
         placement_failure: _builtins.str = ...,
+        start_estimate: Global___StartEstimate | None = ...,
+        forecast: Global___ForecastInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_would_place", b"_would_place", "job", b"job", "reservation_start", b"reservation_start", "would_place", b"would_place"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_would_place", b"_would_place", "forecast", b"forecast", "job", b"job", "reservation_start", b"reservation_start", "start_estimate", b"start_estimate", "would_place", b"would_place"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_would_place", b"_would_place", "details", b"details", "job", b"job", "message", b"message", "placement_failure", b"placement_failure", "queue_position", b"queue_position", "reason", b"reason", "reservation_start", b"reservation_start", "would_place", b"would_place"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_would_place", b"_would_place", "details", b"details", "forecast", b"forecast", "job", b"job", "message", b"message", "placement_failure", b"placement_failure", "queue_position", b"queue_position", "reason", b"reason", "reservation_start", b"reservation_start", "start_estimate", b"start_estimate", "would_place", b"would_place"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__would_place: _TypeAlias = _typing.Literal["would_place"]  # noqa: Y015
     _WhichOneofArgType__would_place: _TypeAlias = _typing.Literal["_would_place", b"_would_place"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__would_place) -> _WhichOneofReturnType__would_place | None: ...
 
 Global___ExplainJobResponse: _TypeAlias = ExplainJobResponse  # noqa: Y015
+
+@_typing.final
+class StartEstimate(_message.Message):
+    """The estimated start of one waiting job (PENDING, REQUEUED, or PREEMPTED and stopping), from
+    a simulation of the live state forward: firsthop's own ordering, backfill, preemption and
+    placement, with every job running to its time limit and nothing failing or arriving.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    GPUS_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    WAIT_S_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ASSUMED_TIME_LIMIT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    user: _builtins.str
+    queue: _builtins.str
+    gpus: _builtins.int
+    wait_s: _builtins.float
+    """Seconds from the forecast's made_at to start (when set)."""
+    reason: _builtins.str
+    """Why there is no start: "beyond_horizon" (not within horizon_s: it fits nowhere while the
+    running jobs' hosts and the drained hosts stay as they are) or "budget_exhausted" (the
+    simulation's compute budget ran out first); empty when start is set.
+    """
+    assumed_time_limit: _builtins.bool
+    """The job sets no time_limit_s: the forecast assumed ForecastInfo.default_time_limit_s."""
+    position: _builtins.int
+    """1-based position in the forecast's order: by estimated start (none last), then in the
+    order the simulated scheduler admitted them, then by job id.
+    """
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The estimated start; unset when the job does not start within what was simulated
+        (reason says why).
+        """
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hosts the simulation placed it on (the real placement is chosen when it starts)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        gpus: _builtins.int = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        wait_s: _builtins.float = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        assumed_time_limit: _builtins.bool = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assumed_time_limit", b"assumed_time_limit", "gpus", b"gpus", "hosts", b"hosts", "job_id", b"job_id", "position", b"position", "queue", b"queue", "reason", b"reason", "start", b"start", "user", b"user", "wait_s", b"wait_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartEstimate: _TypeAlias = StartEstimate  # noqa: Y015
+
+@_typing.final
+class ForecastInfo(_message.Message):
+    """How a forecast was made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MADE_AT_FIELD_NUMBER: _builtins.int
+    HORIZON_S_FIELD_NUMBER: _builtins.int
+    SIMULATED_UNTIL_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    COMPUTE_S_FIELD_NUMBER: _builtins.int
+    DEFAULT_TIME_LIMIT_S_FIELD_NUMBER: _builtins.int
+    RUNNING_WITHOUT_LIMIT_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    AGE_S_FIELD_NUMBER: _builtins.int
+    horizon_s: _builtins.float
+    """How far ahead the simulation was allowed to look."""
+    complete: _builtins.bool
+    """False: the compute budget ran out before every waiting job started, so a job without a
+    start only is known not to start before simulated_until.
+    """
+    compute_s: _builtins.float
+    """Wall-clock seconds the simulation took."""
+    default_time_limit_s: _builtins.float
+    """Run time assumed for jobs without a time limit (the scheduler's default_time_limit_s);
+    a running job past it is assumed to run that long again from made_at.
+    """
+    running_without_limit: _builtins.int
+    """Running jobs whose end was assumed (no time limit): estimates after them are guesses."""
+    cached: _builtins.bool
+    """The answer came from the server's cache (forecasts are reused for a few seconds)."""
+    age_s: _builtins.float
+    """Seconds since made_at when this answer was sent."""
+    @_builtins.property
+    def made_at(self) -> _timestamp_pb2.Timestamp:
+        """The instant the live state was taken; estimates are relative to it."""
+
+    @_builtins.property
+    def simulated_until(self) -> _timestamp_pb2.Timestamp:
+        """How far it got: made_at + horizon_s, or less when every waiting job started sooner or
+        the compute budget ran out.
+        """
+
+    def __init__(
+        self,
+        *,
+        made_at: _timestamp_pb2.Timestamp | None = ...,
+        horizon_s: _builtins.float = ...,
+        simulated_until: _timestamp_pb2.Timestamp | None = ...,
+        complete: _builtins.bool = ...,
+        compute_s: _builtins.float = ...,
+        default_time_limit_s: _builtins.float = ...,
+        running_without_limit: _builtins.int = ...,
+        cached: _builtins.bool = ...,
+        age_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["made_at", b"made_at", "simulated_until", b"simulated_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_s", b"age_s", "cached", b"cached", "complete", b"complete", "compute_s", b"compute_s", "default_time_limit_s", b"default_time_limit_s", "horizon_s", b"horizon_s", "made_at", b"made_at", "running_without_limit", b"running_without_limit", "simulated_until", b"simulated_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastInfo: _TypeAlias = ForecastInfo  # noqa: Y015
 
 @_typing.final
 class GetJobLogsRequest(_message.Message):

@@ -112,7 +112,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExplainJob(self, request, context):
-        """Why a job is pending (which rule or which missing capacity) and the placement it would get.
+        """Why a job is pending (which rule or which missing capacity), the placement it would get,
+        and, for a waiting job, when it is expected to start (start_estimate; see StartEstimate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,7 +50,9 @@ class JobServiceStub:
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.WatchJobResponse]
     """The job now, then every change of it, until it ends (the stream then closes)."""
     ExplainJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ExplainJobRequest, _jobs_pb2.ExplainJobResponse]
-    """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+    """Why a job is pending (which rule or which missing capacity), the placement it would get,
+    and, for a waiting job, when it is expected to start (start_estimate; see StartEstimate).
+    """
     GetJobLogs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]
     """Part of one rank's log, read from the agent of the host that ran it (over its Connect
     stream). The current attempt's rank table, or the latest one once the job let go of its
@@ -75,7 +77,9 @@ class JobServiceAsyncStub(JobServiceStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.WatchJobResponse]  # type: ignore[assignment]
     """The job now, then every change of it, until it ends (the stream then closes)."""
     ExplainJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ExplainJobRequest, _jobs_pb2.ExplainJobResponse]  # type: ignore[assignment]
-    """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+    """Why a job is pending (which rule or which missing capacity), the placement it would get,
+    and, for a waiting job, when it is expected to start (start_estimate; see StartEstimate).
+    """
     GetJobLogs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]  # type: ignore[assignment]
     """Part of one rank's log, read from the agent of the host that ran it (over its Connect
     stream). The current attempt's rank table, or the latest one once the job let go of its
@@ -133,7 +137,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.ExplainJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ExplainJobResponse, _abc.Awaitable[_jobs_pb2.ExplainJobResponse]]:
-        """Why a job is pending (which rule or which missing capacity) and the placement it would get."""
+        """Why a job is pending (which rule or which missing capacity), the placement it would get,
+        and, for a waiting job, when it is expected to start (start_estimate; see StartEstimate).
+        """
 
     @_abc_1.abstractmethod
     def GetJobLogs(
