@@ -30,8 +30,6 @@ Run: ``python -m bench.recovery [--trials N]``; writes ``bench/results/recovery.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -41,21 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
-from bench.harness.procs import Proc, wait_until
+from bench.harness.local_cluster import TRAIN, LocalCluster, local_cluster
+from bench.harness.procs import wait_until
 from scheduler.client import FirsthopClient, JobState, JobView
 from scheduler.jobspec import job_spec_from_data
-from topology.generators import fat_tree
-from topology.spec import dump_spec
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
-TRAIN = REPO / "examples" / "train_ddp_checkpoint.py"
-HOSTS = ("h0001", "h0002", "h0003")
-LOCATION = "pod00-leaf00,pod00"
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TIMEOUT_S = 5.0
 TARGET_MARGIN_S = 5.0
 WAIT_S = 120.0
+HOSTS = 3
 SERVER_ENV = {
     "FIRSTHOP_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_INTERVAL_S),
     "FIRSTHOP_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
@@ -64,78 +57,11 @@ SERVER_ENV = {
 }
 
 
-class Cluster:
-    """The scheduler and the three agents."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        topology = root / "cluster.yaml"
-        dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
-        argv = [
-            str(BIN / "firsthop-scheduler"),
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            f"sqlite:///{root / 'firsthop.db'}",
-            "--topology",
-            str(topology),
-            "--log-level",
-            "WARNING",
-        ]
-        self.scheduler = Proc(argv, root / "scheduler.log", SERVER_ENV)
-        self.address = self.scheduler.wait_line("listening on ", WAIT_S).split()[-1]
-        self.agents: dict[str, Proc] = {}
-        for host in HOSTS:
-            self.start_agent(host)
-
-    def start_agent(self, host: str) -> None:
-        """Start (or start again) the agent of ``host`` and wait for its stream."""
-        argv = [
-            str(BIN / "firsthop-agent"),
-            "run",
-            "--server",
-            self.address,
-            "--host",
-            host,
-            "--address",
-            "127.0.0.1",
-            "--location",
-            LOCATION,
-            "--fake-gpus",
-            "2",
-            "--checkpoint-path",
-            str(self.root),
-            "--log-dir",
-            str(self.log_dir(host)),
-            "--stop-grace",
-            "2",
-            "--max-backoff",
-            "0.5",
-        ]
-        self.agents[host] = Proc(argv, self.root / f"agent-{host}.log")
-        self.agents[host].wait_line(f"agent {host} connected", WAIT_S)
-
-    def log_dir(self, host: str) -> Path:
-        """Where ``host``'s agent writes rank logs."""
-        return self.root / f"logs-{host}"
-
-    def kill_host(self, host: str) -> datetime:
-        """SIGKILL the agent of ``host`` and its ranks' process groups; the time of the kill."""
-        agent = self.agents.pop(host)
-        children = Path(f"/proc/{agent.popen.pid}/task/{agent.popen.pid}/children")
-        ranks = [int(pid) for pid in children.read_text().split()]
-        at = datetime.now(UTC)
-        agent.popen.send_signal(signal.SIGKILL)
-        for pid in ranks:
-            os.killpg(pid, signal.SIGKILL)
-        agent.stop(signal.SIGKILL)
-        return at
-
-    def close(self) -> None:
-        """Stop every process this benchmark started."""
-        for agent in self.agents.values():
-            agent.stop()
-        self.scheduler.stop()
+def _kill_host(cluster: LocalCluster, host: str) -> datetime:
+    """SIGKILL ``host`` (its agent and its ranks); the time of the kill."""
+    at = datetime.now(UTC)
+    cluster.kill_host(host)
+    return at
 
 
 def _job(client: FirsthopClient, job_id: str) -> JobView:
@@ -151,7 +77,7 @@ def _spec(kind: str, root: Path, trial: int) -> dict[str, Any]:
     return {"name": "silent", "gpus": 4, "command": argv}
 
 
-def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
+def trial(cluster: LocalCluster, kind: str, number: int) -> dict[str, Any]:
     """One failure and recovery of a fresh job; the split of the time."""
     with FirsthopClient(cluster.address) as client:
         data = {**_spec(kind, cluster.root, number), "max_restarts": 3}
@@ -166,7 +92,7 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
         running = wait_until(ready, f"{kind} job running", timeout=WAIT_S)
         assert running.placement is not None
         victim = running.placement.hosts[0]
-        killed_at = cluster.kill_host(victim)
+        killed_at = _kill_host(cluster, victim)
 
         def recovered() -> JobView | None:
             current = _job(client, job.id)
@@ -202,7 +128,7 @@ def trial(cluster: Cluster, kind: str, number: int) -> dict[str, Any]:
             "training_resumed_s": resumed_s,
         }
         restarted = datetime.now(UTC)
-        cluster.start_agent(victim)
+        cluster.start_agent(victim, wait=True)
 
         def attached() -> bool | None:
             # The scheduler has the new agent's stream once it handled its first message.
@@ -243,13 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="firsthop-recovery-") as tmp:
         root = args.work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        cluster = Cluster(root)
-        try:
+        flags = ("--stop-grace", "2", "--max-backoff", "0.5")
+        with local_cluster(
+            root, HOSTS, env=SERVER_ENV, agent_flags=flags, wait_s=WAIT_S
+        ) as cluster:
             for kind in ("gloo", "silent"):
                 for number in range(args.trials):
                     rows.append(trial(cluster, kind, number))
-        finally:
-            cluster.close()
     target = HEARTBEAT_TIMEOUT_S + TARGET_MARGIN_S
     summary = {
         kind: _summary([r for r in rows if r["kind"] == kind]) for kind in ("gloo", "silent")
@@ -257,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     worst = max(r["total_s"] for r in rows)
     payload = {
         "setup": {
-            "hosts": len(HOSTS),
+            "hosts": HOSTS,
             "gpus_per_host": 2,
             "job_ranks": 4,
             "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,

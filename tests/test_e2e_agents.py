@@ -17,31 +17,33 @@ Waits poll conditions with deadlines or wait for announced lines; nothing sleeps
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from bench.harness.procs import BIN, Proc, alive, children_of, wait_until
+from bench.harness.local_cluster import (
+    LocalCluster,
+    hosts,
+    local_cluster,
+    reference_run,
+    same_parameters,
+    train_argv,
+    wait_all,
+)
+from bench.harness.procs import BIN, alive, wait_until
 from scheduler.cli.user import app as user_app
-from scheduler.client import FirsthopClient, JobState, JobView
-from scheduler.jobspec import job_spec_from_data
-from topology.generators import fat_tree
-from topology.spec import dump_spec
+from scheduler.client import JobState, JobView
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
-TRAIN = REPO / "examples" / "train_ddp_checkpoint.py"
-HOSTS = ("h0001", "h0002", "h0003")
-LOCATION = "pod00-leaf00,pod00"
+HOSTS = hosts(3)
 SERVER_ENV = {
     "FIRSTHOP_HEARTBEAT_INTERVAL_S": "0.3",
     "FIRSTHOP_HEARTBEAT_TIMEOUT_S": "3",
@@ -54,105 +56,11 @@ SERVER_ENV = {
 JOB_WAIT_S = 120.0
 
 
-@dataclass
-class Cluster:
-    """The scheduler and agents of the module."""
-
-    root: Path
-    topology: Path
-    address: str
-    scheduler: Proc
-    agents: dict[str, Proc]
-    restarts: int = 0
-
-    def start_scheduler(self, listen: str) -> Proc:
-        self.restarts += 1
-        argv = [
-            str(BIN / "firsthop-scheduler"),
-            "--listen",
-            listen,
-            "--db",
-            f"sqlite:///{self.root / 'firsthop.db'}",
-            "--topology",
-            str(self.topology),
-            "--log-level",
-            "WARNING",
-        ]
-        proc = Proc(argv, self.root / f"scheduler-{self.restarts}.log", SERVER_ENV)
-        self.address = proc.wait_line("listening on ").split()[-1]
-        self.scheduler = proc
-        return proc
-
-    def log_dir(self, host: str) -> Path:
-        return self.root / f"logs-{host}"
-
-    def client(self) -> FirsthopClient:
-        return FirsthopClient(self.address)
-
-
-def _agent(cluster: Cluster, host: str) -> Proc:
-    argv = [
-        str(BIN / "firsthop-agent"),
-        "run",
-        "--server",
-        cluster.address,
-        "--host",
-        host,
-        "--address",
-        "127.0.0.1",
-        "--location",
-        LOCATION,
-        "--fake-gpus",
-        "2",
-        "--checkpoint-path",
-        str(cluster.root),
-        "--log-dir",
-        str(cluster.log_dir(host)),
-        "--stop-grace",
-        "3",
-        "--max-backoff",
-        "0.3",
-    ]
-    return Proc(argv, cluster.root / f"agent-{host}.log")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("agents")
-    topology = root / "cluster.yaml"
-    dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
-    c = Cluster(root, topology, "", None, {})  # type: ignore[arg-type]
-    c.start_scheduler("127.0.0.1:0")
-    try:
-        for host in HOSTS:
-            c.agents[host] = _agent(c, host)
-        for host, proc in c.agents.items():
-            proc.wait_line(f"agent {host} connected")
+    with local_cluster(root, len(HOSTS), env=SERVER_ENV, wait_s=JOB_WAIT_S) as c:
         yield c
-    finally:
-        for proc in c.agents.values():
-            proc.stop()
-        c.scheduler.stop()
-
-
-def _submit(cluster: Cluster, data: dict[str, object]) -> str:
-    with cluster.client() as client:
-        job, _ = client.submit_job(job_spec_from_data(data))
-    return job.id
-
-
-def _wait_job(cluster: Cluster, job_id: str, states: set[JobState]) -> JobView:
-    def reached() -> JobView | None:
-        with cluster.client() as client:
-            job = client.get_job(job_id)
-        return job if job.state in states else None
-
-    return wait_until(reached, f"job {job_id} in {sorted(states)}", JOB_WAIT_S)
-
-
-def _ranks_on(cluster: Cluster, host: str) -> list[int]:
-    """Pids of the rank processes (children of the agent) running on ``host``."""
-    return children_of(cluster.agents[host].pid)
 
 
 # ---------------------------------------------------------------------------- the rank table
@@ -167,15 +75,14 @@ ENV_DUMP = (
 )
 
 
-def test_ranks_see_the_placement_rank_table(cluster: Cluster) -> None:
+def test_ranks_see_the_placement_rank_table(cluster: LocalCluster) -> None:
     out = cluster.root / "envs"
     out.mkdir()
-    job_id = _submit(
-        cluster,
+    job_id = cluster.submit(
         {"name": "env", "gpus": 4, "command": [sys.executable, "-c", ENV_DUMP, str(out)]},
     )
 
-    job = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    job = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
 
     _check_rank_table(job, out)
 
@@ -189,17 +96,17 @@ TORCHRUN = (
 
 
 @pytest.mark.slow
-def test_torchrun_with_the_static_rendezvous_keeps_the_rank_table(cluster: Cluster) -> None:
+def test_torchrun_with_the_static_rendezvous_keeps_the_rank_table(cluster: LocalCluster) -> None:
     out = cluster.root / "torchrun"
     out.mkdir()
     script = out / "env_dump.py"
     script.write_text(ENV_DUMP)
     command = ["bash", "-c", TORCHRUN, sys.executable, str(script), str(out)]
-    job_id = _submit(
-        cluster, {"name": "torchrun", "gpus": 4, "launch": "per_host", "command": command}
+    job_id = cluster.submit(
+        {"name": "torchrun", "gpus": 4, "launch": "per_host", "command": command}
     )
 
-    job = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    job = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
 
     _check_rank_table(job, out)
 
@@ -231,7 +138,7 @@ def _check_rank_table(job: JobView, out: Path) -> None:
     assert len({e["MASTER_PORT"] for e in seen.values()}) == 1
 
 
-def test_an_agent_the_topology_does_not_know_exits_3(cluster: Cluster) -> None:
+def test_an_agent_the_topology_does_not_know_exits_3(cluster: LocalCluster) -> None:
     argv = [str(BIN / "firsthop-agent"), "run", "--server", cluster.address, "--host", "h9999"]
     result = subprocess.run(
         [*argv, "--fake-gpus", "2"], capture_output=True, text=True, timeout=60, check=False
@@ -252,7 +159,7 @@ WAIT_FOR_GO = (
 )
 
 
-def _heard_from_all_since(cluster: Cluster, since: datetime) -> bool:
+def _heard_from_all_since(cluster: LocalCluster, since: datetime) -> bool:
     with cluster.client() as client:
         nodes = client.list_nodes()
     return all(
@@ -263,14 +170,13 @@ def _heard_from_all_since(cluster: Cluster, since: datetime) -> bool:
 
 
 @pytest.mark.slow
-def test_a_restarted_scheduler_readopts_the_running_job(cluster: Cluster) -> None:
+def test_a_restarted_scheduler_readopts_the_running_job(cluster: LocalCluster) -> None:
     out = cluster.root / "readopt"
     out.mkdir()
-    job_id = _submit(
-        cluster,
+    job_id = cluster.submit(
         {"name": "long", "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(out)]},
     )
-    running = _wait_job(cluster, job_id, {JobState.RUNNING})
+    running = cluster.wait_job(job_id, {JobState.RUNNING})
     pids = wait_until(
         lambda: sorted(out.glob("pid-*")) if len(list(out.glob("pid-*"))) == 4 else None,
         "four ranks running",
@@ -284,11 +190,11 @@ def test_a_restarted_scheduler_readopts_the_running_job(cluster: Cluster) -> Non
         restarted_at = datetime.now(UTC)
         cluster.start_scheduler(address)
         assert cluster.address == address
-        wait_until(lambda at=restarted_at: _heard_from_all_since(cluster, at), "agents back")
+        wait_until(partial(_heard_from_all_since, cluster, restarted_at), "agents back")
         with cluster.client() as client:
             states.append(client.get_job(job_id))
     (out / "go").touch()
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    done = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
 
     assert [(j.state, j.restarts) for j in states] == [(JobState.RUNNING, 0)] * 2
     assert all(j.started_at == running.started_at for j in states)
@@ -307,69 +213,19 @@ STEP_TIME_S = 0.05
 """Enough for the job to be mid-run when the test has seen its first checkpoint."""
 
 
-def _train_argv(steps: int, step_time: float) -> list[str]:
-    return [
-        sys.executable,
-        str(TRAIN),
-        "--steps",
-        str(steps),
-        "--checkpoint-every",
-        str(CHECKPOINT_EVERY),
-        "--step-time",
-        str(step_time),
-    ]
-
-
-def _reference_run(root: Path) -> tuple[list[Proc], Path]:
-    """Start the same training as plain local processes with the same environment contract."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ckpt = root / "reference"
-    procs = []
-    for rank in range(4):
-        env = {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank % 2),
-            "WORLD_SIZE": "4",
-            "LOCAL_WORLD_SIZE": "2",
-            "NODE_RANK": str(rank // 2),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "FIRSTHOP_CHECKPOINT_DIR": str(ckpt),
-            "FIRSTHOP_RESTART_COUNT": "0",
-        }
-        procs.append(Proc(_train_argv(STEPS, 0.0), root / f"reference-{rank}.log", env))
-    return procs, ckpt / "final.pt"
-
-
-def _kill_host(cluster: Cluster, host: str) -> None:
-    """SIGKILL the agent of ``host`` and the process group of each of its ranks."""
-    agent = cluster.agents[host]
-    ranks = _ranks_on(cluster, host)
-    agent.popen.send_signal(signal.SIGKILL)
-    for pid in ranks:
-        os.killpg(pid, signal.SIGKILL)
-    assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
-
-
 @pytest.mark.slow
 def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameters(
-    cluster: Cluster,
+    cluster: LocalCluster,
 ) -> None:
-    import torch
-
-    reference_ranks, reference = _reference_run(cluster.root)  # runs beside the job
+    # The same training, undisturbed, beside the job.
+    reference_ranks, reference = reference_run(cluster.root, 4, STEPS, CHECKPOINT_EVERY)
     try:
         ckpt = cluster.root / "ckpt"
-        job_id = _submit(
-            cluster,
+        job_id = cluster.submit(
             {
                 "name": "train",
                 "gpus": 4,
-                "command": _train_argv(STEPS, STEP_TIME_S),
+                "command": train_argv(STEPS, CHECKPOINT_EVERY, STEP_TIME_S),
                 "checkpoint": {"dir": str(ckpt), "interval_s": 1},
                 "max_restarts": 3,
             },
@@ -384,9 +240,9 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
         assert first.state is JobState.RUNNING
         assert first.placement is not None
         victim = first.placement.hosts[0]  # the host of rank 0 (and of the rendezvous)
-        _kill_host(cluster, victim)
-        done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
-        codes = [p.stop(0) for p in reference_ranks]  # signal 0: only wait for the exit
+        cluster.kill_host(victim)
+        done = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
+        codes = wait_all(reference_ranks)
     finally:
         # A failure above must not leave the reference ranks running (their pipes would
         # raise ResourceWarnings in a later test).
@@ -413,17 +269,14 @@ def test_a_killed_host_is_recovered_from_the_checkpoint_with_identical_parameter
     (step,) = steps
     assert 0 < step < STEPS
     assert step % CHECKPOINT_EVERY == 0
-    want = torch.load(reference, weights_only=True)
-    got = torch.load(ckpt / "final.pt", weights_only=True)
-    assert sorted(got) == sorted(want)
-    assert all(torch.equal(got[name], want[name]) for name in want)
+    assert same_parameters(ckpt / "final.pt", reference)
 
     def lost() -> bool:
         with cluster.client() as client:
             return client.get_node(victim).state.value == "LOST"
 
     wait_until(lost, f"{victim} LOST")  # an in-place repair may finish before the timeout
-    assert not any(alive(pid) for pid in _ranks_on(cluster, victim))
+    assert not any(alive(pid) for pid in cluster.ranks_on(victim))
     # `firsthop logs` reads rank 0's log of the last attempt from its host's agent.
     logs = CliRunner().invoke(user_app, ["logs", job_id, "--rank", "0", "-s", cluster.address])
     assert logs.exit_code == 0, logs.output

@@ -22,18 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e_agents import HOSTS, Cluster, _agent, _submit, _wait_job
 from typer.testing import CliRunner
 
+from bench.harness.local_cluster import LocalCluster, hosts, local_cluster
 from bench.harness.procs import wait_until
 from scheduler.cli.ctl import app as ctl_app
 from scheduler.client import JobState, NodeState
-from topology.generators import fat_tree
-from topology.spec import dump_spec
 
 pytestmark = pytest.mark.e2e
 
+HOSTS = hosts(3)
 CAMPAIGN_WAIT_S = 120.0
+SERVER_ENV = {
+    "FIRSTHOP_HEARTBEAT_INTERVAL_S": "0.3",
+    "FIRSTHOP_HEARTBEAT_TIMEOUT_S": "3",
+    "FIRSTHOP_TICK_INTERVAL_S": "0.1",
+    "FIRSTHOP_STOP_GRACE_S": "3",
+    "FIRSTHOP_FENCE_AFTER_S": "0",  # the scheduler is SIGKILLed and restarted mid-campaign
+}
 ACTION = (
     "import os, pathlib, sys, time\n"
     "root = pathlib.Path(sys.argv[1])\n"
@@ -56,31 +62,19 @@ WAIT_FOR_GO = (
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("maintenance")
-    topology = root / "cluster.yaml"
-    dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
-    c = Cluster(root, topology, "", None, {})  # type: ignore[arg-type]
-    c.start_scheduler("127.0.0.1:0")
-    try:
-        for host in HOSTS:
-            c.agents[host] = _agent(c, host)
-        for host, proc in c.agents.items():
-            proc.wait_line(f"agent {host} connected")
+    with local_cluster(root, len(HOSTS), env=SERVER_ENV, wait_s=CAMPAIGN_WAIT_S) as c:
         yield c
-    finally:
-        for proc in c.agents.values():
-            proc.stop()
-        c.scheduler.stop()
 
 
-def _ctl(cluster: Cluster, *args: str) -> str:
+def _ctl(cluster: LocalCluster, *args: str) -> str:
     result = CliRunner().invoke(ctl_app, ["maintenance", *args, "--server", cluster.address])
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def _start(cluster: Cluster, name: str, *flags: str, argv: list[str]) -> None:
+def _start(cluster: LocalCluster, name: str, *flags: str, argv: list[str]) -> None:
     result = CliRunner().invoke(
         ctl_app,
         ["maintenance", "start", name, "--server", cluster.address, *flags, "--", *argv],
@@ -88,12 +82,12 @@ def _start(cluster: Cluster, name: str, *flags: str, argv: list[str]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _status(cluster: Cluster, name: str) -> dict[str, Any]:
+def _status(cluster: LocalCluster, name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(_ctl(cluster, "status", name, "--output", "json"))
     return data
 
 
-def _wait_state(cluster: Cluster, name: str, states: set[str]) -> dict[str, Any]:
+def _wait_state(cluster: LocalCluster, name: str, states: set[str]) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         data = _status(cluster, name)
         return data if data["state"] in states else None
@@ -107,13 +101,12 @@ def _runs(root: Path, name: str) -> Counter[str]:
     return Counter(line.split()[1] for line in lines if line.split()[0] == name)
 
 
-def test_a_campaign_waits_for_the_job_and_survives_a_sigkill(cluster: Cluster) -> None:
+def test_a_campaign_waits_for_the_job_and_survives_a_sigkill(cluster: LocalCluster) -> None:
     root = cluster.root
-    job_id = _submit(
-        cluster,
+    job_id = cluster.submit(
         {"name": "long", "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(root)]},
     )
-    running = _wait_job(cluster, job_id, {JobState.RUNNING})
+    running = cluster.wait_job(job_id, {JobState.RUNNING})
     assert running.placement is not None
     busy = set(running.placement.hosts)
     (idle,) = set(HOSTS) - busy
@@ -162,7 +155,7 @@ def test_a_campaign_waits_for_the_job_and_survives_a_sigkill(cluster: Cluster) -
     with cluster.client() as client:
         assert client.get_job(job_id).state is JobState.RUNNING
     (root / "job-go").touch()
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    done = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
     assert done.state is JobState.SUCCEEDED
     assert done.restarts == 0
     assert done.failures == ()
@@ -176,7 +169,7 @@ def test_a_campaign_waits_for_the_job_and_survives_a_sigkill(cluster: Cluster) -
         assert {n.state for n in client.list_nodes()} == {NodeState.READY}
 
 
-def test_max_failures_pauses_the_campaign_and_resume_goes_on(cluster: Cluster) -> None:
+def test_max_failures_pauses_the_campaign_and_resume_goes_on(cluster: LocalCluster) -> None:
     root = cluster.root
     (root / "fast").touch()  # actions do not wait
     bad = HOSTS[:2]
@@ -220,7 +213,7 @@ def test_max_failures_pauses_the_campaign_and_resume_goes_on(cluster: Cluster) -
         assert {n.state for n in client.list_nodes()} == {NodeState.READY}
 
 
-def test_an_external_campaign_hands_hosts_over_and_takes_them_back(cluster: Cluster) -> None:
+def test_an_external_campaign_hands_hosts_over_and_takes_them_back(cluster: LocalCluster) -> None:
     result = CliRunner().invoke(
         ctl_app,
         [
@@ -269,7 +262,7 @@ def test_an_external_campaign_hands_hosts_over_and_takes_them_back(cluster: Clus
     ],
 )
 def test_bad_maintenance_requests_fail_with_their_reason(
-    cluster: Cluster, args: list[str], reason: str
+    cluster: LocalCluster, args: list[str], reason: str
 ) -> None:
     command, *rest = args
     result = CliRunner().invoke(

@@ -24,29 +24,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e_agents import Cluster, _agent
-from test_e2e_repair import (
-    CHECKPOINT_EVERY,
-    TRAIN,
-    WORLD,
-    _finish_reference,
-    _same_parameters,
-    _submit,
-)
 from typer.testing import CliRunner
 
-from bench.harness.procs import Proc, wait_until
+from bench.harness.local_cluster import (
+    LocalCluster,
+    hosts,
+    local_cluster,
+    reference_run,
+    same_parameters,
+    train_argv,
+    wait_all,
+)
+from bench.harness.procs import wait_until
 from scheduler.cli.ctl import app as ctl_app
-from scheduler.client import JobState, JobView, NodeState
-from topology.generators import fat_tree
-from topology.spec import dump_spec
+from scheduler.client import JobState, NodeState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-HOSTS = ("h0001", "h0002", "h0003", "h0004")
+HOSTS = hosts(4)
+WORLD = 6
 STEPS = 200
+CHECKPOINT_EVERY = 5
 STEP_TIME_S = 0.05
 WAIT_S = 240.0
+SERVER_ENV = {
+    "FIRSTHOP_HEARTBEAT_INTERVAL_S": "0.3",
+    "FIRSTHOP_HEARTBEAT_TIMEOUT_S": "3",
+    "FIRSTHOP_TICK_INTERVAL_S": "0.1",
+    "FIRSTHOP_STOP_GRACE_S": "3",
+    "FIRSTHOP_FENCE_AFTER_S": "0",  # the scheduler is SIGKILLed and restarted mid-campaign
+}
 ACTION = (
     "import os, pathlib, sys\n"
     "with open(pathlib.Path(sys.argv[1]) / 'runs.log', 'a') as f:\n"
@@ -55,64 +62,16 @@ ACTION = (
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    topology = tmp_path / "cluster.yaml"
-    dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
-    c = Cluster(tmp_path, topology, "", None, {})  # type: ignore[arg-type]
-    c.start_scheduler("127.0.0.1:0")
-    try:
-        for host in HOSTS:
-            c.agents[host] = _agent(c, host)
-        for host, proc in c.agents.items():
-            proc.wait_line(f"agent {host} connected")
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path, len(HOSTS), env=SERVER_ENV, wait_s=WAIT_S) as c:
         yield c
-    finally:
-        for proc in c.agents.values():
-            proc.stop()
-        c.scheduler.stop()
 
 
 def _train_argv(step_time: float) -> list[str]:
-    return [
-        sys.executable,
-        str(TRAIN),
-        "--steps",
-        str(STEPS),
-        "--checkpoint-every",
-        str(CHECKPOINT_EVERY),
-        "--step-time",
-        str(step_time),
-    ]
+    return train_argv(STEPS, CHECKPOINT_EVERY, step_time)
 
 
-def _reference_run(root: Path) -> tuple[list[Proc], Path]:
-    """The same training as plain local processes (undisturbed), beside the job."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ckpt = root / "reference"
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank % 2),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "FIRSTHOP_CHECKPOINT_DIR": str(ckpt),
-        }
-        procs.append(Proc(_train_argv(0.0), root / f"reference-{rank}.log", env))
-    return procs, ckpt / "final.pt"
-
-
-def _job(cluster: Cluster, job_id: str) -> JobView:
-    with cluster.client() as client:
-        return client.get_job(job_id)
-
-
-def _status(cluster: Cluster, name: str) -> dict[str, Any]:
+def _status(cluster: LocalCluster, name: str) -> dict[str, Any]:
     result = CliRunner().invoke(
         ctl_app,
         ["maintenance", "status", name, "--output", "json", "--server", cluster.address],
@@ -129,14 +88,13 @@ def _runs(root: Path) -> Counter[str]:
 
 
 def test_a_campaign_moves_the_training_job_host_by_host_through_a_sigkill(
-    cluster: Cluster,
+    cluster: LocalCluster,
 ) -> None:
     root = cluster.root
-    reference_ranks, reference = _reference_run(root)
+    reference_ranks, reference = reference_run(root, WORLD, STEPS, CHECKPOINT_EVERY)
     try:
         ckpt = root / "ckpt"
-        job_id = _submit(
-            cluster,  # type: ignore[arg-type]
+        job_id = cluster.submit(
             {
                 "name": "train",
                 "gpus": WORLD,
@@ -145,7 +103,7 @@ def test_a_campaign_moves_the_training_job_host_by_host_through_a_sigkill(
             },
         )
         first = wait_until(
-            lambda: j if (j := _job(cluster, job_id)).last_checkpoint_at is not None else None,
+            lambda: j if (j := cluster.job(job_id)).last_checkpoint_at is not None else None,
             "a first checkpoint",
             WAIT_S,
         )
@@ -194,16 +152,16 @@ def test_a_campaign_moves_the_training_job_host_by_host_through_a_sigkill(
         done = wait_until(
             lambda: (
                 j
-                if (j := _job(cluster, job_id)).state
+                if (j := cluster.job(job_id)).state
                 in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
                 else None
             ),
             "the job finished",
             WAIT_S,
         )
-        codes = _finish_reference(reference_ranks)
+        codes = wait_all(reference_ranks)
     finally:
-        _finish_reference(reference_ranks)
+        wait_all(reference_ranks)
 
     assert final["state"] == "SUCCEEDED", final
     assert _runs(root) == Counter(dict.fromkeys(HOSTS, 1))  # each action exactly once
@@ -230,6 +188,6 @@ def test_a_campaign_moves_the_training_job_host_by_host_through_a_sigkill(
         for line in log.read_text().splitlines()
     ]
     assert any("SIGUSR1 received, checkpoint written" in line for line in logs)
-    _same_parameters(ckpt / "final.pt", reference)
+    assert same_parameters(ckpt / "final.pt", reference)
     with cluster.client() as client:
         assert {n.state for n in client.list_nodes()} == {NodeState.READY}

@@ -17,25 +17,21 @@ scenario's downtime (the scheduler is dead for about a second), not a synchronis
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bench.harness.procs import BIN, Proc, wait_until
-from scheduler.client import FirsthopClient, JobState, JobView, NodeState
-from scheduler.jobspec import job_spec_from_data
-from topology.generators import fat_tree
-from topology.spec import dump_spec
+from bench.harness.local_cluster import LocalCluster, hosts, local_cluster
+from bench.harness.procs import wait_until
+from scheduler.client import JobState, JobView, NodeState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-HOSTS = ("h0001", "h0002", "h0003")
+HOSTS = hosts(3)
 HEARTBEAT_S = 1.0
 TIMEOUT_S = 5.0
 README_ENV = {
@@ -58,108 +54,28 @@ WAIT_FOR_GO = (
 )
 
 
-@dataclass
-class Cluster:
-    root: Path
-    topology: Path
-    address: str = ""
-    scheduler: Proc | None = None
-    agents: dict[str, Proc] = field(default_factory=dict)
-    starts: int = 0
-
-    def start_scheduler(self, listen: str) -> None:
-        self.starts += 1
-        argv = [
-            str(BIN / "firsthop-scheduler"),
-            "--listen",
-            listen,
-            "--db",
-            f"sqlite:///{self.root / 'firsthop.db'}",
-            "--topology",
-            str(self.topology),
-            "--log-level",
-            "WARNING",
-        ]
-        proc = Proc(argv, self.root / f"scheduler-{self.starts}.log", README_ENV)
-        self.address = proc.wait_line("listening on ").split()[-1]
-        self.scheduler = proc
-
-    def kill_scheduler(self) -> None:
-        assert self.scheduler is not None
-        assert self.scheduler.stop(signal.SIGKILL) == -signal.SIGKILL
-
-    def client(self) -> FirsthopClient:
-        return FirsthopClient(self.address)
-
-
-def _agent(cluster: Cluster, host: str) -> Proc:
-    argv = [
-        str(BIN / "firsthop-agent"),
-        "run",
-        "--server",
-        cluster.address,
-        "--host",
-        host,
-        "--address",
-        "127.0.0.1",
-        "--fake-gpus",
-        "2",
-        "--checkpoint-path",
-        str(cluster.root),
-        "--log-dir",
-        str(cluster.root / f"logs-{host}"),
-        "--stop-grace",
-        "3",
-    ]  # the default --max-backoff, as the README runs them
-    return Proc(argv, cluster.root / f"agent-{host}.log")
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("restart")
-    topology = root / "cluster.yaml"
-    dump_spec(fat_tree(1, 1, len(HOSTS), gpus_per_host=2), topology)
-    c = Cluster(root, topology)
-    c.start_scheduler("127.0.0.1:0")
-    try:
-        for host in HOSTS:
-            c.agents[host] = _agent(c, host)
-        for host, proc in c.agents.items():
-            proc.wait_line(f"agent {host} connected")
+    # The README's agents: no --location, the default --max-backoff.
+    with local_cluster(
+        root, len(HOSTS), env=README_ENV, agent_flags=("--stop-grace", "3"), location=None
+    ) as c:
         yield c
-    finally:
-        for proc in c.agents.values():
-            proc.stop()
-        if c.scheduler is not None:
-            c.scheduler.stop()
 
 
-def _submit(cluster: Cluster, name: str, out: Path) -> str:
-    data = {"name": name, "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(out)]}
-    with cluster.client() as client:
-        job, _ = client.submit_job(job_spec_from_data(data))
-    return job.id
+def _submit(cluster: LocalCluster, name: str, out: Path) -> str:
+    return cluster.submit(
+        {"name": name, "gpus": 4, "command": [sys.executable, "-c", WAIT_FOR_GO, str(out)]}
+    )
 
 
-def _job(cluster: Cluster, job_id: str) -> JobView:
-    with cluster.client() as client:
-        return client.get_job(job_id)
-
-
-def _wait_job(cluster: Cluster, job_id: str, states: set[JobState], timeout: float = 60) -> JobView:
-    def reached() -> JobView | None:
-        job = _job(cluster, job_id)
-        return job if job.state in states else None
-
-    return wait_until(reached, f"job {job_id} in {sorted(states)}", timeout)
-
-
-def _node_states(cluster: Cluster) -> dict[str, NodeState]:
+def _node_states(cluster: LocalCluster) -> dict[str, NodeState]:
     with cluster.client() as client:
         return {n.name: n.state for n in client.list_nodes()}
 
 
-def _restart_after_downtime(cluster: Cluster) -> float:
+def _restart_after_downtime(cluster: LocalCluster) -> float:
     """SIGKILL the scheduler, stay down ~DOWNTIME_S, start it again; monotonic restart time."""
     address = cluster.address
     cluster.kill_scheduler()
@@ -170,12 +86,12 @@ def _restart_after_downtime(cluster: Cluster) -> float:
 
 
 def test_restarts_with_the_readme_settings_disturb_no_job_and_drain_no_node(
-    cluster: Cluster,
+    cluster: LocalCluster,
 ) -> None:
     out = cluster.root / "steady"
     out.mkdir()
     job_id = _submit(cluster, "steady", out)
-    running = _wait_job(cluster, job_id, {JobState.RUNNING})
+    running = cluster.wait_job(job_id, {JobState.RUNNING})
     wait_until(lambda: len(list(out.glob("pid-*"))) == 4, "four ranks running")
     pids = {p.name: p.read_text() for p in out.glob("pid-*")}
 
@@ -188,13 +104,13 @@ def test_restarts_with_the_readme_settings_disturb_no_job_and_drain_no_node(
 
         def watched(until: float = horizon) -> bool:
             seen.append(_node_states(cluster))
-            jobs.append(_job(cluster, job_id))
+            jobs.append(cluster.job(job_id))
             return time.monotonic() > until
 
         wait_until(watched, "one heartbeat timeout after the restart", TIMEOUT_S + 30)
 
     (out / "go").touch()
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED})
+    done = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED})
 
     states = {state for snapshot in seen for state in snapshot.values()}
     assert states == {NodeState.READY}, [s for s in seen if set(s.values()) != {NodeState.READY}]
@@ -205,11 +121,11 @@ def test_restarts_with_the_readme_settings_disturb_no_job_and_drain_no_node(
     assert done.failures == ()
 
 
-def test_a_job_that_ended_during_the_downtime_is_recorded_promptly(cluster: Cluster) -> None:
+def test_a_job_that_ended_during_the_downtime_is_recorded_promptly(cluster: LocalCluster) -> None:
     out = cluster.root / "ended"
     out.mkdir()
     job_id = _submit(cluster, "ended", out)
-    _wait_job(cluster, job_id, {JobState.RUNNING})
+    cluster.wait_job(job_id, {JobState.RUNNING})
     wait_until(lambda: len(list(out.glob("pid-*"))) == 4, "four ranks running")
 
     address = cluster.address
@@ -219,7 +135,7 @@ def test_a_job_that_ended_during_the_downtime_is_recorded_promptly(cluster: Clus
     cluster.start_scheduler(address)
     restarted = time.monotonic()
     restarted_at = datetime.now(UTC)
-    done = _wait_job(cluster, job_id, {JobState.SUCCEEDED, JobState.FAILED}, timeout=60)
+    done = cluster.wait_job(job_id, {JobState.SUCCEEDED, JobState.FAILED}, timeout=60)
     took = time.monotonic() - restarted
 
     assert done.state is JobState.SUCCEEDED
