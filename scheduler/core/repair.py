@@ -246,17 +246,14 @@ def resume_waiting(ctx: Ctx, at: datetime) -> None:
     """Place repairs whose victims all let go of their GPUs (call after a requeue and on
     every tick)."""
     state = ctx.state
-    for job_id in sorted(state.allocated):
-        job = state.jobs[job_id]
-        repair, alloc = job.repair, job.allocation
-        if (
-            job.state is J.PREEMPTED
-            and repair is not None
-            and repair.victims
-            and alloc is not None
-            and job.stopped_hosts >= set(alloc.hosts)
-            and not waiting(state, job)
-        ):
+    jobs = state.jobs
+    held = [jobs[i] for i in state.allocated]
+    for job in sorted(
+        (j for j in held if j.state is J.PREEMPTED and j.repair is not None and j.repair.victims),
+        key=lambda j: j.id,
+    ):
+        alloc = job.allocation
+        if alloc is not None and job.stopped_hosts >= set(alloc.hosts) and not waiting(state, job):
             finish_stop(ctx, job, at)
 
 
