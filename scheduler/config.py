@@ -39,6 +39,9 @@ Positive = Annotated[float, Field(gt=0)]
 AGENT_RECONNECT_SHARE = 0.2
 """An agent waits at most this share of the heartbeat timeout between reconnection attempts
 (``agents.session.RECONNECT_SHARE_OF_TIMEOUT``, which this module may not import)."""
+AGENT_SILENCE_INTERVALS = 3.0
+"""An agent gives up on a stream that stays silent this many heartbeat intervals (a paused or
+cut-off leader keeps it open; ``agents.transport.SILENCE_INTERVALS``)."""
 
 
 class ServerConfig(BaseSettings):
@@ -76,8 +79,9 @@ class ServerConfig(BaseSettings):
     outage_tolerance_s: Positive = 10.0
     """The scheduler outage (a restart, or a standby's takeover) that must stop no rank, from
     the agents' side: the automatic fence time must cover it plus the age of the last
-    acknowledgement (one heartbeat interval) and the agents' longest reconnection delay (a
-    fifth of the heartbeat timeout). 10 s covers a cold restart (3.4 s measured) and a takeover
+    acknowledgement (one heartbeat interval; three when a paused leader's stream must time
+    out first, if longer) and the agents' longest reconnection delay (a fifth of the heartbeat
+    timeout). 10 s covers a cold restart (3.4 s measured) and a takeover
     from a leader whose lease expired (``lease_s`` 5 s + ``leader_poll_s`` 0.5 s + 0.6 s)."""
     spares_per_leaf: Annotated[int, Field(ge=0)] = 0
     """Idle healthy hosts kept in the spare pool of every leaf (designated by the scheduler,
@@ -139,13 +143,12 @@ class ServerConfig(BaseSettings):
 
     def fence_needed_s(self) -> float:
         """The shortest fence time that rides out an outage of ``outage_tolerance_s``: the
-        outage, plus the age of the agents' last acknowledgement (one interval), plus their
-        longest reconnection delay (``AGENT_RECONNECT_SHARE`` of the timeout)."""
-        return (
-            self.outage_tolerance_s
-            + self.heartbeat_interval_s
-            + AGENT_RECONNECT_SHARE * self.heartbeat_timeout_s
-        )
+        outage plus the age of the agents' last acknowledgement (one interval), or the time
+        agents take to give up on a silent leader's open stream (three intervals) if longer,
+        plus their longest reconnection delay (``AGENT_RECONNECT_SHARE`` of the timeout)."""
+        interval = self.heartbeat_interval_s
+        silent = max(self.outage_tolerance_s + interval, AGENT_SILENCE_INTERVALS * interval)
+        return silent + AGENT_RECONNECT_SHARE * self.heartbeat_timeout_s
 
     def fence_after(self) -> float:
         """The fence time agents are given: ``fence_after_s`` when set; else the longest one
@@ -160,9 +163,9 @@ class ServerConfig(BaseSettings):
         """What an operator should know about the fence time at start (``None``: nothing)."""
         fence, needed = self.fence_after(), self.fence_needed_s()
         if fence == 0:
-            shortest = (2 * self.heartbeat_interval_s + self.outage_tolerance_s) / (
-                1 - AGENT_RECONNECT_SHARE
-            )
+            interval = self.heartbeat_interval_s
+            silent = max(self.outage_tolerance_s + interval, AGENT_SILENCE_INTERVALS * interval)
+            shortest = (interval + silent) / (1 - AGENT_RECONNECT_SHARE)
             why = (
                 "fence_after_s is 0"
                 if self.fence_after_s == 0
@@ -181,8 +184,8 @@ class ServerConfig(BaseSettings):
         if fence < needed:
             return (
                 f"fence_after_s ({fence:g} s) is shorter than {needed:g} s: a scheduler outage "
-                f"of more than {fence - needed + self.outage_tolerance_s:g} s "
-                "(restart or failover) stops every running rank"
+                f"of {self.outage_tolerance_s:g} s (outage_tolerance_s: a restart or failover) "
+                "may stop every running rank"
             )
         return None
 

@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from agents.session import RECONNECT_SHARE_OF_TIMEOUT
-from scheduler.config import AGENT_RECONNECT_SHARE, ServerConfig
+from agents.transport import SILENCE_INTERVALS
+from scheduler.config import AGENT_RECONNECT_SHARE, AGENT_SILENCE_INTERVALS, ServerConfig
 
 
 def test_the_default_is_the_longest_allowed_fence_with_the_default_heartbeats() -> None:
@@ -49,7 +50,7 @@ def test_an_explicit_fence_time_is_kept_and_warned_about_when_short() -> None:
     assert short.fence_after() == 2
     warning = short.fence_warning()
     assert warning is not None
-    assert "outage of more than 0.4 s" in warning  # 2 - 1 - 0.2 * 3
+    assert "is shorter than 11.6 s" in warning  # 10 + 1 + 0.2 * 3
     off = ServerConfig(fence_after_s=0)
     assert off.fence_after() == 0
     assert "fence_after_s is 0" in (off.fence_warning() or "")
@@ -61,5 +62,12 @@ def test_a_fence_too_close_to_the_timeout_is_refused() -> None:
     assert ServerConfig(heartbeat_timeout_s=30, fence_after_s=25).fence_after() == 25
 
 
-def test_the_reconnection_share_matches_the_agents() -> None:
+def test_long_intervals_wait_for_a_silent_leaders_stream_to_time_out() -> None:
+    slow = ServerConfig(heartbeat_interval_s=8, heartbeat_timeout_s=60)
+    assert slow.fence_needed_s() == 3 * 8 + 12  # not 10 + 8 + 12
+    assert slow.fence_after() == 52
+
+
+def test_the_agents_timings_match() -> None:
     assert AGENT_RECONNECT_SHARE == RECONNECT_SHARE_OF_TIMEOUT
+    assert AGENT_SILENCE_INTERVALS == SILENCE_INTERVALS
