@@ -18,6 +18,15 @@ seconds the core spent handling the events of that recovery (placer included), h
 ranks moved, and ranks moved. Simulated times depend on ``STOP_S``/``LAUNCH_S``/``TICK_S``
 (stated in the result); the decision times and hosts moved are measured.
 
+A second scenario, **domain**, measures preempting in the failed host's domain: a 128-host
+job of priority 5 (one pod's worth of leaves) and 2-host checkpointing jobs of priority 0 fill
+its pod, with the free hosts (10 % of the cluster) in other pods. One of its hosts fails; the
+free replacement lies in another pod, so its data-parallel ring would cross the cluster tier.
+Baseline (same run): ``repair_preempt_above`` off, the repair takes that free host. With it on,
+the repair preempts one small job in the pod (its simulated agents checkpoint and exit
+``STOP_S`` after the signal) and takes its host. Reported: modelled cost per step before the
+failure and after the repair, time back to running, victims and their lost work.
+
 Run: ``python -m bench.repair``; writes ``bench/results/repair.json``.
 """
 
@@ -30,10 +39,11 @@ from typing import Any
 
 from bench.common import write_results
 from placement import PlacementParams
-from scheduler.core.actions import StartRanks
+from scheduler.core.actions import StartRanks, StopRanks
 from scheduler.core.clock import ManualClock
 from scheduler.core.config import SchedulerConfig
 from scheduler.core.events import (
+    CheckpointReported,
     Event,
     HeartbeatReceived,
     JobSubmitted,
@@ -64,15 +74,27 @@ HEARTBEAT_S = 5.0
 class Sim:
     """The core plus simulated agents: start commands report running ``LAUNCH_S`` later."""
 
-    def __init__(self, topology: Topology, *, in_place: bool) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        in_place: bool,
+        preempt_above: float | None = 1.10,
+        auto_stop: bool = False,
+    ) -> None:
         config = SchedulerConfig(
             repair_in_place=in_place,
+            repair_preempt_above=preempt_above,
             max_placement_seconds_per_cycle=None,
             placement=PlacementParams(time_limit_s=2.0),
         )
         self.clock = ManualClock()
         self.core = Scheduler(topology.index, config)
         self.pending_starts: list[tuple[datetime, StartRanks]] = []
+        self.auto_stop = auto_stop
+        """Simulated agents stop ranks ``STOP_S`` after a stop command (a graceful stop after
+        saving a checkpoint); otherwise the scenario reports stops itself."""
+        self.pending_stops: list[tuple[datetime, StopRanks]] = []
         self.handle_s = 0.0
         self.seq = 0
         self.hosts = topology.index.host_names
@@ -84,6 +106,9 @@ class Sim:
         self.handle_s += time.perf_counter() - began
         due = self.clock.now() + timedelta(seconds=LAUNCH_S)
         self.pending_starts += [(due, a) for a in actions if isinstance(a, StartRanks)]
+        if self.auto_stop:
+            due = self.clock.now() + timedelta(seconds=STOP_S)
+            self.pending_stops += [(due, a) for a in actions if isinstance(a, StopRanks)]
 
     def beat(self) -> None:
         """Every host heartbeats (not counted in the core's handling time: it is the same
@@ -107,7 +132,20 @@ class Sim:
             for start in due:
                 self.handle(StartAcknowledged(now, start.job_id, start.node, start.attempt))
                 self.handle(RanksStarted(now, start.job_id, start.node, start.attempt))
+            stops = [s for at, s in self.pending_stops if at <= now]
+            self.pending_stops = [(at, s) for at, s in self.pending_stops if at > now]
+            for stop in stops:
+                self.deliver_stop(stop)
             self.handle(TimerFired(now))
+
+    def deliver_stop(self, stop: StopRanks) -> None:
+        """The ranks are gone; a job asked to checkpoint saved first (graceful stop)."""
+        now = self.clock.now()
+        job = self.core.state.jobs[stop.job_id]
+        graceful = job.checkpoint_requested_at is not None and job.restarts == stop.attempt
+        if graceful:
+            self.handle(CheckpointReported(now, stop.job_id, stop.attempt))
+        self.handle(RanksStopped(now, stop.job_id, stop.node, stop.attempt, clean=graceful))
 
     def submit(self, hosts: int, **fields: Any) -> str:
         self.seq += 1
@@ -171,10 +209,77 @@ def run_path(*, in_place: bool) -> dict[str, Any]:
     }
 
 
+DOMAIN_JOB_HOSTS = 128
+DOMAIN_UTILISATION = 0.90
+"""Busy enough that no pod has room for the whole job (else the placer's full re-placement
+into that pod costs what the job cost before, and nothing is worth preempting)."""
+
+
+def run_domain(*, preempt: bool) -> dict[str, Any]:
+    """The **domain** scenario (module docstring)."""
+    topology = Topology.from_spec(fat_tree(PODS, LEAVES, HOSTS_PER_LEAF, gpus_per_host=GPUS))
+    sim = Sim(topology, in_place=True, preempt_above=1.10 if preempt else None, auto_stop=True)
+    now = sim.clock.now()
+    for host in sim.hosts:
+        sim.handle(NodeRegistered(now, host, GPUS, "bench"))
+        sim.handle(HeartbeatReceived(now, host, Health.HEALTHY))
+    ckpt = {"dir": "/ckpt", "interval_s": 600}
+    big = sim.submit(DOMAIN_JOB_HOSTS, max_restarts=3, checkpoint=ckpt, priority=5)
+    sim.advance(TICK_S)
+    busy_hosts = round(DOMAIN_UTILISATION * len(sim.hosts))
+    for _ in range((busy_hosts - DOMAIN_JOB_HOSTS) // SMALL_HOSTS):
+        sim.submit(SMALL_HOSTS, checkpoint=ckpt, time_limit_s=24 * 3600)
+    sim.advance(LAUNCH_S + 2 * TICK_S)
+    state = sim.core.state
+    for job_id, job in sorted(state.jobs.items()):
+        if job.state is JobState.RUNNING:
+            sim.handle(CheckpointReported(sim.clock.now(), job_id, job.restarts))
+    sim.advance(60.0)
+    job = state.jobs[big]
+    assert job.state is JobState.RUNNING
+    assert job.allocation is not None
+    index = topology.index
+    pods = {int(index.ancestors[index.host_ids[h], 2]) for h in job.allocation.hosts}
+    assert len(pods) == 1, "setup: the job fits one pod"
+    cost_before = job.allocation.cost
+    old_hosts = set(job.allocation.hosts)
+    failed = job.allocation.hosts[DOMAIN_JOB_HOSTS // 3]
+    sim.handle_s = 0.0
+    failed_at = sim.clock.now()
+    sim.handle(HeartbeatReceived(failed_at, failed, Health.FAILED, {big: 0}, "bench: ecc"))
+    waited = 0.0
+    while state.jobs[big].state is not JobState.RUNNING and waited < 3600:
+        sim.advance(TICK_S)
+        waited += TICK_S
+    job = state.jobs[big]
+    assert job.state is JobState.RUNNING, job.state
+    assert job.allocation is not None
+    assert job.started_at is not None
+    (repair,) = job.repairs
+    victims = [state.jobs[v] for v in repair.victims]
+    return {
+        "path": "preempt_in_domain" if preempt else "free_host",
+        "failure_to_running_s": (job.started_at - failed_at).total_seconds(),
+        "core_handling_s": sim.handle_s,
+        "cost_before_ms": cost_before,
+        "cost_after_ms": job.allocation.cost,
+        "cost_ratio": job.allocation.cost / cost_before,
+        "hosts_moved": len(old_hosts - set(job.allocation.hosts)),
+        "moves": list(repair.moves),
+        "same_pod": all(
+            int(index.ancestors[index.host_ids[h], 2]) in pods for h in job.allocation.hosts
+        ),
+        "victims": list(repair.victims),
+        "victims_lost_s": sum(v.failures[-1].lost_s for v in victims),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     queue = run_path(in_place=False)
     in_place = run_path(in_place=True)
+    free_host = run_domain(preempt=False)
+    in_domain = run_domain(preempt=True)
     payload = {
         "cluster": {
             "hosts": PODS * LEAVES * HOSTS_PER_LEAF,
@@ -188,6 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         "in_place": in_place,
         "speedup_failure_to_running": queue["failure_to_running_s"]
         / in_place["failure_to_running_s"],
+        "domain": {
+            "job_hosts": DOMAIN_JOB_HOSTS,
+            "free_host": free_host,
+            "preempt_in_domain": in_domain,
+            "cost_after_ratio": in_domain["cost_after_ms"] / free_host["cost_after_ms"],
+        },
     }
     path = write_results("repair", payload)
     for row in (queue, in_place):
@@ -195,6 +306,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['path']:>8}: back in {row['failure_to_running_s']:.1f} s simulated, "
             f"core {row['core_handling_s'] * 1000:.0f} ms, hosts moved {row['hosts_moved']}, "
             f"ranks moved {row['ranks_moved']} (utilisation {row['utilisation']:.2f})"
+        )
+    for row in (free_host, in_domain):
+        print(
+            f"{row['path']:>17}: cost {row['cost_before_ms']:.1f} -> {row['cost_after_ms']:.1f} "
+            f"ms/step, back in {row['failure_to_running_s']:.1f} s simulated, core "
+            f"{row['core_handling_s'] * 1000:.0f} ms, victims {len(row['victims'])} "
+            f"(lost {row['victims_lost_s']:.0f} s), same pod {row['same_pod']}"
         )
     print(f"wrote {path}")
 

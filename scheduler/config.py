@@ -36,6 +36,13 @@ _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("firsthop_config_file
 
 Positive = Annotated[float, Field(gt=0)]
 
+AGENT_RECONNECT_SHARE = 0.2
+"""An agent waits at most this share of the heartbeat timeout between reconnection attempts
+(``agents.session.RECONNECT_SHARE_OF_TIMEOUT``, which this module may not import)."""
+AGENT_SILENCE_INTERVALS = 3.0
+"""An agent gives up on a stream that stays silent this many heartbeat intervals (a paused or
+cut-off leader keeps it open; ``agents.transport.SILENCE_INTERVALS``)."""
+
 
 class ServerConfig(BaseSettings):
     """Everything the composition root needs to build a scheduler server."""
@@ -62,12 +69,29 @@ class ServerConfig(BaseSettings):
     max_checkpoint_grace_s: Positive = 600.0
     """Upper bound of a job's ``checkpoint.grace_s`` (time between its checkpoint signal and
     SIGKILL on a planned stop)."""
-    fence_after_s: Annotated[float, Field(ge=0)] = 0.0
-    """Agents that hear nothing from any scheduler for this long stop their ranks (0, the
-    default: never). It must be shorter than the heartbeat timeout by at least one interval
-    (the fenced ranks are gone before a LOST host's ranks are replaced) and longer than a
-    failover or restart (an outage kills no job): with the defaults (5 s interval, 30 s
-    timeout) 15-25 s."""
+    fence_after_s: Annotated[float, Field(ge=0)] | None = None
+    """Agents that hear nothing from any scheduler for this long stop their ranks, so that two
+    attempts of a job never run at once (0: never). At most the heartbeat timeout less one
+    interval (the fenced ranks are gone before a LOST host's ranks are replaced). Default
+    (unset): exactly that, ``heartbeat_timeout_s - heartbeat_interval_s``, when it rides out a
+    scheduler outage of ``outage_tolerance_s`` (see :meth:`fence_after`); otherwise off, with
+    a warning at start. With the defaults (5 s interval, 30 s timeout): 25 s."""
+    outage_tolerance_s: Positive = 10.0
+    """The scheduler outage (a restart, or a standby's takeover) that must stop no rank, from
+    the agents' side: the automatic fence time must cover it plus the age of the last
+    acknowledgement (one heartbeat interval; three when a paused leader's stream must time
+    out first, if longer) and the agents' longest reconnection delay (a fifth of the heartbeat
+    timeout). 10 s covers a cold restart (3.4 s measured) and a takeover
+    from a leader whose lease expired (``lease_s`` 5 s + ``leader_poll_s`` 0.5 s + 0.6 s)."""
+    spares_per_leaf: Annotated[int, Field(ge=0)] = 0
+    """Idle healthy hosts kept in the spare pool of every leaf (designated by the scheduler,
+    replenished as spares are used, lost or drained); 0: only operators' spares."""
+    spares_per_pod: Annotated[int, Field(ge=0)] = 0
+    """The same per pod (the leaves' spares count towards it)."""
+    repair_preempt_above: Annotated[float, Field(ge=1)] | None = 1.10
+    """An in-place repair preempts lower-priority jobs in the lost hosts' leaf or pod when the
+    best free replacement costs more than this many times the job's cost before the failure
+    (or none exists); None: never."""
     repair_in_place: bool = True
     """Repair a checkpointing job that loses hosts where it runs (swap only those hosts)
     instead of requeueing it; failures are blamed two heartbeat intervals after a rank's
@@ -124,9 +148,53 @@ class ServerConfig(BaseSettings):
     forecast_horizon_s: Annotated[float, Field(gt=0, le=365 * 86400)] = 30 * 86400.0
     """How far ahead a forecast simulates (simulated seconds)."""
 
+    def fence_needed_s(self) -> float:
+        """The shortest fence time that rides out an outage of ``outage_tolerance_s``: the
+        outage plus the age of the agents' last acknowledgement (one interval), or the time
+        agents take to give up on a silent leader's open stream (three intervals) if longer,
+        plus their longest reconnection delay (``AGENT_RECONNECT_SHARE`` of the timeout)."""
+        interval = self.heartbeat_interval_s
+        silent = max(self.outage_tolerance_s + interval, AGENT_SILENCE_INTERVALS * interval)
+        return silent + AGENT_RECONNECT_SHARE * self.heartbeat_timeout_s
+
     def fence_after(self) -> float:
-        """The fence time agents are given (see ``fence_after_s``)."""
-        return self.fence_after_s
+        """The fence time agents are given: ``fence_after_s`` when set; else the longest one
+        allowed (timeout less one interval) when that is at least :meth:`fence_needed_s`,
+        else 0 (off; :meth:`fence_warning` says why)."""
+        if self.fence_after_s is not None:
+            return self.fence_after_s
+        longest = self.heartbeat_timeout_s - self.heartbeat_interval_s
+        return longest if longest >= self.fence_needed_s() else 0.0
+
+    def fence_warning(self) -> str | None:
+        """What an operator should know about the fence time at start (``None``: nothing)."""
+        fence, needed = self.fence_after(), self.fence_needed_s()
+        if fence == 0:
+            interval = self.heartbeat_interval_s
+            silent = max(self.outage_tolerance_s + interval, AGENT_SILENCE_INTERVALS * interval)
+            shortest = (interval + silent) / (1 - AGENT_RECONNECT_SHARE)
+            why = (
+                "fence_after_s is 0"
+                if self.fence_after_s == 0
+                else (
+                    f"the longest fence time allowed ({self.heartbeat_timeout_s:g} - "
+                    f"{self.heartbeat_interval_s:g} s) cannot ride out a "
+                    f"{self.outage_tolerance_s:g} s outage (outage_tolerance_s) with "
+                    f"{needed - self.outage_tolerance_s:g} s of heartbeat and reconnection slack; "
+                    f"a heartbeat_timeout_s of {shortest:.3g} s or more would"
+                )
+            )
+            return (
+                f"fencing is off ({why}): ranks on a host cut off from the scheduler keep "
+                "running while the job is repaired elsewhere"
+            )
+        if fence < needed:
+            return (
+                f"fence_after_s ({fence:g} s) is shorter than {needed:g} s: a scheduler outage "
+                f"of {self.outage_tolerance_s:g} s (outage_tolerance_s: a restart or failover) "
+                "may stop every running rank"
+            )
+        return None
 
     @model_validator(mode="after")
     def _timeout_covers_heartbeats(self) -> ServerConfig:
@@ -136,7 +204,7 @@ class ServerConfig(BaseSettings):
                 f"heartbeat_interval_s ({self.heartbeat_interval_s})"
             )
         fence = self.fence_after_s
-        if fence and fence > self.heartbeat_timeout_s - self.heartbeat_interval_s:
+        if fence and fence > self.heartbeat_timeout_s - self.heartbeat_interval_s + 1e-9:
             raise ValueError(
                 f"fence_after_s ({fence}) must be at most heartbeat_timeout_s - "
                 f"heartbeat_interval_s ({self.heartbeat_timeout_s - self.heartbeat_interval_s}): "

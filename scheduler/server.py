@@ -352,7 +352,13 @@ def build_server(
         max_checkpoint_grace_s=config.max_checkpoint_grace_s,
         repair_in_place=config.repair_in_place,
         blame_delay_s=2 * config.heartbeat_interval_s,
+        repair_preempt_above=config.repair_preempt_above,
+        spares_per_leaf=config.spares_per_leaf,
+        spares_per_pod=config.spares_per_pod,
     )
+    fence_warning = config.fence_warning()
+    if fence_warning is not None:
+        _log.warning("%s", fence_warning)
 
     runtime_clock = clock or SystemClock()
     retention = timedelta(seconds=config.job_retention_s)

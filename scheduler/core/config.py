@@ -70,6 +70,16 @@ class SchedulerConfig(BaseModel):
             host, so that a host that stopped heartbeating (or reported FAILED) is blamed
             rather than the survivor whose rank noticed first (about two heartbeat
             intervals).
+        repair_preempt_above: an in-place repair whose best replacement on free hosts (and
+            spares) costs more than this many times the job's cost before the failure, or that
+            finds none, preempts lower-priority jobs holding hosts in the failed hosts' leaf or
+            pod (gracefully, least lost work first) and takes their hosts, when that costs
+            this many times less. ``None`` (or ``preemption`` off) turns this off.
+        spares_per_leaf: idle healthy hosts the scheduler keeps in the spare pool of every
+            leaf (level 1 of the topology), designating new ones as spares are used, lost or
+            drained (:mod:`scheduler.core.spares`); operators' spares count towards it.
+        spares_per_pod: the same per pod (level 2; the whole cluster when the topology has one
+            switch tier), counting the pod's leaf spares.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,3 +101,6 @@ class SchedulerConfig(BaseModel):
     max_checkpoint_grace_s: PositiveFloat = 600.0
     repair_in_place: bool = True
     blame_delay_s: Annotated[float, Field(ge=0)] = 10.0
+    repair_preempt_above: Annotated[float, Field(ge=1)] | None = 1.10
+    spares_per_leaf: Annotated[int, Field(ge=0)] = 0
+    spares_per_pod: Annotated[int, Field(ge=0)] = 0

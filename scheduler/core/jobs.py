@@ -322,6 +322,7 @@ def host_stopped(ctx: Ctx, job: Job, node: str, at: datetime, *, clean: bool = F
         ),
     )
     ctx.settle_drains(alloc.hosts)
+    repair.resume_waiting(ctx, at)  # a repair may wait for this job's GPUs
 
 
 def _saved(job: Job, at: datetime) -> Job:
@@ -467,7 +468,7 @@ def stop_for_checkpoint(ctx: Ctx, job: Job, at: datetime, message: str) -> Job:
         JobReason.PREEMPTED,
         message,
         updated=replace(
-            job,
+            _closed(job),  # a job restarting after a repair is requeued, not repaired again
             failures=(*job.failures, failure),
             stopped_hosts=frozenset(),
             clean_hosts=frozenset(),

@@ -92,6 +92,9 @@ class Repair:
     placed_at: datetime | None = None
     running_at: datetime | None = None
     ranks_moved: int = 0
+    victims: tuple[str, ...] = ()
+    """Jobs preempted to free hosts for this repair (in the failed hosts' leaf or pod); the
+    job waits, stopped, until they let go of their GPUs, then is placed again."""
 
 
 @dataclass(frozen=True, slots=True)

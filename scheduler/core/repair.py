@@ -20,8 +20,18 @@ queue (where its freed GPUs could go to other jobs and a 512-host job waits for 
    restart count + 1) and, in the same event, :func:`placement.replace` moves only the
    vacated hosts' ranks to spares, free hosts, or (placer's fallback) a full re-placement;
    the job is ADMITTED at once with its new rank table, so nothing else can take the
-   survivors' GPUs. No replacement: the job stays REQUEUED and the queue places it as
-   before (``method: queue``).
+   survivors' GPUs. A spare it takes leaves the spare pool (it now runs a long job). No
+   replacement: the job stays REQUEUED and the queue places it as before (``method:
+   queue``).
+3b. **Preempt in the domain**: when the best replacement on free hosts and spares costs more
+   than ``repair_preempt_above`` times the job's cost before the failure (or none exists),
+   lower-priority jobs holding hosts in the vacated hosts' leaf or pod are preempted instead
+   (:func:`~scheduler.core.preemption.plan_repair_preemption`: gracefully, through the
+   checkpoint signal, least lost work first), when the partial re-placement onto their hosts
+   costs that many times less. The job stays PREEMPTED, holding its stopped survivors' GPUs,
+   until every victim let go of its GPUs (:func:`resume_waiting`, on each victim's requeue
+   and every tick), then is placed as in 3 (the victims' hosts are free by then). One round
+   of preemption per repair: the second placement takes what it finds.
 4. **Run**: once all ranks run again the :class:`~scheduler.core.records.Repair` (hosts
    swapped and phase times) moves to ``Job.repairs``; the program resumes from its
    checkpoint (``FIRSTHOP_RESTART_COUNT`` > 0).
@@ -43,9 +53,12 @@ from placement import PlacementFailure, RankTable, Snapshot
 from placement.replace import Replacement
 from placement.replace import replace as replace_ranks
 from scheduler.core.context import Ctx
+from scheduler.core.preemption import partial_only, plan_repair_preemption
 from scheduler.core.records import Allocation, Failure, Job, RankSlot, Repair
+from scheduler.core.state import SchedulerState
 from scheduler.core.states import Health, JobState
 from topology.errors import FirsthopError
+from topology.index import BoolArray
 
 J = JobState
 
@@ -137,15 +150,23 @@ def vacate_more(job: Job, node: str) -> Job:
 
 def finish_stop(ctx: Ctx, job: Job, at: datetime) -> Job:
     """Every host of the repairing ``job`` stopped: end the attempt and place it again in
-    place (ADMITTED now), or leave it REQUEUED for the queue when nothing fits."""
+    place (ADMITTED now), preempt jobs in its domain for a better replacement (it waits,
+    PREEMPTED), or leave it REQUEUED for the queue when nothing fits."""
     state = ctx.state
     repair, alloc = job.repair, job.allocation
     assert repair is not None
     assert alloc is not None
+    if waiting(state, job):
+        return state.put_job(replace(job, updated_at=at))
     lost_hosts = {FailureReason.NODE_LOST, FailureReason.NODE_FAILED}
     excluded = job.excluded_hosts
     if repair.reason in lost_hosts:
         excluded = excluded | set(repair.vacated)
+    result = _replacement(ctx, job, alloc, excluded)
+    if not repair.victims and _worth_preempting(ctx, result):
+        planned = _preempt_for(ctx, job, alloc, excluded, result, at=at)
+        if planned is not None:
+            return planned
     requeued = state.transition(
         job,
         J.REQUEUED,
@@ -168,7 +189,6 @@ def finish_stop(ctx: Ctx, job: Job, at: datetime) -> Job:
         ),
     )
     ctx.settle_drains(alloc.hosts)
-    result = _replacement(ctx, requeued, alloc)
     stopped = requeued.repair
     assert stopped is not None
     if not isinstance(result, Replacement):
@@ -206,11 +226,116 @@ def finish_stop(ctx: Ctx, job: Job, at: datetime) -> Job:
         ),
     )
     ctx.start_all(new)
+    _leave_spare_pool(ctx, [names[h] for h in result.spares_used])
     return new
 
 
-def _replacement(ctx: Ctx, job: Job, old: Allocation) -> Replacement | PlacementFailure | None:
-    """The placer's partial re-placement of ``job`` off its repair's vacated hosts."""
+def _leave_spare_pool(ctx: Ctx, hosts: Iterable[str]) -> None:
+    """Spares a repair took run a long job now: out of the pool (``spares_per_*`` designate
+    others)."""
+    state = ctx.state
+    for name in hosts:
+        node = state.nodes.get(name)
+        if node is not None and node.spare:
+            state.put_node(replace(node, spare=False))
+
+
+def waiting(state: SchedulerState, job: Job) -> bool:
+    """Whether ``job``'s repair waits for jobs it preempted to let go of their GPUs."""
+    repair = job.repair
+    if repair is None or not repair.victims:
+        return False
+    for victim_id in repair.victims:
+        victim = state.jobs.get(victim_id)
+        if victim is not None and victim.state is J.PREEMPTED and victim.allocation is not None:
+            return True
+    return False
+
+
+def resume_waiting(ctx: Ctx, at: datetime) -> None:
+    """Place repairs whose victims all let go of their GPUs (call after a requeue and on
+    every tick)."""
+    state = ctx.state
+    jobs = state.jobs
+    held = [jobs[i] for i in state.allocated]
+    for job in sorted(
+        (j for j in held if j.state is J.PREEMPTED and j.repair is not None and j.repair.victims),
+        key=lambda j: j.id,
+    ):
+        alloc = job.allocation
+        if alloc is not None and job.stopped_hosts >= set(alloc.hosts) and not waiting(state, job):
+            finish_stop(ctx, job, at)
+
+
+def _worth_preempting(ctx: Ctx, result: Replacement | PlacementFailure | None) -> bool:
+    """Whether the free replacement is poor enough to preempt for (``repair_preempt_above``)."""
+    threshold = ctx.config.repair_preempt_above
+    if threshold is None or not ctx.config.preemption:
+        return False
+    if not isinstance(result, Replacement):
+        return True
+    return result.cost_ms > threshold * result.cost_before_ms + 1e-9
+
+
+def _preempt_for(
+    ctx: Ctx,
+    job: Job,
+    alloc: Allocation,
+    excluded: frozenset[str],
+    free: Replacement | PlacementFailure | None,
+    *,
+    at: datetime,
+) -> Job | None:
+    """Preempt jobs in the vacated hosts' domains for ``job`` (module docstring, 3b); the job
+    waiting for them, or ``None`` when no plan beats ``free``."""
+    from scheduler.core.jobs import stop_for_checkpoint  # jobs imports this module
+
+    state = ctx.state
+    repair = job.repair
+    assert repair is not None
+    threshold = ctx.config.repair_preempt_above or 1.0
+
+    def accept(trial: Replacement) -> bool:
+        if not partial_only(trial):
+            return False
+        return not isinstance(free, Replacement) or trial.cost_ms * threshold <= free.cost_ms
+
+    plan, _ = plan_repair_preemption(
+        state,
+        job,
+        at,
+        vacated=repair.vacated,
+        replace_on=lambda busy: _replacement(ctx, job, alloc, excluded, busy),
+        accept=accept,
+        max_placements=ctx.config.max_preemption_placements,
+    )
+    if plan is None:
+        return None
+    for victim_id in plan.victims:
+        stop_for_checkpoint(
+            ctx, state.jobs[victim_id], at, f"preempted to repair job {job.id} ({plan.scope})"
+        )
+    names = ", ".join(plan.victims)
+    return state.put_job(
+        replace(
+            job,
+            stop_deadline=None,
+            message=f"{job.message}; waiting for {names} (preempted in {plan.scope})",
+            repair=replace(repair, victims=plan.victims),
+            updated_at=at,
+        )
+    )
+
+
+def _replacement(
+    ctx: Ctx,
+    job: Job,
+    old: Allocation,
+    excluded: frozenset[str],
+    busy: BoolArray | None = None,
+) -> Replacement | PlacementFailure | None:
+    """The placer's partial re-placement of ``job`` off its repair's vacated hosts, on the
+    scheduler's busy mask (or ``busy``), avoiding ``excluded`` but for the job's survivors."""
     state = ctx.state
     index = state.index
     repair = job.repair
@@ -222,13 +347,12 @@ def _replacement(ctx: Ctx, job: Job, old: Allocation) -> Replacement | Placement
         gpus=np.array([s.gpu for s in ranks], dtype=np.int64),
     )
     vacate = [ids[h] for h in repair.vacated]
-    unavailable = set(state.unavailable) | {ids[h] for h in job.excluded_hosts if h in ids}
+    unavailable = set(state.unavailable) | {ids[h] for h in excluded if h in ids}
     # The job's surviving hosts may be draining: they keep its ranks all the same.
     unavailable -= {ids[h] for h in old.hosts if h not in repair.vacated}
-    snapshot = Snapshot(index, state.busy.copy(), frozenset(unavailable))
-    request = job.spec.to_request(
-        h for h in job.excluded_hosts if h not in old.hosts or h in repair.vacated
-    )
+    mask = state.busy if busy is None else busy
+    snapshot = Snapshot(index, mask.copy(), frozenset(unavailable))
+    request = job.spec.to_request(h for h in excluded if h not in old.hosts or h in repair.vacated)
     spares = [ids[name] for name in sorted(state.spares) if name in ids]
     try:
         return replace_ranks(

@@ -25,7 +25,7 @@ from firsthop.reasons import ErrorReason
 from placement import FailureReason, PlacementFailure, Snapshot
 from placement import place as run_placer
 from scheduler.core import campaigns as maintenance
-from scheduler.core import jobs, nodes
+from scheduler.core import jobs, nodes, repair, spares
 from scheduler.core.actions import (
     Action,
     NotifyJobChanged,
@@ -198,6 +198,8 @@ class Scheduler:
     def _tick(self, ctx: Ctx, at: datetime) -> None:
         nodes.detect_lost(ctx, at)
         jobs.enforce_deadlines(ctx, at)
+        repair.resume_waiting(ctx, at)
+        spares.keep(ctx)
         maintenance.tick(ctx, self.campaigns, self.index, at)
         self.last_cycle = run_cycle(ctx, at, self.cache)
         queued = sum(len(keys) for keys in self.state.pending.values())

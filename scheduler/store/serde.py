@@ -26,7 +26,7 @@ from scheduler.core.campaign_records import (
     HealthCheckDepth,
     HostPhase,
 )
-from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot
+from scheduler.core.records import Allocation, Failure, Job, Node, Queue, RankSlot, Repair
 from scheduler.core.states import Health, JobState, NodeState
 from scheduler.jobspec import JobSpec
 
@@ -76,6 +76,40 @@ def _allocation_from_data(alloc: Mapping[str, Any] | None) -> Allocation | None:
     )
 
 
+def _repair_to_data(repair: Repair | None) -> dict[str, Any] | None:
+    if repair is None:
+        return None
+    return {
+        "failed_at": _iso(repair.failed_at),
+        "reason": repair.reason,
+        "vacated": list(repair.vacated),
+        "moves": [list(m) for m in repair.moves],
+        "method": repair.method,
+        "stopped_at": _iso(repair.stopped_at),
+        "placed_at": _iso(repair.placed_at),
+        "running_at": _iso(repair.running_at),
+        "ranks_moved": repair.ranks_moved,
+        "victims": list(repair.victims),
+    }
+
+
+def _repair_from_data(data: Mapping[str, Any] | None) -> Repair | None:
+    if data is None:
+        return None
+    return Repair(
+        failed_at=_required(_from_iso(data["failed_at"])),
+        reason=FailureReason(data["reason"]),
+        vacated=tuple(str(h) for h in data.get("vacated", ())),
+        moves=tuple((str(a), str(b)) for a, b in data.get("moves", ())),
+        method=str(data.get("method", "")),
+        stopped_at=_from_iso(data.get("stopped_at")),
+        placed_at=_from_iso(data.get("placed_at")),
+        running_at=_from_iso(data.get("running_at")),
+        ranks_moved=int(data.get("ranks_moved", 0)),
+        victims=tuple(str(v) for v in data.get("victims", ())),
+    )
+
+
 def job_to_row(job: Job) -> dict[str, Any]:
     """Column values of a job."""
     data: dict[str, Any] = {
@@ -106,6 +140,10 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "stop_deadline": _iso(job.stop_deadline),
         "checkpoint_requested_at": _iso(job.checkpoint_requested_at),
         "clean_hosts": sorted(job.clean_hosts),
+        "repair": _repair_to_data(job.repair),
+        "repairs": [_repair_to_data(r) for r in job.repairs],
+        "rank_failed_at": _iso(job.rank_failed_at),
+        "rank_failed_host": job.rank_failed_host,
     }
     return {
         "id": job.id,
@@ -162,6 +200,12 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         stop_deadline=_from_iso(data.get("stop_deadline")),
         checkpoint_requested_at=_from_iso(data.get("checkpoint_requested_at")),
         clean_hosts=frozenset(data.get("clean_hosts", ())),
+        repair=_repair_from_data(data.get("repair")),
+        repairs=tuple(
+            r for r in (_repair_from_data(d) for d in data.get("repairs", ())) if r is not None
+        ),
+        rank_failed_at=_from_iso(data.get("rank_failed_at")),
+        rank_failed_host=data.get("rank_failed_host"),
         version=int(row["version"]),
     )
 
