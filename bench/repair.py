@@ -274,13 +274,12 @@ def run_domain(*, preempt: bool) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+def in_place_vs_queue() -> dict[str, Any]:
+    """The 512-host job losing one host, repaired in place and through the queue (the same
+    cluster, failure and backlog); also the figures ``bench.recovery`` reports at scale."""
     queue = run_path(in_place=False)
     in_place = run_path(in_place=True)
-    free_host = run_domain(preempt=False)
-    in_domain = run_domain(preempt=True)
-    payload = {
+    return {
         "cluster": {
             "hosts": PODS * LEAVES * HOSTS_PER_LEAF,
             "gpus_per_host": GPUS,
@@ -293,6 +292,17 @@ def main(argv: list[str] | None = None) -> None:
         "in_place": in_place,
         "speedup_failure_to_running": queue["failure_to_running_s"]
         / in_place["failure_to_running_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    paths = in_place_vs_queue()
+    queue, in_place = paths["queue"], paths["in_place"]
+    free_host = run_domain(preempt=False)
+    in_domain = run_domain(preempt=True)
+    payload = {
+        **paths,
         "domain": {
             "job_hosts": DOMAIN_JOB_HOSTS,
             "free_host": free_host,
