@@ -16,10 +16,23 @@ executes the actions it returns:
 - ``TimerFired`` at the next multiple of ``cycle_s`` after anything changed.
 
 Repair is the core's business: the engine reports failures and repairs and executes whatever
-stop and start commands come back. Today the core sends an interrupted job back through the
-queue (the failed host excluded); when it gains in-place repair with spares (issue 11), its
-start commands for the replacement hosts run here unchanged, so the simulator measures that
-mode without a line of repair logic of its own.
+stop and start commands come back. With ``repair_in_place`` off the core sends an interrupted
+job back through the queue (the failed host excluded until it is back in service); with it on
+(and the spare pool marked at the start, ``SimConfig.spares_per_leaf``) the core swaps the
+lost hosts' ranks in the same event and its start commands for the new rank table run here
+unchanged, so the simulator measures both modes without a line of repair logic of its own.
+The engine keeps the pool's size as an operator would: when a repaired host returns while a
+spare is held by a job that is not preemptible (a repair moved ranks onto it), the returned
+host joins the pool and that spare leaves it (one on the same leaf first), so the pool does
+not drain away over a long run and a job repaired onto spares can still go through the queue
+onto the hosts it ran on. The core's ``blame_delay_s`` is 0 here: the simulated failure
+reports the faulty rank's host itself, and simulated agents do not heartbeat (a delay would
+find every host silent).
+
+For every job the engine also keeps where its wall time since its first start went
+(:class:`Run`): running, restarting (placed, ranks not all running), stopping (a repair's or
+preemption's stop), queued, plus checkpoints taken and the compute they saved; the report
+breaks a large job's ETTR down from them.
 
 Persisting, notifications to watchers and heartbeats are not simulated (nodes are never
 silent here, so the heartbeat timeout is set beyond the horizon). Nothing is copied from the
@@ -57,6 +70,7 @@ from scheduler.core.events import (
     JobSubmitted,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
     RankExited,
     RanksStarted,
     RanksStopped,
@@ -107,6 +121,28 @@ class Run:
     segment_start: float = 0.0
     placements: list[tuple[float, float, float]] = field(default_factory=list)
     """(cost ms, ideal ms, cross-tier GB) of every attempt that ran."""
+    first_running_s: float | None = None
+    phase: str | None = None
+    """Where the job's time goes now (``PHASES``); ``None`` before its first start."""
+    phase_since: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds since the first start per phase."""
+    checkpoints: int = 0
+    useful_s: float = 0.0
+    """Wall seconds of computation saved by checkpoints (or a successful end)."""
+    requeues: int = 0
+    """Times the job went back to the queue after a failure (not a preemption)."""
+
+
+PHASES = {
+    JobState.RUNNING: "running",
+    JobState.ADMITTED: "restarting",
+    JobState.STARTING: "restarting",
+    JobState.PREEMPTED: "stopping",
+    JobState.PENDING: "queued",
+    JobState.REQUEUED: "queued",
+}
+"""Phases of a job's wall time after its first start, by core state."""
 
 
 @dataclass
@@ -135,23 +171,47 @@ class Outcome:
     samples: list[Sample]
     busy_gpu_s: float
     repairs: int
+    """Hosts repaired (resumed after a hardware or network failure)."""
     failures_injected: int
     events: int
     ticks: int
+    repair: str = "queue"
+    """How jobs came back from failures: ``queue`` or ``in-place``."""
+    spares: tuple[str, ...] = ()
+    """Hosts of the spare pool at the start (in-place runs)."""
+    spares_at_end: tuple[str, ...] = ()
+    """Hosts of the spare pool at the horizon."""
 
 
 ProgressFn = Callable[[float], None]
 
 
-def sim_scheduler_config(config: SimConfig, placement: PlacementParams) -> SchedulerConfig:
-    """The core's configuration for a simulation (deterministic cycles, no lost nodes)."""
+def sim_scheduler_config(
+    config: SimConfig, placement: PlacementParams, *, repair_in_place: bool = False
+) -> SchedulerConfig:
+    """The core's configuration for a simulation (deterministic cycles, no lost nodes, no
+    blame delay; in-place repair as asked)."""
     return SchedulerConfig(
         heartbeat_timeout_s=NEVER_S,
         stop_grace_s=max(1.0, 2 * config.stop_s),
         start_timeout_s=max(600.0, 4 * config.checkpoint.restart_s),
         max_placement_seconds_per_cycle=None,
         placement=placement,
+        repair_in_place=repair_in_place,
+        blame_delay_s=0.0,
     )
+
+
+def spare_hosts(index: TopologyIndex, per_leaf: int) -> tuple[str, ...]:
+    """The last ``per_leaf`` hosts (by id) under every leaf switch (level 1)."""
+    if per_leaf <= 0 or index.cluster_level <= 1:
+        return ()
+    names = index.host_names
+    out: list[str] = []
+    for leaf in range(index.num_domains(1)):
+        hosts = sorted(index.hosts_under(1, leaf).tolist())
+        out += [names[h] for h in hosts[-per_leaf:]] if len(hosts) > per_leaf else []
+    return tuple(sorted(out))
 
 
 class Engine:
@@ -173,6 +233,7 @@ class Engine:
         scheduler: Scheduler | None = None,
         origin: datetime = EPOCH,
         record: list[Event] | None = None,
+        repair_in_place: bool = False,
     ) -> None:
         self.index = index
         self.jobs = jobs
@@ -184,9 +245,13 @@ class Engine:
         self.params = placement or PlacementParams(time_limit_s=0.25)
         self.progress = progress
         self.restored = scheduler is not None
+        self.repair_in_place = repair_in_place
         self.scheduler = scheduler or Scheduler(
-            index, sim_scheduler_config(config, self.params), placer=placer
+            index,
+            sim_scheduler_config(config, self.params, repair_in_place=repair_in_place),
+            placer=placer,
         )
+        self.spares: tuple[str, ...] = ()
         self.origin = origin
         self.record = record
         self.admitted_at: dict[str, float] = {}
@@ -247,6 +312,10 @@ class Engine:
                 gpus = self.scheduler.state.nodes[name].gpus
                 self.feed(NodeRegistered(self.at(0), name, gpus, "sim"))
                 self.feed(HeartbeatReceived(self.at(0), name, Health.HEALTHY))
+            if self.repair_in_place:
+                self.spares = spare_hosts(self.index, self.config.spares_per_leaf)
+                if self.spares:
+                    self.feed(NodeSpareSet(self.at(0), self.spares))
         known = self.scheduler.state.jobs
         for i, job in enumerate(self.jobs):
             if job.id not in known:
@@ -267,6 +336,8 @@ class Engine:
                 self.progress(t)
         self.busy_gpu_s += self._held * (self.horizon_s - self.now)
         self.now = self.horizon_s
+        for run in self.runs.values():
+            self._enter(run, None)
         if self.progress is not None:
             self.progress(self.horizon_s)
         return Outcome(
@@ -282,6 +353,9 @@ class Engine:
             failures_injected=sum(1 for f in self.failures if f.at_s < self.horizon_s),
             events=self.events,
             ticks=self.ticks,
+            repair="in-place" if self.repair_in_place else "queue",
+            spares=self.spares,
+            spares_at_end=tuple(sorted(self.scheduler.state.spares)),
         )
 
     def _adopt(self) -> None:
@@ -344,6 +418,15 @@ class Engine:
             self.push(self.now + self.config.stop_s, Kind.STOPPED, (job_id, attempt, nodes))
 
     def _job_changed(self, job: Job) -> None:
+        run = self.runs.get(job.id)
+        if run is not None:
+            if job.state is JobState.RUNNING and run.first_running_s is None:
+                run.first_running_s = self.now
+            if run.first_running_s is not None:
+                self._enter(run, PHASES.get(job.state))
+            last = job.failures[-1].reason if job.failures else None
+            if job.state is JobState.REQUEUED and last not in (None, "preempted"):
+                run.requeues += 1
         if job.state is JobState.ADMITTED:
             self.admitted_at.setdefault(job.id, self.now)
         elif job.state is JobState.RUNNING:
@@ -401,6 +484,13 @@ class Engine:
         run.segment_start = self.now
         self._schedule_segment(run)
 
+    def _enter(self, run: Run, phase: str | None) -> None:
+        """Close the run's current phase at now and open ``phase``."""
+        if run.phase is not None:
+            spent = self.now - run.phase_since
+            run.phases[run.phase] = run.phases.get(run.phase, 0.0) + spent
+        run.phase, run.phase_since = phase, self.now
+
     def _ideal_ms(self, job: Job) -> float:
         """Communication cost of the job's shape on the empty cluster (``ideal_ms`` of the
         placer's lower bound): the placement the trace's run time stands for."""
@@ -430,6 +520,8 @@ class Engine:
             return
         run = self.runs[job_id]
         run.saved_s += run.interval_s * run.rate
+        run.useful_s += run.interval_s
+        run.checkpoints += 1
         self.feed(CheckpointReported(self.at(self.now), job_id, attempt))
         run.segment_start = self.now
         self._schedule_segment(run)
@@ -438,7 +530,9 @@ class Engine:
         job = self._current(job_id, attempt)
         if job is None or job.state is not JobState.RUNNING or job.allocation is None:
             return
-        self.runs[job_id].saved_s = self.runs[job_id].job.work_s
+        run = self.runs[job_id]
+        run.useful_s += (run.job.work_s - run.saved_s) / run.rate
+        run.saved_s = run.job.work_s
         at = self.at(self.now)
         for slot in job.allocation.ranks:
             self.feed(RankExited(at, job_id, slot.host, attempt, slot.rank, 0))
@@ -483,7 +577,31 @@ class Engine:
             self.feed(NodeResumeRequested(at, names[host], "repaired"))
             self.feed(HeartbeatReceived(at, names[host], Health.HEALTHY))
             self.repairs += 1
+            if self.spares:
+                self._swap_spare(host)
         self.want_tick()
+
+    def _swap_spare(self, host: int) -> None:
+        """Returned ``host`` replaces a spare a repair consumed (module docstring)."""
+        state = self.scheduler.state
+        names = self.index.host_names
+        if state.nodes[names[host]].spare or state.host_jobs.get(names[host]):
+            return
+        consumed = [
+            name
+            for name, node in state.nodes.items()
+            if node.spare
+            and any(not state.jobs[j].spec.preemptible for j in state.host_jobs.get(name, ()))
+        ]
+        if not consumed:
+            return
+        leaf = self.index.ancestors[host, 1] if self.index.cluster_level > 1 else 0
+        ids = self.index.host_ids
+        near = [n for n in consumed if self.index.ancestors[ids[n], 1] == leaf]
+        out = min(near or consumed)
+        at = self.at(self.now)
+        self.feed(NodeSpareSet(at, (out,), spare=False))
+        self.feed(NodeSpareSet(at, (names[host],)))
 
     # ------------------------------------------------------------------ series
 
