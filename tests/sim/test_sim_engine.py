@@ -34,7 +34,7 @@ class CheckedEngine(Engine):
         self.checked += 1
 
 
-@pytest.mark.parametrize("policy", (*POLICIES, "firsthop:in-place"))
+@pytest.mark.parametrize("policy", [*POLICIES, "firsthop:in-place"])
 def test_conservation_every_event(policy: str) -> None:
     idx = index()
     jobs = mixed_jobs(40, seed=3)
@@ -134,7 +134,8 @@ def test_hardware_failure_requeues_through_the_core_and_excludes_the_host() -> N
     assert [f.reason for f in during.failures] == ["node_failed"]
     assert during.failures[0].lost_s > 0
     assert first.hosts[0] in during.excluded_hosts
-    assert during.allocation is not None and first.hosts[0] not in during.allocation.hosts
+    assert during.allocation is not None
+    assert first.hosts[0] not in during.allocation.hosts
     out = run(idx, [big], [fail], days=0.5)
     record = out.jobs["big"]
     assert first.hosts[0] not in record.excluded_hosts

@@ -64,8 +64,10 @@ def test_spares_are_the_last_host_of_every_leaf() -> None:
 def test_in_place_repairs_without_the_queue_and_the_queue_run_requeues() -> None:
     out = _both()
     in_place, queue = out["firsthop:in-place"], out["firsthop:queue"]
-    assert in_place.repair == "in-place" and queue.repair == "queue"
-    assert len(in_place.spares) == 4 and queue.spares == ()
+    assert in_place.repair == "in-place"
+    assert queue.repair == "queue"
+    assert len(in_place.spares) == 4
+    assert queue.spares == ()
     m_in = policy_metrics(in_place, 128, 120.0)
     m_q = policy_metrics(queue, 128, 120.0)
     # Both failures hit the job in both runs.
@@ -77,7 +79,7 @@ def test_in_place_repairs_without_the_queue_and_the_queue_run_requeues() -> None
     repairs = in_place.jobs["big"].repairs
     assert [r.method for r in repairs] == ["partial", "unchanged"]
     # The GPU fault's ranks went to a spare (the only free hosts: the job holds the rest).
-    ((old, new),) = repairs[0].moves
+    ((_old, new),) = repairs[0].moves
     assert new in in_place.spares
     # Back in service after its repair, the failed host is no longer excluded.
     assert in_place.jobs["big"].excluded_hosts == frozenset()
