@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from sim_builders import DAY, index, job
+from typer.testing import CliRunner
 
 from scheduler.core.states import JobState
+from scheduler.sim.cli import app
 from scheduler.sim.config import SimConfig
 from scheduler.sim.engine import Outcome, spare_hosts
 from scheduler.sim.failures import FailureEvent, FailureKind
@@ -147,3 +152,47 @@ def test_policy_labels() -> None:
     with pytest.raises(InvalidInputError) as bad_name:
         split_policy("nope:in-place")
     assert bad_name.value.reason == "unknown_policy"
+
+
+def test_cli_compares_repair_modes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [
+        "run",
+        "--topology",
+        "fat-tree:pods=2,leaves-per-pod=2,hosts-per-leaf=5,oversubscription=4",
+        "--workload",
+        "hero=128",
+        "--failures",
+        "llama3",
+        "--days",
+        "0.3",
+        "--seed",
+        "2",
+        "--spares-per-leaf",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"large_job_gpus": 128, "failures": {"scale": 100.0, "gpu_repair_h": 1.0}})
+    )
+    result = CliRunner().invoke(
+        app, [*args, "--config", str(config), "--policy", "firsthop:in-place,firsthop:queue"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    in_place, queue = report["policies"]["firsthop:in-place"], report["policies"]["firsthop:queue"]
+    assert in_place["spares"] == 4
+    assert queue["spares"] == 0
+    assert in_place["repairs_in_place"] > 0
+    assert queue["repairs_in_place"] == 0
+    assert queue["repairs_through_queue"] > 0
+    assert set(in_place["goodput"]) == {"hero"}
+    text = (out / "report.md").read_text()
+    assert "| repairs_in_place |" in text
+    assert "Where a large job's time went" in text
+    bad = CliRunner().invoke(app, [*args, "--policy", "firsthop:later"])
+    assert bad.exit_code == 2
+    assert "unknown_repair" in bad.output
