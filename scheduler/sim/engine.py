@@ -132,6 +132,8 @@ class Run:
     """Wall seconds of computation saved by checkpoints (or a successful end)."""
     requeues: int = 0
     """Times the job went back to the queue after a failure (not a preemption)."""
+    state: JobState | None = None
+    """The core's state of the job as last announced."""
 
 
 PHASES = {
@@ -425,8 +427,10 @@ class Engine:
             if run.first_running_s is not None:
                 self._enter(run, PHASES.get(job.state))
             last = job.failures[-1].reason if job.failures else None
-            if job.state is JobState.REQUEUED and last not in (None, "preempted"):
+            requeued = job.state is JobState.REQUEUED and run.state is not JobState.REQUEUED
+            if requeued and last not in (None, "preempted"):
                 run.requeues += 1
+            run.state = job.state
         if job.state is JobState.ADMITTED:
             self.admitted_at.setdefault(job.id, self.now)
         elif job.state is JobState.RUNNING:
