@@ -22,7 +22,8 @@ ETTR as :func:`scheduler.core.status.ettr` defines it) plus the engine's time se
   survivors), ``queued_s`` (back in the queue) and ``open_s`` (the segment running at the
   horizon, not yet saved); ``ettr`` is the core's figure (saved run time, saves included,
   over wall time), ``ettr_work`` the stricter one (ideal-placement work saved over wall
-  time: saves and slower placements count as lost);
+  time: saves and slower placements count as lost; ``slowdown_s``, part of ``useful_s``, is
+  what placements slower than the ideal one cost);
 - comm cost: mean modelled communication cost per step (ms) over every attempt that ran, and
   its ratio to the ideal placement's; cross-tier traffic: GB per GPU per step of groups that
   cross the spine, averaged over multi-host attempts.
@@ -94,6 +95,7 @@ def goodput(run: Run, horizon_s: float, end_s: float | None, save_s: float) -> d
         "checkpoints": run.checkpoints,
         "interval_s": run.interval_s if math.isfinite(run.interval_s) else None,
         "ettr_work": run.saved_s / wall if wall > 0 else None,
+        "slowdown_s": max(0.0, run.useful_s - run.saved_s),
     }
     if wall > 0:
         out["share"] = {k: round(out[k] / wall, 5) for k in SHARES}

@@ -98,6 +98,7 @@ def test_in_place_repairs_without_the_queue_and_the_queue_run_requeues() -> None
         assert sum(g["share"][k] for k in SHARES) == pytest.approx(1.0, abs=1e-4)
         assert g["checkpoints"] > 0
         assert g["lost_s"] > 0
+        assert 0 <= g["slowdown_s"] < g["useful_s"]
 
 
 def test_a_repaired_host_takes_the_place_of_the_spare_a_repair_consumed() -> None:
