@@ -21,13 +21,12 @@ job back through the queue (the failed host excluded until it is back in service
 (and the spare pool marked at the start, ``SimConfig.spares_per_leaf``) the core swaps the
 lost hosts' ranks in the same event and its start commands for the new rank table run here
 unchanged, so the simulator measures both modes without a line of repair logic of its own.
-The engine keeps the pool's size as an operator would: when a repaired host returns while a
-spare is held by a job that is not preemptible (a repair moved ranks onto it), the returned
-host joins the pool and that spare leaves it (one on the same leaf first), so the pool does
-not drain away over a long run and a job repaired onto spares can still go through the queue
-onto the hosts it ran on. The core's ``blame_delay_s`` is 0 here: the simulated failure
-reports the faulty rank's host itself, and simulated agents do not heartbeat (a delay would
-find every host silent).
+The engine keeps the pool as an operator would: when a repaired host returns, spares that a
+repair gave to a job that is not preemptible leave the pool (they are production hosts now),
+and the returned host joins it if its leaf has fewer than ``spares_per_leaf`` spares, so the
+pool refills leaf by leaf and does not drift to the leaves whose hosts came back. The
+core's ``blame_delay_s`` is 0 here: the simulated failure reports the faulty rank's host
+itself, and simulated agents do not heartbeat (a delay would find every host silent).
 
 For every job the engine also keeps where its wall time since its first start went
 (:class:`Run`): running, restarting (placed, ranks not all running), stopping (a repair's or
@@ -586,26 +585,27 @@ class Engine:
         self.want_tick()
 
     def _swap_spare(self, host: int) -> None:
-        """Returned ``host`` replaces a spare a repair consumed (module docstring)."""
+        """Keep the pool as an operator would when ``host`` returns (module docstring)."""
         state = self.scheduler.state
-        names = self.index.host_names
-        if state.nodes[names[host]].spare or state.host_jobs.get(names[host]):
-            return
-        consumed = [
-            name
-            for name, node in state.nodes.items()
-            if node.spare
-            and any(not state.jobs[j].spec.preemptible for j in state.host_jobs.get(name, ()))
-        ]
-        if not consumed:
-            return
-        leaf = self.index.ancestors[host, 1] if self.index.cluster_level > 1 else 0
-        ids = self.index.host_ids
-        near = [n for n in consumed if self.index.ancestors[ids[n], 1] == leaf]
-        out = min(near or consumed)
+        names, index = self.index.host_names, self.index
         at = self.at(self.now)
-        self.feed(NodeSpareSet(at, (out,), spare=False))
-        self.feed(NodeSpareSet(at, (names[host],)))
+        consumed = tuple(
+            sorted(
+                name
+                for name, node in state.nodes.items()
+                if node.spare
+                and any(not state.jobs[j].spec.preemptible for j in state.host_jobs.get(name, ()))
+            )
+        )
+        if consumed:
+            self.feed(NodeSpareSet(at, consumed, spare=False))
+        name = names[host]
+        if state.nodes[name].spare or state.host_jobs.get(name) or index.cluster_level <= 1:
+            return
+        leaf = index.ancestors[host, 1]
+        pool = sum(1 for h in index.hosts_under(1, leaf).tolist() if state.nodes[names[h]].spare)
+        if pool < self.config.spares_per_leaf:
+            self.feed(NodeSpareSet(at, (name,)))
 
     # ------------------------------------------------------------------ series
 
