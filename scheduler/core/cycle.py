@@ -20,6 +20,13 @@ One cycle (run on every :class:`~scheduler.core.events.TimerFired`):
    off, nothing after a blocked head starts. A head that fits nowhere even on an emptied
    cluster (drained hosts, exclusions) does not block; up to three heads are tried per cycle.
 
+Spare hosts (the operator's pool, ``Node.spare``) are closed to queued jobs except
+preemptible ones and *repairs through the queue*: a job back in the queue because a failure
+interrupted it (its in-place repair found no room, a failure hit it while it restarted, or
+in-place repair is off). The pool is there for repairs; without this a job repaired onto
+spares that then fails over to the queue could not go back onto the hosts it ran on, and a job
+that fills the non-spare hosts would wait for every failed host's repair (measured: days).
+
 The outcome per examined job (``blocked`` reasons) and the reservation are kept in a
 :class:`CycleReport` for :mod:`~scheduler.core.explain` and metrics.
 
@@ -35,7 +42,7 @@ from datetime import datetime
 
 import numpy as np
 
-from firsthop.reasons import JobReason, PendingReason
+from firsthop.reasons import FailureReason, JobReason, PendingReason
 from placement import Placement, PlacementFailure, PlacementParams, PlacementRequest, Snapshot
 from placement import place as run_placer
 from scheduler.core.backfill import Reservation, ends_before, find_reservation
@@ -105,7 +112,8 @@ class PlacementCache:
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
         self._shapes: dict[str, str] = {}
         self.spares: frozenset[str] = frozenset()
-        """Spare hosts (set every cycle): closed to jobs that are not preemptible."""
+        """Spare hosts (set every cycle): closed to jobs that are neither preemptible nor
+        repairs (:func:`may_use_spares`)."""
         self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
 
     def request(self, job: Job) -> PlacementRequest:
@@ -127,7 +135,7 @@ class PlacementCache:
     def _entry(self, job: Job) -> tuple[frozenset[str], PlacementRequest, tuple[str, ...]]:
         entry = self._requests.get(job.id)
         excluded = job.excluded_hosts
-        if self.spares and not job.spec.preemptible:
+        if self.spares and not may_use_spares(job):
             excluded = excluded | self.spares
         if entry is None or entry[0] != excluded:
             entry = (excluded, job.spec.to_request(excluded), tuple(sorted(excluded)))
@@ -159,6 +167,18 @@ class PlacementCache:
                 del table[job_id]
         if len(self._refused) > 4 * max(len(keep), 64):
             self._refused.clear()
+
+
+def may_use_spares(job: Job) -> bool:
+    """Whether queued ``job`` may be placed on spare hosts: preemptible, or back in the queue
+    after a failure (a repair through the queue; module docstring)."""
+    if job.spec.preemptible:
+        return True
+    return (
+        job.state is JobState.REQUEUED
+        and bool(job.failures)
+        and job.failures[-1].reason != FailureReason.PREEMPTED
+    )
 
 
 def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:

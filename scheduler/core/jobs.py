@@ -8,8 +8,9 @@ core must be idempotent towards them.
 
 The failure path (:func:`interrupt`): a job that loses a node or a rank records a
 :class:`~scheduler.core.records.Failure` with its lost work (time since the last checkpoint),
-stops its remaining ranks, and is REQUEUED (the failed node excluded, when a node is to blame)
-while its failure-caused restarts stay within ``max_restarts``; otherwise it FAILS.
+stops its remaining ranks, and is REQUEUED (the failed node excluded, when a node is to blame,
+until that node is back in service: :mod:`scheduler.core.nodes`) while its failure-caused
+restarts stay within ``max_restarts``; otherwise it FAILS.
 
 Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 ``scheduler.runtime``, ``scheduler.cli``, databases, subprocess or clocks.

@@ -16,6 +16,14 @@
   took it away may have damaged it, so it returns through the same checked resume. With
   ``SchedulerConfig.return_lost_nodes`` it goes back to READY by itself (like Slurm's
   ``ReturnToService=1``).
+- **Exclusions last one outage.** A job that failed because of a host avoids that host
+  (``Job.excluded_hosts``) only until the host is back in service: an operator's resume
+  (which the runtime grants a DRAINED node only after its deep health check passed), or a
+  lost node returning by itself under ``return_lost_nodes``, lifts the host from every live
+  job's exclusions. While it is out of service no job can use it anyway; the exclusion is
+  what keeps the job off it if it comes back unrepaired. Like Slurm, which drains the node
+  rather than marking it bad for one job, the node's state carries the verdict, so a long
+  job does not run out of hosts as repaired ones accumulate in its exclusions.
 - Heartbeats are not persisted (4,096 hosts every 5 s would be ~800 writes/s for nothing a
   restart needs: after a restart every node gets a fresh timeout); changes of state or health
   are. A heartbeat also reconciles: ranks of a job attempt that should not run on the host
@@ -128,9 +136,11 @@ def _return_lost(ctx: Ctx, node: Node, health: Health) -> Node:
     """A LOST node's agent is back: DRAINED awaiting a checked resume (or READY, see the
     module docstring)."""
     if ctx.config.return_lost_nodes and health is not Health.FAILED:
-        return ctx.state.move_node(
+        back = ctx.state.move_node(
             node, N.READY, NodeReason.RECONNECTED, updated=replace(node, health=health)
         )
+        lift_exclusions(ctx, node.name)
+        return back
     reason = f"{NodeReason.RETURNED_AFTER_LOSS}: resume it to run a deep health check and return it"
     return ctx.state.move_node(node, N.DRAINED, reason, updated=replace(node, health=health))
 
@@ -209,7 +219,9 @@ def set_spare(ctx: Ctx, event: NodeSpareSet) -> None:
     """Put hosts into the spare pool or take them out (all or none).
 
     Spares run only preemptible jobs (``preemptible: true``), which are preempted before
-    other candidates, and in-place repairs take them before other free hosts.
+    other candidates, and repairs: in-place repairs take them before other free hosts, and
+    a job back in the queue after a failure may be placed on them
+    (:func:`scheduler.core.cycle.may_use_spares`).
 
     Raises:
         UnknownNodeError for any unknown host (nothing changes).
@@ -224,7 +236,9 @@ def set_spare(ctx: Ctx, event: NodeSpareSet) -> None:
 
 
 def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
-    """Back to service: DRAINING/DRAINED -> READY (health UNKNOWN until the next heartbeat).
+    """Back to service: DRAINING/DRAINED -> READY (health UNKNOWN until the next heartbeat),
+    and no job excludes the node any longer (module docstring); resuming a READY node only
+    lifts its exclusions.
 
     Raises:
         UnknownNodeError; InvalidTransitionError for a node never registered or LOST.
@@ -232,6 +246,7 @@ def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
     state = ctx.state
     node = get_node(state, event.node)
     if node.state is N.READY:
+        lift_exclusions(ctx, node.name)
         return
     if node.state in (N.UNKNOWN, N.LOST) or node.registered_at is None:
         raise InvalidTransitionError(
@@ -242,6 +257,24 @@ def resume(ctx: Ctx, event: NodeResumeRequested) -> None:
     state.move_node(
         node, N.READY, event.reason or NodeReason.RESUMED, updated=replace(node, health=health)
     )
+    lift_exclusions(ctx, node.name)
+
+
+def lift_exclusions(ctx: Ctx, name: str) -> list[str]:
+    """Host ``name`` is back in service: take it out of every live (queued or allocated)
+    job's ``excluded_hosts``; the ids of the jobs changed. Finished jobs keep theirs as
+    history."""
+    state = ctx.state
+    live = set(state.allocated)
+    for keys in state.pending.values():
+        live.update(key[2] for key in keys)
+    changed: list[str] = []
+    for job_id in sorted(live):
+        job = state.jobs[job_id]
+        if name in job.excluded_hosts:
+            state.put_job(replace(job, excluded_hosts=job.excluded_hosts - {name}))
+            changed.append(job_id)
+    return changed
 
 
 def detect_lost(ctx: Ctx, at: datetime) -> None:

@@ -4,6 +4,11 @@
 [--failures none|llama3|FILE] [--days D] [--seed S] [--out DIR]`` runs every policy on the same
 arrivals and failures and writes ``DIR/report.json``, ``DIR/report.md`` and PNG plots.
 
+A policy label is ``NAME[:REPAIR]`` (``REPAIR``: ``queue``, the default, or ``in-place``):
+``--policy firsthop:in-place,firsthop:queue`` compares the core's in-place repair (with
+``--spares-per-leaf`` hosts of every leaf in the spare pool) against repair through the
+queue on the same arrivals and failures.
+
 ``--topology`` takes a topology file (.yaml/.json) or a generator with its arguments, for
 example ``fat-tree:pods=4,leaves-per-pod=8,hosts-per-leaf=16,oversubscription=4``.
 
@@ -94,7 +99,12 @@ def run(
     topology: Annotated[str, typer.Option("--topology", help="FILE or GENERATOR:ARGS.")],
     workload: Annotated[str, typer.Option("--workload", help="e.g. philly=0.9,llm=0.3")],
     policy: Annotated[
-        str, typer.Option("--policy", help="firsthop,slurm-tree,kueue-tas,first-fit")
+        str,
+        typer.Option(
+            "--policy",
+            help="NAME[:REPAIR],...: firsthop, slurm-tree, kueue-tas, first-fit; "
+            "REPAIR queue (default) or in-place",
+        ),
     ] = "firsthop",
     failures: Annotated[str, typer.Option("--failures", help="none, llama3 or a CSV")] = "none",
     days: Annotated[float, typer.Option("--days", min=0.001, help="Simulated days.")] = 1.0,
@@ -110,6 +120,10 @@ def run(
         float | None,
         typer.Option("--checkpoint-interval", min=1, help="Given cadence (s) for every job."),
     ] = None,
+    spares_per_leaf: Annotated[
+        int | None,
+        typer.Option("--spares-per-leaf", min=0, help="Spare hosts per leaf in in-place runs."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Simulate POLICY(s) on the same arrivals and failures; write the report to OUT."""
@@ -123,6 +137,8 @@ def run(
                 raise InvalidInputError(
                     f"--config {config}: {exc}".splitlines()[0], reason="invalid_config"
                 ) from None
+        if spares_per_leaf is not None:
+            sim_config = sim_config.model_copy(update={"spares_per_leaf": spares_per_leaf})
         study = Study(
             index=index,
             topology=topology,

@@ -16,10 +16,22 @@ executes the actions it returns:
 - ``TimerFired`` at the next multiple of ``cycle_s`` after anything changed.
 
 Repair is the core's business: the engine reports failures and repairs and executes whatever
-stop and start commands come back. Today the core sends an interrupted job back through the
-queue (the failed host excluded); when it gains in-place repair with spares (issue 11), its
-start commands for the replacement hosts run here unchanged, so the simulator measures that
-mode without a line of repair logic of its own.
+stop and start commands come back. With ``repair_in_place`` off the core sends an interrupted
+job back through the queue (the failed host excluded until it is back in service); with it on
+(and the spare pool marked at the start, ``SimConfig.spares_per_leaf``) the core swaps the
+lost hosts' ranks in the same event and its start commands for the new rank table run here
+unchanged, so the simulator measures both modes without a line of repair logic of its own.
+The engine keeps the pool as an operator would: when a repaired host returns, spares that a
+repair gave to a job that is not preemptible leave the pool (they are production hosts now),
+and the returned host joins it if its leaf has fewer than ``spares_per_leaf`` spares, so the
+pool refills leaf by leaf and does not drift to the leaves whose hosts came back. The
+core's ``blame_delay_s`` is 0 here: the simulated failure reports the faulty rank's host
+itself, and simulated agents do not heartbeat (a delay would find every host silent).
+
+For every job the engine also keeps where its wall time since its first start went
+(:class:`Run`): running, restarting (placed, ranks not all running), stopping (a repair's or
+preemption's stop), queued, plus checkpoints taken and the compute they saved; the report
+breaks a large job's ETTR down from them.
 
 Given a restored core (``scheduler=``), the engine adopts its jobs: running jobs go on, jobs
 being stopped finish stopping, jobs caught starting bring their ranks up. A start-time
@@ -62,6 +74,7 @@ from scheduler.core.events import (
     JobSubmitted,
     NodeRegistered,
     NodeResumeRequested,
+    NodeSpareSet,
     RankExited,
     RanksStarted,
     RanksStopped,
@@ -112,6 +125,30 @@ class Run:
     segment_start: float = 0.0
     placements: list[tuple[float, float, float]] = field(default_factory=list)
     """(cost ms, ideal ms, cross-tier GB) of every attempt that ran."""
+    first_running_s: float | None = None
+    phase: str | None = None
+    """Where the job's time goes now (``PHASES``); ``None`` before its first start."""
+    phase_since: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds since the first start per phase."""
+    checkpoints: int = 0
+    useful_s: float = 0.0
+    """Wall seconds of computation saved by checkpoints (or a successful end)."""
+    requeues: int = 0
+    """Times the job went back to the queue after a failure (not a preemption)."""
+    state: JobState | None = None
+    """The core's state of the job as last announced."""
+
+
+PHASES = {
+    JobState.RUNNING: "running",
+    JobState.ADMITTED: "restarting",
+    JobState.STARTING: "restarting",
+    JobState.PREEMPTED: "stopping",
+    JobState.PENDING: "queued",
+    JobState.REQUEUED: "queued",
+}
+"""Phases of a job's wall time after its first start, by core state."""
 
 
 @dataclass
@@ -140,9 +177,16 @@ class Outcome:
     samples: list[Sample]
     busy_gpu_s: float
     repairs: int
+    """Hosts repaired (resumed after a hardware or network failure)."""
     failures_injected: int
     events: int
     ticks: int
+    repair: str = "queue"
+    """How jobs came back from failures: ``queue`` or ``in-place``."""
+    spares: tuple[str, ...] = ()
+    """Hosts of the spare pool at the start (in-place runs)."""
+    spares_at_end: tuple[str, ...] = ()
+    """Hosts of the spare pool at the horizon."""
 
 
 ProgressFn = Callable[[float], None]
@@ -150,15 +194,32 @@ AdmittedFn = Callable[[Job], None]
 """Told of every admission (the job record with its allocation)."""
 
 
-def sim_scheduler_config(config: SimConfig, placement: PlacementParams) -> SchedulerConfig:
-    """The core's configuration for a simulation (deterministic cycles, no lost nodes)."""
+def sim_scheduler_config(
+    config: SimConfig, placement: PlacementParams, *, repair_in_place: bool = False
+) -> SchedulerConfig:
+    """The core's configuration for a simulation (deterministic cycles, no lost nodes, no
+    blame delay; in-place repair as asked)."""
     return SchedulerConfig(
         heartbeat_timeout_s=NEVER_S,
         stop_grace_s=max(1.0, 2 * config.stop_s),
         start_timeout_s=max(600.0, 4 * config.checkpoint.restart_s),
         max_placement_seconds_per_cycle=None,
         placement=placement,
+        repair_in_place=repair_in_place,
+        blame_delay_s=0.0,
     )
+
+
+def spare_hosts(index: TopologyIndex, per_leaf: int) -> tuple[str, ...]:
+    """The last ``per_leaf`` hosts (by id) under every leaf switch (level 1)."""
+    if per_leaf <= 0 or index.cluster_level <= 1:
+        return ()
+    names = index.host_names
+    out: list[str] = []
+    for leaf in range(index.num_domains(1)):
+        hosts = sorted(index.hosts_under(1, leaf).tolist())
+        out += [names[h] for h in hosts[-per_leaf:]] if len(hosts) > per_leaf else []
+    return tuple(sorted(out))
 
 
 class Engine:
@@ -183,6 +244,7 @@ class Engine:
         before_event: Callable[[], None] | None = None,
         on_admitted: AdmittedFn | None = None,
         measure_placements: bool = True,
+        repair_in_place: bool = False,
     ) -> None:
         self.index = index
         self.jobs = jobs
@@ -194,9 +256,13 @@ class Engine:
         self.params = placement or PlacementParams(time_limit_s=0.25)
         self.progress = progress
         self.restored = scheduler is not None
+        self.repair_in_place = repair_in_place
         self.scheduler = scheduler or Scheduler(
-            index, sim_scheduler_config(config, self.params), placer=placer
+            index,
+            sim_scheduler_config(config, self.params, repair_in_place=repair_in_place),
+            placer=placer,
         )
+        self.spares: tuple[str, ...] = ()
         self.origin = origin
         self.record = record
         self.before_event = before_event
@@ -263,6 +329,10 @@ class Engine:
                 gpus = self.scheduler.state.nodes[name].gpus
                 self.feed(NodeRegistered(self.at(0), name, gpus, "sim"))
                 self.feed(HeartbeatReceived(self.at(0), name, Health.HEALTHY))
+            if self.repair_in_place:
+                self.spares = spare_hosts(self.index, self.config.spares_per_leaf)
+                if self.spares:
+                    self.feed(NodeSpareSet(self.at(0), self.spares))
         known = self.scheduler.state.jobs
         for i, job in enumerate(self.jobs):
             if job.id not in known:
@@ -285,6 +355,8 @@ class Engine:
                 self.progress(t)
         self.busy_gpu_s += self._held * (self.horizon_s - self.now)
         self.now = self.horizon_s
+        for run in self.runs.values():
+            self._enter(run, None)
         if self.progress is not None:
             self.progress(self.horizon_s)
         return Outcome(
@@ -300,6 +372,9 @@ class Engine:
             failures_injected=sum(1 for f in self.failures if f.at_s < self.horizon_s),
             events=self.events,
             ticks=self.ticks,
+            repair="in-place" if self.repair_in_place else "queue",
+            spares=self.spares,
+            spares_at_end=tuple(sorted(self.scheduler.state.spares)),
         )
 
     def _adopt(self) -> None:
@@ -367,6 +442,17 @@ class Engine:
             self.push(self.now + self.config.stop_s, Kind.STOPPED, (job_id, attempt, nodes))
 
     def _job_changed(self, job: Job) -> None:
+        run = self.runs.get(job.id)
+        if run is not None:
+            if job.state is JobState.RUNNING and run.first_running_s is None:
+                run.first_running_s = self.now
+            if run.first_running_s is not None:
+                self._enter(run, PHASES.get(job.state))
+            last = job.failures[-1].reason if job.failures else None
+            requeued = job.state is JobState.REQUEUED and run.state is not JobState.REQUEUED
+            if requeued and last not in (None, "preempted"):
+                run.requeues += 1
+            run.state = job.state
         if job.state is JobState.ADMITTED:
             self.admitted_at.setdefault(job.id, self.now)
             if self.on_admitted is not None:
@@ -426,6 +512,13 @@ class Engine:
         run.segment_start = self.now
         self._schedule_segment(run)
 
+    def _enter(self, run: Run, phase: str | None) -> None:
+        """Close the run's current phase at now and open ``phase``."""
+        if run.phase is not None:
+            spent = self.now - run.phase_since
+            run.phases[run.phase] = run.phases.get(run.phase, 0.0) + spent
+        run.phase, run.phase_since = phase, self.now
+
     def _ideal_ms(self, job: Job) -> float:
         """Communication cost of the job's shape on the empty cluster (``ideal_ms`` of the
         placer's lower bound): the placement the trace's run time stands for."""
@@ -455,6 +548,8 @@ class Engine:
             return
         run = self.runs[job_id]
         run.saved_s += run.interval_s * run.rate
+        run.useful_s += run.interval_s
+        run.checkpoints += 1
         self.feed(CheckpointReported(self.at(self.now), job_id, attempt))
         run.segment_start = self.now
         self._schedule_segment(run)
@@ -463,7 +558,9 @@ class Engine:
         job = self._current(job_id, attempt)
         if job is None or job.state is not JobState.RUNNING or job.allocation is None:
             return
-        self.runs[job_id].saved_s = self.runs[job_id].job.work_s
+        run = self.runs[job_id]
+        run.useful_s += (run.job.work_s - run.saved_s) / run.rate
+        run.saved_s = run.job.work_s
         at = self.at(self.now)
         for slot in job.allocation.ranks:
             self.feed(RankExited(at, job_id, slot.host, attempt, slot.rank, 0))
@@ -508,7 +605,32 @@ class Engine:
             self.feed(NodeResumeRequested(at, names[host], "repaired"))
             self.feed(HeartbeatReceived(at, names[host], Health.HEALTHY))
             self.repairs += 1
+            if self.spares:
+                self._swap_spare(host)
         self.want_tick()
+
+    def _swap_spare(self, host: int) -> None:
+        """Keep the pool as an operator would when ``host`` returns (module docstring)."""
+        state = self.scheduler.state
+        names, index = self.index.host_names, self.index
+        at = self.at(self.now)
+        consumed = tuple(
+            sorted(
+                name
+                for name, node in state.nodes.items()
+                if node.spare
+                and any(not state.jobs[j].spec.preemptible for j in state.host_jobs.get(name, ()))
+            )
+        )
+        if consumed:
+            self.feed(NodeSpareSet(at, consumed, spare=False))
+        name = names[host]
+        if state.nodes[name].spare or state.host_jobs.get(name) or index.cluster_level <= 1:
+            return
+        leaf = index.ancestors[host, 1]
+        pool = sum(1 for h in index.hosts_under(1, leaf).tolist() if state.nodes[names[h]].spare)
+        if pool < self.config.spares_per_leaf:
+            self.feed(NodeSpareSet(at, (name,)))
 
     # ------------------------------------------------------------------ series
 

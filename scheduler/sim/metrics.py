@@ -11,6 +11,19 @@ ETTR as :func:`scheduler.core.status.ettr` defines it) plus the engine's time se
   failures (``Failure.lost_s``); to restarts: GPUs x restart time per restart;
 - fragmentation per tier: time averages of the largest job one domain of each tier could
   take, and of stranded GPUs;
+- repairs: ``repairs_in_place`` (the core's in-place repairs that completed: the job ran
+  again on its new rank table without going through the queue) and
+  ``repairs_through_queue`` (times a job went back to the queue after a failure, including
+  an in-place repair that found no room); ``host_repairs``: hosts returned to service;
+- goodput of each large job (``goodput``): its wall time since the first start split into
+  ``useful_s`` (computation saved by checkpoints or the end), ``checkpoint_s`` (saves),
+  ``lost_s`` (computation and partial saves a failure threw away), ``restarting_s`` (placed,
+  ranks starting: process start, rendezvous, checkpoint load), ``stopping_s`` (stopping the
+  survivors), ``queued_s`` (back in the queue) and ``open_s`` (the segment running at the
+  horizon, not yet saved); ``ettr`` is the core's figure (saved run time, saves included,
+  over wall time), ``ettr_work`` the stricter one (ideal-placement work saved over wall
+  time: saves and slower placements count as lost; ``slowdown_s``, part of ``useful_s``, is
+  what placements slower than the ideal one cost);
 - comm cost: mean modelled communication cost per step (ms) over every attempt that ran, and
   its ratio to the ideal placement's; cross-tier traffic: GB per GPU per step of groups that
   cross the spine, averaged over multi-host attempts.
@@ -21,6 +34,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -29,9 +43,11 @@ import numpy as np
 from scheduler.core.clock import EPOCH
 from scheduler.core.states import JobState
 from scheduler.core.status import ettr
-from scheduler.sim.engine import Outcome
+from scheduler.sim.engine import Outcome, Run
 
 SIZE_CLASSES = ((1, 1), (2, 8), (9, 64), (65, 512), (513, 1 << 30))
+SHARES = ("useful_s", "checkpoint_s", "lost_s", "restarting_s", "stopping_s", "queued_s", "open_s")
+"""Parts of a large job's wall time (:func:`goodput`); they sum to its wall time."""
 RATIO_KEYS = ("utilisation", "jct_mean_s", "wait_mean_s", "gpu_hours_lost", "comm_cost_mean")
 
 
@@ -55,7 +71,40 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def policy_metrics(outcome: Outcome, large_job_gpus: int, restart_s: float) -> dict[str, Any]:
+def goodput(run: Run, horizon_s: float, end_s: float | None, save_s: float) -> dict[str, Any]:
+    """Where a job's wall time since its first start went (module docstring)."""
+    first = run.first_running_s
+    if first is None:
+        return {}
+    wall = (end_s if end_s is not None else horizon_s) - first
+    phases = run.phases
+    running = phases.get("running", 0.0)
+    checkpoint = run.checkpoints * save_s
+    open_s = 0.0
+    if end_s is None and run.phase == "running":
+        open_s = min(running, horizon_s - run.segment_start)
+    out: dict[str, Any] = {
+        "wall_s": wall,
+        "useful_s": run.useful_s,
+        "checkpoint_s": checkpoint,
+        "lost_s": max(0.0, running - run.useful_s - checkpoint - open_s),
+        "restarting_s": phases.get("restarting", 0.0),
+        "stopping_s": phases.get("stopping", 0.0),
+        "queued_s": phases.get("queued", 0.0),
+        "open_s": open_s,
+        "checkpoints": run.checkpoints,
+        "interval_s": run.interval_s if math.isfinite(run.interval_s) else None,
+        "ettr_work": run.saved_s / wall if wall > 0 else None,
+        "slowdown_s": max(0.0, run.useful_s - run.saved_s),
+    }
+    if wall > 0:
+        out["share"] = {k: round(out[k] / wall, 5) for k in SHARES}
+    return out
+
+
+def policy_metrics(
+    outcome: Outcome, large_job_gpus: int, restart_s: float, save_s: float = 10.0
+) -> dict[str, Any]:
     """The figures of one run (module docstring)."""
     horizon = outcome.horizon_s
     stop = EPOCH + timedelta(seconds=horizon)
@@ -67,6 +116,9 @@ def policy_metrics(outcome: Outcome, large_job_gpus: int, restart_s: float) -> d
     restart_gpu_s = 0.0
     restarts = 0
     ettrs: dict[str, float] = {}
+    goodputs: dict[str, dict[str, Any]] = {}
+    in_place = 0
+    through_queue = 0
     costs: list[float] = []
     ratios: list[float] = []
     cross: list[float] = []
@@ -83,11 +135,17 @@ def policy_metrics(outcome: Outcome, large_job_gpus: int, restart_s: float) -> d
             wait.append((job.first_started_at - job.submitted_at).total_seconds())
         lost_gpu_s += job.gpus * sum(f.lost_s for f in job.failures)
         restarts += job.restarts
+        in_place += sum(1 for r in job.repairs if r.method != "queue")
+        through_queue += run.requeues
         restart_gpu_s += job.gpus * job.restarts * restart_s
         if job.gpus >= large_job_gpus:
             value = ettr(job, stop)
             if value is not None:
                 ettrs[job_id] = round(value, 6)
+                end = None
+                if job.finished_at is not None:
+                    end = (job.finished_at - EPOCH).total_seconds()
+                goodputs[job_id] = goodput(run, horizon, end, save_s)
         for cost, ideal, gb in run.placements:
             costs.append(cost)
             if ideal > 0:
@@ -113,6 +171,11 @@ def policy_metrics(outcome: Outcome, large_job_gpus: int, restart_s: float) -> d
         "gpu_hours_lost": lost_gpu_s / 3600,
         "gpu_hours_restart": restart_gpu_s / 3600,
         "restarts": restarts,
+        "repair": outcome.repair,
+        "spares": len(outcome.spares),
+        "repairs_in_place": in_place,
+        "repairs_through_queue": through_queue,
+        "host_repairs": outcome.repairs,
         "repairs": outcome.repairs,
         "failures_injected": outcome.failures_injected,
         "comm_cost_mean": float(np.mean(costs)) if costs else None,
@@ -123,6 +186,7 @@ def policy_metrics(outcome: Outcome, large_job_gpus: int, restart_s: float) -> d
         if samples
         else None,
         "ettr": dict(sorted(ettrs.items())),
+        "goodput": dict(sorted(goodputs.items())),
         "events": outcome.events,
         "cycles": outcome.ticks,
     }

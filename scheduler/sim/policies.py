@@ -1,6 +1,16 @@
 """Placement policies the simulator compares, as placers for the core's placement seam.
 
-``firsthop`` is ``placement.place`` itself. The baselines (:mod:`scheduler.sim.baselines`)
+``firsthop`` is ``placement.place`` itself.
+
+A policy label is ``NAME[:REPAIR]``: ``REPAIR`` is how a running job that loses a host comes
+back. ``queue`` (the default, so that only placement differs between policies) sends it
+through the core's failure path into the queue; ``in-place`` turns on the core's in-place
+repair (:mod:`scheduler.core.repair`: only the lost hosts' ranks move, to spare or free hosts,
+in the same event) and marks ``SimConfig.spares_per_leaf`` hosts of every leaf as the spare
+pool. In-place repairs use the core's partial re-placement whatever the policy's placer;
+the peers requeue (Slurm ``--requeue``, Kueue evicting the workload), so ``in-place`` is
+meant for ``firsthop``. ``firsthop:in-place,firsthop:queue`` compares the two on the same
+arrivals and failures. The baselines (:mod:`scheduler.sim.baselines`)
 choose hosts and rank order by their own rules; this module turns that choice into the
 :class:`~placement.Placement` the core admits:
 
@@ -44,6 +54,27 @@ HostRule = Callable[[TopologyIndex, IntArray, BoolArray, int], int | None]
 
 FIRSTHOP = "firsthop"
 POLICIES = (FIRSTHOP, "slurm-tree", "kueue-tas", "first-fit")
+REPAIR_QUEUE = "queue"
+REPAIR_IN_PLACE = "in-place"
+REPAIRS = (REPAIR_QUEUE, REPAIR_IN_PLACE)
+
+
+def split_policy(label: str) -> tuple[str, str]:
+    """``NAME[:REPAIR]`` -> (policy name, repair mode); the mode defaults to ``queue``.
+
+    Raises:
+        InvalidInputError: ``unknown_policy`` for an unknown name, ``unknown_repair`` for an
+            unknown repair mode.
+    """
+    name, sep, repair = label.partition(":")
+    name, repair = name.strip(), repair.strip() if sep else REPAIR_QUEUE
+    if repair not in REPAIRS:
+        raise InvalidInputError(
+            f"policy {label!r}: unknown repair mode {repair!r} (modes: {', '.join(REPAIRS)})",
+            reason="unknown_repair",
+        )
+    placer_for(name)
+    return name, repair
 
 
 def baseline_placer(name: str, hosts_rule: HostsRule, host_rule: HostRule) -> Placer:
@@ -132,10 +163,10 @@ def placer_for(name: str) -> Placer:
 
 
 def parse_policies(text: str) -> list[str]:
-    """``NAME[,NAME...]`` -> policy names, checked and without repeats."""
+    """``LABEL[,LABEL...]`` -> policy labels (``NAME[:REPAIR]``), checked and without repeats."""
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise InvalidInputError("no policy given", reason="unknown_policy")
     for name in names:
-        placer_for(name)
+        split_policy(name)
     return names

@@ -70,6 +70,9 @@ def markdown(report: dict[str, Any]) -> str:
         "gpu_hours_lost",
         "gpu_hours_restart",
         "restarts",
+        "repairs_in_place",
+        "repairs_through_queue",
+        "spares",
         "comm_cost_mean",
         "comm_cost_ratio_to_ideal",
         "cross_tier_gb_mean",
@@ -118,6 +121,22 @@ def markdown(report: dict[str, Any]) -> str:
     if ettr_rows:
         lines += ["", "## ETTR of large jobs", "", "| policy | job | ETTR |", "|---|---|---:|"]
         lines += [f"| {n} | {j} | {v:.4f} |" for n, j, v in ettr_rows[:60]]
+    goodput_rows = [(n, j, g) for n in names for j, g in policies[n].get("goodput", {}).items()]
+    if goodput_rows:
+        parts = ("useful_s", "checkpoint_s", "lost_s", "restarting_s", "stopping_s", "queued_s")
+        lines += [
+            "",
+            "## Where a large job's time went (share of wall time since its first start)",
+            "",
+            "| policy | job | ETTR (work) | " + " | ".join(c[:-2] for c in parts) + " |",
+            "|---|---|---:|" + "---:|" * len(parts),
+        ]
+        for n, j, g in goodput_rows[:60]:
+            share = g.get("share", {})
+            cells = [_fmt(share.get(c), 4) for c in parts]
+            lines.append(
+                f"| {n} | {j} | {_fmt(g.get('ettr_work'), 4)} | " + " | ".join(cells) + " |"
+            )
     lines += [
         "",
         "## Configuration",

@@ -26,7 +26,7 @@ from scheduler.sim.failures import (
     load_schedule,
 )
 from scheduler.sim.metrics import policy_metrics, ratios
-from scheduler.sim.policies import FIRSTHOP, placer_for
+from scheduler.sim.policies import FIRSTHOP, REPAIR_IN_PLACE, placer_for, split_policy
 from scheduler.sim.workload import TRACE_DIR, SimJob, build_workload
 from topology.index import TopologyIndex
 
@@ -41,7 +41,8 @@ class Study:
         index: the topology.
         topology: how the topology was given (for the report).
         workload: the workload spec (:mod:`scheduler.sim.workload`).
-        policies: policy names, compared in this order.
+        policies: policy labels (``NAME[:REPAIR]``, :mod:`scheduler.sim.policies`), compared
+            in this order.
         failures: ``none``, ``llama3`` or a CSV path.
         days: simulated days.
         seed: seed of workload and failures.
@@ -106,18 +107,20 @@ def run_policy(
     config: SimConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> Outcome:
-    """One policy's run."""
+    """One policy's run (``policy``: a label ``NAME[:REPAIR]``)."""
+    name, repair = split_policy(policy)
     engine = Engine(
         study.index,
         jobs,
         failures,
         policy=policy,
-        placer=placer_for(policy),
+        placer=placer_for(name),
         config=config or study.config,
         horizon_s=study.days * DAY,
         failure_rate_per_host_s=rate,
         placement=(config or study.config).placement,
         progress=progress,
+        repair_in_place=repair == REPAIR_IN_PLACE,
     )
     return engine.run()
 
@@ -133,6 +136,7 @@ def simulate(
     outcomes: list[Outcome] = []
     results: dict[str, dict[str, Any]] = {}
     restart = study.config.checkpoint.restart_s
+    save = study.config.checkpoint.save_s
     for policy in study.policies:
         outcome = run_policy(
             study,
@@ -143,7 +147,7 @@ def simulate(
             progress=progress(policy) if progress else None,
         )
         outcomes.append(outcome)
-        results[policy] = policy_metrics(outcome, study.config.large_job_gpus, restart)
+        results[policy] = policy_metrics(outcome, study.config.large_job_gpus, restart, save)
     sensitivity: dict[str, dict[str, dict[str, Any]]] = {}
     if study.sensitivity:
         main = study.config.run.exposure
@@ -166,9 +170,12 @@ def simulate(
                     config=config,
                     progress=progress(label) if progress else None,
                 )
-                row[policy] = _brief(policy_metrics(outcome, study.config.large_job_gpus, restart))
+                metrics = policy_metrics(outcome, study.config.large_job_gpus, restart, save)
+                row[policy] = _brief(metrics)
             sensitivity[f"{exposure:g}"] = row
-    reference = FIRSTHOP if FIRSTHOP in results else study.policies[0]
+    reference = next(
+        (p for p in study.policies if split_policy(p)[0] == FIRSTHOP), study.policies[0]
+    )
     report: dict[str, Any] = {
         "seed": study.seed,
         "days": study.days,

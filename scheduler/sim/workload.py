@@ -186,6 +186,7 @@ def _spec(job_id: str, gpus: int, par: Parallelism | None = None, **fields: obje
             "gpus": gpus,
             "parallelism": par,
             "max_restarts": MAX_RESTARTS,
+            "checkpoint": {},  # every simulated job checkpoints (at the engine's cadence)
             **fields,
         }
     )

@@ -17,7 +17,7 @@ from scheduler.core.states import JobState, is_terminal
 from scheduler.sim.config import SimConfig
 from scheduler.sim.engine import Engine, sim_scheduler_config
 from scheduler.sim.metrics import policy_metrics
-from scheduler.sim.policies import POLICIES, placer_for
+from scheduler.sim.policies import POLICIES, REPAIR_IN_PLACE, placer_for, split_policy
 
 
 class CheckedEngine(Engine):
@@ -34,21 +34,23 @@ class CheckedEngine(Engine):
         self.checked += 1
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", [*POLICIES, "firsthop:in-place"])
 def test_conservation_every_event(policy: str) -> None:
     idx = index()
     jobs = mixed_jobs(40, seed=3)
     fails = failures(idx, 1.0, scale=400.0)
     assert fails, "the test needs failures"
+    name, repair = split_policy(policy)
     eng = CheckedEngine(
         idx,
         jobs,
         fails,
         policy=policy,
-        placer=placer_for(policy),
-        config=SimConfig(),
+        placer=placer_for(name),
+        config=SimConfig(spares_per_leaf=1),
         horizon_s=DAY,
         failure_rate_per_host_s=0.0,
+        repair_in_place=repair == REPAIR_IN_PLACE,
     )
     out = eng.run()
     assert eng.checked == out.events > 100
@@ -58,6 +60,8 @@ def test_conservation_every_event(policy: str) -> None:
     assert JobState.SUCCEEDED in states
     requeued = [j for j in out.jobs.values() if j.failures]
     assert requeued, "failures at 400x the Llama 3 rate must interrupt some job"
+    repaired = [r for j in out.jobs.values() for r in j.repairs if r.method != "queue"]
+    assert bool(repaired) == (repair == REPAIR_IN_PLACE)
     for record in out.jobs.values():
         if record.state is JobState.SUCCEEDED:
             assert record.first_started_at is not None
@@ -125,11 +129,16 @@ def test_hardware_failure_requeues_through_the_core_and_excludes_the_host() -> N
 
     host = idx.host_ids[first.hosts[0]]
     fail = FailureEvent(3600.0, FailureKind.HARDWARE, (host,), 3600.0, "gpu")
+    # Before the host's repair (at 2 h) the job avoids it; once it is back, no longer.
+    during = run(idx, [big], [fail], days=1.5 / 24).jobs["big"]
+    assert [f.reason for f in during.failures] == ["node_failed"]
+    assert during.failures[0].lost_s > 0
+    assert first.hosts[0] in during.excluded_hosts
+    assert during.allocation is not None
+    assert first.hosts[0] not in during.allocation.hosts
     out = run(idx, [big], [fail], days=0.5)
     record = out.jobs["big"]
-    assert [f.reason for f in record.failures] == ["node_failed"]
-    assert record.failures[0].lost_s > 0
-    assert first.hosts[0] in record.excluded_hosts
+    assert first.hosts[0] not in record.excluded_hosts
     assert record.state in (JobState.RUNNING, JobState.SUCCEEDED)
     assert out.repairs == 1
 
