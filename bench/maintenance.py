@@ -31,9 +31,13 @@ times its GPUs, as the core records it), jobs disturbed (stopped, moved or waite
 (a job moved off three hosts in three waves counts three), and the mean GPU utilisation
 during the campaign.
 
-Not modelled: new jobs are kept off hosts a campaign has not reached yet only once they drain
-(the core does not yet steer jobs whose time limit would overlap a host's turn away from it);
-a restart's start-up time (rendezvous, loading the checkpoint) beyond ``SAVE_S``.
+The stream's jobs have no time limit, so while the ``--busy wait`` campaign runs they may not
+start on the hosts it has not reached yet (the core's maintenance hold,
+:mod:`scheduler.core.maintenance_hold`): they go to hosts it is done with. The name-order
+runs drain hosts directly, with no campaign, so nothing holds hosts ahead of them.
+
+Not modelled: a restart's start-up time (rendezvous, loading the checkpoint) beyond
+``SAVE_S``.
 
 Run: ``python -m bench.maintenance [--pods 4 --leaves 16 --hosts 16] [--seed 1]``; writes
 ``bench/results/maintenance.json``.

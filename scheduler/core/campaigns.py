@@ -17,9 +17,11 @@
   budget of one after its first failure, silently, instead of pausing it with the reason.
 - **Draining** uses the node machine: the node goes DRAINING (reason
   ``maintenance:<campaign>``) and takes no new jobs; ``--busy wait`` waits for its jobs to end
-  (they are recorded in ``jobs_waited``). ``--busy migrate`` asks them for a checkpoint and
-  moves only their ranks on the draining hosts (:mod:`scheduler.core.campaign_moves`); a
-  job that cannot or does not checkpoint is waited for (stopped with ``--force``).
+  (they are recorded in ``jobs_waited``), and while it runs its WAITING hosts are held against
+  new jobs that would still run when it reaches them (:mod:`scheduler.core.maintenance_hold`).
+  ``--busy migrate`` asks them for a checkpoint and moves only their ranks on the draining
+  hosts (:mod:`scheduler.core.campaign_moves`); a job that cannot or does not checkpoint is
+  waited for (stopped with ``--force``).
 - **Actions**: once the node is DRAINED the host goes IN_MAINTENANCE with one more attempt, and
   a :class:`~scheduler.core.actions.RunMaintenance` (step ``action``) goes to its agent; its
   report moves it to CHECKING and a second command (step ``check``) runs the health check

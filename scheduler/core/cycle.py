@@ -49,6 +49,7 @@ from scheduler.core.backfill import Reservation, ends_before, find_reservation
 from scheduler.core.capacity import FreeCapacity, gpu_mask, placement_gpu_ids
 from scheduler.core.context import Ctx
 from scheduler.core.jobs import admit, preempt
+from scheduler.core.maintenance_hold import MaintenanceHolds
 from scheduler.core.preemption import plan_preemption
 from scheduler.core.queueing import CycleOrder, within_quota
 from scheduler.core.records import Job
@@ -114,6 +115,9 @@ class PlacementCache:
         self.spares: frozenset[str] = frozenset()
         """Spare hosts (set every cycle): closed to jobs that are neither preemptible nor
         repairs (:func:`may_use_spares`)."""
+        self.holds = MaintenanceHolds()
+        """Hosts ``--busy wait`` campaigns hold (set every tick): closed to jobs that would
+        still run when the campaign reaches them (:mod:`~scheduler.core.maintenance_hold`)."""
         self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
 
     def request(self, job: Job) -> PlacementRequest:
@@ -132,11 +136,19 @@ class PlacementCache:
             self._shapes[job.id] = shape
         return shape
 
-    def _entry(self, job: Job) -> tuple[frozenset[str], PlacementRequest, tuple[str, ...]]:
-        entry = self._requests.get(job.id)
+    def _unheld(self, job: Job) -> frozenset[str]:
         excluded = job.excluded_hosts
         if self.spares and not may_use_spares(job):
             excluded = excluded | self.spares
+        return excluded
+
+    def _entry(self, job: Job) -> tuple[frozenset[str], PlacementRequest, tuple[str, ...]]:
+        entry = self._requests.get(job.id)
+        excluded = self._unheld(job)
+        if self.holds:
+            held = self.holds.excluded(job)
+            if held:
+                excluded = excluded | held
         if entry is None or entry[0] != excluded:
             entry = (excluded, job.spec.to_request(excluded), tuple(sorted(excluded)))
             self._requests[job.id] = entry
@@ -154,6 +166,11 @@ class PlacementCache:
     def place(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
         """Run the placer for ``job`` on ``snapshot``."""
         return self.placer(snapshot, self.request(job), self.params)
+
+    def place_unheld(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
+        """Run the placer for ``job`` as if no campaign held hosts (for explanations)."""
+        request = job.spec.to_request(self._unheld(job))
+        return self.placer(snapshot, request, self.params)
 
     @property
     def size(self) -> int:

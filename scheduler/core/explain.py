@@ -12,6 +12,9 @@ stable ``reason``:
   does not fit the free capacity now, with the placer's numbers in ``details``;
 - ``backfill_would_delay``: it fits, but only on GPUs reserved for the head job, and it would
   not end before the head job's reserved start;
+- ``maintenance_reserved``: it fits the free capacity only on hosts that ``--busy wait``
+  maintenance campaigns hold (:mod:`~scheduler.core.maintenance_hold`): it has no time limit,
+  or would still run when the campaign reaches them; ``details`` names the campaigns;
 - ``blocked_by_head``: backfill is off and a job ahead of it is blocked;
 - ``cycle_budget``: the last cycle ran out of placer calls before reaching it;
 - ``next_cycle``: it fits now and will be admitted by the next cycle unless a job ahead of it
@@ -35,6 +38,7 @@ from firsthop.reasons import PendingReason
 from placement import Placement, PlacementFailure
 from scheduler.core.capacity import FreeCapacity
 from scheduler.core.jobs import allocation_of, get_job
+from scheduler.core.maintenance_hold import REASON as MAINTENANCE_RESERVED
 from scheduler.core.queueing import queue_position, within_quota
 from scheduler.core.records import Allocation
 from scheduler.core.states import QUEUED_JOB_STATES, JobState
@@ -127,6 +131,20 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         failure = result
         counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
         details.append(f"placer: {result.reason.value} ({counts})")
+    holding: dict[str, int] = (
+        scheduler.cache.holds.campaigns_for(job) if scheduler.cache.holds else {}
+    )
+    if holding:
+        details.append(
+            "hosts reserved for maintenance: "
+            + ", ".join(f"campaign {name} holds {n}" for name, n in sorted(holding.items()))
+        )
+    unheld_fit = False
+    if holding and failure is not None:
+        unheld = scheduler.cache.place_unheld(
+            FreeCapacity(state, state.busy.copy()).snapshot(), job
+        )
+        unheld_fit = isinstance(unheld, Placement)
     report = scheduler.last_cycle
     blocked = report.blocked.get(job.id) if report is not None else None
     reservation = report.reservation if report is not None else None
@@ -135,9 +153,20 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
         details.append(
             f"job {reservation.job_id} holds a reservation from {reservation.start.isoformat()}"
         )
-    if blocked in HEAD_REASONS:
+    if blocked in HEAD_REASONS and not (unheld_fit and blocked == PendingReason.RESERVED):
         reason = blocked
         message = _head_message(blocked, start, report.preempted if report else [])
+    elif unheld_fit:
+        reason = MAINTENANCE_RESERVED
+        message = (
+            f"hosts reserved for maintenance campaign {', '.join(sorted(holding))}: "
+            + (
+                "it has no time limit"
+                if job.spec.time_limit_s is None
+                else "it would still run when the campaign reaches them"
+            )
+            + "; they open again as the campaign finishes with them"
+        )
     elif failure is not None:
         reason, message = failure.reason.value, failure.message
     elif blocked == PendingReason.BACKFILL_WOULD_DELAY:

@@ -59,6 +59,7 @@ from scheduler.core.events import (
     TimerFired,
 )
 from scheduler.core.explain import Explanation, explain_job
+from scheduler.core.maintenance_hold import holds_at
 from scheduler.core.records import Job, Node, Queue
 from scheduler.core.state import SchedulerState
 from scheduler.core.states import NodeState, is_terminal
@@ -201,6 +202,12 @@ class Scheduler:
         repair.resume_waiting(ctx, at)
         spares.keep(ctx)
         maintenance.tick(ctx, self.campaigns, self.index, at)
+        self.cache.holds = holds_at(
+            self.campaigns.all.values(),
+            at,
+            cluster_hosts=self.index.num_hosts,
+            host_jobs=self.state.host_jobs,
+        )
         self.last_cycle = run_cycle(ctx, at, self.cache)
         queued = sum(len(keys) for keys in self.state.pending.values())
         if self.cache.size > 2 * queued + 1024:
