@@ -27,9 +27,7 @@ from server_builders import spec
 
 from bench.harness.ha import HaCluster, Submitter
 from bench.harness.postgres import (
-    PostgresUnavailableError,
     ThrowawayPostgres,
-    start_throwaway_postgres,
 )
 from bench.harness.procs import BIN, Proc, wait_until
 from scheduler.client import FirsthopClient, JobState
@@ -47,21 +45,11 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    try:
-        server = start_throwaway_postgres()
-    except PostgresUnavailableError as exc:
-        pytest.skip(f"HA tests need a local PostgreSQL (apt install postgresql): {exc}")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def cluster(tmp_path: Path, postgres: ThrowawayPostgres) -> Iterator[tuple[HaCluster, Proc]]:
+def cluster(tmp_path: Path, postgres_server: ThrowawayPostgres) -> Iterator[tuple[HaCluster, Proc]]:
     topology = tmp_path / "cluster.yaml"
     dump_spec(fat_tree(1, 2, 2, gpus_per_host=8), topology)
-    db_url = postgres.create_database(f"firsthop_ha_{os.urandom(4).hex()}")
+    db_url = postgres_server.create_database(f"firsthop_ha_{os.urandom(4).hex()}")
     ha = HaCluster(tmp_path, topology, db_url, count=2, env=ENV)
     ha.start()
     argv = [str(BIN / "firsthop-agent"), "simulate", "--server", ha.servers]

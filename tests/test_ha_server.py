@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Iterator
 
 import grpc.aio
 import pytest
@@ -21,34 +19,12 @@ import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_builders import WAIT_S, fast_config, small_topology, spec
 
-from bench.harness.postgres import (
-    PostgresUnavailableError,
-    ThrowawayPostgres,
-    start_throwaway_postgres,
-)
 from scheduler.client import FirsthopClient, RemoteError
 from scheduler.server import SchedulerServer, build_server
 from scheduler.store.lease import LeaderLease
 from scheduler.store.sql import SqlStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    try:
-        server = start_throwaway_postgres()
-    except PostgresUnavailableError as exc:
-        pytest.skip(f"HA tests need a local PostgreSQL (apt install postgresql): {exc}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def db_url(postgres: ThrowawayPostgres) -> str:
-    return postgres.create_database(f"firsthop_ha_{next(_names)}")
 
 
 def _server(db_url: str, **fields: object) -> SchedulerServer:
@@ -63,11 +39,13 @@ async def _health(address: str) -> int:
         return int(answer.status)
 
 
-async def test_a_standby_points_at_the_leader_and_takes_over_with_its_state(db_url: str) -> None:
-    leader = _server(db_url)
+async def test_a_standby_points_at_the_leader_and_takes_over_with_its_state(
+    postgres_url: str,
+) -> None:
+    leader = _server(postgres_url)
     await leader.start()
     await asyncio.wait_for(leader.leading.wait(), WAIT_S)
-    standby = _server(db_url)
+    standby = _server(postgres_url)
     await standby.start()
     try:
         async with asyncio.timeout(WAIT_S):  # its first poll reads who leads
@@ -114,14 +92,16 @@ async def test_a_standby_points_at_the_leader_and_takes_over_with_its_state(db_u
     assert after == (first, 1, standby.address)
 
 
-async def test_a_deposed_leader_is_fenced_off_by_the_store_and_steps_down(db_url: str) -> None:
+async def test_a_deposed_leader_is_fenced_off_by_the_store_and_steps_down(
+    postgres_url: str,
+) -> None:
     # lease_s is long: the leader would not notice by renewing during the test.
-    leader = _server(db_url, lease_s=600.0)
+    leader = _server(postgres_url, lease_s=600.0)
     await leader.start()
     await asyncio.wait_for(leader.leading.wait(), WAIT_S)
-    usurper = LeaderLease(db_url, "usurper", "127.0.0.1:1", lease_s=600.0)
+    usurper = LeaderLease(postgres_url, "usurper", "127.0.0.1:1", lease_s=600.0)
     try:
-        engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
             pid = conn.execute(
                 sa.text("SELECT backend_pid FROM leader_lease WHERE name = 'scheduler'")
@@ -145,7 +125,7 @@ async def test_a_deposed_leader_is_fenced_off_by_the_store_and_steps_down(db_url
 
         refused = await asyncio.to_thread(submit_to_old_leader)
         await asyncio.wait_for(leader.deposed.wait(), WAIT_S)
-        check = SqlStore(db_url)
+        check = SqlStore(postgres_url)
         stored = check.load().jobs
         check.close()
     finally:

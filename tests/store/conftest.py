@@ -1,46 +1,20 @@
 """Store fixtures: the contract runs on memory, SQLite and a throwaway PostgreSQL server.
 
-The PostgreSQL server is started once per test session (``initdb`` + ``pg_ctl`` as the
-``postgres`` user, on a free port); each test gets a fresh database in it. Tests that need it
-are marked ``postgres`` and skip, saying how to install PostgreSQL, when no binaries exist.
+The PostgreSQL server and its fresh databases come from ``tests/conftest.py``
+(``postgres_url``).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from store_records import StoreKit
 
-from bench.harness.postgres import (
-    PostgresUnavailableError,
-    ThrowawayPostgres,
-    start_throwaway_postgres,
-)
 from scheduler.store.memory import MemoryStore
 from scheduler.store.protocol import Store
 from scheduler.store.sql import SqlStore
-
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[ThrowawayPostgres]:
-    """A PostgreSQL server for the whole session (skips when PostgreSQL is not installed)."""
-    try:
-        server = start_throwaway_postgres()
-    except PostgresUnavailableError as exc:
-        pytest.skip(f"PostgreSQL tests need a local PostgreSQL: {exc}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def postgres_url(postgres_server: ThrowawayPostgres) -> str:
-    """URL of a fresh, empty database."""
-    return postgres_server.create_database(f"firsthop_test_{next(_databases)}")
 
 
 def _kit(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
