@@ -18,9 +18,10 @@ Exit codes have one meaning across every firsthop command line
 (:class:`topology.errors.ExitCode`, the README's table); errors become them through
 :func:`_exit_on_error`.
 
-``firsthop-agent simulate --server ADDR --topology FILE [--hosts N] [--exec]`` runs one
-simulated agent per host of the topology (the first N hosts with ``--hosts``) in this process,
-through the same AgentService contract the real per-host agent (next issue) will use. Ranks
+``firsthop-agent simulate --server ADDR --topology FILE [--hosts N] [--shard I/N] [--exec]``
+runs one simulated agent per host of the topology (the first N hosts with ``--hosts``; only
+block I of N of them with ``--shard``, so several processes share a large cluster) in this
+process, through the same AgentService contract the real per-host agent uses. Ranks
 run as simulated work of ``FIRSTHOP_SIM_DURATION_S`` seconds (from the job's env; default
 ``--duration``), or as real local processes with ``--exec``. It prints
 ``simulating N agents against ADDR`` and, once every agent is connected,
@@ -52,7 +53,7 @@ from agents.address import advertised_address
 from agents.launch import ProcessExecutor
 from agents.node import AgentSettings, FakeCheck, NodeAgent
 from agents.ranks import RankExecutor, SimulatedExecutor
-from agents.simulate import SimulatedCluster, identities
+from agents.simulate import SimulatedCluster, identities, shard_range
 from agents.tls import tls_of
 from topology.errors import (
     ExitCode,
@@ -294,6 +295,14 @@ def simulate(
         Path | None, typer.Option(help="Where --exec ranks write their output.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the heartbeat jitter.")] = 0,
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="I/N: simulate only shard I (0-based) of N even contiguous blocks of the "
+            "hosts, so N processes share the cluster (one process runs short of CPU long "
+            "before a scheduler does)."
+        ),
+    ] = "0/1",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO.")] = False,
 ) -> None:
     """Run simulated agents for the hosts of a topology until SIGTERM."""
@@ -309,13 +318,33 @@ def simulate(
         executor = ProcessExecutor(logs)
     else:
         executor = SimulatedExecutor(default_duration_s=duration)
-    agents = identities(topology, hosts)
-    cluster = SimulatedCluster(server, agents, executor, seed=seed)
+    with _exit_on_error():
+        index, count = _parse_shard(shard)
+    agents = identities(topology, hosts, (index, count))
+    first = shard_range(min(hosts or len(topology.hosts), len(topology.hosts)), index, count).start
+    cluster = SimulatedCluster(server, agents, executor, seed=seed, first_index=first)
     failed = asyncio.run(_serve(cluster, len(agents)))
     if failed:
         for host, why in sorted(failed.items())[:10]:
             typer.echo(f"error: agent {host}: {why}", err=True)
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` as ``(I, N)``.
+
+    Raises:
+        InvalidInputError: not two integers with ``0 <= I < N``.
+    """
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+        shard_range(0, *shard)
+    except ValueError:
+        raise InvalidInputError(
+            f"--shard {text!r}: want I/N with 0 <= I < N, for example 0/4"
+        ) from None
+    return shard
 
 
 async def _serve(cluster: SimulatedCluster, count: int) -> dict[str, str]:

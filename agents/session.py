@@ -77,6 +77,10 @@ REREGISTER_REASONS: Final = frozenset({ErrorReason.UNKNOWN_SESSION, ErrorReason.
 STATUS_WAIT_S: Final = 5.0
 """How long to wait for a finished call's status after a failed write."""
 RECONNECT_SHARE_OF_TIMEOUT: Final = 0.2
+FENCE_POLL_S: Final = 1.0
+"""How often an agent past its fence time (unheard) checks whether ranks started."""
+FENCE_SLACK_S: Final = 0.01
+"""Looked after the fence time ran out by this much (a timer may fire a clock tick early)."""
 """The longest reconnection delay, as a share of the scheduler's heartbeat timeout."""
 
 HealthProbe = Callable[[], tuple[Health, str]]
@@ -208,7 +212,7 @@ class AgentSession:
                 if stop.is_set():
                     return
                 continue
-            if await self._opts.wait(stop, min(1.0, fence / 4)):
+            if await self._opts.wait(stop, self._fence_check_in(fence, fenced_at)):
                 return
             heard = self._last_heard
             if not fence or heard is None or fenced_at == heard:
@@ -227,6 +231,24 @@ class AgentSession:
             )
             for job_id, attempt in running:
                 self.supervisor.stop(job_id, attempt, [], 0.0)
+
+    def _fence_check_in(self, fence: float, fenced_at: float | None) -> float:
+        """Seconds until the fence loop looks again: just after the fence time since the last
+        word runs out, but at least every quarter of the fence time (so a shorter fence time
+        from a later registration applies soon); once it ran out (unheard, or ranks already
+        fenced), every :data:`FENCE_POLL_S` (at most a quarter of the fence time).
+
+        Agents hear from the scheduler every heartbeat interval, so a connected agent looks
+        about once per quarter fence time, not once a second: thousands of simulated agents
+        in one process spent a quarter of their CPU on these checks."""
+        poll = min(FENCE_POLL_S, fence / 4)
+        heard = self._last_heard
+        if heard is None or fenced_at == heard:
+            return poll
+        left = heard + fence - asyncio.get_running_loop().time()
+        if left <= 0:
+            return poll
+        return min(left, fence / 4) + FENCE_SLACK_S
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

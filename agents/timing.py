@@ -22,8 +22,11 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """The real :data:`WaitFn`: the event loop's timer."""
     if stop.is_set():
         return True
+    # ``asyncio.timeout`` around the wait itself, not ``wait_for``: no task per wait, which
+    # matters with thousands of simulated agents (heartbeats, fence checks) in one loop.
     try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await stop.wait()
     except TimeoutError:
         return stop.is_set()
     return True

@@ -127,6 +127,8 @@ class FakeTransport:
 
     timeout_ms = 0
     """The heartbeat timeout announced at registration (0: none)."""
+    fence_ms = 0
+    """The fence time given at registration (0: no fencing)."""
 
     async def register(
         self, request: agent_pb2.RegisterNodeRequest
@@ -139,6 +141,7 @@ class FakeTransport:
             heartbeat_interval_ms=60_000,
             heartbeat_timeout_ms=self.timeout_ms,
             epoch=self.epoch,
+            fence_after_ms=self.fence_ms,
         )
 
     def connect(self) -> FakeStream:
@@ -507,3 +510,21 @@ async def test_the_registration_epoch_fences_commands_before_any_arrives() -> No
 
     assert session.epoch == 7
     assert ack.status == agent_pb2.COMMAND_STATUS_REJECTED
+
+
+async def test_a_connected_agent_checks_its_fence_each_quarter_fence_time_not_each_second() -> None:
+    transport = FakeTransport()
+    transport.timeout_ms, transport.fence_ms = 30_000, 25_000
+    wait = RecordingWait(limit=60)
+    session = AgentSession(
+        IDENTITY, transport, HeldExecutor(), SessionOptions(wait=wait, rng=random.Random(0))
+    )
+    await asyncio.wait_for(session.run(asyncio.Event()), 5)  # the wait stops it after 60 calls
+
+    # Heartbeats wait about 60 s (the fake's interval); the fence loop's waits are the short
+    # ones. Just registered, the fence time runs out in 25 s: look again in a quarter of it
+    # (a shorter fence from a later registration applies soon), not every second: thousands
+    # of simulated agents in one process spent a quarter of their CPU on those checks.
+    fence_checks = [d for d in wait.delays if d < 10.0]
+    assert len(fence_checks) > 10
+    assert all(6.0 < d <= 25.0 / 4 + 0.01 for d in fence_checks), fence_checks
