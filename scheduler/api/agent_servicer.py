@@ -47,6 +47,7 @@ from scheduler.api.serde import node_to_proto
 from scheduler.runtime.agents import (
     AgentLink,
     HeartbeatAcked,
+    Outgoing,
     SessionReplacedError,
     ShuttingDownError,
 )
@@ -126,32 +127,35 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         loop = asyncio.get_running_loop()
         every_s = self._interval_ms / 1000
         keep_alive_at = loop.time()
+        item: asyncio.Task[Outgoing] | None = None
         try:
             while True:
                 if loop.time() >= keep_alive_at:
                     # Every heartbeat interval, busy or idle: proof this scheduler is alive.
                     keep_alive_at = loop.time() + every_s
                     yield keep_alive_to_proto(self._runtime.agents.epoch)
-                item = asyncio.ensure_future(link.outbox.get())
+                if item is None:
+                    item = asyncio.ensure_future(link.outbox.get())
                 done, _ = await asyncio.wait(
                     {item, replaced, reader},
                     timeout=max(0.0, keep_alive_at - loop.time()),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not done:
-                    item.cancel()
-                    continue
+                    continue  # a keep-alive is due; the read of the outbox stays pending
                 if item not in done:
-                    item.cancel()
                     if reader in done:
                         reader.result()  # the agent closed its side, or a read error
                         return
                     if self._runtime.agents.closing:
                         raise ShuttingDownError("the scheduler is shutting down; reconnect")
                     raise SessionReplacedError(f"{link.node}: a newer session took over")
-                yield outgoing_to_proto(item.result(), epoch=self._runtime.agents.epoch)
+                outgoing, item = item.result(), None
+                yield outgoing_to_proto(outgoing, epoch=self._runtime.agents.epoch)
         finally:
             replaced.cancel()
+            if item is not None:
+                item.cancel()  # not left pending (and destroyed) when the stream ends
 
     async def _read(
         self, link: AgentLink, request_iterator: AsyncIterator[agent_pb2.AgentMessage]
