@@ -106,6 +106,10 @@ class ServerConfig(BaseSettings):
     metrics_host: str = "127.0.0.1"
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 5.0
     """On SIGTERM, how long in-flight RPCs may take before the server closes them."""
+    gc_full_every: Annotated[int, Field(ge=0)] = 1000
+    """The server process runs a full garbage collection once per this many collections of
+    generation 1, after freezing what it loaded (:mod:`scheduler.runtime.collector`); 0
+    keeps CPython's defaults (10, nothing frozen)."""
     max_batch: Annotated[int, Field(ge=1)] = 512
     """Most events applied and committed in one store transaction (group commit)."""
     job_retention_s: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] = 3600.0

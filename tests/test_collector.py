@@ -6,7 +6,9 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
+from scheduler.config import ServerConfig
 from scheduler.runtime.collector import FULL_EVERY, restore_collector, tune_collector
 
 
@@ -74,3 +76,10 @@ def test_tuning_freezes_what_is_loaded_and_can_be_undone(full_collections: list[
     restore_collector(settings)
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
+
+
+def test_the_server_config_tunes_by_default_and_zero_keeps_the_defaults() -> None:
+    assert ServerConfig().gc_full_every == FULL_EVERY
+    assert ServerConfig(gc_full_every=0).gc_full_every == 0
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        ServerConfig(gc_full_every=-1)

@@ -131,7 +131,9 @@ async def _serve(settings: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    tune_collector()  # after loading, before agents connect (scheduler.runtime.collector)
+    if settings.gc_full_every:
+        # After loading, before agents connect (scheduler.runtime.collector).
+        tune_collector(settings.gc_full_every)
     deposed = False
     try:
         print(f"listening on {_bound(settings.listen, server.port)}", flush=True)

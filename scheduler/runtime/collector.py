@@ -20,8 +20,8 @@ and live nodes were marked LOST.
   garbage waits longer (minutes at the agents' message rate), and a full collection, when it
   comes, is the same pause as before.
 
-The process calls it (the server's command line), never a library: tests that run servers
-in-process keep the interpreter's defaults.
+The process calls it (the server's command line, ``ServerConfig.gc_full_every``, 0: not at
+all), never a library: tests that run servers in-process keep the interpreter's defaults.
 
 Must not import grpc, generated protos, ``scheduler.api`` or ``scheduler.store``.
 """
