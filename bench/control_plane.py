@@ -22,8 +22,9 @@ core, store).
 
 Agents at scale, in the same run: ``--agents N`` (default 8,192; 1,024 with ``--quick``)
 simulated agents heartbeating every 5 s on one server with an empty queue, for longer than the
-heartbeat timeout: connect time, heartbeats handled per second, the server's CPU, and the nodes
-it falsely marks LOST.
+heartbeat timeout, spread over ``--agent-processes`` generator processes
+(:func:`bench.agents_scale.run_agents`): connect time, heartbeats handled per second, the
+server's and the generators' CPU, and the nodes it falsely marks LOST.
 
 The peer, in the same run: a real ``slurmctld`` (:mod:`bench.slurm_peer`) with one node per host
 of the same fabric (its ``topology/tree`` loaded from our export) takes the same job mix (the
@@ -32,14 +33,15 @@ concurrent ``sbatch`` processes; ``submit_rate_vs_slurm`` is each store's durabl
 rate over Slurm's. It is skipped, saying why, without Slurm.
 
 Run: ``python -m bench.control_plane`` (``--quick`` for 512 hosts and 2,000 jobs); writes
-``bench/results/control_plane.json``.
+``bench/results/control_plane.json`` (a run of some parts only, ``--stores ''`` or
+``--agents 0``, keeps the figures of the others).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import json
 import random
 import sys
 import tempfile
@@ -52,7 +54,8 @@ from typing import Any
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import write_results
+from bench.agents_scale import AGENTS_PER_PROCESS, run_agents
+from bench.common import RESULTS, write_results
 from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
 from bench.harness.procs import Proc
 from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
@@ -301,76 +304,6 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         scheduler.stop(timeout=120)
 
 
-def run_agents(pods: int, work: Path, observe_s: float) -> dict[str, Any]:
-    """Many simulated agents on one server (SQLite store, no jobs): connect time, heartbeats
-    handled, and the nodes the scheduler falsely marks LOST while every agent is alive."""
-    topology = work / f"agents-{pods}.yaml"
-    dump_spec(fat_tree(pods, 16, 16, gpus_per_host=8), topology)
-    hosts = pods * 16 * 16
-    argv = [
-        str(BIN / "firsthop-scheduler"),
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        f"sqlite:///{work / f'agents-{pods}.db'}",
-        "--topology",
-        str(topology),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
-    scheduler = Proc(argv, work / "agents-scheduler.log")
-    agents: Proc | None = None
-    try:
-        address = scheduler.wait_line("listening on ").split()[-1]
-        metrics = scheduler.wait_line("metrics on ").split()[-1]
-        started = time.perf_counter()
-        agents = Proc(
-            [str(BIN / "firsthop-agent"), "simulate", "--server", address, "--topology",
-             str(topology)],
-            work / "agents-agents.log",
-        )  # fmt: skip
-        agents.wait_line("connected ")
-        connect_s = time.perf_counter() - started
-        before = _histogram(metrics, "firsthop_events_total")
-        cpu_before = _cpu_s(scheduler.popen.pid)
-        observe_started = time.perf_counter()
-        lost_seen, ready_min = 0, hosts
-        while time.perf_counter() - observe_started < observe_s:
-            status = asyncio.run(_status(address))
-            lost_seen = max(lost_seen, status.hosts_by_state.get("LOST", 0))
-            ready_min = min(ready_min, status.hosts_by_state.get("READY", 0))
-            time.sleep(5.0)  # a sampling period of the observation, not synchronisation
-        window = time.perf_counter() - observe_started
-        after = _histogram(metrics, "firsthop_events_total")
-        cpu = (_cpu_s(scheduler.popen.pid) - cpu_before) / window
-        status = asyncio.run(_status(address))
-        beats = sum(v for k, v in after.items() if "HeartbeatReceived" in k) - sum(
-            v for k, v in before.items() if "HeartbeatReceived" in k
-        )
-        return {
-            "hosts": hosts,
-            "heartbeat_s": HEARTBEAT_S,
-            "timeout_s": TIMEOUT_S,
-            "agents_connect_s": round(connect_s, 2),
-            "observe_s": round(window, 1),
-            "heartbeats_per_s": round(beats / window, 1),
-            "scheduler_cpu_cores": round(cpu, 2),
-            "lost_nodes_max": max(lost_seen, status.hosts_by_state.get("LOST", 0)),
-            "ready_nodes_min": min(ready_min, status.hosts_by_state.get("READY", 0)),
-        }
-    finally:
-        if agents is not None:
-            agents.stop()
-        scheduler.stop()
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_slurm(scale: Scale, work: Path) -> dict[str, Any]:
     """The same fill and steady-state job mix, submitted to a real slurmctld with ``sbatch``."""
     topology = Topology.from_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8))
@@ -402,6 +335,13 @@ def main() -> None:
         help="also run this many simulated agents (a multiple of 256) on one server "
         "and count false LOST nodes (default: 8,192; --quick: 1,024; 0: skip)",
     )
+    parser.add_argument(
+        "--agent-processes",
+        type=int,
+        default=None,
+        help="generator processes the simulated agents are spread over "
+        f"(default: one per {AGENTS_PER_PROCESS} agents; see bench.agents_scale)",
+    )
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     results: list[dict[str, Any]] = []
@@ -432,7 +372,8 @@ def main() -> None:
         agents = args.agents if args.agents is not None else (1024 if args.quick else 8192)
         agent_run = None
         if agents:
-            agent_run = run_agents(agents // 256, work, scale.observe_s)
+            processes = args.agent_processes or max(1, -(-agents // AGENTS_PER_PROCESS))
+            agent_run = run_agents(agents // 256, work, scale.observe_s, processes)
             print(f"{'agents':>10}: {agent_run}", flush=True)
     baseline = next((r for r in results if r.get("store") == "memory"), None)
     if baseline is not None:
@@ -454,10 +395,17 @@ def main() -> None:
                 r["fill_rate_vs_slurm"] = round(
                     r["fill_submit"]["durable_submissions_per_s"] / slurm_fill, 2
                 )
-    path = write_results(
-        "control_plane" + ("_quick" if args.quick else ""),
-        {"scale": scale.__dict__, "results": results, "agents": agent_run},
-    )
+    name = "control_plane" + ("_quick" if args.quick else "")
+    payload: dict[str, Any] = {"scale": scale.__dict__, "results": results, "agents": agent_run}
+    # A run of only some parts (``--stores ''``, ``--agents 0``) keeps the others' figures.
+    previous = RESULTS / f"{name}.json"
+    if previous.exists():
+        kept = json.loads(previous.read_text())
+        if not results:
+            payload["scale"], payload["results"] = kept.get("scale"), kept.get("results", [])
+        if agent_run is None:
+            payload["agents"] = kept.get("agents")
+    path = write_results(name, payload)
     print(f"wrote {path}")
 
 
