@@ -7,10 +7,12 @@ Issue 10: a dashboard paging through every job 13 times a second pushed ``GetJob
    tree (64 hosts, 512 GPUs) and ``firsthop-agent simulate`` for its hosts (ranks run for an
    hour, so the jobs that fit stay running, with their rank tables);
 2. ``--jobs`` jobs (default 6,000) of the control-plane mix (8 to 512 GPUs), each with a
-   training job's command line and a dozen environment variables (about 1 KB of spec), so a
-   1,000-job page is about a megabyte, as in the issue;
+   training job's command line and a dozen environment variables (about 0.7 KB on the wire), so
+   a 1,000-job page is about 0.7 MB, the "MBs" of the issue;
 3. three phases, each timing ``--gets`` sequential ``GetJob`` calls on random jobs and
-   ``--submits`` sequential ``SubmitJob`` calls from this process:
+   ``--submits`` sequential ``SubmitJob`` calls from this process, run in turn ``--rounds``
+   times (default 3; latencies pooled per phase), so that the load other programs put on the
+   machine falls on every phase alike:
 
    - ``baseline``: nothing else runs;
    - ``flood_rate``: a child process (``python -m bench.list_flood flood ...``) starts
@@ -24,7 +26,7 @@ Reported: p50/p99 of each phase, the ratios flood / baseline of the same run, an
 pages (and megabytes) the server answered per second during each flood. The flooding child,
 this client and the scheduler share this machine's cores; the figures are end-to-end.
 
-Run: ``python -m bench.list_flood [--jobs N] [--gets N] [--submits N]``; writes
+Run: ``python -m bench.list_flood [--jobs N] [--gets N] [--submits N] [--rounds N]``; writes
 ``bench/results/list_flood.json``.
 """
 
@@ -55,6 +57,7 @@ from topology.spec import dump_spec
 BIN = Path(sys.executable).parent
 SIZES = ((8, 0.40), (16, 0.20), (64, 0.25), (128, 0.10), (512, 0.05))
 PAGE = 1000
+PHASES = ("baseline", "flood_rate", "flood_max")
 MAX_OUTSTANDING = 64
 """Most list calls the rate flood keeps in flight (beyond it, it skips a beat)."""
 SUBMIT_CONCURRENCY = 32
@@ -142,8 +145,11 @@ async def submit_many(address: str, jobs: list[JobSpec]) -> list[str]:
     return ids
 
 
-async def measure(address: str, ids: list[str], gets: int, extra: list[JobSpec]) -> dict[str, Any]:
-    """Sequential ``GetJob`` calls on random jobs, then sequential submissions of ``extra``."""
+async def measure(
+    address: str, ids: list[str], gets: int, extra: list[JobSpec]
+) -> dict[str, list[float]]:
+    """Sequential ``GetJob`` calls on random jobs, then sequential submissions of ``extra``:
+    the latencies of each (seconds)."""
     rng = random.Random(len(extra))
     get_latencies: list[float] = []
     submit_latencies: list[float] = []
@@ -159,7 +165,7 @@ async def measure(address: str, ids: list[str], gets: int, extra: list[JobSpec])
             started = time.perf_counter()
             await stub.SubmitJob(request, timeout=CALL_TIMEOUT_S)
             submit_latencies.append(time.perf_counter() - started)
-    return {"get_job": percentiles(get_latencies), "submit_job": percentiles(submit_latencies)}
+    return {"get_job": get_latencies, "submit_job": submit_latencies}
 
 
 # ---------------------------------------------------------------- the flooding child
@@ -244,7 +250,7 @@ async def flood(address: str, rate: float, workers: int) -> None:
         "mb_per_s": round(f.bytes / wall / 1e6, 2),
         "errors": f.errors,
         "skipped_beats": skipped,
-        "list_latency": percentiles(f.latencies) if f.latencies else None,
+        "latencies": [round(x, 5) for x in f.latencies],
     }
     print("flood " + json.dumps(stats), flush=True)
 
@@ -267,9 +273,10 @@ def flood_during(
 
 
 def run(
-    work: Path, *, jobs: int, gets: int, submits: int, rate: float, workers: int
+    work: Path, *, jobs: int, gets: int, submits: int, rate: float, workers: int, rounds: int
 ) -> dict[str, Any]:
-    """The three phases (see the module docstring) against one scheduler."""
+    """The three phases (see the module docstring) against one scheduler, ``rounds`` times in
+    turn (so a change in the machine's load touches every phase alike); latencies pooled."""
     topology = work / "cluster.yaml"
     dump_spec(fat_tree(2, 4, 8, gpus_per_host=8), topology)
     scheduler = Proc(
@@ -287,6 +294,10 @@ def run(
         work / "scheduler.log",
     )
     agents: Proc | None = None
+    pooled: dict[str, dict[str, list[float]]] = {
+        name: {"get_job": [], "submit_job": []} for name in PHASES
+    }
+    lists: dict[str, list[dict[str, Any]]] = {"flood_rate": [], "flood_max": []}
     try:
         address = scheduler.wait_line("listening on ", START_WAIT_S).split()[-1]
         agents = Proc(
@@ -298,46 +309,67 @@ def run(
         started = time.perf_counter()
         ids = asyncio.run(submit_many(address, specs(jobs, seed=1, prefix="flood")))
         fill_s = time.perf_counter() - started
+        for n in range(rounds):
 
-        def phase(name: str) -> Any:
-            return lambda: asyncio.run(
-                measure(address, ids, gets, specs(submits, seed=len(name), prefix=name))
-            )
+            def phase(name: str, n: int = n) -> Any:
+                extra = specs(submits, seed=n, prefix=f"{name.replace('_', '-')}-r{n}")
+                return lambda: asyncio.run(measure(address, ids, gets, extra))
 
-        baseline = phase("baseline")()
-        at_rate, rate_stats = flood_during(
-            address, ["--rate", str(rate)], work / "flood-rate.log", phase("flood-rate")
-        )
-        at_max, max_stats = flood_during(
-            address, ["--workers", str(workers)], work / "flood-max.log", phase("flood-max")
-        )
+            measured = {"baseline": phase("baseline")()}
+            for name, flags in (
+                ("flood_rate", ["--rate", str(rate)]),
+                ("flood_max", ["--workers", str(workers)]),
+            ):
+                log = work / f"{name}-{n}.log"
+                measured[name], stats = flood_during(address, flags, log, phase(name))
+                lists[name].append(stats)
+            for name, latencies in measured.items():
+                for rpc, values in latencies.items():
+                    pooled[name][rpc].extend(values)
     finally:
         if agents is not None:
             agents.stop(timeout=60)
         scheduler.stop(timeout=60)
 
-    def ratios(flooded: dict[str, Any]) -> dict[str, float]:
-        return {
-            f"{rpc}_{p}": round(flooded[rpc][p] / baseline[rpc][p], 2)
-            for rpc in ("get_job", "submit_job")
-            for p in ("p50_ms", "p99_ms")
-        }
-
-    return {
+    result: dict[str, Any] = {
         "jobs": jobs,
         "page_size": PAGE,
         "hosts": 64,
+        "rounds": rounds,
         "submit_s": round(fill_s, 2),
-        "baseline": baseline,
-        "flood_rate": {"rate_per_s": rate, **at_rate, "lists": rate_stats},
-        "flood_max": {"workers": workers, **at_max, "lists": max_stats},
-        "flood_rate_vs_baseline": ratios(at_rate),
-        "flood_max_vs_baseline": ratios(at_max),
+    }
+    for name in PHASES:
+        result[name] = {rpc: percentiles(values) for rpc, values in pooled[name].items()}
+    result["flood_rate"].update(rate_per_s=rate, lists=_list_stats(lists["flood_rate"]))
+    result["flood_max"].update(workers=workers, lists=_list_stats(lists["flood_max"]))
+    baseline = result["baseline"]
+    for name in ("flood_rate", "flood_max"):
+        result[f"{name}_vs_baseline"] = {
+            f"{rpc}_{p}": round(result[name][rpc][p] / baseline[rpc][p], 2)
+            for rpc in ("get_job", "submit_job")
+            for p in ("p50_ms", "p99_ms")
+        }
+    return result
+
+
+def _list_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The flooding child's figures over every round."""
+    wall = sum(r["wall_s"] for r in rounds)
+    latencies = [x for r in rounds for x in r["latencies"]]
+    return {
+        "wall_s": round(wall, 2),
+        "pages": sum(r["pages"] for r in rounds),
+        "pages_per_s": round(sum(r["pages"] for r in rounds) / wall, 2),
+        "jobs_per_s": round(sum(r["jobs_per_s"] * r["wall_s"] for r in rounds) / wall, 1),
+        "mb_per_s": round(sum(r["mb_per_s"] * r["wall_s"] for r in rounds) / wall, 2),
+        "errors": sum(r["errors"] for r in rounds),
+        "skipped_beats": sum(r["skipped_beats"] for r in rounds),
+        "list_latency": percentiles(latencies) if latencies else None,
     }
 
 
 def _print(result: dict[str, Any]) -> None:
-    for name in ("baseline", "flood_rate", "flood_max"):
+    for name in PHASES:
         r = result[name]
         lists = r.get("lists")
         tail = ""
@@ -371,6 +403,7 @@ def main() -> None:
     parser.add_argument("--submits", type=int, default=150, help="SubmitJob calls per phase")
     parser.add_argument("--rate", type=float, default=13.0, help="list calls a second")
     parser.add_argument("--workers", type=int, default=4, help="loops of the unbounded flood")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three phases")
     parser.add_argument("--name", default="list_flood", help="results file name")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="firsthop-bench-") as tmp:
@@ -381,6 +414,7 @@ def main() -> None:
             submits=args.submits,
             rate=args.rate,
             workers=args.workers,
+            rounds=args.rounds,
         )
     _print(result)
     path = write_results(args.name, result)

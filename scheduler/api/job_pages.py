@@ -26,7 +26,7 @@ Must not import ``scheduler.store`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Final
 
@@ -48,6 +48,8 @@ oldest entries are dropped (they are rebuilt when next listed)."""
 
 _ANSWER_FIELDS: Final = ("as_of", "ettr")
 """Fields of the public view computed at the moment of the answer (not memoised)."""
+_ETTR_SIZE: Final = jobs_pb2.Job(ettr=0.0).ByteSize()
+"""Wire size of a set ``ettr`` (an optional double: the same for every value)."""
 
 
 class JobViews:
@@ -85,7 +87,7 @@ class JobViews:
 
 
 class _AnswerTime:
-    """The answer-time fields of one response (its ``now``) and their wire sizes."""
+    """The answer-time fields of one response (its ``now``)."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -94,21 +96,18 @@ class _AnswerTime:
         self.as_of = stamp.as_of
         self.as_of_size = stamp.ByteSize()
 
-    def size(self, job: Job, static: bytes) -> int:
-        """The wire size of ``job``'s full view (what ``job_to_proto(job, now).ByteSize()``
-        says), from its memoised part."""
-        ratio = ettr(job, self.now)
-        extra = 0 if ratio is None else jobs_pb2.Job(ettr=ratio).ByteSize()
-        return len(static) + self.as_of_size + extra
-
-    def add(self, response: jobs_pb2.ListJobsResponse, job: Job, static: bytes) -> None:
-        """Append ``job``'s full view to ``response``."""
+    def add(self, response: jobs_pb2.ListJobsResponse, job: Job, static: bytes) -> int:
+        """Append ``job``'s full view to ``response``; its wire size (what
+        ``job_to_proto(job, now).ByteSize()`` says)."""
         msg = response.jobs.add()
         msg.MergeFromString(static)
+        msg.as_of.CopyFrom(self.as_of)
+        size = len(static) + self.as_of_size
         ratio = ettr(job, self.now)
         if ratio is not None:
             msg.ettr = ratio
-        msg.as_of.CopyFrom(self.as_of)
+            size += _ETTR_SIZE
+        return size
 
 
 class JobPages:
@@ -148,42 +147,28 @@ class JobPages:
         """
         async with self._gate:
             page = await fetch(page_size)
-            at = _AnswerTime(now())
-            views = await self._views_of(page.items, at)
-            fits = _fitting([size for _, _, size in views], max_bytes)
-            if fits < len(page.items):
+            response, fits = await self._build(page, _AnswerTime(now()), max_bytes)
+            if response is None:
                 # Over the size budget: ask again for only the jobs that fit, so the next page
                 # token is the source's own (memory or store).
                 page = await fetch(fits)
-                at = _AnswerTime(now())
-                views = await self._views_of(page.items, at)
-            response = jobs_pb2.ListJobsResponse(
-                next_page_token=page.next_token, total_size=page.total
-            )
-            for i, (job, static, _) in enumerate(views):
-                if i and i % self._chunk == 0:
-                    await asyncio.sleep(0)  # let other requests in (records are immutable)
-                at.add(response, job, static)
+                response, _ = await self._build(page, _AnswerTime(now()), 0)
+            if response is None:  # pragma: no cover - a build without a budget is never cut
+                raise RuntimeError("a page without a size budget was cut")
             return response
 
-    async def _views_of(self, jobs: Sequence[Job], at: _AnswerTime) -> list[tuple[Job, bytes, int]]:
-        """Each job with its memoised view and the size of its full view, a chunk of jobs per
-        turn of the event loop."""
-        out: list[tuple[Job, bytes, int]] = []
-        for i, job in enumerate(jobs):
+    async def _build(
+        self, page: Page[Job], at: _AnswerTime, max_bytes: int
+    ) -> tuple[jobs_pb2.ListJobsResponse | None, int]:
+        """The response holding ``page`` and its job count, built a chunk of jobs per turn of
+        the event loop; or ``None`` and the count of jobs that fit, once the full views add up
+        to more than ``max_bytes`` (when positive; the first job always fits)."""
+        response = jobs_pb2.ListJobsResponse(next_page_token=page.next_token, total_size=page.total)
+        total = 0
+        for i, job in enumerate(page.items):
             if i and i % self._chunk == 0:
-                await asyncio.sleep(0)
-            static = self.views.static(job)
-            out.append((job, static, at.size(job, static)))
-        return out
-
-
-def _fitting(sizes: Sequence[int], max_bytes: int) -> int:
-    """How many of the items of ``sizes``, from the first, fit in ``max_bytes`` (at least
-    one)."""
-    total = 0
-    for i, size in enumerate(sizes):
-        total += size
-        if total > max_bytes and i > 0:
-            return i
-    return len(sizes)
+                await asyncio.sleep(0)  # let other requests in (records are immutable)
+            total += at.add(response, job, self.views.static(job))
+            if 0 < max_bytes < total and i > 0:
+                return None, i
+        return response, len(page.items)

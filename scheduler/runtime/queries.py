@@ -66,36 +66,38 @@ class JobOrder:
     """The jobs of a state in listing order (submission time, then id), kept between
     listings.
 
-    The order is brought up to date when the set of job ids changed (a set comparison, in C):
+    The order is brought up to date when the job ids of the state are not the ones it was
+    built from, in the same order (a list comparison, in C, that finds the same string objects):
     the ids that left are dropped and the new ones merged in, which costs a pass over the ids,
     not a sort of every job. A state rebuilt from scratch starts a new order.
     """
 
     def __init__(self) -> None:
         self._state: SchedulerState | None = None
-        self._ids: set[str] = set()
+        self._ids: list[str] = []
         self._keys: list[tuple[datetime, str]] = []
 
     def keys(self, state: SchedulerState) -> list[tuple[datetime, str]]:
         """``(submitted_at, id)`` of every job of ``state``, in order (do not modify)."""
         if state is not self._state:
-            self._state, self._ids, self._keys = state, set(), []
-        if state.jobs.keys() != self._ids:
-            self._refresh(state.jobs)
+            self._state, self._ids, self._keys = state, [], []
+        ids = list(state.jobs)
+        if ids != self._ids:
+            self._refresh(state.jobs, ids)
         return self._keys
 
-    def _refresh(self, jobs: dict[str, Job]) -> None:
-        ids = jobs.keys()
-        gone = self._ids - ids
+    def _refresh(self, jobs: dict[str, Job], ids: list[str]) -> None:
+        now, before = set(ids), set(self._ids)
+        gone = before - now
         keys = [k for k in self._keys if k[1] not in gone] if gone else list(self._keys)
-        added = sorted((jobs[i].submitted_at, i) for i in ids - self._ids)
+        added = sorted((jobs[i].submitted_at, i) for i in now - before)
         if added and keys and added[0] < keys[-1]:
             keys.extend(added)
             keys.sort()  # two sorted runs: merged in one pass
         else:
             keys.extend(added)
         self._keys = keys
-        self._ids = set(ids)
+        self._ids = ids
 
 
 def list_jobs(
