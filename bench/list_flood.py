@@ -399,7 +399,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=6000, help="jobs in the scheduler")
-    parser.add_argument("--gets", type=int, default=600, help="GetJob calls per phase")
+    parser.add_argument("--gets", type=int, default=1000, help="GetJob calls per phase")
     parser.add_argument("--submits", type=int, default=150, help="SubmitJob calls per phase")
     parser.add_argument("--rate", type=float, default=13.0, help="list calls a second")
     parser.add_argument("--workers", type=int, default=4, help="loops of the unbounded flood")

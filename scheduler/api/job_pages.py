@@ -11,8 +11,9 @@ calls (issue 10) left ``GetJob`` waiting behind them. Three things keep a page c
   (a changed job is a new record, so it gets a new view). A page is then, per job, a parse of
   cached bytes into the response (a few microseconds) plus those two fields.
 - :class:`JobPages` builds at most :data:`LIST_BUILDERS` pages at once (later list calls wait
-  their turn without using the loop), and yields to the loop every :data:`LIST_CHUNK` jobs, so
-  a point read waits for one chunk at most, not for a page.
+  their turn without using the loop; fetching the jobs, which may read the store on its own
+  thread, is not held back), and yields to the loop every :data:`LIST_CHUNK` jobs, so a point
+  read waits for one chunk at most, not for a page, however many list calls are in flight.
 - The page is cut by size (``limits.MAX_LIST_RESPONSE_BYTES``) from the sizes of the memoised
   views, as it was cut from the sizes of freshly built messages before: the same pages, with
   the same tokens.
@@ -40,8 +41,9 @@ from scheduler.runtime.queries import Page
 LIST_CHUNK: Final = 100
 """Jobs handled per turn of the event loop when a list is answered: other requests wait for
 one chunk at most, never for a whole page."""
-LIST_BUILDERS: Final = 2
-"""List pages built at once; further list calls wait for one of them to finish."""
+LIST_BUILDERS: Final = 1
+"""List pages built at once; further list calls wait for it to finish (the loop is one thread:
+building two at once is no faster, and a point read would wait for a chunk of each)."""
 MAX_VIEWS: Final = 50_000
 """Jobs whose serialized views :class:`JobViews` keeps (about 1 KB each); beyond it the
 oldest entries are dropped (they are rebuilt when next listed)."""
@@ -145,24 +147,30 @@ class JobPages:
             now: the server's clock; read once the page is fetched.
             max_bytes: the most bytes of jobs a response holds (at least one job).
         """
-        async with self._gate:
-            page = await fetch(page_size)
-            response, fits = await self._build(page, _AnswerTime(now()), max_bytes)
-            if response is None:
-                # Over the size budget: ask again for only the jobs that fit, so the next page
-                # token is the source's own (memory or store).
-                page = await fetch(fits)
-                response, _ = await self._build(page, _AnswerTime(now()), 0)
-            if response is None:  # pragma: no cover - a build without a budget is never cut
-                raise RuntimeError("a page without a size budget was cut")
-            return response
+        page = await fetch(page_size)
+        response, fits = await self._build(page, now, max_bytes)
+        if response is None:
+            # Over the size budget: ask again for only the jobs that fit, so the next page
+            # token is the source's own (memory or store).
+            page = await fetch(fits)
+            response, _ = await self._build(page, now, 0)
+        if response is None:  # pragma: no cover - a build without a budget is never cut
+            raise RuntimeError("a page without a size budget was cut")
+        return response
 
     async def _build(
+        self, page: Page[Job], now: Callable[[], datetime], max_bytes: int
+    ) -> tuple[jobs_pb2.ListJobsResponse | None, int]:
+        """The response holding ``page`` and its job count, built once no more than
+        ``builders - 1`` other pages are, a chunk of jobs per turn of the event loop; or
+        ``None`` and the count of jobs that fit, once the full views add up to more than
+        ``max_bytes`` (when positive; the first job always fits)."""
+        async with self._gate:
+            return await self._build_now(page, _AnswerTime(now()), max_bytes)
+
+    async def _build_now(
         self, page: Page[Job], at: _AnswerTime, max_bytes: int
     ) -> tuple[jobs_pb2.ListJobsResponse | None, int]:
-        """The response holding ``page`` and its job count, built a chunk of jobs per turn of
-        the event loop; or ``None`` and the count of jobs that fit, once the full views add up
-        to more than ``max_bytes`` (when positive; the first job always fits)."""
         response = jobs_pb2.ListJobsResponse(next_page_token=page.next_token, total_size=page.total)
         total = 0
         for i, job in enumerate(page.items):
