@@ -116,6 +116,33 @@ def test_the_memo_drops_its_oldest_views_beyond_its_capacity() -> None:
         JobViews(capacity=0)
 
 
+def test_views_of_records_no_longer_live_are_dropped_past_the_slack() -> None:
+    views = JobViews(slack=2)
+    jobs = [_job(i) for i in range(6)]
+    for job in jobs:
+        views.static(job)
+    changed = replace(jobs[1], state=JobState.SUCCEEDED, version=8)
+    live = {j.id: j for j in jobs[:3]} | {changed.id: changed}  # 3-5 left memory, 1 changed
+
+    within_slack = JobViews(slack=10)
+    within_slack.static(jobs[5])
+    assert within_slack.trim({}) == 0  # one stale view is tolerated
+    assert views.trim(live) == 4
+    assert len(views) == 2
+    assert views.static(jobs[0]) is views.static(jobs[0])
+
+
+async def test_only_records_in_memory_are_memoised() -> None:
+    jobs = _jobs(30)
+    live = {j.id: j for j in jobs[:10]}
+    pages = JobPages(live=lambda: live, chunk=7)
+
+    response = await pages.answer(_fetch_of(jobs), 30, lambda: NOW, 1 << 20)
+
+    assert list(response.jobs) == [job_to_proto(j, NOW) for j in jobs]
+    assert len(pages.views) == 10  # the 20 read from the store were not kept
+
+
 # ---------------------------------------------------------------- pages
 
 

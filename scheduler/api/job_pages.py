@@ -18,8 +18,11 @@ calls (issue 10) left ``GetJob`` waiting behind them. Three things keep a page c
   views, as it was cut from the sizes of freshly built messages before: the same pages, with
   the same tokens.
 
-Jobs read back from the store (past their retention) are new records on every read, so they
-miss the memo; their pages cost what they did before, in chunks.
+Only live records (those in the core's memory) are memoised: jobs read back from the store
+(past their retention) are new records on every read, so their pages cost what they did
+before, in chunks. Views of records that stopped being live (the job changed, or left memory)
+are dropped in one pass once :data:`TRIM_SLACK` of them piled up, so the memo never keeps
+records alive for long after the core let go of them.
 
 Must not import ``scheduler.store`` or ``agents``.
 """
@@ -27,7 +30,7 @@ Must not import ``scheduler.store`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -45,8 +48,12 @@ LIST_BUILDERS: Final = 1
 """List pages built at once; further list calls wait for it to finish (the loop is one thread:
 building two at once is no faster, and a point read would wait for a chunk of each)."""
 MAX_VIEWS: Final = 50_000
-"""Jobs whose serialized views :class:`JobViews` keeps (about 1 KB each); beyond it the
-oldest entries are dropped (they are rebuilt when next listed)."""
+"""Jobs whose serialized views :class:`JobViews` keeps (about 1 KB each, plus the record they
+were built from, which the core holds anyway while the job is live); beyond it the oldest
+entries are dropped (they are rebuilt when next listed)."""
+TRIM_SLACK: Final = 2_000
+"""Views of records no longer live (a job changed or left memory since it was listed) that
+:class:`JobViews` tolerates before dropping them all in one pass."""
 
 _ANSWER_FIELDS: Final = ("as_of", "ettr")
 """Fields of the public view computed at the moment of the answer (not memoised)."""
@@ -59,20 +66,23 @@ class JobViews:
 
     Args:
         capacity: most jobs whose views are kept (oldest dropped first).
+        slack: views of records that are no longer live tolerated before :meth:`trim` drops
+            them.
     """
 
-    def __init__(self, capacity: int = MAX_VIEWS) -> None:
+    def __init__(self, capacity: int = MAX_VIEWS, slack: int = TRIM_SLACK) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be positive, not {capacity}")
         self._capacity = capacity
+        self._slack = slack
         self._views: dict[str, tuple[Job, bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._views)
 
-    def static(self, job: Job) -> bytes:
+    def static(self, job: Job, *, keep: bool = True) -> bytes:
         """The serialized view of ``job`` without the answer-time fields (``as_of``,
-        ``ettr``): built once per record, then reused."""
+        ``ettr``): built once per record, then reused (not kept when ``keep`` is false)."""
         entry = self._views.get(job.id)
         if entry is not None and entry[0] is job:
             return entry[1]
@@ -80,12 +90,24 @@ class JobViews:
         for name in _ANSWER_FIELDS:
             msg.ClearField(name)
         data = msg.SerializeToString()
+        if not keep:
+            return data
         if entry is not None:
             del self._views[job.id]  # re-inserted last: the newest entry
         elif len(self._views) >= self._capacity:
             del self._views[next(iter(self._views))]
         self._views[job.id] = (job, data)
         return data
+
+    def trim(self, live: Mapping[str, Job]) -> int:
+        """Drop the views of records that are not the live ones (replaced since, or gone from
+        memory), once the memo holds more than ``slack`` views beyond the live jobs' count;
+        how many were dropped. A view holds its record, which must not outlive its job."""
+        if len(self._views) <= len(live) + self._slack:
+            return 0
+        before = len(self._views)
+        self._views = {k: v for k, v in self._views.items() if live.get(k) is v[0]}
+        return before - len(self._views)
 
 
 class _AnswerTime:
@@ -117,6 +139,9 @@ class JobPages:
 
     Args:
         views: the memo (a new one by default).
+        live: the jobs in the core's memory: only their records are memoised (a record read
+            from the store is new at every read), and views of other records are trimmed.
+            ``None``: every record is memoised and nothing trimmed.
         builders: pages built at once.
         chunk: jobs handled per turn of the event loop.
     """
@@ -125,10 +150,12 @@ class JobPages:
         self,
         views: JobViews | None = None,
         *,
+        live: Callable[[], Mapping[str, Job]] | None = None,
         builders: int = LIST_BUILDERS,
         chunk: int = LIST_CHUNK,
     ) -> None:
         self.views = views or JobViews()
+        self._live = live
         self._gate = asyncio.Semaphore(builders)
         self._chunk = chunk
 
@@ -172,11 +199,16 @@ class JobPages:
         self, page: Page[Job], at: _AnswerTime, max_bytes: int
     ) -> tuple[jobs_pb2.ListJobsResponse | None, int]:
         response = jobs_pb2.ListJobsResponse(next_page_token=page.next_token, total_size=page.total)
+        live = None if self._live is None else self._live()
         total = 0
         for i, job in enumerate(page.items):
             if i and i % self._chunk == 0:
                 await asyncio.sleep(0)  # let other requests in (records are immutable)
-            total += at.add(response, job, self.views.static(job))
+                live = None if self._live is None else self._live()
+            keep = live is None or live.get(job.id) is job
+            total += at.add(response, job, self.views.static(job, keep=keep))
             if 0 < max_bytes < total and i > 0:
                 return None, i
+        if live is not None:
+            self.views.trim(live)
         return response, len(page.items)

@@ -62,7 +62,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self._runtime = runtime
         self._requests = requests or AgentRequests(runtime)
         self._forecaster = forecaster or Forecaster(runtime)
-        self._pages = JobPages()
+        self._pages = JobPages(live=lambda: runtime.state.jobs)
 
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
