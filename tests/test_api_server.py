@@ -6,6 +6,7 @@ Every wait is on a ``WatchJob`` stream or an event with a timeout; no test sleep
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -27,7 +28,9 @@ from server_builders import (
 )
 
 from firsthop.v1 import admin_pb2, jobs_pb2
-from scheduler.api.jobs_servicer import LIST_CHUNK, JobServicer
+from scheduler.api import auth
+from scheduler.api.job_pages import LIST_CHUNK
+from scheduler.api.jobs_servicer import JobServicer
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.core.states import JobState
 from scheduler.store.memory import MemoryStore
@@ -344,6 +347,47 @@ async def test_a_large_job_list_lets_other_requests_run_while_it_is_built() -> N
 
     assert len(response.jobs) == 5 * LIST_CHUNK
     assert during >= 4  # the loop ran between chunks, not once after the whole page
+
+
+async def test_a_get_job_issued_while_a_page_is_built_is_answered_before_the_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running_server() as server, stubs(server.address) as s:
+        ids = [
+            (await submit(s, spec(8), submission_id=f"many-{i}")).job.id
+            for i in range(5 * LIST_CHUNK)
+        ]
+        servicer = JobServicer(server.runtime)
+        list_jobs = server.runtime.list_jobs
+        fetched = asyncio.Event()
+        order: list[str] = []
+
+        async def fetch_and_tell(**filters: Any) -> Any:
+            page = await list_jobs(**filters)
+            fetched.set()
+            return page
+
+        monkeypatch.setattr(server.runtime, "list_jobs", fetch_and_tell)
+
+        async def listing() -> jobs_pb2.ListJobsResponse:
+            request = jobs_pb2.ListJobsRequest(page_size=5 * LIST_CHUNK)
+            response = await servicer.ListJobs(request, None)  # type: ignore[arg-type]
+            order.append("list")
+            return response
+
+        async def get() -> jobs_pb2.GetJobResponse:
+            await fetched.wait()  # the page is being built now
+            auth._identity.set(auth.ANONYMOUS)  # what the interceptor does for a local caller
+            request = jobs_pb2.GetJobRequest(job_id=ids[-1])
+            response = await servicer.GetJob(request, None)  # type: ignore[arg-type]
+            order.append("get")
+            return response
+
+        listed, got = await asyncio.gather(listing(), get())
+
+    assert order == ["get", "list"]
+    assert [j.id for j in listed.jobs] == ids
+    assert got.job.id == ids[-1]
 
 
 async def test_finished_jobs_leave_memory_after_the_window_and_are_read_from_the_store() -> None:

@@ -11,10 +11,9 @@ Must not import ``scheduler.store`` or ``agents``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any
 
 import grpc.aio
 
@@ -28,6 +27,7 @@ from scheduler.api.forecast import (
     forecast_info_to_proto,
     start_estimate_to_proto,
 )
+from scheduler.api.job_pages import JobPages
 from scheduler.api.serde import job_to_proto
 from scheduler.api.spec_serde import job_spec_from_proto, job_state_from_proto
 from scheduler.core.errors import DuplicateSubmissionError
@@ -48,9 +48,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
-LIST_CHUNK: Final = 100
-"""Jobs translated per turn of the event loop when a list is answered: a 1,000-job page
-takes tens of milliseconds to build, which other requests must not wait behind."""
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -65,6 +62,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self._runtime = runtime
         self._requests = requests or AgentRequests(runtime)
         self._forecaster = forecaster or Forecaster(runtime)
+        self._pages = JobPages(live=lambda: runtime.state.jobs)
 
     async def SubmitJob(  # noqa: N802 - gRPC method name
         self, request: jobs_pb2.SubmitJobRequest, context: Context
@@ -120,30 +118,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             require_job_access(user or identity.name)
             user = identity.name
 
-        async def fetch(page_size: int) -> tuple[Page[Job], list[jobs_pb2.Job]]:
-            page = await self._runtime.list_jobs(
+        async def fetch(page_size: int) -> Page[Job]:
+            return await self._runtime.list_jobs(
                 states=states,
                 queue=request.queue,
                 user=user,
                 page_size=page_size,
                 page_token=request.page_token,
             )
-            now = self._runtime.now()
-            jobs: list[jobs_pb2.Job] = []
-            for start in range(0, len(page.items), LIST_CHUNK):
-                if start:
-                    await asyncio.sleep(0)  # let other requests in (records are immutable)
-                jobs.extend(job_to_proto(j, now) for j in page.items[start : start + LIST_CHUNK])
-            return page, jobs
 
-        page, jobs = await fetch(request.page_size)
-        fits = _fitting(jobs, limits.MAX_LIST_RESPONSE_BYTES)
-        if fits < len(jobs):
-            # Over the size budget: ask again for only the jobs that fit, so the next page
-            # token is the source's own (memory or store).
-            page, jobs = await fetch(fits)
-        return jobs_pb2.ListJobsResponse(
-            jobs=jobs, next_page_token=page.next_token, total_size=page.total
+        return await self._pages.answer(
+            fetch, request.page_size, self._runtime.now, limits.MAX_LIST_RESPONSE_BYTES
         )
 
     async def CancelJob(  # noqa: N802
@@ -236,13 +221,3 @@ def _submitting_user(requested: str) -> str:
         return submitting_user(identity, requested) or ANONYMOUS
     except PermissionError as exc:
         raise AccessDeniedError(str(exc), reason=Denial.NOT_YOUR_JOB) from None
-
-
-def _fitting(jobs: list[jobs_pb2.Job], max_bytes: int) -> int:
-    """How many of ``jobs``, from the first, fit in ``max_bytes`` (at least one)."""
-    total = 0
-    for i, job in enumerate(jobs):
-        total += job.ByteSize()
-        if total > max_bytes and i > 0:
-            return i
-    return len(jobs)

@@ -111,6 +111,7 @@ class History:
         self._older_in_store = True
         """Whether the store held jobs the start did not load (until :meth:`started`)."""
         self._next_sweep: datetime | None = None
+        self._order = queries.JobOrder()
 
     @property
     def partial(self) -> bool:
@@ -186,6 +187,7 @@ class History:
                 user=user,
                 page_size=page_size,
                 page_token=page_token,
+                order=self._order,
             )
         size = min(page_size or DEFAULT_JOB_PAGE, MAX_JOB_PAGE)
         wanted = tuple(states)

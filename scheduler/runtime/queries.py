@@ -4,6 +4,11 @@ Pages are cut by an opaque token naming the last item of the previous page (jobs
 time and id; nodes: position in topology order), so a page is stable while jobs are added.
 A token this server did not hand out is ``invalid_page_token``.
 
+Job listings are ordered by submission time, then id. A :class:`JobOrder` keeps that order
+between listings (a job's submission time never changes), so a listing finds its page by
+bisection instead of sorting every job each time: a flood of list calls (issue 10) must not
+spend the event loop sorting.
+
 Must not import grpc, generated protos, ``scheduler.api`` or ``scheduler.store``.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from bisect import bisect_right
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +62,44 @@ def _decode(token: str) -> str:
         raise InvalidPageTokenError(f"page token {token!r} is not valid") from None
 
 
+class JobOrder:
+    """The jobs of a state in listing order (submission time, then id), kept between
+    listings.
+
+    The order is brought up to date when the job ids of the state are not the ones it was
+    built from, in the same order (a list comparison, in C, that finds the same string objects):
+    the ids that left are dropped and the new ones merged in, which costs a pass over the ids,
+    not a sort of every job. A state rebuilt from scratch starts a new order.
+    """
+
+    def __init__(self) -> None:
+        self._state: SchedulerState | None = None
+        self._ids: list[str] = []
+        self._keys: list[tuple[datetime, str]] = []
+
+    def keys(self, state: SchedulerState) -> list[tuple[datetime, str]]:
+        """``(submitted_at, id)`` of every job of ``state``, in order (do not modify)."""
+        if state is not self._state:
+            self._state, self._ids, self._keys = state, [], []
+        ids = list(state.jobs)
+        if ids != self._ids:
+            self._refresh(state.jobs, ids)
+        return self._keys
+
+    def _refresh(self, jobs: dict[str, Job], ids: list[str]) -> None:
+        now, before = set(ids), set(self._ids)
+        gone = before - now
+        keys = [k for k in self._keys if k[1] not in gone] if gone else list(self._keys)
+        added = sorted((jobs[i].submitted_at, i) for i in now - before)
+        if added and keys and added[0] < keys[-1]:
+            keys.extend(added)
+            keys.sort()  # two sorted runs: merged in one pass
+        else:
+            keys.extend(added)
+        self._keys = keys
+        self._ids = ids
+
+
 def list_jobs(
     state: SchedulerState,
     *,
@@ -66,37 +110,45 @@ def list_jobs(
     page_token: str = "",
     size_of: Callable[[Job], int] | None = None,
     max_bytes: int = 0,
+    order: JobOrder | None = None,
 ) -> Page[Job]:
     """Jobs matching the filters, oldest submission first (then by id), one page.
 
     With ``size_of`` and ``max_bytes``, the page also ends before the item that would take
-    its total size over ``max_bytes`` (it always holds at least one item).
+    its total size over ``max_bytes`` (it always holds at least one item). ``order`` is the
+    order kept from earlier listings of the same state (without it, every job is sorted).
     """
     size = min(page_size or DEFAULT_JOB_PAGE, MAX_JOB_PAGE)
+    after = _job_key(page_token) if page_token else None
+    keys = (order or JobOrder()).keys(state)
+    start = 0 if after is None else bisect_right(keys, after)
+    jobs = state.jobs
     wanted = frozenset(states)
-    matching = sorted(
-        (
-            job
-            for job in state.jobs.values()
-            if (not wanted or job.state in wanted)
-            and (not queue or job.queue == queue)
-            and (not user or job.user == user)
-        ),
-        key=lambda j: (j.submitted_at, j.id),
-    )
-    start = 0
-    if page_token:
-        after = _job_key(page_token)
-        start = next(
-            (i for i, j in enumerate(matching) if (j.submitted_at, j.id) > after), len(matching)
-        )
-    items = _cut(tuple(matching[start : start + size]), size_of, max_bytes)
-    more = start + len(items) < len(matching)
+    page: list[Job] = []
+    if not wanted and not queue and not user:
+        total = len(keys)
+        left = total - start
+        page = [jobs[job_id] for _, job_id in keys[start : start + size]]
+    else:
+        total = left = 0
+        for i, (_, job_id) in enumerate(keys):
+            job = jobs[job_id]
+            if (
+                (not wanted or job.state in wanted)
+                and (not queue or job.queue == queue)
+                and (not user or job.user == user)
+            ):
+                total += 1
+                if i >= start:
+                    left += 1
+                    if len(page) < size:
+                        page.append(job)
+    items = _cut(tuple(page), size_of, max_bytes)
     token = ""
-    if more and items:
+    if left > len(items) and items:
         last = items[-1]
         token = _encode(f"j|{last.submitted_at.isoformat()}|{last.id}")
-    return Page(items, token, len(matching))
+    return Page(items, token, total)
 
 
 def _job_key(token: str) -> tuple[datetime, str]:

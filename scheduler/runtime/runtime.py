@@ -145,6 +145,7 @@ class Runtime:
         self._store = store
         self._clock = clock
         self.metrics = metrics or Metrics()
+        self._job_order = queries.JobOrder()
         self.watchers = WatchHub()
         self.agents = AgentHub()
         self._tick_s = tick_interval_s
@@ -265,6 +266,7 @@ class Runtime:
                 user=user,
                 page_size=page_size,
                 page_token=page_token,
+                order=self._job_order,
             )
         return await self.history.list_jobs(
             states=states, queue=queue, user=user, page_size=page_size, page_token=page_token
