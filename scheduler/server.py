@@ -142,7 +142,7 @@ class RpcMetricsInterceptor(Interceptor):
 
     def _timed(self, handler: Handler, full_name: str) -> Handler:
         method = full_name.rsplit("/", 1)[-1]
-        histogram = self._metrics.rpc_seconds
+        histogram = self._metrics.rpc_durations
 
         def timed_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
             async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -150,7 +150,7 @@ class RpcMetricsInterceptor(Interceptor):
                 try:
                     return await behavior(request, context)
                 finally:
-                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+                    histogram(method, _code(context)).observe(time.perf_counter() - started)
 
             return run
 
@@ -161,7 +161,7 @@ class RpcMetricsInterceptor(Interceptor):
                     async for item in behavior(request, context):
                         yield item
                 finally:
-                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+                    histogram(method, _code(context)).observe(time.perf_counter() - started)
 
             return run
 
