@@ -76,7 +76,6 @@ class LabelledChildren(Generic[M]):
         self.metric.clear()
 
 
-
 @dataclass(frozen=True, slots=True)
 class StateSnapshot:
     """Counts over the whole scheduler state at one instant."""

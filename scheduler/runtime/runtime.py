@@ -477,9 +477,7 @@ class Runtime:
     def _execute(self, action: Action) -> None:
         if isinstance(action, StartRanks | StopRanks):
             self.agents.send(action)
-            self.metrics.command_counts(
-                "start" if isinstance(action, StartRanks) else "stop"
-            ).inc()
+            self.metrics.command_counts("start" if isinstance(action, StartRanks) else "stop").inc()
         elif isinstance(action, RunMaintenance):
             self.agents.send(action)
             self.metrics.command_counts("maintenance").inc()
