@@ -18,8 +18,9 @@ before and after figures come from the same run on the same machine):
    passes the same interceptors): the floor of any unary RPC here.
 
 With ``--profile``, one more SQLite run of the current code under :mod:`cProfile` (the event
-loop thread, enabled for the submit phase only); the top functions by own and cumulative time
-go to ``bench/results/submit_path_profile.txt`` and the file's ``profile`` key.
+loop thread's CPU time, enabled for the submit phase only); the top functions by own and
+cumulative time go to ``bench/results/submit_path_profile.txt`` and the file's ``profile``
+key. The profiler slows the server several times over: read its figures as shares.
 
 Run: ``python -m bench.submit_path [--jobs N] [--stores memory,sqlite,postgresql]
 [--baseline main] [--profile]``; writes ``bench/results/submit_path.json``.
@@ -61,10 +62,10 @@ FIRST_PARTY = r"/(scheduler|placement|topology|firsthop)/"
 """pstats restriction to this project's modules."""
 
 SERVE = """
-import cProfile, signal, sys
+import cProfile, signal, sys, time
 out = sys.argv[1]
 sys.argv = ["firsthop-scheduler", *sys.argv[2:]]
-profile = cProfile.Profile()
+profile = cProfile.Profile(time.thread_time)
 def _on(*_):
     profile.enable()
 def _off(*_):
@@ -78,7 +79,9 @@ from scheduler.cli.server import main
 main()
 """
 """The server process: ``firsthop-scheduler``'s own entry point, plus a profiler that SIGUSR1
-turns on and SIGUSR2 turns off (writing its stats to the first argument)."""
+turns on and SIGUSR2 turns off (writing its stats to the first argument). It counts the
+thread's CPU time, not wall time: on a shared machine wall time charges whatever function was
+running when the process was descheduled."""
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,8 @@ def profile_store(db_url: str, variant: Variant, jobs: int, clients: int, work: 
         wait_until(lambda: out.exists() and out.stat().st_size > 0, "the profile")
     text = io.StringIO()
     text.write(
-        f"cProfile of the server's event-loop thread during {submit['calls']} SubmitJob calls "
+        f"cProfile (thread CPU time) of the server's event-loop thread during {submit['calls']} "
+        "SubmitJob calls "
         f"({submit['calls_per_s']}/s under the profiler, {variant.rev}, "
         f"{db_url.split(':', maxsplit=1)[0]})\n"
     )
