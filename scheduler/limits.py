@@ -223,13 +223,19 @@ def check_spec_data(data: object, flags: frozenset[str] = frozenset()) -> None:
         if depth > MAX_SPEC_DEPTH:
             where = _spec_path(parent, key)
             raise FieldTooLargeError(f"{where}: nested deeper than {MAX_SPEC_DEPTH} levels")
-        if isinstance(item, str):
+        if type(item) is int:  # the most common leaf; exact types skip the ABC checks below
+            if abs(item) > MAX_INT:
+                raise InvalidInputError(
+                    f"{_spec_path(parent, key)}: {clip(item)} is out of range (|n| <= {MAX_INT})",
+                    reason=ErrorReason.INVALID_JOB_SPEC,
+                )
+        elif isinstance(item, str):
             if not item.isascii() or "\x00" in item:
                 where = _spec_path(parent, key)
                 if "\x00" in item:
                     raise InvalidTextError(f"{where}: holds a NUL byte")
                 utf8_size(item)
-        elif isinstance(item, Mapping):
+        elif type(item) is dict or isinstance(item, Mapping):
             where = _spec_path(parent, key)
             for child_key, value in item.items():
                 if not isinstance(child_key, str):
