@@ -12,8 +12,9 @@ before and after figures come from the same run on the same machine):
    ``SubmitJob`` calls in flight between them, sizes 8/16/64/128/512 GPUs as in
    :mod:`bench.control_plane`. A call returns once its job is durable, so calls per second is
    the durable submission rate. Reported: rate, p50/p99 latency, the server's CPU per call
-   (``/proc/PID/stat``, all threads, and its event-loop thread alone), and the generators' CPU
-   per call;
+   (``/proc/PID/stat``: all threads, its event-loop thread alone, and per OS thread name:
+   ``python`` are Python's threads, gRPC's poller, the store's and the audit writer's), and
+   the generators' CPU per call;
 3. the same generators and concurrency against the server's ``grpc.health.v1`` check (it
    passes the same interceptors): the floor of any unary RPC here.
 
@@ -166,6 +167,23 @@ def _client(
 # ---------------------------------------------------------------- measuring (parent side)
 
 
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's threads by OS thread name (``comm``): the event loop
+    (the main thread), gRPC's own threads, and Python's worker threads (store, audit)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name = "event loop (main thread)" if task.name == str(pid) else name
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
 def _cpu_s(pid: int, tid: int | None = None) -> float:
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
@@ -196,9 +214,12 @@ def _phase(
         procs.append(proc)
         pipes.append(receive)
     go.wait(timeout=START_WAIT_S)
-    cpu_before, loop_before = _cpu_s(pid), _cpu_s(pid, pid)
+    cpu_before, loop_before, threads_before = _cpu_s(pid), _cpu_s(pid, pid), _threads_cpu_s(pid)
     results = [p.recv() for p in pipes]
     cpu, loop_cpu = _cpu_s(pid) - cpu_before, _cpu_s(pid, pid) - loop_before
+    threads = {
+        name: spent - threads_before.get(name, 0.0) for name, spent in _threads_cpu_s(pid).items()
+    }
     for proc in procs:
         proc.join()
     latencies = sorted(x for r in results for x in r[0])
@@ -215,6 +236,11 @@ def _phase(
         "latency_p99_ms": round(1000 * latencies[int(total * 0.99)], 2),
         "server_cpu_us_per_call": round(1e6 * cpu / total, 1),
         "server_event_loop_cpu_us_per_call": round(1e6 * loop_cpu / total, 1),
+        "server_threads_cpu_us_per_call": {
+            name: round(1e6 * spent / total, 1)
+            for name, spent in sorted(threads.items(), key=lambda kv: -kv[1])
+            if spent > 0
+        },
         "server_cpu_cores": round(cpu / wall, 2),
         "client_cpu_us_per_call": round(1e6 * sum(r[4] for r in results) / total, 1),
     }
