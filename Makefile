@@ -20,7 +20,7 @@ PROTO_GEN_GLOBS := $(PROTO_DIR)/firsthop/v1/*_pb2.py $(PROTO_DIR)/firsthop/v1/*_
 	$(PROTO_DIR)/firsthop/v1/*_pb2_grpc.py $(PROTO_DIR)/firsthop/v1/*_pb2_grpc.pyi
 
 # Benchmarks to run: each NAME runs as `python -m bench.NAME` (bench/NAME.py).
-BENCHES ?= topology core control_plane recovery sim
+BENCHES ?= topology core control_plane submit_path recovery sim
 PYTEST_ARGS ?=
 
 .PHONY: help setup proto check-proto lint type test bench demo clean

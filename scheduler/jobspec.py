@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,7 +137,27 @@ class JobSpec(BaseModel):
         return self.parallelism
 
     def to_request(self, excluded_hosts: Iterable[str] = ()) -> PlacementRequest:
-        """The placement request of this job."""
+        """The placement request of this job (without excluded hosts: built once per spec,
+        see :attr:`request`)."""
+        excluded = frozenset(excluded_hosts)
+        if not excluded:
+            return self.request
+        return self._build_request(excluded)
+
+    @cached_property
+    def request(self) -> PlacementRequest:
+        """The placement request of this job with no host excluded, built on first use and
+        kept: a submitted spec is checked for placeability, then shaped by every scheduling
+        cycle it waits through. (The spec is frozen; it must not be copied with
+        ``model_copy(update=...)``, which would carry this over.)"""
+        return self._build_request(frozenset())
+
+    @cached_property
+    def request_key(self) -> str:
+        """:attr:`request` as canonical JSON: specs with equal keys place alike."""
+        return self.request.model_dump_json()
+
+    def _build_request(self, excluded: frozenset[str]) -> PlacementRequest:
         hints = self.placement
         return PlacementRequest(
             gpus=self.gpus,
@@ -146,7 +167,7 @@ class JobSpec(BaseModel):
             required_tier=hints.required_tier,
             nvlink_dims=hints.nvlink_dims | {"tp"},
             max_leaves=hints.max_leaves,
-            excluded_hosts=frozenset(excluded_hosts),
+            excluded_hosts=excluded,
         )
 
 

@@ -207,32 +207,54 @@ def check_env(env: Mapping[str, str]) -> Mapping[str, str]:
 def check_spec_data(data: object, flags: frozenset[str] = frozenset()) -> None:
     """Bound the shape of parsed spec data before validation: nesting depth, item count,
     integer range, travelable strings, and ``true``/``false`` only under a key in ``flags``
-    (so ``gpus: true`` is not read as 1). The typed checks come after, in the model."""
+    (so ``gpus: true`` is not read as 1). The typed checks come after, in the model.
+
+    Every submission passes here, so the common case is kept cheap: the path of an item
+    (``placement.model.layers``, for messages) is spelled out only for containers and when an
+    item fails, and ASCII text without NUL, which always encodes, skips the UTF-8 check."""
     budget = MAX_SPEC_ITEMS
-    stack: list[tuple[object, int, str]] = [(data, 0, "")]
+    # (item, depth, parent's path, key or index under the parent; None for the top level)
+    stack: list[tuple[object, int, str, str | int | None]] = [(data, 0, "", None)]
     while stack:
-        item, depth, where = stack.pop()
+        item, depth, parent, key = stack.pop()
         budget -= 1
         if budget < 0:
             raise FieldTooLargeError(f"the spec holds over {MAX_SPEC_ITEMS} items")
         if depth > MAX_SPEC_DEPTH:
+            where = _spec_path(parent, key)
             raise FieldTooLargeError(f"{where}: nested deeper than {MAX_SPEC_DEPTH} levels")
-        if isinstance(item, Mapping):
-            for key, value in item.items():
-                if not isinstance(key, str):
+        if type(item) is int:  # the most common leaf; exact types skip the ABC checks below
+            if abs(item) > MAX_INT:
+                raise InvalidInputError(
+                    f"{_spec_path(parent, key)}: {clip(item)} is out of range (|n| <= {MAX_INT})",
+                    reason=ErrorReason.INVALID_JOB_SPEC,
+                )
+        elif isinstance(item, str):
+            if not item.isascii() or "\x00" in item:
+                where = _spec_path(parent, key)
+                if "\x00" in item:
+                    raise InvalidTextError(f"{where}: holds a NUL byte")
+                utf8_size(item)
+        elif type(item) is dict or isinstance(item, Mapping):
+            where = _spec_path(parent, key)
+            for child_key, value in item.items():
+                if not isinstance(child_key, str):
                     raise InvalidInputError(
-                        f"{where or '(top level)'}: key {clip(key)} is not a string",
+                        f"{where or '(top level)'}: key {clip(child_key)} is not a string",
                         reason=ErrorReason.INVALID_JOB_SPEC,
                     )
-                check_text(f"key {clip(key)}", key, MAX_ENV_KEY_BYTES)
-                stack.append((value, depth + 1, f"{where}.{key}" if where else key))
+                if (
+                    len(child_key) > MAX_ENV_KEY_BYTES
+                    or not child_key.isascii()
+                    or "\x00" in child_key
+                ):
+                    check_text(f"key {clip(child_key)}", child_key, MAX_ENV_KEY_BYTES)
+                stack.append((value, depth + 1, where, child_key))
         elif isinstance(item, list | tuple):
-            stack.extend((value, depth + 1, f"{where}[{i}]") for i, value in enumerate(item))
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise InvalidTextError(f"{where}: holds a NUL byte")
-            utf8_size(item)
+            where = _spec_path(parent, key)
+            stack.extend((value, depth + 1, where, i) for i, value in enumerate(item))
         elif isinstance(item, bool):
+            where = _spec_path(parent, key)
             if where.rpartition(".")[2] not in flags:
                 raise InvalidInputError(
                     f"{where}: {str(item).lower()} is not a valid value here",
@@ -240,6 +262,15 @@ def check_spec_data(data: object, flags: frozenset[str] = frozenset()) -> None:
                 )
         elif isinstance(item, int) and abs(item) > MAX_INT:
             raise InvalidInputError(
-                f"{where}: {clip(item)} is out of range (|n| <= {MAX_INT})",
+                f"{_spec_path(parent, key)}: {clip(item)} is out of range (|n| <= {MAX_INT})",
                 reason=ErrorReason.INVALID_JOB_SPEC,
             )
+
+
+def _spec_path(parent: str, key: str | int | None) -> str:
+    """The path of an item of a spec: ``a.b`` under a mapping, ``a[0]`` in a list."""
+    if key is None:
+        return parent
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key

@@ -3,7 +3,8 @@
 Topology file -> topology index; ``db_url`` -> store (``memory://`` for a throwaway one);
 store -> scheduling core (restored records); core + store + clock -> runtime; runtime ->
 servicers; servicers + interceptors (RPC metrics outermost, then errors, then authorisation)
-+ health checking + server reflection -> a ``grpc.aio`` server. Nothing else in the scheduler
++ health checking + server reflection -> a ``grpc.aio`` server (every service registered
+through its generic handler only: :mod:`scheduler.api.registration`). Nothing else in the scheduler
 reads configuration.
 
 Transport security (docs/security.md): with ``tls_cert``/``tls_key`` the users' port speaks
@@ -65,6 +66,7 @@ from scheduler.api.errors import (
 )
 from scheduler.api.forecast import Forecaster
 from scheduler.api.jobs_servicer import JobServicer
+from scheduler.api.registration import GenericRegistration
 from scheduler.api.slurm_servicer import add_slurm_service
 from scheduler.api.standby import LeaderGate, StandbyInterceptor
 from scheduler.config import ServerConfig
@@ -142,7 +144,7 @@ class RpcMetricsInterceptor(Interceptor):
 
     def _timed(self, handler: Handler, full_name: str) -> Handler:
         method = full_name.rsplit("/", 1)[-1]
-        histogram = self._metrics.rpc_seconds
+        histogram = self._metrics.rpc_durations
 
         def timed_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
             async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -150,7 +152,7 @@ class RpcMetricsInterceptor(Interceptor):
                 try:
                     return await behavior(request, context)
                 finally:
-                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+                    histogram(method, _code(context)).observe(time.perf_counter() - started)
 
             return run
 
@@ -161,7 +163,7 @@ class RpcMetricsInterceptor(Interceptor):
                     async for item in behavior(request, context):
                         yield item
                 finally:
-                    histogram.labels(method, _code(context)).observe(time.perf_counter() - started)
+                    histogram(method, _code(context)).observe(time.perf_counter() - started)
 
             return run
 
@@ -196,6 +198,9 @@ class SchedulerServer:
     """The authorisation interceptor (its audit writer is flushed on stop)."""
     forecaster: Forecaster | None = None
     """Start-time forecasts (``ForecastCluster``, ``ExplainJob``); closed on stop."""
+    generic_services: tuple[str, ...] = ()
+    """Services registered through their generic handlers only
+    (:mod:`scheduler.api.registration`)."""
 
     @property
     def agent_address(self) -> str | None:
@@ -407,8 +412,9 @@ def build_server(
         cache_s=config.forecast_cache_s,
         horizon_s=config.forecast_horizon_s,
     )
+    services = GenericRegistration(server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(runtime, fleet.requests, forecaster), server
+        JobServicer(runtime, fleet.requests, forecaster), services
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(
@@ -418,7 +424,7 @@ def build_server(
             health_check_timeout_s=config.health_check_timeout_s,
             forecaster=forecaster,
         ),
-        server,
+        services,
     )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(
@@ -428,16 +434,16 @@ def build_server(
             heartbeat_timeout_s=config.heartbeat_timeout_s,
             fence_after_s=config.fence_after(),
         ),
-        server,
+        services,
     )
-    add_slurm_service(server)
+    add_slurm_service(services)
     access_pb2_grpc.add_AccessServiceServicer_to_server(
-        AccessServicer(principals, before_reading_audit=auth.flush), server
+        AccessServicer(principals, before_reading_audit=auth.flush), services
     )
     health_servicer = AsyncHealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), services
     )
     if tls is None:
         _check_insecure(config)
@@ -465,6 +471,7 @@ def build_server(
         principals=principals,
         auth=auth,
         forecaster=forecaster,
+        generic_services=tuple(services.generic_services),
     )
     if config.leader_election and isinstance(store, SqlStore) and store.dialect == "postgresql":
         built.lease = LeaderLease(

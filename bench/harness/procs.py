@@ -29,7 +29,13 @@ T = TypeVar("T")
 class Proc:
     """A child process whose stdout lines are collected by a thread (stderr goes to ``log``)."""
 
-    def __init__(self, argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.log = log
         self._err = log.open("ab")
         self.popen = subprocess.Popen(
@@ -38,6 +44,7 @@ class Proc:
             stderr=self._err,
             text=True,
             env=None if env is None else {**os.environ, **env},
+            cwd=cwd,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)

@@ -121,6 +121,7 @@ def submit(ctx: Ctx, event: JobSubmitted) -> Job:
         updated_at=event.at,
         submission_id=event.submission_id,
         reason=JobReason.SUBMITTED,
+        version=1,  # what put_job gives a new record: it then keeps this one, not a copy
     )
     return ctx.state.put_job(job)
 

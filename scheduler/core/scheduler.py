@@ -220,12 +220,11 @@ class Scheduler:
         jobs.submit(ctx, event)
 
     def _check_placeable(self, spec: JobSpec) -> None:
-        request = spec.to_request()
-        key = request.model_dump_json()
+        key = spec.request_key
         if key not in self._placeable:
             error: FirsthopError | None = None
             try:
-                result = run_placer(self._empty, request, self.config.placement)
+                result = run_placer(self._empty, spec.request, self.config.placement)
             except FirsthopError as exc:
                 error = exc
             else:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -40,6 +41,39 @@ from prometheus_client.registry import Collector
 _CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RATIO_BUCKETS = (1.0, 1.01, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class LabelledChildren(Generic[M]):
+    """The children of one labelled metric, each looked up once.
+
+    ``metric.labels(...)`` validates its arguments and takes the metric's lock on every call;
+    the hot paths (one event per request, one RPC duration per call) ask this cache instead.
+    Children are removed only through :meth:`remove` and :meth:`clear`, which drop them here
+    and from the metric alike, so a cached child is always the one the registry exports.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """The child of these label values (created on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+    def remove(self, *values: str) -> None:
+        """Drop the child of these label values (its series disappears from scrapes)."""
+        self._children.pop(values, None)
+        self.metric.remove(*values)
+
+    def clear(self) -> None:
+        """Drop every child."""
+        self._children.clear()
+        self.metric.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +201,12 @@ class Metrics:
             registry=self.registry,
         )
         self.up = Gauge("firsthop_up", "1 while the scheduler serves", registry=self.registry)
+        self.rpc_durations = LabelledChildren(self.rpc_seconds)
+        """``rpc_seconds`` by (method, code), cached (:class:`LabelledChildren`)."""
+        self.event_counts = LabelledChildren(self.events)
+        """``events`` by event type name, cached."""
+        self.command_counts = LabelledChildren(self.commands)
+        """``commands`` by kind, cached."""
         self.registry.register(_SnapshotCollector(self))
         self._http: WSGIServer | None = None
 

@@ -370,7 +370,7 @@ class Runtime:
                         self._cycle_again.set()  # more admissions wait: next cycle at once
                     if self.history is not None:
                         self.history.sweep(core.state, event.at)
-                self.metrics.events.labels(type(event).__name__).inc()
+                self.metrics.event_counts(type(event).__name__).inc()
                 value = item.result(event) if item.result is not None else None
             except FirsthopError as exc:
                 if item.future is None:
@@ -479,12 +479,10 @@ class Runtime:
     def _execute(self, action: Action) -> None:
         if isinstance(action, StartRanks | StopRanks):
             self.agents.send(action)
-            self.metrics.commands.labels(
-                "start" if isinstance(action, StartRanks) else "stop"
-            ).inc()
+            self.metrics.command_counts("start" if isinstance(action, StartRanks) else "stop").inc()
         elif isinstance(action, RunMaintenance):
             self.agents.send(action)
-            self.metrics.commands.labels("maintenance").inc()
+            self.metrics.command_counts("maintenance").inc()
         elif isinstance(action, NotifyJobChanged):
             job = action.job
             if job.state is JobState.ADMITTED and job.allocation is not None:
