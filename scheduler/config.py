@@ -64,6 +64,12 @@ class ServerConfig(BaseSettings):
     """A node without a heartbeat for this long is LOST."""
     tick_interval_s: Positive = 1.0
     """Period of the scheduling tick (timeouts, time limits, retries of blocked jobs)."""
+    placement_worker: bool = True
+    """Compute the scheduling cycle's placements in a worker process, off the event loop that
+    answers requests (``scheduler.core.proposals``); off, the cycle places inline."""
+    placement_work_s: Positive = 0.5
+    """Wall time the placement worker spends on one cycle's placements before handing back
+    what it has (the first job is always placed)."""
     stop_grace_s: Annotated[float, Field(ge=0)] = 30.0
     """Grace period between SIGTERM and SIGKILL when ranks are stopped."""
     max_checkpoint_grace_s: Positive = 600.0

@@ -75,6 +75,7 @@ from scheduler.core.config import SchedulerConfig
 from scheduler.core.scheduler import Scheduler
 from scheduler.runtime.fleet import Fleet
 from scheduler.runtime.metrics import Metrics
+from scheduler.runtime.placement_worker import PlacementWorker
 from scheduler.runtime.runtime import Runtime
 from scheduler.security.principals import Principals, bootstrap_admin
 from scheduler.store.access import MemoryPrincipals, SqlPrincipals
@@ -360,6 +361,7 @@ def build_server(
         repair_preempt_above=config.repair_preempt_above,
         spares_per_leaf=config.spares_per_leaf,
         spares_per_pod=config.spares_per_pod,
+        defer_placement=config.placement_worker,
     )
     fence_warning = config.fence_warning()
     if fence_warning is not None:
@@ -389,6 +391,11 @@ def build_server(
         max_batch=config.max_batch,
         archive=store,
         retention_s=config.job_retention_s,
+        placement_worker=(
+            PlacementWorker(index, config.placement, config.placement_work_s)
+            if config.placement_worker
+            else None
+        ),
     )
     fleet = Fleet(runtime, topology)
     auth = AuthInterceptor(principals, insecure=tls is None)

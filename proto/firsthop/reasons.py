@@ -79,6 +79,9 @@ class PendingReason(StrEnum):
     """A job ahead of it in its queue holds the capacity."""
     CYCLE_BUDGET = "cycle_budget"
     """The last scheduling cycle ran out of time before reaching it."""
+    PLACING = "placing"
+    """Its placement is being computed off the scheduling cycle; the next cycle admits it if
+    the cluster did not change meanwhile."""
     NEXT_CYCLE = "next_cycle"
     """Submitted after the last cycle; the next one will consider it."""
 

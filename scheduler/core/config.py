@@ -56,6 +56,11 @@ class SchedulerConfig(BaseModel):
             at once. Bounds the size of one admission commit (filling an empty 32K-GPU
             cluster was one commit of 530 jobs and 32K rank slots that held up every
             submission behind it) without slowing the fill.
+        defer_placement: the cycle runs no placer for admissions; it uses placements computed
+            away from it (the server's placement worker process) and checked against the
+            snapshot they were computed on, and stops at the first job it has none for
+            (:mod:`~scheduler.core.proposals`). Off, the cycle places inline (the simulator
+            and the core's tests).
         max_reservation_placements: placer calls spent finding the blocked head job's
             reservation (start time and GPUs) per cycle.
         max_preemption_placements: placer calls spent choosing preemption victims per cycle.
@@ -95,6 +100,7 @@ class SchedulerConfig(BaseModel):
     max_placements_per_cycle: PositiveInt = 1000
     max_placement_seconds_per_cycle: PositiveFloat | None = 0.5
     max_admitted_gpus_per_cycle: PositiveInt = 4096
+    defer_placement: bool = False
     max_reservation_placements: PositiveInt = 12
     max_preemption_placements: PositiveInt = 12
     placement: PlacementParams = Field(default_factory=default_placement_params)

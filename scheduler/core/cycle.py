@@ -8,7 +8,10 @@ One cycle (run on every :class:`~scheduler.core.events.TimerFired`):
    (:class:`~scheduler.core.capacity.FreeCapacity`) or when the placer already refused the
    same request since capacity last grew (:class:`PlacementCache`); otherwise call the placer
    (at most ``max_placements_per_cycle`` calls, or ``max_placement_seconds_per_cycle`` of
-   placer time; the rest wait for the next cycle);
+   placer time; the rest wait for the next cycle). With ``defer_placement`` the cycle runs no
+   placer for an admission at all: it uses placements computed off the event loop, checked
+   against the snapshot they were computed on, and at the first job it has none for it
+   stops and asks for them (:mod:`~scheduler.core.proposals`; the job is ``placing``);
 3. a job that fits is admitted (gang: all its ranks at once, or nothing); once the cycle has
    admitted ``max_admitted_gpus_per_cycle`` GPUs the rest wait for the next cycle, so one
    cycle's commit stays small (the report says ``truncated`` and the runtime runs the next
@@ -36,7 +39,7 @@ Must not import grpc, generated protos, ``scheduler.api``, ``scheduler.store``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +54,13 @@ from scheduler.core.context import Ctx
 from scheduler.core.jobs import admit, preempt
 from scheduler.core.maintenance_hold import MaintenanceHolds
 from scheduler.core.preemption import plan_preemption
+from scheduler.core.proposals import (
+    PlacementWork,
+    ProposalBook,
+    RequestKey,
+    Unplaceable,
+    WorkItem,
+)
 from scheduler.core.queueing import CycleOrder, within_quota
 from scheduler.core.records import Job
 from scheduler.core.state import SchedulerState
@@ -59,6 +69,8 @@ from topology.errors import InvalidInputError
 from topology.index import BoolArray
 
 MAX_HEADS = 3
+MAX_WORK_JOBS = 256
+"""Jobs one deferred cycle asks to be placed (the worker's time budget may stop sooner)."""
 
 Placer = Callable[[Snapshot, PlacementRequest, PlacementParams], Placement | PlacementFailure]
 """The placement policy seam: ``placement.place`` in production; the simulator passes other
@@ -82,8 +94,11 @@ class CycleReport:
         blocked: per examined job that was not admitted, a stable reason: ``quota``,
             ``insufficient_capacity``, a placer failure reason, ``backfill_would_delay``,
             ``reserved``, ``preempting``, ``waiting_for_preemption``,
-            ``blocked_by_head`` (backfill off) or ``cycle_budget``.
+            ``blocked_by_head`` (backfill off), ``cycle_budget`` or ``placing``.
         truncated: the placer budget ran out before every queued job was examined.
+        proposals_used: admissions (and refusals) that used a proposal instead of the placer.
+        work: with deferred placement, the placements the cycle stopped for (``None`` when it
+            needed none).
     """
 
     at: datetime
@@ -97,6 +112,8 @@ class CycleReport:
     reservation: Reservation | None = None
     blocked: dict[str, str] = field(default_factory=dict)
     truncated: bool = False
+    proposals_used: int = 0
+    work: PlacementWork | None = None
 
 
 class PlacementCache:
@@ -107,9 +124,14 @@ class PlacementCache:
     10,000 queued jobs of a few shapes cost a few placer calls, not 10,000.
     """
 
-    def __init__(self, params: PlacementParams, placer: Placer = run_placer) -> None:
+    def __init__(
+        self, params: PlacementParams, placer: Placer = run_placer, *, deferred: bool = False
+    ) -> None:
         self.params = params
         self.placer = placer
+        self.deferred = deferred
+        """Admission placements come from :attr:`proposals` only (module docstring)."""
+        self.proposals = ProposalBook()
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
         self._shapes: dict[str, str] = {}
         self.spares: frozenset[str] = frozenset()
@@ -124,7 +146,7 @@ class PlacementCache:
         """The job's placement request (with its excluded hosts)."""
         return self._entry(job)[1]
 
-    def key(self, job: Job) -> tuple[str, tuple[str, ...]]:
+    def key(self, job: Job) -> RequestKey:
         """A key equal for jobs whose placement requests are equal."""
         entry = self._entry(job)
         return (self._shape(job), entry[2])
@@ -167,6 +189,10 @@ class PlacementCache:
         """Run the placer for ``job`` on ``snapshot``."""
         return self.placer(snapshot, self.request(job), self.params)
 
+    def work_item(self, job: Job) -> WorkItem:
+        """``job``'s request, to be placed off the cycle."""
+        return WorkItem(job.id, self.key(job), self.request(job))
+
     def place_unheld(self, snapshot: Snapshot, job: Job) -> Placement | PlacementFailure:
         """Run the placer for ``job`` as if no campaign held hosts (for explanations)."""
         request = job.spec.to_request(self._unheld(job))
@@ -208,7 +234,8 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
     held_back: FreeCapacity | None = None
     refused_held_back: set[tuple[str, tuple[str, ...]]] = set()
     heads = 0
-    for job in CycleOrder(state):
+    order = iter(CycleOrder(state))
+    for job in order:
         report.examined += 1
         if not within_quota(state.queues[job.queue], state.queue_usage.get(job.queue, 0), job):
             report.blocked[job.id] = PendingReason.QUOTA
@@ -235,13 +262,26 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
             report.truncated = True
             break
         else:
-            report.placements += 1
-            try:
-                result = cache.place(capacity.snapshot(), job)
-            except InvalidInputError as exc:
-                _fail_unplaceable(ctx, job, at, exc)
+            snapshot = capacity.snapshot()
+            result = cache.proposals.take(job.id, key, snapshot) if cache.proposals else None
+            if result is not None:
+                report.proposals_used += 1
+            elif cache.deferred:
+                report.blocked[job.id] = PendingReason.PLACING
+                report.truncated = True
+                report.work = _work(ctx, cache, snapshot=snapshot, job=job, rest=order, plain=plain)
+                break
+            else:
+                report.placements += 1
+                try:
+                    result = cache.place(snapshot, job)
+                except InvalidInputError as exc:
+                    result = Unplaceable(str(exc.reason), exc.message)
+                else:
+                    report.placement_seconds += result.solve_seconds
+            if isinstance(result, Unplaceable):
+                _fail_unplaceable(ctx, job, at, result)
                 continue
-            report.placement_seconds += result.solve_seconds
             if isinstance(result, Placement):
                 placement = result
             elif avoid:
@@ -284,10 +324,35 @@ def _out_of_budget(report: CycleReport, calls: int, seconds: float | None) -> bo
     return seconds is not None and report.placement_seconds >= seconds
 
 
-def _fail_unplaceable(ctx: Ctx, job: Job, at: datetime, exc: InvalidInputError) -> None:
+def _fail_unplaceable(ctx: Ctx, job: Job, at: datetime, refusal: Unplaceable) -> None:
     ctx.state.transition(
-        job, JobState.FAILED, at, JobReason.UNPLACEABLE_JOB, f"{exc.reason}: {exc.message}"
+        job, JobState.FAILED, at, JobReason.UNPLACEABLE_JOB, f"{refusal.reason}: {refusal.message}"
     )
+
+
+def _work(
+    ctx: Ctx,
+    cache: PlacementCache,
+    *,
+    snapshot: Snapshot,
+    job: Job,
+    rest: Iterator[Job],
+    plain: FreeCapacity,
+) -> PlacementWork:
+    """The placements a deferred cycle stopped for: ``job`` on ``snapshot``, then the next
+    queued jobs that the counts do not already rule out (at most ``MAX_WORK_JOBS``)."""
+    state = ctx.state
+    items = [cache.work_item(job)]
+    for later in rest:
+        if len(items) >= MAX_WORK_JOBS:
+            break
+        usage = state.queue_usage.get(later.queue, 0)
+        if not within_quota(state.queues[later.queue], usage, later) or not plain.could_fit(later):
+            continue
+        if cache.refused(cache.key(later), state.capacity_epoch) is not None:
+            continue
+        items.append(cache.work_item(later))
+    return PlacementWork(snapshot.busy, snapshot.unavailable, tuple(items))
 
 
 def _in_flight(state: SchedulerState) -> BoolArray:

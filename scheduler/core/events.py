@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from firsthop.reasons import RankExitReason
 from scheduler.core.campaign_records import CampaignSpec
+from scheduler.core.proposals import Proposal
 from scheduler.core.records import Queue
 from scheduler.core.states import Health
 from scheduler.jobspec import JobSpec
@@ -228,6 +229,15 @@ class MaintenanceReported:
     """The tail of the action's captured output."""
 
 
+@dataclass(frozen=True, slots=True)
+class PlacementsProposed:
+    """Placements computed away from the cycle arrived (:mod:`~scheduler.core.proposals`);
+    a scheduling cycle runs at once to use the ones still valid."""
+
+    at: datetime
+    proposals: tuple[Proposal, ...]
+
+
 Event = (
     SchedulerStarted
     | JobSubmitted
@@ -247,5 +257,6 @@ Event = (
     | CampaignStartRequested
     | CampaignControlRequested
     | MaintenanceReported
+    | PlacementsProposed
 )
 """Every event :meth:`Scheduler.handle <scheduler.core.scheduler.Scheduler.handle>` takes."""

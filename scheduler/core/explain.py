@@ -175,6 +175,12 @@ def explain_job(scheduler: Scheduler, job_id: str, now: datetime) -> Explanation
     elif blocked == PendingReason.CYCLE_BUDGET:
         reason = blocked
         message = "the last scheduling cycle ran out of placement attempts before this job"
+    elif blocked == PendingReason.PLACING:
+        reason = blocked
+        message = (
+            "its placement is being computed off the scheduling cycle; the next cycle admits "
+            "it unless the cluster changed meanwhile"
+        )
     elif not scheduler.config.backfill and reservation is not None and reservation.job_id != job.id:
         reason = PendingReason.BLOCKED_BY_HEAD
         message = f"backfill is off and job {reservation.job_id} ahead of it is blocked"

@@ -50,6 +50,7 @@ from scheduler.core.events import (
     NodeRegistered,
     NodeResumeRequested,
     NodeSpareSet,
+    PlacementsProposed,
     QueueSet,
     RankExited,
     RanksStarted,
@@ -122,7 +123,9 @@ class Scheduler:
                 )
         if self.config.default_queue not in self.state.queues:
             self.state.put_queue(Queue(name=self.config.default_queue))
-        self.cache = PlacementCache(self.config.placement, placer)
+        self.cache = PlacementCache(
+            self.config.placement, placer, deferred=self.config.defer_placement
+        )
         self.last_cycle: CycleReport | None = None
         self._empty = Snapshot.empty(index)
         self._placeable: dict[str, FirsthopError | None] = {}
@@ -140,6 +143,9 @@ class Scheduler:
         ctx = Ctx(self.state, self.config, Outbox())
         match event:
             case TimerFired():
+                self._tick(ctx, event.at)
+            case PlacementsProposed():
+                self.cache.proposals.offer(event.proposals)
                 self._tick(ctx, event.at)
             case JobSubmitted():
                 self._submit(ctx, event)

@@ -164,6 +164,18 @@ class Metrics:
             buckets=_CYCLE_BUCKETS,
             registry=self.registry,
         )
+        self.placement_work_seconds = Histogram(
+            "firsthop_placement_work_seconds",
+            "Time the placement worker takes for one cycle's placements (off the event loop)",
+            buckets=_CYCLE_BUCKETS,
+            registry=self.registry,
+        )
+        self.proposals = Counter(
+            "firsthop_placement_proposals_total",
+            "Placements computed off the cycle, by whether a cycle used them",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.placement_cost_ratio = Histogram(
             "firsthop_placement_cost_ratio",
             "Modelled communication cost of a placement over its lower bound",

@@ -22,10 +22,14 @@ refused change. Reads (``GetJob``, ``ListJobs``...) look at the in-memory state 
 the batches being committed.
 
 A ticker queues :class:`~scheduler.core.events.TimerFired` every ``tick_interval_s`` after the
-previous tick was handled (ticks never pile up); its handling time is the scheduling cycle
-time metric. A cycle that admitted jobs but stopped at its budget (``truncated``: it admits
-at most so many GPUs per cycle, to keep each commit small) is followed by the next one at
-once, queued behind whatever requests arrived meanwhile.
+previous tick was handled (ticks never pile up); its handling time is the scheduling cycle time
+metric. With a :class:`~scheduler.runtime.placement_worker.PlacementWorker` (the core
+configured with ``defer_placement``), a cycle that stops for placements it does not know has
+them computed in the worker process while the loop serves requests; they come back as a
+:class:`~scheduler.core.events.PlacementsProposed` event, which runs the next cycle at once. A
+cycle that admitted jobs but stopped at its budget (``truncated``: it admits at most so many
+GPUs per cycle, to keep each commit small) is followed by the next one at once, queued behind
+whatever requests arrived meanwhile.
 
 Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 """
@@ -57,7 +61,8 @@ from scheduler.core.actions import (
 from scheduler.core.campaign_records import TERMINAL_CAMPAIGN_STATES, Campaign
 from scheduler.core.clock import Clock
 from scheduler.core.errors import UnknownJobError, UnknownNodeError
-from scheduler.core.events import Event, SchedulerStarted, TimerFired
+from scheduler.core.events import Event, PlacementsProposed, SchedulerStarted, TimerFired
+from scheduler.core.proposals import PlacementWork
 from scheduler.core.records import Job, Node, Queue
 from scheduler.core.scheduler import Scheduler
 from scheduler.core.state import SchedulerState
@@ -66,6 +71,7 @@ from scheduler.runtime import queries
 from scheduler.runtime.agents import AgentHub, ShuttingDownError
 from scheduler.runtime.history import History, JobArchive
 from scheduler.runtime.metrics import Metrics, StateSnapshot
+from scheduler.runtime.placement_worker import PlacementWorker
 from scheduler.runtime.queries import Page
 from scheduler.runtime.watch import WatchHub
 from topology.errors import FirsthopError
@@ -134,8 +140,11 @@ class Runtime:
         max_batch: int = 512,
         archive: JobArchive | None = None,
         retention_s: float | None = None,
+        placement_worker: PlacementWorker | None = None,
     ) -> None:
         self._build_core = build_core
+        self._worker = placement_worker
+        self._placing: asyncio.Task[None] | None = None
         self.history = (
             History(archive, retention_s, lambda: self.state)
             if archive is not None and retention_s is not None
@@ -196,6 +205,11 @@ class Runtime:
             self._tasks[0].cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._placing is not None:
+            self._placing.cancel()
+            await asyncio.gather(self._placing, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.close()
         self._store_thread.shutdown(wait=True)
         if self.history is not None:
             self.history.close()
@@ -363,12 +377,10 @@ class Runtime:
                 event = item.make(self._stamp())
                 started = time.perf_counter()
                 actions = core.handle(event)
-                if isinstance(event, TimerFired):
+                if isinstance(event, TimerFired | PlacementsProposed):
                     self.metrics.cycle_seconds.observe(time.perf_counter() - started)
-                    cycle = core.last_cycle
-                    if cycle is not None and cycle.truncated and cycle.admitted:
-                        self._cycle_again.set()  # more admissions wait: next cycle at once
-                    if self.history is not None:
+                    self._cycled(core, event)
+                    if self.history is not None and isinstance(event, TimerFired):
                         self.history.sweep(core.state, event.at)
                 self.metrics.event_counts(type(event).__name__).inc()
                 value = item.result(event) if item.result is not None else None
@@ -400,6 +412,39 @@ class Runtime:
             tuple(campaigns.values()),
         )
         return _Handled(changes, effects, outcomes)
+
+    def _cycled(self, core: Scheduler, event: TimerFired | PlacementsProposed) -> None:
+        cycle = core.last_cycle
+        if cycle is None:
+            return
+        if isinstance(event, PlacementsProposed):
+            used = cycle.proposals_used
+            self.metrics.proposals.labels("used").inc(used)
+            self.metrics.proposals.labels("unused").inc(max(0, len(event.proposals) - used))
+        if cycle.work is not None:
+            self._place_off_loop(cycle.work)
+        elif cycle.truncated and cycle.admitted:
+            self._cycle_again.set()  # more admissions wait: next cycle at once
+
+    def _place_off_loop(self, work: PlacementWork) -> None:
+        """Have the worker place what the cycle stopped for (one piece of work at a time:
+        the cycle its proposals run asks again for whatever is still missing)."""
+        if self._worker is None:
+            _log.error("the core defers placement but the runtime has no placement worker")
+            return
+        if self._placing is not None and not self._placing.done():
+            return
+        self._placing = asyncio.create_task(self._place(self._worker, work), name="placing")
+
+    async def _place(self, worker: PlacementWorker, work: PlacementWork) -> None:
+        started = time.perf_counter()
+        try:
+            proposals = tuple(await worker.propose(work))
+        except Exception:  # a bug in the placer: keep serving, loudly; the next tick retries
+            _log.exception("placement worker failed")
+            return
+        self.metrics.placement_work_seconds.observe(time.perf_counter() - started)
+        self.post(lambda at: PlacementsProposed(at=at, proposals=proposals))
 
     async def _finish(self, core: Scheduler, batch: list[_Item], handled: _Handled) -> None:
         """Commit a handled batch, then answer its callers and run its actions."""
