@@ -1,14 +1,16 @@
 """Control-plane benchmark: the real server process, 4,096 simulated agents, 10,000 jobs.
 
 For each store (``memory://`` as the baseline, SQLite in WAL mode with ``synchronous=FULL``,
-PostgreSQL started with ``fsync=on``), one run of:
+PostgreSQL started with ``fsync=on``; ``sqlite-inline``: SQLite with the placement worker
+off, so the cycle places on the event loop, the worker's baseline), one run of:
 
 1. ``firsthop-scheduler`` on a 16 pods x 16 leaves x 16 hosts x 8 GPUs fat tree (4,096 hosts,
    32,768 GPUs), heartbeat interval 5 s and timeout 30 s, tick 1 s;
 2. ``firsthop-agent simulate`` for all 4,096 hosts (one process, real gRPC streams; ranks run
    for an hour, so admitted jobs stay running);
 3. fill: 1,000 jobs of the mix below are submitted and the scheduler admits what fits (about
-   530 jobs fill the cluster); the admission rate of this phase is reported as well;
+   530 jobs fill the cluster); the admission rate of this phase is reported as well, with
+   the cycle times while it filled (``fill_cycle``) and the placement worker's runs;
 4. steady state: 10,000 more ``SubmitJob`` calls from this process, ``CONCURRENCY`` in flight,
    sizes 8/16/64/128/512 GPUs (40/20/25/10/5 %), into the full cluster. Every call returns only
    once its job is durable, so calls per second is the durable submission rate;
@@ -229,8 +231,10 @@ async def _status(address: str) -> admin_pb2.ClusterStatus:
         return response.status
 
 
-def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, Any]:
-    """One full run against one store."""
+def run_backend(
+    name: str, db_url: str, scale: Scale, work: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One full run against one store (``env``: extra settings of the scheduler process)."""
     topology = work / "cluster.yaml"
     dump_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8), topology)
     hosts = scale.pods * scale.leaves * scale.hosts
@@ -246,7 +250,9 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         "--log-level",
         "WARNING",
     ]
-    scheduler = Proc([str(BIN / "firsthop-scheduler"), *env_args], work / f"{name}-scheduler.log")
+    scheduler = Proc(
+        [str(BIN / "firsthop-scheduler"), *env_args], work / f"{name}-scheduler.log", env=env
+    )
     agents: Proc | None = None
     try:
         address = scheduler.wait_line("listening on ", START_WAIT_S).split()[-1]
@@ -267,8 +273,11 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
         )
         agents.wait_line("connected ", START_WAIT_S)
         connect_s = time.perf_counter() - started
+        fill_before = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
         fill = asyncio.run(_submit_all(address, _specs(FILL_JOBS, seed=1, prefix="fill")))
         fill_s = _wait_full(address)
+        fill_after = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
+        worker = _histogram(metrics, "firsthop_placement_work_seconds")
         submit = asyncio.run(_submit_all(address, _specs(scale.jobs)))
         floor = asyncio.run(_rpc_floor(address, scale.jobs))
         before = _histogram(metrics, "firsthop_scheduling_cycle_seconds")
@@ -288,6 +297,13 @@ def run_backend(name: str, db_url: str, scale: Scale, work: Path) -> dict[str, A
             "agents_connect_s": round(connect_s, 2),
             "fill_submit": fill,
             "fill_admitted_after_s": round(fill_s, 2),
+            "fill_cycle": _cycle_stats(
+                fill_before, fill_after, "firsthop_scheduling_cycle_seconds"
+            ),
+            "placement_worker": {
+                "runs": int(worker.get("firsthop_placement_work_seconds_count", 0)),
+                "seconds": round(worker.get("firsthop_placement_work_seconds_sum", 0.0), 2),
+            },
             "submit": submit,
             "grpc_health_check_floor": floor,
             "observe_s": scale.observe_s,
@@ -327,7 +343,7 @@ def run_slurm(scale: Scale, work: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 hosts, 2,000 jobs")
-    parser.add_argument("--stores", default="memory,sqlite,postgresql,slurm")
+    parser.add_argument("--stores", default="memory,sqlite,sqlite-inline,postgresql,slurm")
     parser.add_argument(
         "--agents",
         type=int,
@@ -353,6 +369,11 @@ def main() -> None:
             elif store == "sqlite":
                 url = f"sqlite:///{work / 'bench.db'}"
                 results.append(run_backend("sqlite", url, scale, work))
+            elif store == "sqlite-inline":
+                # The baseline of the placement worker: the cycle places on the event loop.
+                url = f"sqlite:///{work / 'bench-inline.db'}"
+                off = {"FIRSTHOP_PLACEMENT_WORKER": "false"}
+                results.append(run_backend("sqlite-inline", url, scale, work, env=off))
             elif store == "slurm":
                 results.append(run_slurm(scale, work))
             elif store == "postgresql":

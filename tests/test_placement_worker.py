@@ -1,8 +1,10 @@
-"""The placement worker process: same answers as placing in process, and it survives its child
-dying. The server's use of it is covered by every server test (it is on by default)."""
+"""The placement worker process: same answers as placing in process, it survives its child
+dying, and the child goes when the scheduler does. The server's use of it is covered by every
+server test (it is on by default)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -43,7 +45,7 @@ async def test_the_worker_answers_what_placing_in_process_answers() -> None:
     try:
         remote = await worker.propose(work)
     finally:
-        worker.close()
+        await worker.close()
     local = propose(index, work, params, run_placer, budget_s=60.0)
     assert [p.job_id for p in remote] == [p.job_id for p in local] == ["j0", "j1", "j2"]
     assert [p.snapshot for p in remote] == [p.snapshot for p in local]
@@ -62,8 +64,8 @@ async def test_a_dead_child_is_replaced_and_its_work_done_anyway() -> None:
     worker = PlacementWorker(index, params, budget_s=60.0)
     try:
         assert len(await worker.propose(work)) == 1
-        pool = worker._executor()
-        (pid,) = list(pool._processes)  # type: ignore[attr-defined]
+        pid = worker.pid
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         again = await worker.propose(work)
         assert worker.fallbacks == 1
@@ -71,6 +73,18 @@ async def test_a_dead_child_is_replaced_and_its_work_done_anyway() -> None:
         # The next piece of work goes to a new child.
         assert len(await worker.propose(work)) == 1
         assert worker.fallbacks == 1
-        assert list(worker._executor()._processes) != [pid]  # type: ignore[attr-defined]
+        assert worker.pid not in (None, pid)
     finally:
-        worker.close()
+        await worker.close()
+
+
+async def test_the_child_exits_when_its_stdin_closes_and_keeps_stdout_for_answers() -> None:
+    index = small_topology().index
+    worker = PlacementWorker(index, SchedulerConfig().placement, budget_s=60.0)
+    assert len(await worker.propose(_work(index.num_gpus, (8,)))) == 1
+    child = worker._child
+    assert child is not None
+    assert child.stdin is not None
+    child.stdin.close()  # what the scheduler's death does to it
+    assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+    await worker.close()

@@ -3,15 +3,18 @@
 The cycle runs on the server's event loop; one CP-SAT placement of a large job on thousands of
 hosts takes tens of milliseconds, and filling a cluster takes hundreds of them, during which
 no request would be answered. With ``SchedulerConfig.defer_placement`` the cycle leaves the
-placements it needs as :class:`~scheduler.core.proposals.PlacementWork`; this module runs
-:func:`~scheduler.core.proposals.propose` on them in one child process and hands the
+placements it needs as :class:`~scheduler.core.proposals.PlacementWork`; this module has
+:func:`~scheduler.core.proposals.propose` run on them in a child process and hands the
 proposals back (the runtime queues them as a ``PlacementsProposed`` event, and the next cycle
 uses those still valid).
 
-The child is forked from a ``forkserver`` that imported the placer once, so it starts without
-the server's threads and in well under a second; it gets the topology index once, at start.
-If the child dies, the work is done in this process instead (blocking, but never stuck) and
-a new child is started for the next one.
+The child is ``python -m scheduler.runtime.placement_child``, started on first use, talking
+over its stdin and stdout: length-prefixed pickles (the topology index once, then one piece of
+work and its proposals at a time). A plain child rather than :mod:`multiprocessing`: it holds
+none of the scheduler's other descriptors (a forkserver inherits the scheduler's stdout, so
+whoever reads that never sees it close), and it exits by itself when the scheduler goes (its
+stdin closes). If the child dies or answers nonsense, that piece of work is done in this
+process instead (blocking, but never stuck) and a new child is started for the next one.
 
 Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 """
@@ -19,10 +22,11 @@ Must not import grpc, generated protos, ``scheduler.api`` or ``agents``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import pickle
+import struct
+import sys
 
 from placement import PlacementParams
 from placement import place as run_placer
@@ -31,19 +35,14 @@ from topology.index import TopologyIndex
 
 _log = logging.getLogger(__name__)
 
-_PRELOAD = ["placement", "scheduler.core.proposals"]
-
-_CHILD: list[tuple[TopologyIndex, PlacementParams, float]] = []
-"""What the child process was started with (set once by :func:`_start_child`)."""
+HEADER = struct.Struct("!Q")
+"""Each message: its length (8 bytes, big-endian), then a pickle of that many bytes."""
 
 
-def _start_child(index: TopologyIndex, params: PlacementParams, budget_s: float) -> None:
-    _CHILD[:] = [(index, params, budget_s)]
-
-
-def _propose_in_child(work: PlacementWork) -> list[Proposal]:
-    index, params, budget_s = _CHILD[0]
-    return propose(index, work, params, run_placer, budget_s)
+def encode(message: object) -> bytes:
+    """One framed message."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
 
 
 class PlacementWorker:
@@ -59,38 +58,70 @@ class PlacementWorker:
         self._index = index
         self._params = params
         self._budget_s = budget_s
-        self._pool: ProcessPoolExecutor | None = None
+        self._child: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
         self.runs = 0
         """Pieces of work done (in the child or, after a failure, in this process)."""
         self.fallbacks = 0
         """Pieces of work done in this process because the child failed."""
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(_PRELOAD)
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=context,
-                initializer=_start_child,
-                initargs=(self._index, self._params, self._budget_s),
-            )
-        return self._pool
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (``None`` before the first piece of work)."""
+        return None if self._child is None else self._child.pid
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        child = self._child
+        if child is not None and child.returncode is None:
+            return child
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scheduler.runtime.placement_child",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._child = child
+        await self._send(child, (self._index, self._params, self._budget_s))
+        return child
+
+    @staticmethod
+    async def _send(child: asyncio.subprocess.Process, message: object) -> None:
+        if child.stdin is None:  # pragma: no cover - always piped
+            raise OSError("placement worker has no stdin")
+        child.stdin.write(encode(message))
+        await child.stdin.drain()
+
+    @staticmethod
+    async def _receive(child: asyncio.subprocess.Process) -> list[Proposal]:
+        if child.stdout is None:  # pragma: no cover - always piped
+            raise OSError("placement worker has no stdout")
+        (size,) = HEADER.unpack(await child.stdout.readexactly(HEADER.size))
+        answer = pickle.loads(await child.stdout.readexactly(size))
+        if not isinstance(answer, list) or not all(isinstance(p, Proposal) for p in answer):
+            raise ValueError(f"placement worker answered a {type(answer).__name__}")
+        return answer
 
     async def propose(self, work: PlacementWork) -> list[Proposal]:
         """Proposals for ``work`` (computed in the child; in this process if it failed)."""
-        loop = asyncio.get_running_loop()
-        self.runs += 1
-        try:
-            return await loop.run_in_executor(self._executor(), _propose_in_child, work)
-        except (BrokenProcessPool, OSError, RuntimeError) as exc:
-            _log.error("placement worker failed (%s); placing in the scheduler process", exc)
-            self.close()
-            self.fallbacks += 1
-            return propose(self._index, work, self._params, run_placer, self._budget_s)
+        async with self._lock:
+            self.runs += 1
+            try:
+                child = await self._started()
+                await self._send(child, work)
+                return await self._receive(child)
+            except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+                _log.error("placement worker failed (%r); placing in the scheduler process", exc)
+                await self.close()
+                self.fallbacks += 1
+                return propose(self._index, work, self._params, run_placer, self._budget_s)
 
-    def close(self) -> None:
-        """Stop the child (a later :meth:`propose` starts a new one)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Stop the child and wait for it (a later :meth:`propose` starts a new one)."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+        await child.wait()

@@ -209,7 +209,7 @@ class Runtime:
             self._placing.cancel()
             await asyncio.gather(self._placing, return_exceptions=True)
         if self._worker is not None:
-            self._worker.close()
+            await self._worker.close()
         self._store_thread.shutdown(wait=True)
         if self.history is not None:
             self.history.close()
