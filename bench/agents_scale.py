@@ -48,7 +48,7 @@ from typing import Any
 import grpc.aio
 
 from bench.common import RESULTS, machine, write_results
-from bench.harness.procs import BIN, Proc
+from bench.harness.procs import BIN, Proc, scheduler_argv
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -162,19 +162,7 @@ def run_agents(
     dump_spec(fat_tree(pods, 16, 16, gpus_per_host=8), topology)
     hosts = pods * 16 * 16
     db = work / f"agents-{pods}-{processes}-{gc_full_every}.db"
-    argv = [
-        str(BIN / "firsthop-scheduler"),
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        f"sqlite:///{db}",
-        "--topology",
-        str(topology),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
+    argv = scheduler_argv(f"sqlite:///{db}", topology, metrics=True)
     scheduler = Proc(
         argv,
         work / f"agents-{processes}-{gc_full_every}-scheduler.log",

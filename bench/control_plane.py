@@ -59,7 +59,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.agents_scale import AGENTS_PER_PROCESS, run_agents
 from bench.common import RESULTS, write_results
 from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
-from bench.harness.procs import Proc
+from bench.harness.procs import Proc, scheduler_argv
 from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
 from firsthop.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 from scheduler.api.spec_serde import job_spec_to_proto
@@ -238,21 +238,8 @@ def run_backend(
     topology = work / "cluster.yaml"
     dump_spec(fat_tree(scale.pods, scale.leaves, scale.hosts, gpus_per_host=8), topology)
     hosts = scale.pods * scale.leaves * scale.hosts
-    env_args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        db_url,
-        "--topology",
-        str(topology),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "WARNING",
-    ]
-    scheduler = Proc(
-        [str(BIN / "firsthop-scheduler"), *env_args], work / f"{name}-scheduler.log", env=env
-    )
+    argv = scheduler_argv(db_url, topology, metrics=True)
+    scheduler = Proc(argv, work / f"{name}-scheduler.log", env=env)
     agents: Proc | None = None
     try:
         address = scheduler.wait_line("listening on ", START_WAIT_S).split()[-1]

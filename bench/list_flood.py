@@ -47,7 +47,7 @@ from typing import Any
 import grpc.aio
 
 from bench.common import write_results
-from bench.harness.procs import Proc
+from bench.harness.procs import Proc, scheduler_argv
 from firsthop.v1 import jobs_pb2, jobs_pb2_grpc
 from scheduler.api.spec_serde import job_spec_to_proto
 from scheduler.jobspec import JobSpec, job_spec_from_data
@@ -279,20 +279,7 @@ def run(
     turn (so a change in the machine's load touches every phase alike); latencies pooled."""
     topology = work / "cluster.yaml"
     dump_spec(fat_tree(2, 4, 8, gpus_per_host=8), topology)
-    scheduler = Proc(
-        [
-            str(BIN / "firsthop-scheduler"),
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            "memory://",
-            "--topology",
-            str(topology),
-            "--log-level",
-            "WARNING",
-        ],
-        work / "scheduler.log",
-    )
+    scheduler = Proc(scheduler_argv("memory://", topology), work / "scheduler.log")
     agents: Proc | None = None
     pooled: dict[str, dict[str, list[float]]] = {
         name: {"get_job": [], "submit_job": []} for name in PHASES

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_results
-from bench.control_plane import BIN, _specs
-from bench.harness.procs import Proc
+from bench.control_plane import _specs
+from bench.harness.procs import Proc, scheduler_argv
 from scheduler.core.records import Job
 from scheduler.core.states import JobState
 from scheduler.store import schema
@@ -81,17 +81,7 @@ def _rss(pid: int) -> dict[str, float]:
 
 
 def _start(db: Path, topology: Path, work: Path, retention_s: float | None) -> dict[str, Any]:
-    argv = [
-        str(BIN / "firsthop-scheduler"),
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        f"sqlite:///{db}",
-        "--topology",
-        str(topology),
-        "--log-level",
-        "WARNING",
-    ]
+    argv = scheduler_argv(f"sqlite:///{db}", topology)
     env_before = os.environ.get("FIRSTHOP_JOB_RETENTION_S")
     if retention_s is not None:
         os.environ["FIRSTHOP_JOB_RETENTION_S"] = str(retention_s)

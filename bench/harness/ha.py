@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness.postgres import free_port
-from bench.harness.procs import BIN, WAIT_S, Proc
+from bench.harness.procs import WAIT_S, Proc, scheduler_argv
 from scheduler.client import FirsthopClient
 from scheduler.jobspec import JobSpec
 from topology.errors import FirsthopError
@@ -87,17 +87,9 @@ class HaCluster:
 
     def _start(self, index: int) -> Proc:
         self._starts += 1
-        argv = [
-            str(BIN / "firsthop-scheduler"),
-            "--listen",
-            self.addresses[index],
-            "--db",
-            self.db_url,
-            "--topology",
-            str(self.topology),
-            "--log-level",
-            "INFO",
-        ]
+        argv = scheduler_argv(
+            self.db_url, self.topology, listen=self.addresses[index], log_level="INFO"
+        )
         log = self.workdir / f"scheduler-{index}-{self._starts}.log"
         proc = Proc(argv, log, env=self.env)
         self.procs[index] = proc

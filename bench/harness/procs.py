@@ -96,6 +96,22 @@ class Proc:
         return code
 
 
+def scheduler_argv(
+    db_url: str,
+    topology: Path,
+    *,
+    listen: str = "127.0.0.1:0",
+    metrics: bool = False,
+    log_level: str = "WARNING",
+) -> list[str]:
+    """The command line of a ``firsthop-scheduler`` child (``metrics``: on any free port)."""
+    argv = [str(BIN / "firsthop-scheduler"), "--listen", listen, "--db", db_url]
+    argv += ["--topology", str(topology), "--log-level", log_level]
+    if metrics:
+        argv += ["--metrics-port", "0"]
+    return argv
+
+
 def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT_S) -> T:
     """Poll ``check`` until it returns something other than ``None``/``False``; return it."""
     deadline = time.monotonic() + timeout

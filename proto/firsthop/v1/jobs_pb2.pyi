@@ -1027,8 +1027,9 @@ class ExplainJobResponse(_message.Message):
     """Stable reason (firsthop.reasons.PendingReason). Queued jobs: "quota", "reserved",
     "preempting", "waiting_for_preemption", "insufficient_capacity", a placer failure reason
     ("insufficient_gpus", "insufficient_free_hosts", "too_many_leaves"...),
-    "backfill_would_delay", "blocked_by_head", "cycle_budget" or "next_cycle". Other states:
-    the job's own latest reason ("placed", "preempted"...).
+    "backfill_would_delay", "blocked_by_head", "cycle_budget", "placing" (its placement is
+    being computed off the cycle) or "next_cycle". Other states: the job's own latest reason
+    ("placed", "preempted"...).
     """
     message: _builtins.str
     """One line for people."""
