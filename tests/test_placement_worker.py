@@ -43,7 +43,11 @@ async def test_the_worker_answers_what_placing_in_process_answers() -> None:
     work = _work(index.num_gpus, (32, 8, 16))
     worker = PlacementWorker(index, params, budget_s=60.0)
     try:
+        await worker.start()
+        started = worker.pid
+        assert started is not None
         remote = await worker.propose(work)
+        assert worker.pid == started
     finally:
         await worker.close()
     local = propose(index, work, params, run_placer, budget_s=60.0)

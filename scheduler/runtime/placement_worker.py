@@ -8,7 +8,7 @@ placements it needs as :class:`~scheduler.core.proposals.PlacementWork`; this mo
 proposals back (the runtime queues them as a ``PlacementsProposed`` event, and the next cycle
 uses those still valid).
 
-The child is ``python -m scheduler.runtime.placement_child``, started on first use, talking
+The child is ``python -m scheduler.runtime.placement_child``, started with the runtime, talking
 over its stdin and stdout: length-prefixed pickles (the topology index once, then one piece of
 work and its proposals at a time). A plain child rather than :mod:`multiprocessing`: it holds
 none of the scheduler's other descriptors (a forkserver inherits the scheduler's stdout, so
@@ -69,6 +69,15 @@ class PlacementWorker:
     def pid(self) -> int | None:
         """The child's process id (``None`` before the first piece of work)."""
         return None if self._child is None else self._child.pid
+
+    async def start(self) -> None:
+        """Start the child now rather than on the first piece of work (it takes a second or
+        two to import the placer); a failure here is retried on first use."""
+        async with self._lock:
+            try:
+                await self._started()
+            except OSError as exc:
+                _log.warning("placement worker did not start (%r); retrying on first use", exc)
 
     async def _started(self) -> asyncio.subprocess.Process:
         child = self._child

@@ -185,6 +185,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._consume(), name="runtime consumer"))
         await self.apply(lambda at: SchedulerStarted(at=at))
         self._tasks.append(asyncio.create_task(self._tick(), name="runtime ticker"))
+        if self._worker is not None:
+            self._tasks.append(asyncio.create_task(self._worker.start(), name="placement worker"))
         self.metrics.up.set(1)
 
     def close_streams(self) -> None:
