@@ -133,14 +133,13 @@ class PlacementCache:
         """Admission placements come from :attr:`proposals` only (module docstring)."""
         self.proposals = ProposalBook()
         self._requests: dict[str, tuple[frozenset[str], PlacementRequest, tuple[str, ...]]] = {}
-        self._shapes: dict[str, str] = {}
         self.spares: frozenset[str] = frozenset()
         """Spare hosts (set every cycle): closed to jobs that are neither preemptible nor
         repairs (:func:`may_use_spares`)."""
         self.holds = MaintenanceHolds()
         """Hosts ``--busy wait`` campaigns hold (set every tick): closed to jobs that would
         still run when the campaign reaches them (:mod:`~scheduler.core.maintenance_hold`)."""
-        self._refused: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
+        self._refused: dict[RequestKey, tuple[int, str]] = {}
 
     def request(self, job: Job) -> PlacementRequest:
         """The job's placement request (with its excluded hosts)."""
@@ -149,14 +148,7 @@ class PlacementCache:
     def key(self, job: Job) -> RequestKey:
         """A key equal for jobs whose placement requests are equal."""
         entry = self._entry(job)
-        return (self._shape(job), entry[2])
-
-    def _shape(self, job: Job) -> str:
-        shape = self._shapes.get(job.id)
-        if shape is None:
-            shape = job.spec.to_request().model_dump_json()
-            self._shapes[job.id] = shape
-        return shape
+        return (job.spec.request_key, entry[2])
 
     def _unheld(self, job: Job) -> frozenset[str]:
         excluded = job.excluded_hosts
@@ -176,12 +168,12 @@ class PlacementCache:
             self._requests[job.id] = entry
         return entry
 
-    def refused(self, key: tuple[str, tuple[str, ...]], epoch: int) -> str | None:
+    def refused(self, key: RequestKey, epoch: int) -> str | None:
         """The placer's reason if this request was refused at ``epoch``."""
         hit = self._refused.get(key)
         return hit[1] if hit is not None and hit[0] == epoch else None
 
-    def refuse(self, key: tuple[str, tuple[str, ...]], epoch: int, reason: str) -> None:
+    def refuse(self, key: RequestKey, epoch: int, reason: str) -> None:
         """Remember a refusal at ``epoch``."""
         self._refused[key] = (epoch, reason)
 
@@ -205,9 +197,8 @@ class PlacementCache:
 
     def prune(self, keep: set[str]) -> None:
         """Forget jobs not in ``keep`` (call now and then to bound memory)."""
-        for table in (self._requests, self._shapes):
-            for job_id in [j for j in table if j not in keep]:
-                del table[job_id]
+        for job_id in [j for j in self._requests if j not in keep]:
+            del self._requests[job_id]
         if len(self._refused) > 4 * max(len(keep), 64):
             self._refused.clear()
 
@@ -232,12 +223,12 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
     seconds_budget = config.max_placement_seconds_per_cycle
     plain = FreeCapacity(state, state.busy)
     held_back: FreeCapacity | None = None
-    refused_held_back: set[tuple[str, tuple[str, ...]]] = set()
+    refused_held_back: set[RequestKey] = set()
     heads = 0
     order = iter(CycleOrder(state))
     for job in order:
         report.examined += 1
-        if not within_quota(state.queues[job.queue], state.queue_usage.get(job.queue, 0), job):
+        if not _within_quota(state, job):
             report.blocked[job.id] = PendingReason.QUOTA
             continue
         reservation = report.reservation
@@ -318,6 +309,10 @@ def run_cycle(ctx: Ctx, at: datetime, cache: PlacementCache) -> CycleReport:
     return report
 
 
+def _within_quota(state: SchedulerState, job: Job) -> bool:
+    return within_quota(state.queues[job.queue], state.queue_usage.get(job.queue, 0), job)
+
+
 def _out_of_budget(report: CycleReport, calls: int, seconds: float | None) -> bool:
     if report.placements >= calls:
         return True
@@ -346,8 +341,7 @@ def _work(
     for later in rest:
         if len(items) >= MAX_WORK_JOBS:
             break
-        usage = state.queue_usage.get(later.queue, 0)
-        if not within_quota(state.queues[later.queue], usage, later) or not plain.could_fit(later):
+        if not _within_quota(state, later) or not plain.could_fit(later):
             continue
         if cache.refused(cache.key(later), state.capacity_epoch) is not None:
             continue
