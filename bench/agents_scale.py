@@ -48,7 +48,7 @@ from typing import Any
 import grpc.aio
 
 from bench.common import RESULTS, machine, write_results
-from bench.harness.procs import BIN, Proc, scheduler_argv
+from bench.harness.procs import BIN, Proc, cpu_s, scheduler_argv
 from firsthop.v1 import admin_pb2, admin_pb2_grpc
 from topology.generators import fat_tree
 from topology.spec import dump_spec
@@ -76,11 +76,6 @@ def _heartbeats(metrics_url: str) -> float:
         for line in text.splitlines()
         if line.startswith("firsthop_events_total") and "HeartbeatReceived" in line
     )
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _heartbeat_ages(address: str) -> list[float]:
@@ -185,16 +180,16 @@ def run_agents(
         connected = _wait_connected(generators, nodes, address)
         connect_s = time.perf_counter() - started
         beats_before = _heartbeats(metrics)
-        cpu_before = _cpu_s(scheduler.pid)
-        gen_before = [_cpu_s(g.pid) for g in generators]
+        cpu_before = cpu_s(scheduler.pid)
+        gen_before = [cpu_s(g.pid) for g in generators]
         observe_started = time.perf_counter()
         while time.perf_counter() - observe_started < observe_s:
             nodes.sample(address)
             time.sleep(SAMPLE_S)  # a sampling period of the observation, not synchronisation
         window = time.perf_counter() - observe_started
         beats = _heartbeats(metrics) - beats_before
-        cpu = (_cpu_s(scheduler.pid) - cpu_before) / window
-        gen = [(_cpu_s(g.pid) - b) / window for g, b in zip(generators, gen_before, strict=True)]
+        cpu = (cpu_s(scheduler.pid) - cpu_before) / window
+        gen = [(cpu_s(g.pid) - b) / window for g, b in zip(generators, gen_before, strict=True)]
         nodes.sample(address)
         return {
             "hosts": hosts,

@@ -57,7 +57,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.agents_scale import AGENTS_PER_PROCESS, run_agents
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, timed_calls, write_results
 from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
 from bench.harness.procs import Proc, scheduler_argv
 from bench.slurm_peer import SlurmUnavailableError, running_slurmctld, sbatch_all, slurm_version
@@ -120,65 +120,40 @@ async def _submit_all(address: str, specs: list[JobSpec]) -> dict[str, Any]:
         jobs_pb2.SubmitJobRequest(spec=job_spec_to_proto(s), submission_id=f"{s.name}-{i}")
         for i, s in enumerate(specs)
     ]
-    latencies: list[float] = []
-    errors = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         await stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=1), timeout=60)
-        next_index = 0
-
-        async def worker() -> None:
-            nonlocal next_index, errors
-            while next_index < len(requests):
-                request = requests[next_index]
-                next_index += 1
-                started = time.perf_counter()
-                try:
-                    await stub.SubmitJob(request, timeout=120)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        wall = time.perf_counter() - started
-    latencies.sort()
+        timed = await timed_calls(
+            lambda r: stub.SubmitJob(r, timeout=120),
+            requests,
+            CONCURRENCY,
+            errors=grpc.aio.AioRpcError,
+        )
     return {
         "jobs": len(requests),
-        "errors": errors,
+        "errors": timed.errors,
         "concurrency": CONCURRENCY,
-        "wall_s": round(wall, 3),
-        "durable_submissions_per_s": round(len(requests) / wall, 1),
-        "latency_p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
-        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+        "wall_s": round(timed.wall_s, 3),
+        "durable_submissions_per_s": round(len(requests) / timed.wall_s, 1),
+        "latency_p50_ms": round(timed.ms_at(0.5), 2),
+        "latency_p99_ms": round(timed.ms_at(0.99), 2),
     }
 
 
 async def _rpc_floor(address: str, calls: int) -> dict[str, Any]:
     """The same client and concurrency against the server's trivial health check: what the
     gRPC stack alone costs per call on this machine (the ceiling for any unary RPC)."""
-    request = health_pb2.HealthCheckRequest()
-    latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        left = calls
-
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                started = time.perf_counter()
-                await stub.Check(request, timeout=60)
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        wall = time.perf_counter() - started
-    latencies.sort()
+        timed = await timed_calls(
+            lambda r: stub.Check(r, timeout=60),
+            [health_pb2.HealthCheckRequest()] * calls,
+            CONCURRENCY,
+        )
     return {
         "calls": calls,
-        "calls_per_s": round(calls / wall, 1),
-        "latency_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+        "calls_per_s": round(calls / timed.wall_s, 1),
+        "latency_p99_ms": round(timed.ms_at(0.99), 2),
     }
 
 

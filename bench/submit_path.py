@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, timed_calls, write_results
 from bench.harness.postgres import PostgresUnavailableError, start_throwaway_postgres
-from bench.harness.procs import Proc, wait_until
+from bench.harness.procs import Proc, cpu_s, stat_cpu_s, wait_until
 from topology.generators import fat_tree
 from topology.spec import dump_spec
 
@@ -125,27 +125,12 @@ async def _drive(address: str, kind: str, requests: list[Any], inflight: int, go
         for _ in range(WARMUP_CALLS // 10):
             await asyncio.gather(*(warm(health_pb2.HealthCheckRequest()) for _ in range(10)))
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        latencies: list[float] = []
-        errors = 0
-        position = 0
-
-        async def worker() -> None:
-            nonlocal position, errors
-            while position < len(requests):
-                request = requests[position]
-                position += 1
-                started = time.perf_counter()
-                try:
-                    await call(request, timeout=120)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
-
         cpu = time.process_time()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(inflight)))
-        ended = time.perf_counter()
-        return latencies, errors, started, ended, time.process_time() - cpu
+        timed = await timed_calls(
+            lambda r: call(r, timeout=120), requests, inflight, errors=grpc.aio.AioRpcError
+        )
+        cpu = time.process_time() - cpu
+        return timed.latencies, timed.errors, timed.started, timed.ended, cpu
 
 
 def _client(
@@ -178,16 +163,8 @@ def _threads_cpu_s(pid: int) -> dict[str, float]:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         name = "event loop (main thread)" if task.name == str(pid) else name
-        fields = stat.rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        out[name] = out.get(name, 0.0) + cpu
+        out[name] = out.get(name, 0.0) + stat_cpu_s(stat)
     return out
-
-
-def _cpu_s(pid: int, tid: int | None = None) -> float:
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _phase(
@@ -214,9 +191,9 @@ def _phase(
         procs.append(proc)
         pipes.append(receive)
     go.wait(timeout=START_WAIT_S)
-    cpu_before, loop_before, threads_before = _cpu_s(pid), _cpu_s(pid, pid), _threads_cpu_s(pid)
+    cpu_before, loop_before, threads_before = cpu_s(pid), cpu_s(pid, pid), _threads_cpu_s(pid)
     results = [p.recv() for p in pipes]
-    cpu, loop_cpu = _cpu_s(pid) - cpu_before, _cpu_s(pid, pid) - loop_before
+    cpu, loop_cpu = cpu_s(pid) - cpu_before, cpu_s(pid, pid) - loop_before
     threads = {
         name: spent - threads_before.get(name, 0.0) for name, spent in _threads_cpu_s(pid).items()
     }

@@ -96,6 +96,18 @@ class Proc:
         return code
 
 
+def stat_cpu_s(stat: str) -> float:
+    """User plus system CPU seconds from the text of a ``/proc/.../stat`` file."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """CPU seconds a process (or one of its threads, ``tid``) has used so far."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    return stat_cpu_s(Path(path).read_text())
+
+
 def scheduler_argv(
     db_url: str,
     topology: Path,
