@@ -129,6 +129,14 @@ class Harness:
         self.handle(event)
         return self.scheduler.job_for(event).id
 
+    def running(self, gpus: int, **fields: Any) -> str:
+        """Submit a job, admit it in a cycle and start it; returns its id (RUNNING)."""
+        job_id = self.submit(gpus, **fields)
+        self.tick()
+        self.start(job_id)
+        assert self.job(job_id).state is JobState.RUNNING
+        return job_id
+
     def wait(self, seconds: float, *, step: float = 10.0, except_: Iterable[str] = ()) -> None:
         """Let time pass with every registered host heartbeating (but ``except_``)."""
         left = seconds

@@ -13,11 +13,7 @@ J = JobState
 
 
 def _running(h: Harness, gpus: int, limit: int) -> str:
-    job = h.submit(gpus, time_limit_s=limit)
-    h.tick()
-    h.start(job)
-    assert h.job(job).state is J.RUNNING
-    return job
+    return h.running(gpus, time_limit_s=limit)
 
 
 def test_short_job_backfills_long_job_waits() -> None:

@@ -3,8 +3,6 @@ back in service (an operator's checked resume, or a lost node returning by itsel
 
 from __future__ import annotations
 
-from typing import Any
-
 from core_builders import Harness, cluster
 
 from scheduler.core.config import SchedulerConfig
@@ -17,14 +15,6 @@ CKPT = {"dir": "/ckpt", "interval_s": 60}
 QUEUE = SchedulerConfig(repair_in_place=False)
 
 
-def _running(h: Harness, gpus: int, **fields: Any) -> str:
-    job = h.submit(gpus, **fields)
-    h.tick()
-    h.start(job)
-    assert h.job(job).state is J.RUNNING
-    return job
-
-
 def _fail(h: Harness, host: str, job: str) -> None:
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.FAILED, {job: h.job(job).restarts}))
 
@@ -32,7 +22,7 @@ def _fail(h: Harness, host: str, job: str) -> None:
 def test_a_resumed_host_is_no_longer_excluded_and_takes_the_job_again() -> None:
     h = Harness(cluster(1, 1, 2), config=QUEUE)
     h.register()
-    job = _running(h, 8, max_restarts=3)
+    job = h.running(8, max_restarts=3)
     (host,) = h.hosts_of(job)
     other = next(x for x in h.hosts if x != host)
     blocker = h.submit(8, job_id="blocker")
@@ -56,7 +46,7 @@ def test_a_resumed_host_is_no_longer_excluded_and_takes_the_job_again() -> None:
 def test_a_lost_host_back_drained_stays_excluded_until_resumed() -> None:
     h = Harness(cluster(1, 1, 3), config=QUEUE)
     h.register()
-    job = _running(h, 16, max_restarts=3, checkpoint=CKPT)
+    job = h.running(16, max_restarts=3, checkpoint=CKPT)
     _, second = h.hosts_of(job)
     h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
     h.tick()
@@ -74,7 +64,7 @@ def test_a_lost_host_returning_by_itself_lifts_the_exclusion() -> None:
         cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False, return_lost_nodes=True)
     )
     h.register()
-    job = _running(h, 16, max_restarts=3)
+    job = h.running(16, max_restarts=3)
     _, second = h.hosts_of(job)
     h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
     h.tick()
@@ -89,7 +79,7 @@ def test_a_lost_host_returning_failed_stays_excluded() -> None:
         cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False, return_lost_nodes=True)
     )
     h.register()
-    job = _running(h, 16, max_restarts=3)
+    job = h.running(16, max_restarts=3)
     _, second = h.hosts_of(job)
     h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
     h.tick()
@@ -101,7 +91,7 @@ def test_a_lost_host_returning_failed_stays_excluded() -> None:
 def test_an_in_place_repair_exclusion_is_lifted_from_the_running_job() -> None:
     h = Harness(cluster(1, 2, 4))  # in-place repair (the default)
     h.register()
-    job = _running(h, 24, max_restarts=3, checkpoint=CKPT)
+    job = h.running(24, max_restarts=3, checkpoint=CKPT)
     failed = h.hosts_of(job)[1]
     _fail(h, failed, job)
     h.stopped(job, attempt=0)
@@ -118,7 +108,7 @@ def test_an_in_place_repair_exclusion_is_lifted_from_the_running_job() -> None:
 def test_finished_jobs_keep_their_exclusions_as_history() -> None:
     h = Harness(cluster(1, 1, 2), config=QUEUE)
     h.register()
-    job = _running(h, 8, max_restarts=3)
+    job = h.running(8, max_restarts=3)
     (host,) = h.hosts_of(job)
     _fail(h, host, job)
     h.tick()
@@ -133,7 +123,7 @@ def test_resuming_a_ready_host_lifts_exclusions_that_outlived_no_outage() -> Non
     # An operator can clear an exclusion of a host that never left service.
     h = Harness(cluster(1, 1, 2), config=QUEUE)
     h.register()
-    job = _running(h, 8, max_restarts=3)
+    job = h.running(8, max_restarts=3)
     (host,) = h.hosts_of(job)
     _fail(h, host, job)
     h.handle(NodeResumeRequested(h.clock.now(), host, "repaired"))
@@ -149,7 +139,7 @@ def test_a_long_job_does_not_run_out_of_hosts_as_failed_ones_are_repaired() -> N
     for config in (QUEUE, SchedulerConfig()):
         h = Harness(cluster(1, 1, 3), config=config)
         h.register()
-        job = _running(h, 16, max_restarts=10, checkpoint=CKPT)
+        job = h.running(16, max_restarts=10, checkpoint=CKPT)
         for round_ in range(6):
             victim = h.hosts_of(job)[round_ % 2]
             attempt = h.job(job).restarts

@@ -19,14 +19,6 @@ J = JobState
 N = NodeState
 
 
-def _running(h: Harness, gpus: int, **fields: object) -> str:
-    job = h.submit(gpus, **fields)
-    h.tick()
-    h.start(job)
-    assert h.job(job).state is J.RUNNING
-    return job
-
-
 def test_registration_makes_a_node_ready() -> None:
     h = Harness(cluster(1, 1, 2))
     assert {n.state for n in h.state.nodes.values()} == {N.UNKNOWN}
@@ -50,7 +42,7 @@ def test_lost_node_requeues_its_job_excluding_the_node() -> None:
     # The queue path (in-place repair has its own tests: test_core_repair.py).
     h = Harness(cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False))
     h.register()
-    job = _running(h, 16, max_restarts=2, checkpoint={"dir": "/c", "interval_s": 10})
+    job = h.running(16, max_restarts=2, checkpoint={"dir": "/c", "interval_s": 10})
     first, second = h.hosts_of(job)
     h.wait(20)
     h.checkpoint(job)
@@ -82,7 +74,7 @@ def test_lost_node_requeues_its_job_excluding_the_node() -> None:
 def test_restarts_exhausted_fails_the_job() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
-    job = _running(h, 16, max_restarts=0)
+    job = h.running(16, max_restarts=0)
     _, second = h.hosts_of(job)
     h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
     h.tick()
@@ -97,7 +89,7 @@ def test_restarts_exhausted_fails_the_job() -> None:
 def test_lost_node_that_returns_is_drained_and_orphans_are_stopped() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
-    job = _running(h, 8, max_restarts=1)
+    job = h.running(8, max_restarts=1)
     (host,) = h.hosts_of(job)
     h.wait(h.config.heartbeat_timeout_s + 10, except_=[host])
     h.tick()
@@ -134,7 +126,7 @@ def test_lost_nodes_can_be_configured_to_return_by_themselves() -> None:
 def test_failed_health_drains_the_node_and_requeues_its_jobs() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
-    job = _running(h, 8, max_restarts=1)
+    job = h.running(8, max_restarts=1)
     (host,) = h.hosts_of(job)
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.FAILED, {job: 0}, "xid 79"))
     node = h.state.nodes[host]
@@ -151,7 +143,7 @@ def test_failed_health_drains_the_node_and_requeues_its_jobs() -> None:
 def test_suspect_health_keeps_new_jobs_away_until_healthy() -> None:
     h = Harness(cluster(1, 1, 1))
     h.register()
-    running = _running(h, 4)
+    running = h.running(4)
     (host,) = h.hosts_of(running)
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.SUSPECT, {running: 0}, "throttling"))
     waiting = h.submit(4)
@@ -166,7 +158,7 @@ def test_suspect_health_keeps_new_jobs_away_until_healthy() -> None:
 def test_drain_waits_for_jobs_and_resume_returns_the_node() -> None:
     h = Harness(cluster(1, 1, 1))
     h.register()
-    running = _running(h, 8)
+    running = h.running(8)
     (host,) = h.hosts_of(running)
     h.handle(NodeDrainRequested(h.clock.now(), host, "driver upgrade"))
     assert h.state.nodes[host].state is N.DRAINING
@@ -194,7 +186,7 @@ def test_drain_of_an_idle_node_is_immediate() -> None:
 def test_fenced_gpus_wait_for_the_agent() -> None:
     h = Harness(cluster(1, 1, 1))
     h.register()
-    job = _running(h, 8)
+    job = h.running(8)
     h.cancel(job)
     assert h.job(job).state is J.CANCELLED
     assert int(h.state.busy.sum()) == 8  # fenced until the ranks are gone
@@ -210,8 +202,8 @@ def test_fenced_gpus_wait_for_the_agent() -> None:
 def test_fence_released_by_a_heartbeat_or_its_deadline() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
-    a = _running(h, 8)
-    b = _running(h, 8)
+    a = h.running(8)
+    b = h.running(8)
     (host_a,), (host_b,) = h.hosts_of(a), h.hosts_of(b)
     h.cancel(a)
     h.cancel(b)
@@ -288,7 +280,7 @@ def test_a_failed_verdict_while_its_job_starts_drains_and_requeues() -> None:
 def test_a_suspect_node_keeps_its_running_job_through_heartbeats_and_ticks() -> None:
     h = Harness(cluster(1, 1, 2))
     h.register()
-    job = _running(h, 8, max_restarts=1)
+    job = h.running(8, max_restarts=1)
     (host,) = h.hosts_of(job)
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.SUSPECT, {job: 0}, "hot"))
     other = h.submit(8)

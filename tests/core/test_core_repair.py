@@ -16,10 +16,7 @@ CKPT = {"dir": "/ckpt", "interval_s": 60}
 
 
 def _running(h: Harness, gpus: int, **fields: object) -> str:
-    job = h.submit(gpus, max_restarts=3, checkpoint=CKPT, **fields)
-    h.tick()
-    h.start(job)
-    return job
+    return h.running(gpus, max_restarts=3, checkpoint=CKPT, **fields)
 
 
 def _slots(h: Harness, job: str) -> dict[int, tuple[str, int]]:

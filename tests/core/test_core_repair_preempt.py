@@ -22,10 +22,7 @@ def _leaf(h: Harness, host: str) -> int:
 
 
 def _running(h: Harness, gpus: int, **fields: object) -> str:
-    job = h.submit(gpus, max_restarts=3, checkpoint=CKPT, **fields)
-    h.tick()
-    h.start(job)
-    return job
+    return h.running(gpus, max_restarts=3, checkpoint=CKPT, **fields)
 
 
 def _crowded_leaf(h: Harness, **low_fields: object) -> tuple[str, str]:

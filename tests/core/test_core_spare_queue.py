@@ -3,8 +3,6 @@ may be placed on them; new jobs and preempted ones may not (unless preemptible).
 
 from __future__ import annotations
 
-from typing import Any
-
 from core_builders import Harness, cluster
 
 from scheduler.core.config import SchedulerConfig
@@ -13,14 +11,6 @@ from scheduler.core.states import Health, JobState
 
 J = JobState
 CKPT = {"dir": "/ckpt", "interval_s": 60}
-
-
-def _running(h: Harness, gpus: int, **fields: Any) -> str:
-    job = h.submit(gpus, **fields)
-    h.tick()
-    h.start(job)
-    assert h.job(job).state is J.RUNNING
-    return job
 
 
 def _fail(h: Harness, host: str) -> None:
@@ -32,7 +22,7 @@ def test_a_job_requeued_by_a_failure_may_use_the_spare_pool() -> None:
     h.register()
     spare = h.hosts[2]
     h.handle(NodeSpareSet(h.clock.now(), (spare,)))
-    job = _running(h, 16, max_restarts=3, checkpoint=CKPT)
+    job = h.running(16, max_restarts=3, checkpoint=CKPT)
     assert spare not in h.hosts_of(job)
     first, second = h.hosts_of(job)
     _fail(h, first)
@@ -48,7 +38,7 @@ def test_new_jobs_stay_off_the_spare_pool() -> None:
     h.register()
     spare = h.hosts[1]
     h.handle(NodeSpareSet(h.clock.now(), (spare,)))
-    _running(h, 8)
+    h.running(8)
     waiting = h.submit(8)
     h.tick()
     assert h.job(waiting).state is J.PENDING
@@ -62,8 +52,8 @@ def test_a_failure_while_restarting_after_a_repair_goes_to_the_queue_and_onto_sp
     h.register()
     spares = h.hosts[3:]
     h.handle(NodeSpareSet(h.clock.now(), spares))
-    job = _running(h, 16, max_restarts=5, checkpoint=CKPT)
-    blocker = _running(h, 8)
+    job = h.running(16, max_restarts=5, checkpoint=CKPT)
+    blocker = h.running(8)
     first, second = h.hosts_of(job)
     assert h.hosts_of(blocker) == (h.hosts[2],)
     _fail(h, first)
