@@ -19,6 +19,17 @@ def _fail(h: Harness, host: str, job: str) -> None:
     h.handle(HeartbeatReceived(h.clock.now(), host, Health.FAILED, {job: h.job(job).restarts}))
 
 
+def _second_host_lost(h: Harness, **fields: object) -> tuple[str, str]:
+    """A running 2-host job whose second host falls silent until LOST: the job and that host
+    (which the job now excludes)."""
+    job = h.running(16, max_restarts=3, **fields)
+    _, second = h.hosts_of(job)
+    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
+    h.tick()
+    assert h.job(job).excluded_hosts == {second}
+    return job, second
+
+
 def test_a_resumed_host_is_no_longer_excluded_and_takes_the_job_again() -> None:
     h = Harness(cluster(1, 1, 2), config=QUEUE)
     h.register()
@@ -46,11 +57,7 @@ def test_a_resumed_host_is_no_longer_excluded_and_takes_the_job_again() -> None:
 def test_a_lost_host_back_drained_stays_excluded_until_resumed() -> None:
     h = Harness(cluster(1, 1, 3), config=QUEUE)
     h.register()
-    job = h.running(16, max_restarts=3, checkpoint=CKPT)
-    _, second = h.hosts_of(job)
-    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
-    h.tick()
-    assert h.job(job).excluded_hosts == {second}
+    job, second = _second_host_lost(h, checkpoint=CKPT)
     h.handle(NodeRegistered(h.clock.now(), second, 8, "test"))
     assert h.state.nodes[second].state is N.DRAINED
     assert h.job(job).excluded_hosts == {second}  # back, but not yet checked
@@ -64,11 +71,7 @@ def test_a_lost_host_returning_by_itself_lifts_the_exclusion() -> None:
         cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False, return_lost_nodes=True)
     )
     h.register()
-    job = h.running(16, max_restarts=3)
-    _, second = h.hosts_of(job)
-    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
-    h.tick()
-    assert h.job(job).excluded_hosts == {second}
+    job, second = _second_host_lost(h)
     h.handle(HeartbeatReceived(h.clock.now(), second, Health.HEALTHY))
     assert h.state.nodes[second].state is N.READY
     assert h.job(job).excluded_hosts == frozenset()
@@ -79,10 +82,7 @@ def test_a_lost_host_returning_failed_stays_excluded() -> None:
         cluster(1, 1, 3), config=SchedulerConfig(repair_in_place=False, return_lost_nodes=True)
     )
     h.register()
-    job = h.running(16, max_restarts=3)
-    _, second = h.hosts_of(job)
-    h.wait(h.config.heartbeat_timeout_s + 10, except_=[second])
-    h.tick()
+    job, second = _second_host_lost(h)
     h.handle(HeartbeatReceived(h.clock.now(), second, Health.FAILED, {}, "xid 79"))
     assert h.state.nodes[second].state is N.DRAINED
     assert h.job(job).excluded_hosts == {second}
